@@ -1,0 +1,32 @@
+# The two commands of the README: `make demo` and `make test`. Both set up .venv on first use.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.cardiotwin-installed
+PYTHON312 := $(shell command -v python3.12 2>/dev/null || (PYENV_VERSION=3.12.1 pyenv which python 2>/dev/null) || true)
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-slow bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup_system.sh
+	@bash scripts/setup_system.sh
+	@if [ ! -x $(PY) ]; then \
+	  if [ -z "$(PYTHON312)" ]; then echo "error: Python 3.12 not found (install python3.12 or pyenv 3.12)"; exit 1; fi; \
+	  echo "creating $(VENV) with $(PYTHON312)"; $(PYTHON312) -m venv $(VENV); fi
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+demo: setup
+	bash scripts/demo.sh
+
+test: setup
+	$(PY) -m pytest -q -ra --timeout=900 $(PYTEST_ARGS)
+
+test-slow: setup
+	$(PY) -m pytest -q -ra -m slow --timeout=3600 $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,3 @@
+from cardiotwin.cli import entry
+
+entry()

@@ -1,0 +1,30 @@
+"""Exceptions a user can act on. The CLI prints them as one clear line and exits non-zero."""
+
+from __future__ import annotations
+
+
+class CardiotwinError(Exception):
+    """Base of all errors caused by input, configuration or a failed stage (not by a bug)."""
+
+    exit_code = 2
+
+
+class ScanError(CardiotwinError):
+    """A scan that cannot be read or is not a usable 3D image. The message names the file."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class ConfigError(CardiotwinError):
+    """An invalid configuration value or file."""
+
+
+class CaseError(CardiotwinError):
+    """A case directory that is locked, damaged or missing a required stage output."""
+
+
+class StageError(CardiotwinError):
+    """A stage that ran but could not produce a valid result (e.g. a mesh that fails)."""

@@ -1,0 +1,232 @@
+"""Reading and writing scans and label maps (NIfTI, NRRD, MHA/MHD, DICOM series).
+
+This and ``io.dicom`` are the only modules that touch file formats of images. Arrays are
+returned in ITK index order (x, y, z) with LPS geometry (see ``cardiotwin.types``). Nothing from
+a file's header other than geometry (and the DICOM modality) is carried into a ``Scan``, so
+patient identifiers can never reach an output.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from cardiotwin.errors import ScanError
+from cardiotwin.io.atomic import atomic_path, sha256_file
+from cardiotwin.types import ImageGeometry, LabelMap, Modality, Scan
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+MIN_SPACING_MM = 0.1
+MAX_SPACING_MM = 10.0
+MIN_VOXELS_PER_AXIS = 4
+MIN_VOXELS_TOTAL = 4096
+
+
+def image_suffix(path: str | os.PathLike[str]) -> str:
+    name = Path(path).name.lower()
+    for suffix in IMAGE_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return ""
+
+
+def read_scan(
+    path: str | os.PathLike[str],
+    *,
+    modality: Modality | None = None,
+    series_uid: str | None = None,
+    frame: int | None = None,
+) -> Scan:
+    """Read a 3D scan from an image file or a DICOM series folder and validate it.
+
+    modality: override the detected modality ("CT" or "MR"). For files without a modality
+    header it is guessed from intensities (CT has air below -200 HU; MR is non-negative).
+    series_uid: which series of a DICOM folder holding several. frame: which time frame of a
+    4D image or cine series (0-based).
+    Raises ScanError naming the file and the problem.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ScanError(path, "no such file or folder")
+    if path.is_dir():
+        from cardiotwin.io.dicom import read_dicom_series
+
+        image, dicom_modality, digest = read_dicom_series(path, series_uid=series_uid, frame=frame)
+        detected: Modality = dicom_modality
+    else:
+        if series_uid is not None:
+            raise ScanError(path, "--series-uid applies to DICOM folders only")
+        image = _read_image_file(path)
+        digest = sha256_file(path)
+        detected = "unknown"
+        image = _select_frame(image, path, frame)
+    voxels, geometry = _image_to_array(image, path)
+    _validate(voxels, geometry, path)
+    if modality is None:
+        modality = detected if detected != "unknown" else guess_modality(voxels)
+    return Scan(voxels=voxels, geometry=geometry, modality=modality, sha256=digest, source=str(path))
+
+
+def guess_modality(voxels: np.ndarray) -> Modality:
+    """CT when a clear fraction of voxels is air-like in Hounsfield units, else MR."""
+    low = float(np.percentile(voxels, 1))
+    return "CT" if low < -200.0 else "MR"
+
+
+def read_labels(path: str | os.PathLike[str]) -> LabelMap:
+    """Read a label map; values must be integers in 0..255."""
+    path = Path(path)
+    if not path.exists():
+        raise ScanError(path, "no such label file")
+    image = _read_image_file(path)
+    arr, geometry = _image_to_array(image, path, dtype=None)
+    if not np.all(np.isfinite(arr)):
+        raise ScanError(path, "label map contains NaN or Inf")
+    if arr.min() < 0 or arr.max() > 255 or not np.all(np.equal(np.mod(arr, 1), 0)):
+        raise ScanError(path, "label map values must be integers in 0..255")
+    return LabelMap(labels=arr.astype(np.uint8), geometry=geometry, source=str(path))
+
+
+def write_scan(scan: Scan, path: str | os.PathLike[str]) -> Path:
+    """Write a scan atomically; the format follows the extension (.nii.gz, .nrrd, .mha ...)."""
+    return _write_array(scan.voxels.astype(np.float32), scan.geometry, path)
+
+
+def write_labels(labels: LabelMap, path: str | os.PathLike[str]) -> Path:
+    """Write a label map (uint8) atomically with its geometry."""
+    return _write_array(labels.labels.astype(np.uint8), labels.geometry, path)
+
+
+def to_sitk(array: np.ndarray, geometry: ImageGeometry):
+    """numpy (x, y, z) + geometry -> SimpleITK image (no other metadata)."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(array, (2, 1, 0))))
+    image.SetSpacing([float(s) for s in geometry.spacing_mm])
+    image.SetOrigin([float(o) for o in geometry.origin_mm])
+    image.SetDirection([float(d) for d in geometry.direction])
+    return image
+
+
+def from_sitk(image) -> tuple[np.ndarray, ImageGeometry]:
+    """SimpleITK 3D image -> numpy (x, y, z) and its geometry."""
+    import SimpleITK as sitk
+
+    arr = np.transpose(sitk.GetArrayFromImage(image), (2, 1, 0))
+    geometry = ImageGeometry(
+        shape=tuple(int(n) for n in image.GetSize()),
+        spacing_mm=tuple(float(s) for s in image.GetSpacing()),
+        origin_mm=tuple(float(o) for o in image.GetOrigin()),
+        direction=tuple(float(d) for d in image.GetDirection()),
+    )
+    return arr, geometry
+
+
+# -- internals -------------------------------------------------------------------------------
+
+
+def _read_image_file(path: Path):
+    import SimpleITK as sitk
+
+    if not image_suffix(path):
+        raise ScanError(
+            path, f"unsupported file type (expected one of {', '.join(IMAGE_SUFFIXES)} or a DICOM folder)"
+        )
+    if path.stat().st_size == 0:
+        raise ScanError(path, "file is empty")
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()
+        detail = next((ln for ln in reason if "rror" in ln or "nable" in ln), reason[-1] if reason else "")
+        raise ScanError(path, f"unreadable or truncated image ({detail.strip()[:200]})") from None
+
+
+def _select_frame(image, path: Path, frame: int | None):
+    import SimpleITK as sitk
+
+    dim = image.GetDimension()
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise ScanError(path, f"has {image.GetNumberOfComponentsPerPixel()} components per voxel; expected a scalar image")
+    if dim == 3:
+        if frame not in (None, 0):
+            raise ScanError(path, f"--frame {frame} given but the image is 3D (one frame)")
+        return image
+    if dim == 4:
+        n_frames = image.GetSize()[3]
+        if frame is None:
+            raise ScanError(path, f"is 4D with {n_frames} frames; choose one with --frame 0..{n_frames - 1}")
+        if not 0 <= frame < n_frames:
+            raise ScanError(path, f"--frame {frame} out of range 0..{n_frames - 1}")
+        size = list(image.GetSize())
+        size[3] = 0
+        return sitk.Extract(image, size, [0, 0, 0, frame])
+    raise ScanError(path, f"is {dim}D; a 3D volume is required")
+
+
+def _image_to_array(image, path: Path, dtype=np.float32) -> tuple[np.ndarray, ImageGeometry]:
+    if image.GetDimension() != 3:
+        raise ScanError(path, f"is {image.GetDimension()}D; a 3D volume is required")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise ScanError(path, "is not a scalar image")
+    try:
+        arr, geometry = from_sitk(image)
+    except RuntimeError as exc:
+        raise ScanError(path, f"voxel data could not be read ({str(exc).strip()[:200]})") from None
+    if dtype is not None:
+        arr = arr.astype(dtype, copy=False)
+    return arr, geometry
+
+
+def _validate(voxels: np.ndarray, geometry: ImageGeometry, path: Path) -> None:
+    spacing = np.asarray(geometry.spacing_mm)
+    if np.any(~np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise ScanError(path, f"voxel spacing must be positive, got {tuple(spacing.round(4))} mm")
+    if np.any(spacing < MIN_SPACING_MM) or np.any(spacing > MAX_SPACING_MM + 1e-6):
+        raise ScanError(
+            path,
+            f"voxel spacing {tuple(spacing.round(4))} mm outside the supported {MIN_SPACING_MM}-{MAX_SPACING_MM} mm "
+            "(check the header's units)",
+        )
+    d = geometry.direction_matrix
+    if not np.all(np.isfinite(d)) or abs(abs(np.linalg.det(d)) - 1.0) > 1e-3:
+        raise ScanError(path, "direction matrix is not a rotation")
+    shape = geometry.shape
+    if min(shape) < MIN_VOXELS_PER_AXIS or int(np.prod(shape)) < MIN_VOXELS_TOTAL:
+        raise ScanError(
+            path,
+            f"volume too small ({shape[0]}x{shape[1]}x{shape[2]} voxels; need at least "
+            f"{MIN_VOXELS_PER_AXIS} per axis and {MIN_VOXELS_TOTAL} in all)",
+        )
+    finite = np.isfinite(voxels)
+    if not finite.all():
+        n_bad = int(voxels.size - np.count_nonzero(finite))
+        raise ScanError(path, f"contains {n_bad} NaN/Inf voxels")
+
+
+def _write_array(array: np.ndarray, geometry: ImageGeometry, path: str | os.PathLike[str]) -> Path:
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if not image_suffix(path):
+        raise ScanError(path, f"cannot write this file type (use one of {', '.join(IMAGE_SUFFIXES)})")
+    if tuple(array.shape) != tuple(geometry.shape):
+        raise ValueError(f"array shape {array.shape} does not match geometry {geometry.shape}")
+    image = to_sitk(array, geometry)
+    with atomic_path(path) as tmp:
+        if image_suffix(path) == ".mhd":
+            # MetaImage header + raw: write both, then move the raw next to the final header.
+            sitk.WriteImage(image, str(tmp), useCompression=False)
+            raw_tmp = tmp.with_suffix(".raw")
+            raw_final = path.with_suffix(".raw")
+            text = tmp.read_text().replace(raw_tmp.name, raw_final.name)
+            tmp.write_text(text)
+            os.replace(raw_tmp, raw_final)
+        else:
+            sitk.WriteImage(image, str(tmp), useCompression=image_suffix(path) in (".nii.gz", ".nrrd", ".mha"))
+    return path

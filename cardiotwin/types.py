@@ -1,0 +1,142 @@
+"""Typed objects that cross stage boundaries.
+
+Every arrow in the data flow of ARCHITECTURE.md is one of these frozen dataclasses. They hold
+numpy arrays (not copied, not frozen themselves) plus the metadata needed to interpret them.
+
+Conventions
+-----------
+- Voxel arrays are indexed ``[i, j, k]`` in ITK index order (x, y, z), i.e. ``array.shape ==
+  geometry.shape``. (SimpleITK's ``GetArrayFromImage`` returns (z, y, x); ``cardiotwin.io``
+  transposes once, on read and write.)
+- World coordinates are LPS millimetres, as in ITK/DICOM: ``world = origin + D @ (spacing * ijk)``
+  with ``D`` the 3x3 direction matrix whose columns are the axis directions.
+- Mesh points are LPS millimetres too; times are ms, pressures kPa, volumes mL (mm^3 in FE).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+Modality = Literal["CT", "MR", "unknown"]
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """Voxel grid of an image in LPS world space.
+
+    shape: (nx, ny, nz); spacing_mm: (sx, sy, sz); origin_mm: LPS position of voxel (0, 0, 0);
+    direction: 3x3 row-major tuple, columns are the unit directions of the i, j, k axes.
+    """
+
+    shape: tuple[int, int, int]
+    spacing_mm: tuple[float, float, float]
+    origin_mm: tuple[float, float, float]
+    direction: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+    @property
+    def direction_matrix(self) -> np.ndarray:
+        return np.asarray(self.direction, dtype=float).reshape(3, 3)
+
+    @property
+    def affine_lps(self) -> np.ndarray:
+        """4x4 matrix mapping homogeneous voxel index (i, j, k, 1) to LPS mm."""
+        a = np.eye(4)
+        a[:3, :3] = self.direction_matrix * np.asarray(self.spacing_mm)[None, :]
+        a[:3, 3] = self.origin_mm
+        return a
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        return float(np.prod(self.spacing_mm)) / 1000.0
+
+    def index_to_world(self, ijk: np.ndarray) -> np.ndarray:
+        """(..., 3) continuous voxel indices -> (..., 3) LPS mm."""
+        ijk = np.asarray(ijk, dtype=float)
+        return ijk @ self.affine_lps[:3, :3].T + self.affine_lps[:3, 3]
+
+    def world_to_index(self, xyz: np.ndarray) -> np.ndarray:
+        """(..., 3) LPS mm -> (..., 3) continuous voxel indices."""
+        xyz = np.asarray(xyz, dtype=float)
+        inv = np.linalg.inv(self.affine_lps[:3, :3])
+        return (xyz - self.affine_lps[:3, 3]) @ inv.T
+
+    def same_space(self, other: "ImageGeometry", *, tol: float = 1e-4) -> bool:
+        """True when both grids coincide (shape exactly, spacing/origin/direction within tol)."""
+        return (
+            tuple(self.shape) == tuple(other.shape)
+            and np.allclose(self.spacing_mm, other.spacing_mm, atol=tol)
+            and np.allclose(self.origin_mm, other.origin_mm, atol=tol * 10)
+            and np.allclose(self.direction, other.direction, atol=tol)
+        )
+
+
+@dataclass(frozen=True)
+class Scan:
+    """A 3D CT or MR image. ``voxels`` is float32 with shape ``geometry.shape``."""
+
+    voxels: np.ndarray
+    geometry: ImageGeometry
+    modality: Modality
+    sha256: str
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """Integer labels (uint8, label table in ``cardiotwin.anatomy``) on a voxel grid."""
+
+    labels: np.ndarray
+    geometry: ImageGeometry
+    source: str = ""
+
+    def volume_ml(self, label: int) -> float:
+        return float(np.count_nonzero(self.labels == label)) * self.geometry.voxel_volume_ml
+
+
+@dataclass(frozen=True)
+class HeartMesh:
+    """Tetrahedral (P1) heart mesh in LPS mm.
+
+    points: (N, 3) float64; cells: (M, 4) int64; cell_tags: (M,) int32 from
+    ``anatomy.CellTag``; facets: (F, 3) int64 boundary triangles; facet_tags: (F,) int32 from
+    ``anatomy.FacetTag``. ``point_data`` / ``cell_data`` carry named fields added by later stages
+    (``f0``, ``s0``, ``n0`` as (N, 3) or (M, 3); ``uvc_*``; ``aha`` segment 0-17, 0 = not LV).
+    """
+
+    points: np.ndarray
+    cells: np.ndarray
+    cell_tags: np.ndarray
+    facets: np.ndarray
+    facet_tags: np.ndarray
+    point_data: dict[str, np.ndarray] = field(default_factory=dict)
+    cell_data: dict[str, np.ndarray] = field(default_factory=dict)
+    name: str = ""
+
+    @property
+    def n_points(self) -> int:
+        return int(self.points.shape[0])
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.cells.shape[0])
+
+    def with_fields(
+        self,
+        *,
+        point_data: dict[str, np.ndarray] | None = None,
+        cell_data: dict[str, np.ndarray] | None = None,
+    ) -> "HeartMesh":
+        """A copy with extra (or replaced) named fields."""
+        return HeartMesh(
+            points=self.points,
+            cells=self.cells,
+            cell_tags=self.cell_tags,
+            facets=self.facets,
+            facet_tags=self.facet_tags,
+            point_data={**self.point_data, **(point_data or {})},
+            cell_data={**self.cell_data, **(cell_data or {})},
+            name=self.name,
+        )

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# System packages cardiotwin needs beyond Python wheels. Installs only what is missing (needs root
+# or sudo; without either it says what to install and carries on, tests that need them skip).
+set -euo pipefail
+need=()
+command -v pdftoppm >/dev/null 2>&1 || need+=(poppler-utils)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+  echo "warning: missing system packages: ${need[*]} (install them with apt-get)"; exit 0; fi
+echo "installing system packages: ${need[*]}"
+$SUDO apt-get update -qq >/dev/null
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
