@@ -1,0 +1,38 @@
+"""`cardiotwin bench NAME`: measure speed/accuracy targets and write them to docs/BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+
+from cardiotwin.bench import write_section
+from cardiotwin.errors import ConfigError
+
+NAME = "bench"
+HELP = "run a benchmark and write its table to docs/BENCHMARKS.md"
+
+# name -> "module:function"; the function takes (*, quick: bool) and returns a markdown section.
+BENCHES: dict[str, str] = {}
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help=f"benchmark to run: {', '.join(BENCHES) or '(none yet)'}")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument("--file", default="docs/BENCHMARKS.md", help="where to write the section")
+    parser.add_argument("--no-write", action="store_true", help="print the section only")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.name not in BENCHES:
+        raise ConfigError(f"unknown benchmark {args.name!r}; choose one of: {', '.join(BENCHES)}")
+    module_name, func_name = BENCHES[args.name].split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    section = func(quick=args.quick)
+    print(section)
+    if not args.no_write:
+        path = write_section(args.name, section, path=args.file)
+        log.info("wrote benchmark %s to %s", args.name, path)
+    return 0
