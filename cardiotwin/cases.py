@@ -1,0 +1,327 @@
+"""Case directories: inputs, each stage's outputs, and a provenance manifest.
+
+Layout::
+
+    cases/p001/
+      manifest.json        inputs (sha256), per-stage records (config, input/output hashes, versions, timings)
+      inputs/scan.nii.gz   the scan as read (geometry and voxels only: no patient identifiers)
+      segment/ mesh/ ...   one folder per stage, replaced atomically when the stage succeeds
+      .staging/            work folders of running stages (removed when they end)
+      .lock                held (flock) by the process that runs a stage
+
+A stage is skipped when its recorded inputs (sha256), config and outputs are unchanged, unless
+forced. A stage that fails or is killed leaves the previous outputs and their record intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from cardiotwin import __version__
+from cardiotwin.config import config_to_dict
+from cardiotwin.errors import CaseError
+from cardiotwin.io.atomic import sha256_file, sha256_paths, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+_TRACKED_PACKAGES = (
+    "numpy", "scipy", "SimpleITK", "torch", "monai", "fenics-dolfinx", "dolfinx-solver-real",
+    "petsc4py", "mpi4py", "pyvista", "vtk", "meshio", "tetgen", "gmsh", "dask", "distributed",
+)
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of cardiotwin, Python and the numerical packages (without importing them)."""
+    versions = {"cardiotwin": __version__, "python": platform.python_version()}
+    for name in _TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def hash_path(path: Path) -> str:
+    """sha256 of a file, or of all files below a folder (names and contents)."""
+    path = Path(path)
+    if path.is_dir():
+        files = [p for p in path.rglob("*") if p.is_file()]
+        return sha256_paths(files, root=path)
+    if path.is_file():
+        return sha256_file(path)
+    raise CaseError(f"stage input {path} does not exist")
+
+
+def config_digest(config: Any) -> tuple[Any, str]:
+    data = config_to_dict(config)
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    return data, digest
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class StageRun:
+    """Handle given to a running stage. Write outputs into ``dir`` unless ``skipped``."""
+
+    name: str
+    dir: Path
+    skipped: bool
+    metrics: dict[str, Any]
+
+    def output(self, relname: str) -> Path:
+        """Path of an output file inside the stage folder (parents created)."""
+        p = self.dir / relname
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+
+class Case:
+    """A case directory. Use ``Case.create``, ``Case.open`` or ``Case.open_or_create``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    # -- opening ---------------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: str | os.PathLike[str], *, case_id: str | None = None) -> "Case":
+        root = Path(root)
+        if (root / MANIFEST).exists():
+            raise CaseError(f"{root}: a case already exists here")
+        if root.exists() and not root.is_dir():
+            raise CaseError(f"{root}: exists and is not a folder")
+        if root.exists() and any(root.iterdir()):
+            raise CaseError(f"{root}: folder is not empty and holds no case manifest; refusing to use it")
+        root.mkdir(parents=True, exist_ok=True)
+        case = cls(root)
+        manifest = {
+            "manifest_version": MANIFEST_VERSION,
+            "case_id": case_id or root.name,
+            "created": _now(),
+            "software": software_versions(),
+            "inputs": {},
+            "stages": {},
+        }
+        write_json_atomic(root / MANIFEST, manifest)
+        return case
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str]) -> "Case":
+        root = Path(root)
+        if not (root / MANIFEST).is_file():
+            raise CaseError(f"{root}: not a case directory (no {MANIFEST})")
+        case = cls(root)
+        case.manifest  # validate it parses
+        return case
+
+    @classmethod
+    def open_or_create(cls, root: str | os.PathLike[str], *, case_id: str | None = None) -> "Case":
+        root = Path(root)
+        return cls.open(root) if (root / MANIFEST).is_file() else cls.create(root, case_id=case_id)
+
+    @staticmethod
+    def is_case(path: str | os.PathLike[str]) -> bool:
+        return (Path(path) / MANIFEST).is_file()
+
+    # -- manifest --------------------------------------------------------------------------
+    @property
+    def manifest(self) -> dict[str, Any]:
+        path = self.root / MANIFEST
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise CaseError(f"{path}: manifest is not valid JSON ({exc})") from None
+        if not isinstance(data, dict) or "stages" not in data:
+            raise CaseError(f"{path}: not a cardiotwin manifest")
+        return data
+
+    def _write_manifest(self, manifest: dict[str, Any]) -> None:
+        write_json_atomic(self.root / MANIFEST, manifest)
+
+    def stage_dir(self, name: str) -> Path:
+        return self.root / name
+
+    def stage_record(self, name: str) -> dict[str, Any] | None:
+        return self.manifest["stages"].get(name)
+
+    def require_stage(self, name: str) -> Path:
+        """Folder of a stage that must have completed; CaseError naming the case otherwise."""
+        rec = self.stage_record(name)
+        if not rec or rec.get("status") != "ok" or not self.stage_dir(name).is_dir():
+            raise CaseError(f"{self.root}: stage '{name}' has not been run (run `cardiotwin {name}` first)")
+        return self.stage_dir(name)
+
+    # -- inputs ----------------------------------------------------------------------------
+    def record_input(self, name: str, path: Path, *, source_sha256: str, source_name: str, **extra: Any) -> None:
+        """Record an input stored in the case (path relative to the root) with its source hash."""
+        with self.lock():
+            manifest = self.manifest
+            manifest["inputs"][name] = {
+                "path": str(Path(path).relative_to(self.root)),
+                "sha256": sha256_file(path),
+                "source_name": source_name,
+                "source_sha256": source_sha256,
+                "recorded": _now(),
+                **extra,
+            }
+            self._write_manifest(manifest)
+
+    def input_path(self, name: str) -> Path:
+        rec = self.manifest["inputs"].get(name)
+        if not rec:
+            raise CaseError(f"{self.root}: no input '{name}' in this case")
+        return self.root / rec["path"]
+
+    # -- locking ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive lock on the case (re-entrant within one process)."""
+        if getattr(self, "_lock_depth", 0):
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        path = self.root / ".lock"
+        fh = open(path, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise CaseError(f"{self.root}: case is locked by {holder}; wait for it to finish") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {platform.node()} since {_now()}")
+        fh.flush()
+        self._lock_depth = 1
+        try:
+            self._recover()
+            yield
+        finally:
+            self._lock_depth = 0
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fh.close()
+
+    def _recover(self) -> None:
+        """Undo what a killed commit left: restore a stage folder parked in .staging, drop work folders."""
+        staging = self.root / ".staging"
+        if not staging.is_dir():
+            return
+        for p in staging.iterdir():
+            if p.name.startswith("old-"):
+                stage = p.name[4:].rsplit("-", 1)[0]
+                if not self.stage_dir(stage).exists():
+                    os.replace(p, self.stage_dir(stage))
+                    log.warning("%s: restored previous outputs of stage %s", self.root, stage)
+                    continue
+            shutil.rmtree(p, ignore_errors=True)
+
+    # -- stages ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def stage(
+        self,
+        name: str,
+        *,
+        inputs: Mapping[str, str | os.PathLike[str]],
+        config: Any,
+        force: bool = False,
+    ) -> Iterator[StageRun]:
+        """Run a stage: skip when unchanged, else stage outputs and commit them atomically."""
+        if not name.isidentifier():
+            raise ValueError(f"stage name must be an identifier, got {name!r}")
+        with self.lock():
+            input_hashes = {k: hash_path(Path(v)) for k, v in inputs.items()}
+            cfg_data, cfg_sha = config_digest(config)
+            prev = self.stage_record(name)
+            if not force and self._unchanged(name, prev, input_hashes, cfg_sha):
+                log.info("%s: stage %s unchanged, skipped (use --force to rerun)", self.root.name, name)
+                yield StageRun(name=name, dir=self.stage_dir(name), skipped=True, metrics={})
+                return
+            work = self.root / ".staging" / f"{name}-{uuid.uuid4().hex[:8]}"
+            work.mkdir(parents=True)
+            started, t0 = _now(), time.perf_counter()
+            run = StageRun(name=name, dir=work, skipped=False, metrics={})
+            try:
+                yield run
+            except BaseException as exc:
+                shutil.rmtree(work, ignore_errors=True)
+                self._record_failure(name, started, time.perf_counter() - t0, exc)
+                raise
+            self._commit(name, work)
+            outputs = {
+                str(p.relative_to(self.stage_dir(name))): sha256_file(p)
+                for p in sorted(self.stage_dir(name).rglob("*"))
+                if p.is_file()
+            }
+            manifest = self.manifest
+            manifest["stages"][name] = {
+                "status": "ok",
+                "started": started,
+                "ended": _now(),
+                "duration_s": round(time.perf_counter() - t0, 3),
+                "inputs": input_hashes,
+                "config": cfg_data,
+                "config_sha256": cfg_sha,
+                "outputs": outputs,
+                "metrics": run.metrics,
+                "software": software_versions(),
+            }
+            self._write_manifest(manifest)
+
+    def _unchanged(self, name: str, prev: dict[str, Any] | None, inputs: dict[str, str], cfg_sha: str) -> bool:
+        if not prev or prev.get("status") != "ok":
+            return False
+        if prev.get("inputs") != inputs or prev.get("config_sha256") != cfg_sha:
+            return False
+        folder = self.stage_dir(name)
+        for rel, digest in prev.get("outputs", {}).items():
+            p = folder / rel
+            if not p.is_file() or sha256_file(p) != digest:
+                log.info("%s: output %s of stage %s changed or missing; rerunning", self.root.name, rel, name)
+                return False
+        return True
+
+    def _commit(self, name: str, work: Path) -> None:
+        final = self.stage_dir(name)
+        parked = self.root / ".staging" / f"old-{name}-{uuid.uuid4().hex[:8]}"
+        if final.exists():
+            os.replace(final, parked)
+        os.replace(work, final)
+        shutil.rmtree(parked, ignore_errors=True)
+
+    def _record_failure(self, name: str, started: str, seconds: float, exc: BaseException) -> None:
+        manifest = self.manifest
+        rec = manifest["stages"].get(name) or {"status": "failed"}
+        rec["last_attempt"] = {
+            "status": "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+            "started": started,
+            "ended": _now(),
+            "duration_s": round(seconds, 3),
+            "error": f"{type(exc).__name__}: {exc}"[:2000],
+        }
+        manifest["stages"][name] = rec
+        self._write_manifest(manifest)

@@ -1,0 +1,228 @@
+"""Typed configuration with units.
+
+Configs are frozen dataclasses. A field declared with ``quantity(default, "kPa")`` accepts a
+number (taken in the declared unit) or a string with a unit ("75 mmHg", "0.1 cm") that is
+converted once, here, at the boundary. Unknown keys, wrong types and incompatible units raise
+``ConfigError`` naming the key and the source. Configs are data: nothing is ever evaluated.
+
+    @dataclass(frozen=True)
+    class MeshConfig:
+        edge_mm: float = quantity(1.5, "mm")
+
+    cfg = load_config(MeshConfig, {"edge_mm": "1.2 mm"}, source="crt_ct.yaml:mesh")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import MISSING, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from cardiotwin.errors import ConfigError
+
+T = TypeVar("T")
+
+# unit -> (dimension, factor to the dimension's base unit). Base units: mm, ms, kPa, mL, mV, deg ...
+_UNITS: dict[str, tuple[str, float]] = {
+    # length (mm)
+    "um": ("length", 1e-3), "mm": ("length", 1.0), "cm": ("length", 10.0), "m": ("length", 1000.0),
+    # time (ms)
+    "ms": ("time", 1.0), "s": ("time", 1000.0), "min": ("time", 60000.0),
+    # pressure / stress (kPa)
+    "Pa": ("pressure", 1e-3), "kPa": ("pressure", 1.0), "MPa": ("pressure", 1e3),
+    "mmHg": ("pressure", 0.133322387415),
+    # volume (mL)
+    "mL": ("volume", 1.0), "ml": ("volume", 1.0), "L": ("volume", 1000.0), "mm^3": ("volume", 1e-3),
+    # voltage (mV)
+    "mV": ("voltage", 1.0), "V": ("voltage", 1000.0),
+    # velocity (mm/ms = m/s)
+    "mm/ms": ("velocity", 1.0), "m/s": ("velocity", 1.0), "cm/s": ("velocity", 0.01), "mm/s": ("velocity", 1e-3),
+    # diffusivity (mm^2/ms)
+    "mm^2/ms": ("diffusivity", 1.0), "cm^2/s": ("diffusivity", 0.1), "m^2/s": ("diffusivity", 1000.0),
+    # conductivity (S/m)
+    "S/m": ("conductivity", 1.0), "mS/cm": ("conductivity", 0.1), "mS/mm": ("conductivity", 1000.0),
+    # angle (deg)
+    "deg": ("angle", 1.0), "rad": ("angle", 180.0 / math.pi),
+    # frequency / rate (1/min, i.e. bpm)
+    "bpm": ("rate", 1.0), "Hz": ("rate", 60.0), "1/min": ("rate", 1.0),
+    # mass (g)
+    "g": ("mass", 1.0), "kg": ("mass", 1000.0),
+    # compliance (mL/kPa), resistance (kPa.ms/mL), elastance (kPa/mL)
+    "mL/kPa": ("compliance", 1.0), "mL/mmHg": ("compliance", 1.0 / 0.133322387415),
+    "kPa*ms/mL": ("resistance", 1.0), "mmHg*s/mL": ("resistance", 0.133322387415 * 1000.0),
+    "kPa/mL": ("elastance", 1.0), "mmHg/mL": ("elastance", 0.133322387415),
+    # dimensionless
+    "": ("dimensionless", 1.0), "1": ("dimensionless", 1.0), "%": ("dimensionless", 0.01),
+}
+
+_QUANTITY_RE = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S*)\s*$")
+
+
+def convert(value: float, from_unit: str, to_unit: str) -> float:
+    """Convert ``value`` between two units of one dimension."""
+    try:
+        dim_from, f_from = _UNITS[from_unit]
+        dim_to, f_to = _UNITS[to_unit]
+    except KeyError as exc:
+        raise ConfigError(f"unknown unit {exc.args[0]!r} (known: {', '.join(sorted(u for u in _UNITS if u))})") from None
+    if dim_from != dim_to:
+        raise ConfigError(f"cannot convert {from_unit!r} ({dim_from}) to {to_unit!r} ({dim_to})")
+    return value * f_from / f_to
+
+
+def parse_quantity(text: str | float | int, unit: str, *, where: str = "value") -> float:
+    """'10 kPa' -> 10.0 in ``unit``; a bare number is taken in ``unit``."""
+    if isinstance(text, bool):
+        raise ConfigError(f"{where}: expected a quantity in {unit or 'no unit'}, got a boolean")
+    if isinstance(text, (int, float)):
+        return float(text)
+    if not isinstance(text, str):
+        raise ConfigError(f"{where}: expected a number or a string like '1.5 {unit}', got {type(text).__name__}")
+    m = _QUANTITY_RE.match(text)
+    if not m:
+        raise ConfigError(f"{where}: cannot read {text!r} as a quantity (e.g. '1.5 {unit}')")
+    number, given = float(m.group(1)), m.group(2)
+    try:
+        return convert(number, given, unit) if given else number
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def quantity(default: float, unit: str, *, doc: str = "") -> Any:
+    """A dataclass field holding a float in ``unit`` that accepts unit strings in configs."""
+    if unit not in _UNITS:
+        raise ValueError(f"unknown unit {unit!r}")
+    return field(default=float(default), metadata={"unit": unit, "doc": doc})
+
+
+def _field_type(cls: type, f: dataclasses.Field) -> Any:
+    hints = typing.get_type_hints(cls)
+    return hints.get(f.name, f.type)
+
+
+def load_config(cls: type[T], data: dict[str, Any] | None, *, source: str = "config") -> T:
+    """Build the frozen dataclass ``cls`` from a mapping, validating keys, types and units."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(fields)}")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name not in data:
+            if f.default is MISSING and f.default_factory is MISSING:  # type: ignore[misc]
+                raise ConfigError(f"{source}: missing required key {name!r}")
+            continue
+        kwargs[name] = _coerce(data[name], _field_type(cls, f), f, where=f"{source}.{name}")
+    try:
+        cfg = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    validate = getattr(cfg, "validate", None)
+    if callable(validate):
+        try:
+            validate()
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    return cfg
+
+
+def _coerce(value: Any, typ: Any, f: dataclasses.Field | None, *, where: str) -> Any:
+    unit = f.metadata.get("unit") if f is not None else None
+    if unit is not None:
+        return parse_quantity(value, unit, where=where)
+    origin = typing.get_origin(typ)
+    args = typing.get_args(typ)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        errors = []
+        for a in non_none:
+            try:
+                return _coerce(value, a, None, where=where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if dataclasses.is_dataclass(typ):
+        return load_config(typ, value, source=where)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        item_types = args if origin is tuple and args and args[-1] is not Ellipsis else (args[0] if args else Any,) * len(value)
+        if origin is tuple and args and args[-1] is not Ellipsis and len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
+        items = [_coerce(v, t, None, where=f"{where}[{i}]") for i, (v, t) in enumerate(zip(value, item_types))]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return dict(value)
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if typ is Path:
+        return Path(value)
+    return value
+
+
+def config_to_dict(cfg: Any) -> Any:
+    """Dataclass -> plain data, quantities written with their unit ("1.5 mm")."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(cfg):
+            v = getattr(cfg, f.name)
+            unit = f.metadata.get("unit")
+            out[f.name] = f"{v:g} {unit}".strip() if unit is not None else config_to_dict(v)
+        return out
+    if isinstance(cfg, (list, tuple)):
+        return [config_to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: config_to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, Path):
+        return str(cfg)
+    return cfg
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping safely (no Python objects, no evaluation)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
