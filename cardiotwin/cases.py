@@ -30,12 +30,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cardiotwin import __version__
 from cardiotwin.config import config_to_dict
 from cardiotwin.errors import CaseError
 from cardiotwin.io.atomic import sha256_file, sha256_paths, write_json_atomic
+
+if TYPE_CHECKING:
+    from cardiotwin.types import Scan
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +187,28 @@ class Case:
                 **extra,
             }
             self._write_manifest(manifest)
+
+    def import_scan(self, scan: "Scan", *, name: str = "scan") -> Path:
+        """Store a scan as ``inputs/<name>.nii.gz`` (voxels and geometry only) and record it.
+
+        Rewriting the image drops every header field but geometry, so no patient identifier of
+        the source (DICOM tags, NIfTI descriptions) enters the case; only the source's file name
+        and sha256 are recorded.
+        """
+        from cardiotwin.io.scans import write_scan
+
+        with self.lock():
+            path = write_scan(scan, self.root / "inputs" / f"{name}.nii.gz")
+            self.record_input(
+                name,
+                path,
+                source_sha256=scan.sha256,
+                source_name=Path(scan.source).name,
+                modality=scan.modality,
+                shape=list(scan.geometry.shape),
+                spacing_mm=list(scan.geometry.spacing_mm),
+            )
+        return path
 
     def input_path(self, name: str) -> Path:
         rec = self.manifest["inputs"].get(name)

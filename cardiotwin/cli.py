@@ -20,6 +20,7 @@ COMMANDS: tuple[str, ...] = (
     "version",
     "info",
     "phantom",
+    "case",
 )
 
 log = logging.getLogger("cardiotwin")

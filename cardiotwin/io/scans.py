@@ -93,8 +93,13 @@ def read_labels(path: str | os.PathLike[str]) -> LabelMap:
 
 
 def write_scan(scan: Scan, path: str | os.PathLike[str]) -> Path:
-    """Write a scan atomically; the format follows the extension (.nii.gz, .nrrd, .mha ...)."""
-    return _write_array(scan.voxels.astype(np.float32), scan.geometry, path)
+    """Write a scan atomically; the format follows the extension (.nii.gz, .nrrd, .mha ...).
+
+    Integral intensities that fit int16 (CT in HU, most MR) are stored as int16, others as float32.
+    """
+    v = scan.voxels
+    integral = v.size and float(v.min()) >= -32768 and float(v.max()) <= 32767 and np.array_equal(v, np.round(v))
+    return _write_array(v.astype(np.int16 if integral else np.float32), scan.geometry, path)
 
 
 def write_labels(labels: LabelMap, path: str | os.PathLike[str]) -> Path:
