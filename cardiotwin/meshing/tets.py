@@ -1,0 +1,122 @@
+"""Topology and geometry helpers for tetrahedral meshes stored as plain numpy arrays.
+
+All functions take ``points`` (N, 3) float64 in mm and ``cells`` (M, 4) int64 and are pure.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Faces of a positively oriented tetrahedron (a, b, c, d), each ordered so that its right-hand
+# normal points out of the tetrahedron.
+_OUTWARD_FACES = np.array([[1, 2, 3], [0, 3, 2], [0, 1, 3], [0, 2, 1]], dtype=np.int64)
+
+
+def signed_volumes(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """(M,) signed tetrahedron volumes in mm^3 (positive: d on the normal side of (a, b, c))."""
+    p = points[cells]
+    return np.einsum("ij,ij->i", np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), p[:, 3] - p[:, 0]) / 6.0
+
+
+def orient_positive(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """A copy of ``cells`` with the last two vertices swapped where the volume is negative."""
+    cells = np.array(cells, dtype=np.int64, copy=True)
+    neg = signed_volumes(points, cells) < 0
+    cells[neg, 2], cells[neg, 3] = cells[neg, 3].copy(), cells[neg, 2].copy()
+    return cells
+
+
+def boundary_facets(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Boundary triangles of a positively oriented tet mesh.
+
+    Returns ``(facets (F, 3), owner (F,))``: triangles that belong to exactly one cell, ordered
+    with outward normals, and the index of that cell.
+    """
+    cells = np.asarray(cells, dtype=np.int64)
+    faces = cells[:, _OUTWARD_FACES].reshape(-1, 3)
+    owner = np.repeat(np.arange(cells.shape[0]), 4)
+    key = np.sort(faces, axis=1)
+    _, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    once = counts[inverse.ravel()] == 1
+    return faces[once], owner[once]
+
+
+def triangle_normals(points: np.ndarray, tris: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(F, 3) unit normals and (F,) areas in mm^2 of triangles (right-hand rule)."""
+    p = points[tris]
+    n = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    norm = np.linalg.norm(n, axis=1)
+    return n / np.maximum(norm, 1e-300)[:, None], 0.5 * norm
+
+
+def enclosed_volume_mm3(points: np.ndarray, tris: np.ndarray) -> float:
+    """Volume enclosed by a triangulated surface, closing any planar holes by a flat cap.
+
+    Uses the divergence theorem with the apex at the centroid of the surface's boundary edges, so
+    an open surface whose holes are planar (e.g. an endocardium cut at a base plane) gives the
+    volume of the cavity closed by that plane. The result is positive (absolute value).
+    """
+    tris = np.asarray(tris, dtype=np.int64)
+    if tris.size == 0:
+        return 0.0
+    edges = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])
+    key = np.sort(edges, axis=1)
+    _, inv, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    border = key[counts[inv.ravel()] == 1]
+    apex = points[np.unique(border)].mean(axis=0) if border.size else points[tris].reshape(-1, 3).mean(axis=0)
+    p = points[tris] - apex
+    return float(abs(np.einsum("ij,ij->i", np.cross(p[:, 0], p[:, 1]), p[:, 2]).sum()) / 6.0)
+
+
+def compact(points: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Drop points no cell uses. Returns (points, cells renumbered, old index of each kept point)."""
+    used = np.unique(cells)
+    new_index = np.full(points.shape[0], -1, dtype=np.int64)
+    new_index[used] = np.arange(used.size)
+    return points[used], new_index[cells], used
+
+
+def edge_lengths(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Lengths (mm) of the unique edges of a tet mesh."""
+    pairs = np.array([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]])
+    e = np.sort(cells[:, pairs].reshape(-1, 2), axis=1)
+    e = np.unique(e, axis=0)
+    return np.linalg.norm(points[e[:, 0]] - points[e[:, 1]], axis=1)
+
+
+def dihedral_angles_deg(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """(M, 6) interior dihedral angles in degrees of each tetrahedron."""
+    p = points[cells]
+    # Outward face normals for faces opposite vertex 0..3 (orientation-independent via abs below).
+    normals = []
+    for f in _OUTWARD_FACES:
+        n = np.cross(p[:, f[1]] - p[:, f[0]], p[:, f[2]] - p[:, f[0]])
+        normals.append(n / np.maximum(np.linalg.norm(n, axis=1), 1e-300)[:, None])
+    angles = []
+    for i in range(4):
+        for j in range(i + 1, 4):
+            c = np.einsum("ij,ij->i", normals[i], normals[j])
+            # Interior dihedral angle between two faces = pi - angle between outward normals.
+            angles.append(180.0 - np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
+    out = np.stack(angles, axis=1)
+    # For a negatively oriented cell all normals flip together, which leaves the angles unchanged.
+    return out
+
+
+def radius_ratios(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """(M,) normalised radius ratio 3 r_in / r_circ: 1 for a regular tet, 0 for a degenerate one."""
+    p = points[cells]
+    vol = np.abs(signed_volumes(points, cells))
+    area = np.zeros(cells.shape[0])
+    for f in _OUTWARD_FACES:
+        area += 0.5 * np.linalg.norm(np.cross(p[:, f[1]] - p[:, f[0]], p[:, f[2]] - p[:, f[0]]), axis=1)
+    r_in = 3.0 * vol / np.maximum(area, 1e-300)
+    # Circumradius: |a|^2 (b x c) + |b|^2 (c x a) + |c|^2 (a x b) over 12 V, with a, b, c from vertex 0.
+    a, b, c = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0], p[:, 3] - p[:, 0]
+    num = (
+        (a * a).sum(1)[:, None] * np.cross(b, c)
+        + (b * b).sum(1)[:, None] * np.cross(c, a)
+        + (c * c).sum(1)[:, None] * np.cross(a, b)
+    )
+    r_circ = np.linalg.norm(num, axis=1) / np.maximum(12.0 * vol, 1e-300)
+    return np.clip(3.0 * r_in / np.maximum(r_circ, 1e-300), 0.0, 1.0)
