@@ -144,12 +144,47 @@ def _read_image_file(path: Path):
         )
     if path.stat().st_size == 0:
         raise ScanError(path, "file is empty")
+    if image_suffix(path) in (".nii", ".nii.gz"):
+        _check_nifti_complete(path)  # ITK zero-fills a truncated NIfTI instead of failing
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()
         detail = next((ln for ln in reason if "rror" in ln or "nable" in ln), reason[-1] if reason else "")
         raise ScanError(path, f"unreadable or truncated image ({detail.strip()[:200]})") from None
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """Raise ScanError when a NIfTI file holds fewer voxel bytes than its header announces."""
+    import gzip
+    import zlib
+
+    import nibabel as nib
+
+    try:
+        nifti = nib.load(str(path))
+        header = nifti.header
+        expected = int(header["vox_offset"]) + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
+    except Exception as exc:  # noqa: BLE001 - any header failure means an unreadable file
+        raise ScanError(path, f"unreadable or truncated image (bad NIfTI header: {str(exc)[:150]})") from None
+    if image_suffix(path) == ".nii":
+        actual = path.stat().st_size
+    else:
+        actual = 0
+        try:
+            with gzip.open(path, "rb") as fh:
+                while block := fh.read(1 << 22):
+                    actual += len(block)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise ScanError(path, f"unreadable or truncated image (compressed stream ends early: {exc})") from None
+    if actual < expected:
+        raise ScanError(path, f"unreadable or truncated image ({actual} of {expected} bytes)")
+    if header.get_data_dtype().kind == "f":
+        # ITK's NIfTI reader turns NaN into 0: check the stored values themselves.
+        raw = np.asarray(nifti.dataobj)
+        n_bad = int(raw.size - np.count_nonzero(np.isfinite(raw)))
+        if n_bad:
+            raise ScanError(path, f"contains {n_bad} NaN/Inf voxels")
 
 
 def _select_frame(image, path: Path, frame: int | None):
