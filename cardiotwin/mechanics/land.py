@@ -1,0 +1,165 @@
+"""Land et al. 2015 cardiac mechanics benchmark (Proc R Soc A 471:20150641), Problems 1-3.
+
+- Problem 1: beam [0,10]x[0,1]x[0,1] mm, x = 0 clamped, follower pressure 0.004 kPa on z = 0,
+  fibres along x, Guccione C = 2 kPa, b_f 8, b_t 2, b_fs 4. Output: deformed point (10, 0.5, 1).
+- Problem 2: truncated ellipsoid (``meshing.analytic.land_ellipsoid``), base z = 5 fixed,
+  isotropic Guccione C = 10 kPa, b = 1, endocardial pressure 10 kPa. Output: apex z.
+- Problem 3: as 2 with the analytic fibre field (helix angle +90 deg endo to -90 deg epi),
+  C = 2 kPa, b_f 8, b_t 2, b_fs 4, pressure 15 kPa and active tension 60 kPa along f0.
+
+All are solved incompressible (Taylor-Hood P2/P1). Lengths in mm, pressures in kPa.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from mpi4py import MPI  # noqa: I001 - before dolfinx
+
+import dolfinx
+import ufl
+
+from cardiotwin.anatomy import FacetTag
+from cardiotwin.mechanics.materials import Guccione
+from cardiotwin.mechanics.problem import Boundaries, CardiacMechanics, MechanicsConfig
+
+log = logging.getLogger(__name__)
+
+# Land et al. 2015, section 3: ellipsoid radii (mm) and base plane.
+ENDO_RS, ENDO_RL, EPI_RS, EPI_RL, BASE_Z = 7.0, 17.0, 10.0, 20.0, 5.0
+
+# Published results (Land et al. 2015, figures 4, 6, 8; BENCHMARKS.md): deformed z in mm.
+REFERENCE = {
+    1: {"beam_point_z_mm": (4.10, 4.25)},
+    2: {"endo_apex_z_mm": (-26.9, -26.1), "epi_apex_z_mm": (-28.6, -27.8)},
+    3: {"endo_apex_z_mm": (-12.6, -11.9), "epi_apex_z_mm": (-15.6, -15.1)},
+}
+
+
+@dataclass(frozen=True)
+class LandResult:
+    """Outputs of one Land problem: deformed z (mm) of the reported points and solver figures."""
+
+    problem: int
+    resolution: float
+    outputs_mm: dict[str, float]
+    n_dofs: int
+    newton_iterations: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {"problem": self.problem, "resolution": self.resolution, **self.outputs_mm,
+                "n_dofs": self.n_dofs, "newton_iterations": self.newton_iterations, "seconds": round(self.seconds, 3)}
+
+
+def land_fibres(x: np.ndarray, *, alpha_endo_deg: float = 90.0, alpha_epi_deg: float = -90.0) -> np.ndarray:
+    """Analytic Problem 3 fibre field at points x (3, P) -> (3, P) unit vectors.
+
+    Prolate coordinates of Land 2015 eq. (3.1): x = r_s(t) sin u cos v, y = r_s(t) sin u sin v,
+    z = r_l(t) cos u, r_s = 7 + 3t, r_l = 17 + 3t, t in [0, 1] endo -> epi; fibre angle
+    alpha = alpha_endo + t (alpha_epi - alpha_endo); f = sin(alpha) e_u + cos(alpha) e_v with
+    e_u, e_v the normalised derivatives dx/du, dx/dv.
+    """
+    px, py, pz = np.asarray(x[0]), np.asarray(x[1]), np.asarray(x[2])
+    rho2 = px**2 + py**2
+    lo, hi = np.full(px.shape, -0.5), np.full(px.shape, 1.5)
+    for _ in range(60):  # bisection: level(t) decreases with t
+        mid = 0.5 * (lo + hi)
+        level = rho2 / (ENDO_RS + (EPI_RS - ENDO_RS) * mid) ** 2 + pz**2 / (ENDO_RL + (EPI_RL - ENDO_RL) * mid) ** 2
+        outside = level > 1.0
+        lo = np.where(outside, mid, lo)
+        hi = np.where(outside, hi, mid)
+    t = np.clip(0.5 * (lo + hi), 0.0, 1.0)
+    rs, rl = ENDO_RS + (EPI_RS - ENDO_RS) * t, ENDO_RL + (EPI_RL - ENDO_RL) * t
+    u = -np.arccos(np.clip(pz / rl, -1.0, 1.0))
+    v = np.arctan2(-py, -px)
+    du = np.stack([rs * np.cos(u) * np.cos(v), rs * np.cos(u) * np.sin(v), -rl * np.sin(u)])
+    dv = np.stack([-rs * np.sin(u) * np.sin(v), rs * np.sin(u) * np.cos(v), np.zeros_like(u)])
+    du /= np.maximum(np.linalg.norm(du, axis=0), 1e-12)
+    nv = np.linalg.norm(dv, axis=0)
+    dv = np.where(nv > 1e-9, dv / np.maximum(nv, 1e-12), np.array([[0.0], [1.0], [0.0]]))
+    alpha = np.deg2rad(alpha_endo_deg + t * (alpha_epi_deg - alpha_endo_deg))
+    f = np.sin(alpha) * du + np.cos(alpha) * dv
+    return f / np.maximum(np.linalg.norm(f, axis=0), 1e-12)
+
+
+def _orthonormal_frame(f_fn: dolfinx.fem.Function) -> tuple[ufl.core.expr.Expr, ...]:
+    """(f0, s0, n0) with s0, n0 any unit vectors orthogonal to f0 (enough for transverse isotropy)."""
+    f = f_fn / ufl.sqrt(ufl.inner(f_fn, f_fn))
+    a = ufl.conditional(ufl.lt(abs(f[2]), 0.9), ufl.as_vector((0.0, 0.0, 1.0)), ufl.as_vector((1.0, 0.0, 0.0)))
+    s = a - ufl.inner(a, f) * f
+    s = s / ufl.sqrt(ufl.inner(s, s))
+    return f, s, ufl.cross(f, s)
+
+
+def _beam_mesh(n: int, comm: MPI.Comm) -> tuple[dolfinx.mesh.Mesh, dolfinx.mesh.MeshTags]:
+    mesh = dolfinx.mesh.create_box(comm, [[0.0, 0.0, 0.0], [10.0, 1.0, 1.0]], [10 * n, n, n],
+                                   dolfinx.mesh.CellType.tetrahedron)
+    fdim = 2
+    clamp = dolfinx.mesh.locate_entities_boundary(mesh, fdim, lambda x: np.isclose(x[0], 0.0))
+    bottom = dolfinx.mesh.locate_entities_boundary(mesh, fdim, lambda x: np.isclose(x[2], 0.0))
+    idx = np.concatenate([clamp, bottom])
+    val = np.concatenate([np.full(len(clamp), 1), np.full(len(bottom), 2)]).astype(np.int32)
+    idx, first = np.unique(idx, return_index=True)
+    return mesh, dolfinx.mesh.meshtags(mesh, fdim, idx.astype(np.int32), val[first])
+
+
+def solve_land(problem: int, *, resolution: float | None = None, comm: MPI.Comm = MPI.COMM_WORLD,
+               load_steps: int | None = None) -> LandResult:
+    """Solve Land Problem 1, 2 or 3 and return the benchmark outputs.
+
+    resolution: elements across the beam thickness for Problem 1 (default 2; 10x as many along
+    x), or the mesh characteristic length in mm for Problems 2 and 3 (default 2.5).
+    """
+    t0 = time.perf_counter()
+    cfg = MechanicsConfig(formulation="mixed", quadrature_degree=4)
+    if problem == 1:
+        n = int(resolution or 2)
+        mesh, ft = _beam_mesh(n, comm)
+        e = tuple(ufl.as_vector(v) for v in ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)))
+        mech = CardiacMechanics(mesh, ft, material=Guccione(C=2.0, bf=8.0, bt=2.0, bfs=4.0), fibres=e,
+                                boundaries=Boundaries(fixed=(1,), cavities={"beam": 2}), cfg=cfg, prefix="land1_")
+        its = mech.solve_to(pressures_kpa={"beam": 0.004}, label="Land problem 1",
+                            initial_fraction=1.0 / (load_steps or 1))
+        z = mech.point_values(np.array([10.0, 0.5, 1.0]))[0, 2] + 1.0
+        outputs = {"beam_point_z_mm": float(z)}
+        res = float(n)
+    elif problem in (2, 3):
+        from cardiotwin.meshing.analytic import land_ellipsoid
+        from cardiotwin.meshing.fem import to_dolfinx
+
+        h = float(resolution or 2.5)
+        heart = to_dolfinx(land_ellipsoid(char_length_mm=h) if comm.rank == 0 else None, comm)
+        Vf = dolfinx.fem.functionspace(heart.mesh, ("Lagrange", 2, (3,)))
+        f_fn = dolfinx.fem.Function(Vf, name="f0")
+        if problem == 3:
+            f_fn.interpolate(land_fibres)
+            material = Guccione(C=2.0, bf=8.0, bt=2.0, bfs=4.0)
+        else:
+            f_fn.interpolate(lambda x: np.vstack([np.ones_like(x[0]), np.zeros_like(x[0]), np.zeros_like(x[0])]))
+            material = Guccione(C=10.0, bf=1.0, bt=1.0, bfs=1.0)
+        mech = CardiacMechanics(
+            heart.mesh, heart.facet_tags, material=material, fibres=_orthonormal_frame(f_fn),
+            boundaries=Boundaries(fixed=(int(FacetTag.BASE),), cavities={"LV": int(FacetTag.LV_ENDO)},
+                                  base=int(FacetTag.BASE)),
+            cfg=cfg, prefix=f"land{problem}_",
+        )
+        steps = load_steps or (10 if problem == 2 else 20)
+        if problem == 2:
+            its = mech.solve_to(pressures_kpa={"LV": 10.0}, label="Land problem 2", initial_fraction=1.0 / steps)
+        else:
+            its = mech.solve_to(pressures_kpa={"LV": 15.0}, active_tension_kpa=60.0, label="Land problem 3",
+                                initial_fraction=1.0 / steps)
+        u = mech.point_values(np.array([[0.0, 0.0, -ENDO_RL], [0.0, 0.0, -EPI_RL]]))
+        outputs = {"endo_apex_z_mm": float(u[0, 2] - ENDO_RL), "epi_apex_z_mm": float(u[1, 2] - EPI_RL)}
+        res = h
+    else:
+        raise ValueError(f"Land problem must be 1, 2 or 3, got {problem}")
+    result = LandResult(problem=problem, resolution=res, outputs_mm=outputs, n_dofs=mech.n_dofs,
+                        newton_iterations=its, seconds=time.perf_counter() - t0)
+    log.info("Land problem %d at %g: %s (%d dofs, %d Newton its, %.1f s)", problem, res, outputs,
+             mech.n_dofs, its, result.seconds)
+    return result

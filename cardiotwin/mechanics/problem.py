@@ -1,0 +1,353 @@
+"""Quasi-static cardiac mechanics in dolfinx: forms, boundary conditions, Newton with load stepping.
+
+Units: mm, kPa, mL (cavity volumes; mm^3 inside the forms).
+
+The residual is the first variation of the strain energy plus three load terms:
+
+- follower (cavity) pressure on the endocardium: ``+ p J F^-T N . v ds`` (the pressure
+  pushes the wall away from the cavity);
+- Robin springs: ``k u . v ds`` on the base (all directions) and ``k (u.N)(v.N) ds`` on the
+  epicardium (pericardium, normal direction only);
+- active second Piola-Kirchhoff stress ``S_a = T_a (f0 x f0 + eta (s0 x s0 + n0 x n0))``
+  (``eta`` the cross-fibre fraction), i.e. ``P_a = F S_a``, as in Land et al. 2015.
+
+Two compressibility treatments: ``mixed`` (incompressible, Taylor-Hood P2 displacement / P1
+pressure, ``W - p (J - 1)``) and ``penalty`` (nearly incompressible, isochoric W plus
+``kappa/2 (J - 1)^2``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from mpi4py import MPI  # noqa: I001 - before dolfinx
+
+import basix.ufl
+import dolfinx
+import dolfinx.fem.petsc
+import ufl
+from petsc4py import PETSc
+
+from cardiotwin.config import quantity
+from cardiotwin.errors import StageError
+from cardiotwin.mechanics.materials import Material
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MechanicsConfig:
+    """Discretisation, boundary conditions and Newton settings of the mechanics solve."""
+
+    formulation: Literal["mixed", "penalty"] = "penalty"
+    degree: int = 1  # displacement degree for "penalty"; "mixed" is always P2/P1
+    bulk_modulus: float = quantity(500.0, "kPa", doc="penalty kappa")
+    base_bc: Literal["fixed", "spring"] = "fixed"
+    base_spring_kpa_per_mm: float = 1.0
+    epi_spring_kpa_per_mm: float = 0.0
+    cross_fibre_fraction: float = 0.0
+    snes_rtol: float = 1e-9
+    snes_atol: float = 1e-8
+    snes_max_it: int = 25
+    min_load_fraction: float = 1.0 / 256
+    quadrature_degree: int = 4
+
+    def validate(self) -> None:
+        if self.formulation not in ("mixed", "penalty"):
+            raise ValueError(f"formulation must be 'mixed' or 'penalty', got {self.formulation!r}")
+        if self.degree not in (1, 2):
+            raise ValueError("degree must be 1 or 2")
+        if not self.bulk_modulus > 0:
+            raise ValueError(f"bulk_modulus must be > 0, got {self.bulk_modulus}")
+        if self.base_spring_kpa_per_mm < 0 or self.epi_spring_kpa_per_mm < 0:
+            raise ValueError("spring stiffnesses must be >= 0")
+        if not 0 <= self.cross_fibre_fraction <= 1:
+            raise ValueError("cross_fibre_fraction must lie in [0, 1]")
+
+
+@dataclass(frozen=True)
+class Boundaries:
+    """Facet tags of the problem: fixed (Dirichlet u = 0), springs, pressurised cavities.
+
+    ``cavities`` maps a cavity name ("LV", "RV", or "beam" for a loaded face) to its facet tag;
+    ``base`` is the tag whose deformed centroid closes the cavities for volume computation.
+    """
+
+    fixed: tuple[int, ...] = ()
+    base_springs: tuple[int, ...] = ()
+    epi_springs: tuple[int, ...] = ()
+    cavities: Mapping[str, int] = field(default_factory=dict)
+    base: int | None = None
+
+
+@dataclass
+class NewtonMonitor:
+    """Counts Newton iterations and times of every accepted solve (read by the benchmark)."""
+
+    iterations: list[int] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    failures: int = 0
+
+
+class CardiacMechanics:
+    """A hyperelastic body with cavity pressures and active tension, solved by Newton (SNES).
+
+    Loads are ``pressures_kpa[name]`` (dolfinx Constants) and ``active_tension_kpa`` (a scalar
+    Function on ``scalar_space``). ``solve_to`` moves them to targets with adaptive load steps.
+    """
+
+    def __init__(
+        self,
+        mesh: dolfinx.mesh.Mesh,
+        facet_tags: dolfinx.mesh.MeshTags,
+        *,
+        material: Material,
+        fibres: tuple[ufl.core.expr.Expr, ufl.core.expr.Expr, ufl.core.expr.Expr],
+        boundaries: Boundaries,
+        cfg: MechanicsConfig = MechanicsConfig(),
+        prefix: str = "mech_",
+    ) -> None:
+        material.validate()
+        cfg.validate()
+        self.mesh, self.facet_tags, self.cfg, self.boundaries = mesh, facet_tags, cfg, boundaries
+        self.comm = mesh.comm
+        self.monitor = NewtonMonitor()
+        gdim = mesh.geometry.dim
+        cell = mesh.basix_cell()
+        if cfg.formulation == "mixed":
+            el_u = basix.ufl.element("Lagrange", cell, 2, shape=(gdim,))
+            el_p = basix.ufl.element("Lagrange", cell, 1)
+            self.W = dolfinx.fem.functionspace(mesh, basix.ufl.mixed_element([el_u, el_p]))
+            self.V, self._v_map = self.W.sub(0).collapse()
+        else:
+            self.W = dolfinx.fem.functionspace(mesh, ("Lagrange", cfg.degree, (gdim,)))
+            self.V, self._v_map = self.W, None
+        self.scalar_space = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
+        self.state = dolfinx.fem.Function(self.W, name="state")
+        self.u_out = dolfinx.fem.Function(self.V, name="displacement_mm")
+        self.active_tension_kpa = dolfinx.fem.Function(self.scalar_space, name="active_tension_kPa")
+        self.pressures_kpa = {
+            name: dolfinx.fem.Constant(mesh, PETSc.ScalarType(0.0)) for name in boundaries.cavities
+        }
+        f0, s0, n0 = (v / ufl.sqrt(ufl.inner(v, v)) for v in fibres)
+        self.f0, self.s0, self.n0 = f0, s0, n0
+
+        if cfg.formulation == "mixed":
+            u, p_h = ufl.split(self.state)
+        else:
+            u, p_h = self.state, None
+        self.u = u
+        test = ufl.TestFunction(self.W)
+        v = ufl.split(test)[0] if cfg.formulation == "mixed" else test
+        F = ufl.variable(ufl.Identity(gdim) + ufl.grad(u))
+        J = ufl.det(F)
+        self.F, self.J = F, J
+        dx = ufl.Measure("dx", domain=mesh, metadata={"quadrature_degree": cfg.quadrature_degree})
+        ds = ufl.Measure("ds", domain=mesh, subdomain_data=facet_tags,
+                         metadata={"quadrature_degree": cfg.quadrature_degree})
+        self.ds = ds
+        if cfg.formulation == "mixed":
+            psi = material.strain_energy(F, f0, s0, n0, isochoric=False) - p_h * (J - 1)
+            residual = ufl.derivative(psi * dx, self.state, test)
+        else:
+            psi = material.strain_energy(F, f0, s0, n0, isochoric=True) + 0.5 * cfg.bulk_modulus * (J - 1) ** 2
+            residual = ufl.derivative(psi * dx, self.state, test)
+        eta = cfg.cross_fibre_fraction
+        S_a = self.active_tension_kpa * (ufl.outer(f0, f0) + eta * (ufl.outer(s0, s0) + ufl.outer(n0, n0)))
+        residual += ufl.inner(F * S_a, ufl.grad(v)) * dx
+        N = ufl.FacetNormal(mesh)
+        cofactor_N = J * ufl.inv(F).T * N
+        for name, tag in boundaries.cavities.items():
+            residual += self.pressures_kpa[name] * ufl.inner(cofactor_N, v) * ds(tag)
+        k_base = dolfinx.fem.Constant(mesh, PETSc.ScalarType(cfg.base_spring_kpa_per_mm))
+        k_epi = dolfinx.fem.Constant(mesh, PETSc.ScalarType(cfg.epi_spring_kpa_per_mm))
+        for tag in boundaries.base_springs:
+            residual += k_base * ufl.inner(u, v) * ds(tag)
+        for tag in boundaries.epi_springs:
+            residual += k_epi * ufl.inner(u, N) * ufl.inner(v, N) * ds(tag)
+        self.residual = residual
+
+        fdim = mesh.topology.dim - 1
+        mesh.topology.create_connectivity(fdim, mesh.topology.dim)
+        bcs = []
+        for tag in boundaries.fixed:
+            facets = facet_tags.find(tag)
+            if cfg.formulation == "mixed":
+                dofs = dolfinx.fem.locate_dofs_topological((self.W.sub(0), self.V), fdim, facets)
+                zero = dolfinx.fem.Function(self.V)
+                bcs.append(dolfinx.fem.dirichletbc(zero, dofs, self.W.sub(0)))
+            else:
+                dofs = dolfinx.fem.locate_dofs_topological(self.W, fdim, facets)
+                bcs.append(dolfinx.fem.dirichletbc(np.zeros(gdim, dtype=PETSc.ScalarType), dofs, self.W))
+        self.bcs = bcs
+        self.prefix = prefix
+        opts = {
+            "snes_type": "newtonls",
+            "snes_linesearch_type": "none",
+            "snes_rtol": cfg.snes_rtol,
+            "snes_atol": cfg.snes_atol,
+            "snes_stol": 0.0,
+            "snes_max_it": cfg.snes_max_it,
+            "snes_error_if_not_converged": True,
+            "ksp_type": "preonly",
+            "pc_type": "lu",
+            "pc_factor_mat_solver_type": "mumps",
+            "ksp_error_if_not_converged": True,
+        }
+        self.problem = dolfinx.fem.petsc.NonlinearProblem(
+            residual, self.state, bcs=bcs, petsc_options_prefix=prefix, petsc_options=opts
+        )
+        self._volume_forms: dict[str, dolfinx.fem.Form] = {}
+        self._base_centroid_forms = None
+        log.debug("mechanics problem %s: %d dofs", prefix, self.W.dofmap.index_map.size_global * self.W.dofmap.index_map_bs)
+
+    # -- state -------------------------------------------------------------------------------
+    @property
+    def n_dofs(self) -> int:
+        im = self.W.dofmap.index_map
+        return int(im.size_global * self.W.dofmap.index_map_bs)
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """Copy of the state and loads (restore with ``restore``)."""
+        snap = {"state": self.state.x.array.copy(), "Ta": self.active_tension_kpa.x.array.copy()}
+        for name, c in self.pressures_kpa.items():
+            snap[f"p_{name}"] = np.array(float(c.value))
+        return snap
+
+    def restore(self, snap: dict[str, np.ndarray]) -> None:
+        self.state.x.array[:] = snap["state"]
+        self.active_tension_kpa.x.array[:] = snap["Ta"]
+        for name, c in self.pressures_kpa.items():
+            c.value = float(snap[f"p_{name}"])
+        self.state.x.scatter_forward()
+
+    def displacement(self) -> dolfinx.fem.Function:
+        """The displacement (mm) as a Function on ``self.V`` (a copy for mixed problems)."""
+        if self._v_map is None:
+            return self.state
+        self.u_out.x.array[:] = self.state.x.array[self._v_map]
+        self.u_out.x.scatter_forward()
+        return self.u_out
+
+    # -- solving -----------------------------------------------------------------------------
+    def _newton(self) -> int:
+        t0 = time.perf_counter()
+        self.problem.solve()
+        snes = self.problem.solver
+        reason = snes.getConvergedReason()
+        its = snes.getIterationNumber()
+        if reason <= 0 or not np.all(np.isfinite(self.state.x.array)):
+            raise PETSc.Error(reason)
+        self.monitor.iterations.append(int(its))
+        self.monitor.seconds.append(time.perf_counter() - t0)
+        return int(its)
+
+    def solve_to(
+        self,
+        *,
+        pressures_kpa: Mapping[str, float] | None = None,
+        active_tension_kpa: np.ndarray | float | None = None,
+        label: str = "",
+        initial_fraction: float = 1.0,
+        on_failure: Callable[["CardiacMechanics"], None] | None = None,
+    ) -> int:
+        """Move loads from their current values to the targets, halving steps when Newton fails.
+
+        Returns the Newton iterations spent. Raises StageError naming ``label`` and the load
+        reached when the step falls below ``cfg.min_load_fraction``; the state is then the last
+        converged one and ``on_failure(self)`` is called (to save it) before raising.
+        """
+        p_start = {n: float(c.value) for n, c in self.pressures_kpa.items()}
+        p_end = {**p_start, **(dict(pressures_kpa) if pressures_kpa else {})}
+        unknown = set(p_end) - set(p_start)
+        if unknown:
+            raise ValueError(f"unknown cavities {sorted(unknown)}; have {sorted(p_start)}")
+        ta_start = self.active_tension_kpa.x.array.copy()
+        ta_end = ta_start if active_tension_kpa is None else np.broadcast_to(
+            np.asarray(active_tension_kpa, dtype=float), ta_start.shape).copy()
+        done, step, total_its = 0.0, min(1.0, initial_fraction), 0
+        last = self.snapshot()
+        while done < 1.0 - 1e-12:
+            trial = min(1.0, done + step)
+            for n, c in self.pressures_kpa.items():
+                c.value = p_start[n] + trial * (p_end[n] - p_start[n])
+            self.active_tension_kpa.x.array[:] = ta_start + trial * (ta_end - ta_start)
+            try:
+                total_its += self._newton()
+            except PETSc.Error:
+                self.monitor.failures += 1
+                self.restore(last)
+                step *= 0.5
+                log.debug("%s: Newton failed at load fraction %.4f, halving step to %.4g", label, trial, step)
+                if step < self.cfg.min_load_fraction:
+                    if on_failure is not None:
+                        on_failure(self)
+                    loads = ", ".join(f"p_{n} {p_start[n] + done * (p_end[n] - p_start[n]):.4g} kPa" for n in p_end)
+                    raise StageError(
+                        f"mechanics Newton solve diverged at {label or 'load step'}: reached load fraction "
+                        f"{done:.4f} of the step ({loads}; max active tension "
+                        f"{float(np.max(ta_start + done * (ta_end - ta_start), initial=0.0)):.4g} kPa), "
+                        f"could not advance by {step * 2:.2g}; last converged state kept"
+                    ) from None
+                continue
+            done = trial
+            last = self.snapshot()
+            if step < 1.0:
+                step = min(1.0, step * 2.0)
+        return total_its
+
+    # -- outputs -----------------------------------------------------------------------------
+    def _scalar(self, form: dolfinx.fem.Form) -> float:
+        return float(self.comm.allreduce(dolfinx.fem.assemble_scalar(form), op=MPI.SUM))
+
+    def cavity_volume_ml(self, name: str) -> float:
+        """Volume (mL) enclosed by the deformed endocardium ``name`` and the plane of the base.
+
+        V = -1/3 int_endo (x - x_c) . n da over the deformed surface (n out of the wall, into
+        the cavity), with x_c the deformed centroid of the base facets: exact for a planar base.
+        """
+        tag = self.boundaries.cavities[name]
+        x = ufl.SpatialCoordinate(self.mesh) + self.u
+        if self._base_centroid_forms is None:
+            if self.boundaries.base is None:
+                raise ValueError("cavity volumes need Boundaries.base")
+            ds_b = self.ds(self.boundaries.base)
+            self._base_area = dolfinx.fem.form(1.0 * ds_b)
+            self._base_centroid_forms = [dolfinx.fem.form(x[i] * ds_b) for i in range(3)]
+            self._xc = dolfinx.fem.Constant(self.mesh, np.zeros(3, dtype=PETSc.ScalarType))
+        area = self._scalar(self._base_area)
+        self._xc.value[:] = [self._scalar(f) / area for f in self._base_centroid_forms]
+        if name not in self._volume_forms:
+            N = ufl.FacetNormal(self.mesh)
+            n_da = self.J * ufl.inv(self.F).T * N
+            self._volume_forms[name] = dolfinx.fem.form(-1.0 / 3.0 * ufl.inner(x - self._xc, n_da) * self.ds(tag))
+        return self._scalar(self._volume_forms[name]) / 1000.0
+
+    def fibre_stretch(self) -> ufl.core.expr.Expr:
+        """UFL expression of the fibre stretch |F f0| (dimensionless)."""
+        return ufl.sqrt(ufl.inner(self.F * self.f0, self.F * self.f0))
+
+    def point_values(self, points_mm: np.ndarray) -> np.ndarray:
+        """Displacement (mm) at reference points (P, 3), identical on every rank."""
+        u = self.displacement()
+        pts = np.asarray(points_mm, dtype=float).reshape(-1, 3)
+        tree = dolfinx.geometry.bb_tree(self.mesh, self.mesh.topology.dim)
+        cand = dolfinx.geometry.compute_collisions_points(tree, pts)
+        coll = dolfinx.geometry.compute_colliding_cells(self.mesh, cand, pts)
+        vals = np.zeros((len(pts), 3))
+        found = np.zeros(len(pts))
+        for i in range(len(pts)):
+            cells = coll.links(i)
+            if len(cells) > 0:
+                vals[i] = u.eval(pts[i], cells[:1])
+                found[i] = 1.0
+        vals = self.comm.allreduce(vals * found[:, None], op=MPI.SUM)
+        count = self.comm.allreduce(found, op=MPI.SUM)
+        if np.any(count == 0):
+            raise ValueError(f"points {pts[count == 0]} lie outside the mesh")
+        return vals / count[:, None]
