@@ -200,7 +200,7 @@ def config_to_dict(cfg: Any) -> Any:
         for f in dataclasses.fields(cfg):
             v = getattr(cfg, f.name)
             unit = f.metadata.get("unit")
-            out[f.name] = f"{v:g} {unit}".strip() if unit is not None else config_to_dict(v)
+            out[f.name] = f"{v!r} {unit}".strip() if unit is not None else config_to_dict(v)
         return out
     if isinstance(cfg, (list, tuple)):
         return [config_to_dict(v) for v in cfg]

@@ -92,7 +92,8 @@ def sample_heart_params(rng: np.random.Generator, *, scar: bool = False, pose_ji
     rot = jitter @ rot
     scar_sector = scar_range = None
     if scar:
-        scar_sector = (float(rng.uniform(90, 270)), float(rng.uniform(50, 100)))  # free wall, not septum
+        # Angle about z_h from x_h; the septum faces +y_h (90 deg): keep the scar on the free wall.
+        scar_sector = (float(rng.uniform(190, 350)), float(rng.uniform(50, 90)))
         lo = rng.uniform(0.1, 0.5)
         scar_range = (float(lo), float(min(lo + rng.uniform(0.3, 0.5), 0.95)))
     return HeartShapeParams(
@@ -307,7 +308,8 @@ def make_phantom(
     )
     points = _grid_points(geometry)
     tissue = _tissue_map(points, params, seed).reshape(shape)
-    labels = np.where(tissue < _AIR, tissue, 0).astype(np.uint8)
+    labels = _remove_fragments(np.where(tissue < _AIR, tissue, 0).astype(np.uint8))
+    tissue = np.where(labels > 0, labels, np.where(tissue < _AIR, _SOFT, tissue)).astype(np.uint8)
 
     if modality == "CT":
         voxels = _ct_appearance(tissue, rng, spacing)
@@ -327,6 +329,26 @@ def make_phantom(
                 source=f"phantom:{modality}:seed={seed}")
     label_map = LabelMap(labels=labels, geometry=geometry, source=f"phantom:{modality}:seed={seed}")
     return Phantom(scan=scan, labels=label_map, params=params, seed=seed)
+
+
+def _remove_fragments(labels: np.ndarray) -> np.ndarray:
+    """Keep the largest connected piece of each label; slivers (where two implicit surfaces are
+    nearly tangent) take the label of the nearest voxel outside the slivers."""
+    fragments = np.zeros(labels.shape, dtype=bool)
+    for lab in np.unique(labels):
+        if lab == 0:
+            continue
+        cc, n = ndimage.label(labels == lab)
+        if n > 1:
+            sizes = np.bincount(cc.ravel())
+            sizes[0] = 0
+            fragments |= (cc > 0) & (cc != int(np.argmax(sizes)))
+    if not fragments.any():
+        return labels
+    _, nearest = ndimage.distance_transform_edt(fragments, return_indices=True)
+    out = labels.copy()
+    out[fragments] = labels[tuple(idx[fragments] for idx in nearest)]
+    return out
 
 
 def _lookup(tissue: np.ndarray, values: dict[int, float]) -> np.ndarray:

@@ -1,0 +1,84 @@
+"""Phantoms: deterministic, anatomically ordered labels, realistic intensity ordering."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from cardiotwin.anatomy import Label
+from cardiotwin.cli import main
+from cardiotwin.io.scans import read_labels, read_scan
+from cardiotwin.phantom import make_phantom
+
+
+def test_deterministic_in_seed():
+    a = make_phantom(seed=5, modality="MR", fov_mm=120.0)
+    b = make_phantom(seed=5, modality="MR", fov_mm=120.0)
+    c = make_phantom(seed=6, modality="MR", fov_mm=120.0)
+    np.testing.assert_array_equal(a.scan.voxels, b.scan.voxels)
+    np.testing.assert_array_equal(a.labels.labels, b.labels.labels)
+    assert a.params != c.params
+    assert not np.array_equal(a.labels.labels, c.labels.labels)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_anatomy_is_plausible(seed):
+    p = make_phantom(seed=seed, modality="CT", spacing_mm=(2.0, 2.0, 2.0), scar=True)
+    lab = p.labels.labels
+    present = set(np.unique(lab).tolist())
+    assert set(range(10)) <= present, f"missing labels {set(range(10)) - present}"
+    # Adult ranges (Maceira et al. 2006 CMR reference: LV EDV 100-220 mL in normal to dilated hearts;
+    # the phantom's LV cavity is an ellipsoid of radius 18-29 mm and length 2.2-3x that).
+    assert 40 < p.labels.volume_ml(Label.LV_BLOOD) < 320
+    assert 50 < p.labels.volume_ml(Label.LV_MYO) + p.labels.volume_ml(Label.SCAR) < 320
+    assert 30 < p.labels.volume_ml(Label.RV_BLOOD) < 300
+    # The LV blood pool is enclosed by myocardium below the base: it touches background only at
+    # the (open) base plane z_h = 0 of the heart frame.
+    lv = lab == Label.LV_BLOOD
+    open_ring = ndimage.binary_dilation(lv) & ~lv & (lab == Label.BACKGROUND)
+    world = p.labels.geometry.index_to_world(np.argwhere(open_ring))
+    rot = np.asarray(p.params.rotation).reshape(3, 3)
+    z_h = (world - np.asarray(p.params.base_centre_lps_mm)) @ rot[:, 2]
+    assert np.all(z_h > -2.0 * 2.0), "LV blood must not touch background below the base"
+    # The RV wraps the septum: RV blood touches LV myocardium.
+    rv = lab == Label.RV_BLOOD
+    assert np.count_nonzero(lab[ndimage.binary_dilation(rv) & ~rv] == Label.LV_MYO) > 20
+    # Scar is a transmural patch of the LV free wall: it touches the LV blood pool, lies within
+    # one wall thickness (<= 13 mm) of it, and is centred on the free wall, not the septum.
+    scar = lab == Label.SCAR
+    lv_blood = lab == Label.LV_BLOOD
+    assert np.any(ndimage.binary_dilation(scar) & lv_blood)
+    dist_mm = ndimage.distance_transform_edt(~lv_blood, sampling=p.labels.geometry.spacing_mm)
+    assert dist_mm[scar].max() <= 13.0 + 2.0 * 2.0  # wall thickness + two voxels
+    centre_deg = p.params.scar_sector_deg[0]
+    assert abs((centre_deg - 90.0 + 180.0) % 360.0 - 180.0) >= 90.0, "scar centred away from the septum (+y_h)"
+    for label in (Label.LV_BLOOD, Label.LV_MYO, Label.RV_BLOOD, Label.AORTA):
+        _, n = ndimage.label(lab == label)
+        assert n == 1, f"{label.name} must be one connected component"
+
+
+def test_intensity_ordering_ct_and_mr():
+    ct = make_phantom(seed=4, modality="CT", spacing_mm=(2.0, 2.0, 2.0))
+    mr = make_phantom(seed=4, modality="MR")
+    for p in (ct, mr):
+        v, lab = p.scan.voxels, p.labels.labels
+        core = lambda m: ndimage.binary_erosion(m, iterations=1)  # noqa: E731 - avoid partial volume
+        blood = np.median(v[core(lab == Label.LV_BLOOD)])
+        myo = np.median(v[core(lab == Label.LV_MYO)])
+        assert blood > myo + (100 if p.scan.modality == "CT" else 0.3 * blood)
+    v, lab = ct.scan.voxels, ct.labels.labels
+    assert np.percentile(v, 1) < -700, "CT has lung and air in HU"
+    assert 180 < np.median(v[lab == Label.LV_BLOOD]) < 500  # contrast-enhanced blood, HU
+    assert 40 < np.median(v[ndimage.binary_erosion(lab == Label.LV_MYO)]) < 160  # myocardium, HU
+    assert mr.scan.geometry.spacing_mm[2] == 8.0 and mr.scan.voxels.min() >= 0
+
+
+def test_cli_writes_scan_and_labels(tmp_path):
+    out = tmp_path / "p.nii.gz"
+    assert main(["phantom", "--modality", "mr", "--seed", "7", str(out)]) == 0
+    scan, labels = read_scan(out), read_labels(tmp_path / "p_labels.nii.gz")
+    assert scan.modality == "MR"
+    assert labels.geometry.same_space(scan.geometry)
+    assert labels.labels.max() <= 8
+    assert main(["phantom", "--seed", "7", str(tmp_path / "bad.txt")]) == 2
