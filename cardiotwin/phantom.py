@@ -77,8 +77,8 @@ def _rotation(axis: np.ndarray, angle_rad: float) -> np.ndarray:
 
 def sample_heart_params(rng: np.random.Generator, *, scar: bool = False, pose_jitter_deg: float = 15.0) -> HeartShapeParams:
     """Draw a random but plausible heart (adult, normal to dilated)."""
-    lv_r = rng.uniform(18.0, 29.0)
-    lv_l = rng.uniform(2.2, 3.0) * lv_r
+    lv_r = rng.uniform(21.0, 31.0)
+    lv_l = rng.uniform(2.3, 2.9) * lv_r
     wall = rng.uniform(7.0, 13.0)
     # Nominal orientation: apex points left (+x), anterior (-y), inferior (-z) in LPS.
     apex_dir = np.array([0.62, -0.55, -0.56])

@@ -29,7 +29,7 @@ def test_anatomy_is_plausible(seed):
     present = set(np.unique(lab).tolist())
     assert set(range(10)) <= present, f"missing labels {set(range(10)) - present}"
     # Adult ranges (Maceira et al. 2006 CMR reference: LV EDV 100-220 mL in normal to dilated hearts;
-    # the phantom's LV cavity is an ellipsoid of radius 18-29 mm and length 2.2-3x that).
+    # the phantom's LV cavity is a half ellipsoid of radius 21-31 mm and length 2.3-2.9x that: 54-270 mL).
     assert 40 < p.labels.volume_ml(Label.LV_BLOOD) < 320
     assert 50 < p.labels.volume_ml(Label.LV_MYO) + p.labels.volume_ml(Label.SCAR) < 320
     assert 30 < p.labels.volume_ml(Label.RV_BLOOD) < 300
