@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from mpi4py import MPI  # noqa: I001 - before dolfinx
 
+import basix.ufl
 import dolfinx
 import ufl
 
@@ -133,7 +134,9 @@ def solve_land(problem: int, *, resolution: float | None = None, comm: MPI.Comm 
 
         h = float(resolution or 2.5)
         heart = to_dolfinx(land_ellipsoid(char_length_mm=h) if comm.rank == 0 else None, comm)
-        Vf = dolfinx.fem.functionspace(heart.mesh, ("Lagrange", 2, (3,)))
+        # fibres at the quadrature points: exact analytic field where the forms are evaluated
+        qe = basix.ufl.quadrature_element(heart.mesh.basix_cell(), value_shape=(3,), degree=cfg.quadrature_degree)
+        Vf = dolfinx.fem.functionspace(heart.mesh, qe)
         f_fn = dolfinx.fem.Function(Vf, name="f0")
         if problem == 3:
             f_fn.interpolate(land_fibres)
