@@ -140,3 +140,30 @@ class HeartMesh:
             cell_data={**self.cell_data, **(cell_data or {})},
             name=self.name,
         )
+
+
+@dataclass(frozen=True)
+class MechResult:
+    """One simulated beat of the electromechanics stage.
+
+    times_ms: (T,); lv_pressure_kpa, lv_volume_ml, rv_pressure_kpa, rv_volume_ml: (T,) (RV arrays
+    empty for LV-only meshes). Scalars: end-diastolic / end-systolic volume (mL), stroke volume
+    (mL), ejection fraction (0-1), dP/dt max (kPa/ms), stroke work (mJ = kPa*mL, PV-loop area),
+    keyed by cavity ("LV", "RV"). aha_fibre_strain: AHA segment (1-17) -> end-systolic fibre
+    strain relative to end diastole (dimensionless, negative = shortening). metadata: solver
+    figures (dofs, Newton iterations, timings, config digest).
+    """
+
+    times_ms: np.ndarray
+    lv_pressure_kpa: np.ndarray
+    lv_volume_ml: np.ndarray
+    rv_pressure_kpa: np.ndarray
+    rv_volume_ml: np.ndarray
+    edv_ml: dict[str, float]
+    esv_ml: dict[str, float]
+    stroke_volume_ml: dict[str, float]
+    ejection_fraction: dict[str, float]
+    dpdt_max_kpa_per_ms: dict[str, float]
+    stroke_work_mj: dict[str, float]
+    aha_fibre_strain: dict[int, float] = field(default_factory=dict)
+    metadata: dict[str, object] = field(default_factory=dict)
