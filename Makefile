@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cardiotwin-installed
-PYTHON312 := $(shell command -v python3.12 2>/dev/null || (PYENV_VERSION=3.12.1 pyenv which python 2>/dev/null) || true)
+PYTHON312 := $(shell bash scripts/find_python312.sh)
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test test-slow bench clean-venv
