@@ -103,7 +103,7 @@ class CoupledCirculation:
     cavities: tuple[str, ...]
     pressures_kpa: dict[str, float]
     tol_ml: float = 1e-3
-    max_iterations: int = 12
+    max_iterations: int = 30
     _jacobian: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -155,7 +155,19 @@ class CoupledCirculation:
             solves += 1
             dr = r_new - r
             jac = jac + np.outer(dr - jac @ dp, dp) / float(dp @ dp)  # Broyden update
+            slow = np.max(np.abs(r_new)) > 0.5 * np.max(np.abs(r))
             p, r = p_new, r_new
+            if slow and np.max(np.abs(r)) > self.tol_ml:
+                # a valve opened or closed (kink in V0D(p)): refresh the Jacobian by differences
+                h = 0.02
+                for i in range(len(p)):
+                    dpi = np.zeros(len(p))
+                    dpi[i] = h
+                    r_i, *_ = residual(p + dpi)
+                    solves += 1
+                    jac[:, i] = (r_i - r) / h
+                r, v0d, p_all, q = residual(p)  # leave the 3D state at p
+                solves += 1
         if jac is not None:
             self._jacobian = jac
         self.volumes_ml = v0d

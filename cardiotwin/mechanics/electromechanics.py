@@ -1,0 +1,283 @@
+"""One heart beat: EP activation times -> active tension -> 3D mechanics <-> 0D circulation.
+
+Sequence: inflate the unloaded mesh to the end-diastolic pressures (load stepping), then march
+the beat in steps of ``dt``. Each step sets the active tension of every point from its
+activation time (``active.TwitchConfig``) and finds the cavity pressures for which the 3D cavity
+volumes equal the 0D circulation's (``circulation.CoupledCirculation``). Outputs: pressure and
+volume curves, metrics (EDV, ESV, SV, EF, dP/dt max, stroke work), end-systolic fibre strain per
+AHA segment, displacement over the beat (XDMF).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from mpi4py import MPI  # noqa: I001 - before dolfinx
+
+import dolfinx
+import dolfinx.io
+import ufl
+
+from cardiotwin.anatomy import FacetTag
+from cardiotwin.circulation.models import (
+    RV_WINDKESSEL,
+    ClosedLoopConfig,
+    WindkesselConfig,
+    closed_loop_network,
+    initial_volumes,
+    windkessel_network,
+)
+from cardiotwin.circulation.network import Network
+from cardiotwin.circulation.simulate import CoupledCirculation
+from cardiotwin.config import quantity
+from cardiotwin.errors import StageError
+from cardiotwin.mechanics.active import TwitchConfig
+from cardiotwin.mechanics.materials import Guccione, HolzapfelOgden
+from cardiotwin.mechanics.problem import Boundaries, CardiacMechanics, MechanicsConfig
+from cardiotwin.types import MechResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EMConfig:
+    """Electromechanics stage configuration (times ms, pressures kPa)."""
+
+    material: Literal["guccione", "holzapfel_ogden"] = "guccione"
+    guccione: Guccione = Guccione(C=2.0, bf=8.0, bt=2.0, bfs=4.0)
+    holzapfel_ogden: HolzapfelOgden = HolzapfelOgden()
+    mechanics: MechanicsConfig = MechanicsConfig()
+    twitch: TwitchConfig = TwitchConfig()
+    circulation: Literal["windkessel", "closed_loop"] = "windkessel"
+    lv_windkessel: WindkesselConfig = WindkesselConfig()
+    rv_windkessel: WindkesselConfig = RV_WINDKESSEL
+    closed_loop: ClosedLoopConfig = ClosedLoopConfig()
+    lv_end_diastolic_pressure: float = quantity(1.0, "kPa")
+    rv_end_diastolic_pressure: float = quantity(0.5, "kPa")
+    beat_duration: float = quantity(800.0, "ms")
+    dt: float = quantity(10.0, "ms")
+    output_every: int = 2
+
+    def validate(self) -> None:
+        self.guccione.validate()
+        self.holzapfel_ogden.validate()
+        self.mechanics.validate()
+        self.twitch.validate()
+        if not (0 < self.dt <= self.beat_duration):
+            raise ValueError(f"dt must lie in (0, beat_duration], got {self.dt}")
+        if self.lv_end_diastolic_pressure < 0 or self.rv_end_diastolic_pressure < 0:
+            raise ValueError("end-diastolic pressures must be >= 0")
+        if self.output_every < 1:
+            raise ValueError("output_every must be >= 1")
+
+
+def beat_metrics(times_ms: np.ndarray, pressure_kpa: np.ndarray, volume_ml: np.ndarray) -> dict[str, float]:
+    """EDV, ESV (mL), SV (mL), EF, dP/dt max (kPa/ms), stroke work (mJ: PV-loop area, kPa*mL)."""
+    t, p, v = (np.asarray(a, dtype=float) for a in (times_ms, pressure_kpa, volume_ml))
+    edv, esv = float(v.max()), float(v.min())
+    # shoelace area of the closed p-V polygon; positive for the counter-clockwise loop of a beat
+    work = 0.5 * float(np.sum(v * np.roll(p, -1) - np.roll(v, -1) * p))
+    dpdt = float(np.max(np.diff(p) / np.diff(t))) if len(t) > 1 else 0.0
+    return {"edv_ml": edv, "esv_ml": esv, "stroke_volume_ml": edv - esv,
+            "ejection_fraction": (edv - esv) / edv if edv > 0 else 0.0,
+            "dpdt_max_kpa_per_ms": dpdt, "stroke_work_mj": abs(work)}
+
+
+def _merge_networks(parts: list[tuple[Network, dict[str, float]]]) -> tuple[Network, dict[str, float]]:
+    comps = tuple(c for net, _ in parts for c in net.compartments)
+    conns = tuple(k for net, _ in parts for k in net.connections)
+    init: dict[str, float] = {}
+    for _, i in parts:
+        init.update(i)
+    return Network(comps, conns), init
+
+
+def _circulation(cfg: EMConfig, cavities: tuple[str, ...]) -> tuple[Network, dict[str, float]]:
+    if cfg.circulation == "closed_loop":
+        net, init = closed_loop_network(cfg.closed_loop)
+        if cavities == ("LV",):
+            raise StageError("the closed-loop circulation needs a biventricular mesh (LV and RV cavities)")
+        return net.with_coupled(cavities), init
+    parts = [windkessel_network(cfg.lv_windkessel, chamber="LV")]
+    if "RV" in cavities:
+        parts.append(windkessel_network(cfg.rv_windkessel, chamber="RV"))
+    return _merge_networks(parts)
+
+
+@dataclass
+class BeatInputs:
+    """What a beat needs on the dolfinx side.
+
+    mesh, facet_tags (``anatomy.FacetTag``); fibres (f0, s0, n0) as UFL vectors; activation: P1
+    scalar Function of activation times (ms); aha: optional DG0 Function of AHA segments (0-17).
+    """
+
+    mesh: dolfinx.mesh.Mesh
+    facet_tags: dolfinx.mesh.MeshTags
+    fibres: tuple[ufl.core.expr.Expr, ufl.core.expr.Expr, ufl.core.expr.Expr]
+    activation: dolfinx.fem.Function
+    aha: dolfinx.fem.Function | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def _has_tag(ft: dolfinx.mesh.MeshTags, tag: int, comm: MPI.Comm) -> bool:
+    return comm.allreduce(int(len(ft.find(tag))), op=MPI.SUM) > 0
+
+
+class _SegmentStretch:
+    """Mean fibre stretch per AHA segment (owned cells, summed over ranks)."""
+
+    def __init__(self, mech: CardiacMechanics, aha: dolfinx.fem.Function | None) -> None:
+        self.mech = mech
+        self.Q = dolfinx.fem.functionspace(mech.mesh, ("DG", 0))
+        self.stretch = dolfinx.fem.Function(self.Q)
+        self.expr = dolfinx.fem.Expression(mech.fibre_stretch(), self.Q.element.interpolation_points)
+        n_owned = mech.mesh.topology.index_map(mech.mesh.topology.dim).size_local
+        seg = np.zeros(n_owned, dtype=int) if aha is None else np.rint(aha.x.array[:n_owned]).astype(int)
+        self.seg = seg
+        self.segments = [s for s in range(1, 18) if mech.comm.allreduce(int(np.sum(seg == s)), op=MPI.SUM) > 0]
+        self.n_owned = n_owned
+
+    def cell_stretch(self) -> np.ndarray:
+        self.stretch.interpolate(self.expr)
+        return self.stretch.x.array[: self.n_owned].copy()
+
+    def mean_by_segment(self, values: np.ndarray) -> dict[int, float]:
+        out = {}
+        for s in self.segments:
+            mask = self.seg == s
+            total = self.mech.comm.allreduce(float(values[mask].sum()), op=MPI.SUM)
+            count = self.mech.comm.allreduce(int(mask.sum()), op=MPI.SUM)
+            out[s] = total / count
+        return out
+
+
+def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = None) -> MechResult:
+    """Simulate one beat; write ``displacement.xdmf`` into ``out_dir`` when given.
+
+    A diverging Newton solve raises StageError naming the step, time and load; the last
+    converged displacement is then written to ``out_dir/last_converged.xdmf``.
+    """
+    cfg.validate()
+    t_start = time.perf_counter()
+    comm = inputs.mesh.comm
+    ft = inputs.facet_tags
+    if not _has_tag(ft, int(FacetTag.LV_ENDO), comm):
+        raise StageError("mesh has no LV_ENDO facets: cannot pressurise the LV cavity")
+    cavities = ("LV", "RV") if _has_tag(ft, int(FacetTag.RV_ENDO), comm) else ("LV",)
+    base = int(FacetTag.BASE)
+    m = cfg.mechanics
+    boundaries = Boundaries(
+        fixed=(base,) if m.base_bc == "fixed" else (),
+        base_springs=(base,) if m.base_bc == "spring" else (),
+        epi_springs=(int(FacetTag.EPI),) if m.epi_spring_kpa_per_mm > 0 else (),
+        cavities={c: int(FacetTag.LV_ENDO if c == "LV" else FacetTag.RV_ENDO) for c in cavities},
+        base=base,
+    )
+    material = cfg.guccione if cfg.material == "guccione" else cfg.holzapfel_ogden
+    mech = CardiacMechanics(inputs.mesh, ft, material=material, fibres=inputs.fibres, boundaries=boundaries,
+                            cfg=m, prefix="em_")
+    act = dolfinx.fem.Function(mech.scalar_space)
+    act.interpolate(inputs.activation)
+    act_values = act.x.array.copy()
+
+    V1 = dolfinx.fem.functionspace(inputs.mesh, ("Lagrange", 1, (3,)))
+    u_p1 = dolfinx.fem.Function(V1, name="displacement_mm")
+    xdmf = None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        xdmf = dolfinx.io.XDMFFile(comm, str(out_dir / "displacement.xdmf"), "w")
+        xdmf.write_mesh(inputs.mesh)
+
+    def write(t_ms: float) -> None:
+        if xdmf is not None:
+            u_p1.interpolate(mech.displacement())
+            xdmf.write_function(u_p1, t_ms)
+
+    def save_failure(state: CardiacMechanics) -> None:
+        if out_dir is not None:
+            with dolfinx.io.XDMFFile(comm, str(out_dir / "last_converged.xdmf"), "w") as f:
+                f.write_mesh(inputs.mesh)
+                u_p1.interpolate(state.displacement())
+                f.write_function(u_p1, 0.0)
+
+    edp = {"LV": cfg.lv_end_diastolic_pressure, "RV": cfg.rv_end_diastolic_pressure}
+    try:
+        mech.solve_to(pressures_kpa={c: edp[c] for c in cavities}, label="end-diastolic inflation",
+                      initial_fraction=0.25, on_failure=save_failure)
+        segments = _SegmentStretch(mech, inputs.aha)
+        stretch_ed = segments.cell_stretch()
+        network, init = _circulation(cfg, cavities)
+        volumes = {c: mech.cavity_volume_ml(c) for c in cavities}
+        v0 = initial_volumes(network, {**init, **volumes})
+        coupled = CoupledCirculation(network, v0, cavities, {c: edp[c] for c in cavities})
+        times, pressures, vols = [0.0], [[edp[c] for c in cavities]], [[volumes[c] for c in cavities]]
+        write(0.0)
+        n_steps = int(round(cfg.beat_duration / cfg.dt))
+        stretch_hist = [stretch_ed]
+        solves_total = 0
+        for k in range(1, n_steps + 1):
+            t = k * cfg.dt
+            ta = cfg.twitch.tension_kpa(t, act_values)
+            start = mech.snapshot()
+            label = f"time step {k} (t = {t:g} ms)"
+
+            def solve_cavities(p: dict[str, float], start: dict = start, ta: np.ndarray = ta,
+                               label: str = label) -> dict[str, float]:
+                mech.restore(start)
+                mech.solve_to(pressures_kpa=p, active_tension_kpa=ta, label=label, on_failure=save_failure)
+                return {c: mech.cavity_volume_ml(c) for c in cavities}
+
+            try:
+                _, _, solves = coupled.step(t, cfg.dt, solve_cavities)
+            except StageError:
+                mech.restore(start)
+                save_failure(mech)
+                raise
+            solves_total += solves
+            times.append(t)
+            pressures.append([coupled.pressures_kpa[c] for c in cavities])
+            vols.append([mech.cavity_volume_ml(c) for c in cavities])
+            stretch_hist.append(segments.cell_stretch())
+            if k % cfg.output_every == 0:
+                write(t)
+            log.info("t = %5.0f ms  p = %s kPa  V = %s mL  (%d 3D solves)", t,
+                     np.round(pressures[-1], 3), np.round(vols[-1], 2), solves)
+    finally:
+        if xdmf is not None:
+            xdmf.close()
+
+    times_a = np.array(times)
+    P, V = np.array(pressures), np.array(vols)
+    metrics = {c: beat_metrics(times_a, P[:, i], V[:, i]) for i, c in enumerate(cavities)}
+    i_es = int(np.argmin(V[:, 0]))
+    strain = segments.mean_by_segment(stretch_hist[i_es] / stretch_ed - 1.0)
+    strain_curves = {s: [segments.mean_by_segment(h / stretch_ed - 1.0)[s] for h in stretch_hist]
+                     for s in segments.segments}
+    empty = np.zeros(0)
+    meta = {
+        "n_dofs": mech.n_dofs, "n_steps": n_steps, "dt_ms": cfg.dt, "cavities": list(cavities),
+        "newton_iterations": int(sum(mech.monitor.iterations)), "newton_solves": len(mech.monitor.iterations),
+        "newton_failures": mech.monitor.failures, "coupling_3d_solves": solves_total,
+        "seconds": round(time.perf_counter() - t_start, 2), "mpi_ranks": comm.size,
+        "aha_strain_curves": strain_curves,
+    }
+    return MechResult(
+        times_ms=times_a,
+        lv_pressure_kpa=P[:, 0], lv_volume_ml=V[:, 0],
+        rv_pressure_kpa=P[:, 1] if len(cavities) > 1 else empty,
+        rv_volume_ml=V[:, 1] if len(cavities) > 1 else empty,
+        edv_ml={c: m_["edv_ml"] for c, m_ in metrics.items()},
+        esv_ml={c: m_["esv_ml"] for c, m_ in metrics.items()},
+        stroke_volume_ml={c: m_["stroke_volume_ml"] for c, m_ in metrics.items()},
+        ejection_fraction={c: m_["ejection_fraction"] for c, m_ in metrics.items()},
+        dpdt_max_kpa_per_ms={c: m_["dpdt_max_kpa_per_ms"] for c, m_ in metrics.items()},
+        stroke_work_mj={c: m_["stroke_work_mj"] for c, m_ in metrics.items()},
+        aha_fibre_strain=strain,
+        metadata=meta,
+    )
