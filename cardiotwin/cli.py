@@ -21,6 +21,9 @@ COMMANDS: tuple[str, ...] = (
     "info",
     "phantom",
     "case",
+    "simulate",
+    "verify",
+    "bench",
 )
 
 log = logging.getLogger("cardiotwin")

@@ -10,7 +10,7 @@ NAME = "verify"
 HELP = "run code-verification benchmarks and store their results"
 
 # Sub-command modules, each with NAME, HELP, add_arguments, run.
-SUBCOMMANDS: tuple[str, ...] = ()
+SUBCOMMANDS: tuple[str, ...] = ("cardiotwin.commands.verify_land",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
