@@ -1,0 +1,313 @@
+"""SynthSeg-style training data: random label maps of the heart shape model, random appearances.
+
+Two steps, so the expensive part is done once:
+
+1. ``make_label_volume(seed)`` draws a heart from the phantom's shape model
+   (``cardiotwin.phantom.sample_heart_params`` / ``heart_labels_at``) plus a random affine
+   scaling and a smooth random displacement field, adds papillary muscles inside the LV blood
+   pool and the non-cardiac thorax tissues, and samples it on a cube of ``size``^3 voxels at
+   ``spacing_mm`` (world-aligned, LPS). The result is a map of *tissue codes* (uint8): heart
+   labels 1-8, papillary muscle (25, scored as LV blood pool) and thorax tissues 20-24.
+2. ``synth_sample(codes, long_axis, ...)`` (torch, fast, on the fly) crops a randomly rotated and
+   scaled patch and paints it: random intensity per tissue code (CT-like, bSSFP-like or fully
+   random, as in SynthSeg: Billot et al., Medical Image Analysis 86:102789, 2023), texture noise,
+   bias field, blur, thick slices with through-slice partial volume along a random direction near
+   the heart's long axis (short-axis MR), a limited slab or box field of view, noise, gamma,
+   and the same percentile normalisation as inference. The network therefore learns shapes, not
+   one appearance.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from cardiotwin.anatomy import Label
+from cardiotwin.phantom import _thorax_tissue_at, heart_labels_at, sample_heart_params
+
+log = logging.getLogger(__name__)
+
+# Tissue codes above the label table (thorax codes as in cardiotwin.phantom).
+AIR, LUNG, FAT, SOFT, BONE, PAPILLARY = 20, 21, 22, 23, 24, 25
+N_CODES = 26
+N_CLASSES = 9  # background + labels 1-8 (scar is not predicted: it needs LGE contrast)
+_BLOOD = (int(Label.LV_BLOOD), int(Label.RV_BLOOD), int(Label.LA), int(Label.RA), int(Label.AORTA),
+          int(Label.PULMONARY_ARTERY))
+_MYO = (int(Label.LV_MYO), int(Label.RV_MYO), PAPILLARY)
+
+# code -> training class (papillary muscles count as LV blood pool, as in expert contours)
+CODE_TO_CLASS = np.zeros(256, dtype=np.int64)
+for _c in range(1, 9):
+    CODE_TO_CLASS[_c] = _c
+CODE_TO_CLASS[int(Label.SCAR)] = int(Label.LV_MYO)
+CODE_TO_CLASS[PAPILLARY] = int(Label.LV_BLOOD)
+
+
+@dataclass(frozen=True)
+class SynthLabels:
+    """A cube of tissue codes (uint8, (n, n, n), world-aligned LPS) and the heart's long axis.
+
+    long_axis: unit vector (apex -> base) in the cube's index axes; spacing_mm: voxel size.
+    """
+
+    codes: np.ndarray
+    long_axis: tuple[float, float, float]
+    spacing_mm: float
+    seed: int
+
+
+def make_label_volume(seed: int, *, size: int = 80, spacing_mm: float = 2.5) -> SynthLabels:
+    """Random heart + thorax tissue codes on a ``size``^3 cube, deterministic in ``seed``."""
+    rng = np.random.default_rng(seed)
+    params = sample_heart_params(rng, pose_jitter_deg=30.0)
+    rot = np.asarray(params.rotation).reshape(3, 3)
+    base = np.asarray(params.base_centre_lps_mm)
+    centre = base - 0.35 * params.lv_length_mm * rot[:, 2] + rng.normal(0.0, 10.0, 3)
+    axis = (np.arange(size) - (size - 1) / 2.0) * spacing_mm
+    grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
+    # Random affine about the heart (dilated or small hearts, anisotropy) ...
+    scale = rng.uniform(0.85, 1.3) * np.exp(rng.normal(0.0, 0.07, 3))
+    shear = np.eye(3) + rng.normal(0.0, 0.05, (3, 3))
+    a_inv = np.linalg.inv(rot @ np.diag(scale) @ rot.T @ shear)
+    pts = centre + (grid + centre - base) @ a_inv.T + base - centre
+    # ... plus a smooth random displacement (coarse 5^3 control grid, cubic upsampling).
+    amp = rng.uniform(2.0, 6.0)
+    disp = np.stack([
+        ndimage.zoom(rng.normal(0.0, amp, (5, 5, 5)), size / 5.0, order=3, mode="nearest")[:size, :size, :size]
+        for _ in range(3)
+    ], axis=-1).reshape(-1, 3)
+    pts = pts + disp
+    heart = heart_labels_at(pts, params)
+    tissue = _thorax_tissue_at(pts, params, seed + 1)
+    codes = np.where(heart > 0, heart, tissue).astype(np.uint8)
+    # Papillary muscles: elongated blobs near the LV free wall, inside the blood pool.
+    q = (pts - base) @ rot
+    r, length = params.lv_radius_mm, params.lv_length_mm
+    for _ in range(int(rng.integers(0, 4))):
+        theta = rng.uniform(0, 2 * math.pi)
+        c = np.array([0.65 * r * math.cos(theta), 0.65 * r * math.sin(theta), -rng.uniform(0.3, 0.6) * length])
+        radii = np.array([rng.uniform(2.5, 5.0), rng.uniform(2.5, 5.0), rng.uniform(6.0, 14.0)])
+        blob = np.sum(((q - c) / radii) ** 2, axis=1) <= 1.0
+        codes[blob & (codes == int(Label.LV_BLOOD))] = PAPILLARY
+    long_axis = np.linalg.solve(a_inv, rot[:, 2])  # the model's long axis seen in the cube
+    long_axis = long_axis / np.linalg.norm(long_axis)
+    return SynthLabels(codes=codes.reshape(size, size, size), long_axis=tuple(float(v) for v in long_axis),
+                       spacing_mm=float(spacing_mm), seed=int(seed))
+
+
+# --------------------------------------------------------------------------------------------
+# On-the-fly appearance (torch)
+# --------------------------------------------------------------------------------------------
+
+
+def _rand(gen: torch.Generator, lo: float, hi: float, size: tuple[int, ...] = ()) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(size, generator=gen, dtype=torch.float64)
+
+
+def _u(gen: torch.Generator, lo: float, hi: float) -> float:
+    return float(_rand(gen, lo, hi))
+
+
+def _random_rotation(gen: torch.Generator, max_deg: float) -> torch.Tensor:
+    axis = torch.randn(3, generator=gen, dtype=torch.float64)
+    axis = axis / axis.norm()
+    angle = math.radians(_u(gen, 0.0, max_deg))
+    k = torch.tensor([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]], dtype=torch.float64)
+    return torch.eye(3, dtype=torch.float64) + math.sin(angle) * k + (1 - math.cos(angle)) * (k @ k)
+
+
+def _sample(volume: torch.Tensor, idx: torch.Tensor, *, mode: str) -> torch.Tensor:
+    """Sample a (C, X, Y, Z) volume at continuous voxel indices idx (..., 3) -> (C, ...)."""
+    shape = torch.tensor(volume.shape[1:], dtype=torch.float32)
+    scale = (2.0 / (shape - 1)).flip(0)
+    grid = idx.float().flip(-1) * scale - 1.0  # grid_sample wants (z, y, x) in [-1, 1]
+    grid = grid.reshape(1, *idx.shape[:-1], 3)
+    out = F.grid_sample(volume[None].float(), grid, mode=mode, padding_mode="zeros", align_corners=True)
+    return out[0]
+
+
+def _gaussian_blur(img: torch.Tensor, sigmas: tuple[float, float, float]) -> torch.Tensor:
+    """Separable Gaussian blur of a (X, Y, Z) tensor; sigmas in voxels per axis."""
+    out = img[None, None]
+    for ax, s in enumerate(sigmas):
+        if s < 0.2:
+            continue
+        rad = max(1, int(math.ceil(2.5 * s)))
+        x = torch.arange(-rad, rad + 1, dtype=torch.float32)
+        k = torch.exp(-0.5 * (x / s) ** 2)
+        k = k / k.sum()
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + ax] = k.numel()
+        pad = [0, 0, 0, 0, 0, 0]
+        pad[2 * (2 - ax)] = pad[2 * (2 - ax) + 1] = rad
+        out = F.conv3d(F.pad(out, pad, mode="replicate"), k.reshape(shape))
+    return out[0, 0]
+
+
+def _intensity_table(gen: torch.Generator, mode: str) -> torch.Tensor:
+    """Mean intensity per tissue code (N_CODES,) for one synthetic scan."""
+    t = torch.zeros(N_CODES, dtype=torch.float64)
+    if mode == "ct":
+        blood_l = _u(gen, 150.0, 550.0)
+        blood_r = blood_l * _u(gen, 0.5, 1.1)
+        myo = _u(gen, 60.0, 160.0)
+        vals = {AIR: -1000.0, LUNG: _u(gen, -920.0, -650.0), FAT: _u(gen, -130.0, -60.0),
+                SOFT: _u(gen, 20.0, 80.0), BONE: _u(gen, 250.0, 900.0)}
+        for c in (int(Label.LV_BLOOD), int(Label.LA), int(Label.AORTA)):
+            vals[c] = blood_l + _u(gen, -20.0, 20.0)
+        for c in (int(Label.RV_BLOOD), int(Label.RA), int(Label.PULMONARY_ARTERY)):
+            vals[c] = blood_r + _u(gen, -20.0, 20.0)
+        for c in _MYO:
+            vals[c] = myo + _u(gen, -10.0, 10.0)
+    elif mode == "mr":
+        blood = _u(gen, 0.55, 1.0)
+        myo = _u(gen, 0.08, 0.32)
+        vals = {AIR: 0.0, LUNG: _u(gen, 0.0, 0.08), FAT: _u(gen, 0.5, 1.0), SOFT: _u(gen, 0.18, 0.5),
+                BONE: _u(gen, 0.03, 0.25)}
+        for c in _BLOOD:
+            vals[c] = blood * _u(gen, 0.85, 1.1)
+        for c in _MYO:
+            vals[c] = myo * _u(gen, 0.85, 1.15)
+    else:  # fully random, with blood (and myocardium) usually tied as in any real contrast
+        vals = {c: _u(gen, 0.0, 1.0) for c in range(1, N_CODES)}
+        if _u(gen, 0, 1) < 0.7:
+            blood = _u(gen, 0.0, 1.0)
+            for c in _BLOOD:
+                vals[c] = blood + _u(gen, -0.04, 0.04)
+        if _u(gen, 0, 1) < 0.8:
+            myo = _u(gen, 0.0, 1.0)
+            for c in _MYO:
+                vals[c] = myo + _u(gen, -0.04, 0.04)
+    for c, v in vals.items():
+        t[c] = v
+    return t
+
+
+CT_WINDOW_HU = (-200.0, 800.0)
+
+
+def normalise_intensities(img: torch.Tensor, fov: torch.Tensor, *, modality: str = "MR", lower_pct: float = 0.5,
+                          upper_pct: float = 99.5) -> torch.Tensor:
+    """Scale intensities to [0, 1]; voxels outside ``fov`` (not acquired) -> 0.
+
+    CT: the fixed window ``CT_WINDOW_HU`` (Hounsfield units are absolute). Other modalities: the
+    [lower, upper] percentiles of the voxels inside ``fov``. Shared with inference
+    (``cardiotwin.segmentation.inference``) so training and use agree.
+    """
+    if modality == "CT":
+        lo_hu, hi_hu = CT_WINDOW_HU
+        out = ((img - lo_hu) / (hi_hu - lo_hu)).clamp(0.0, 1.0)
+        return torch.where(fov, out, torch.zeros_like(out))
+    vals = img[fov]
+    if vals.numel() == 0:
+        return torch.zeros_like(img)
+    if vals.numel() > 2_000_000:
+        vals = vals[torch.linspace(0, vals.numel() - 1, 2_000_000).long()]
+    lo = torch.quantile(vals.float(), lower_pct / 100.0)
+    hi = torch.quantile(vals.float(), upper_pct / 100.0)
+    out = ((img - lo) / torch.clamp(hi - lo, min=1e-6)).clamp(0.0, 1.0)
+    return torch.where(fov, out, torch.zeros_like(out))
+
+
+def synth_sample(labels: SynthLabels, gen: torch.Generator, *, patch: int = 64,
+                 mode: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One synthetic training pair from a label volume.
+
+    Returns image (1, patch, patch, patch) float32 in [0, 1] and classes (patch, patch, patch)
+    int64 (0 background, 1-8 labels; 0 outside the simulated field of view).
+    """
+    sp = labels.spacing_mm
+    codes = torch.from_numpy(labels.codes)
+    n = codes.shape[0]
+    if mode is None:
+        mode = ["ct", "mr", "random"][int(torch.multinomial(torch.tensor([0.3, 0.35, 0.35]), 1, generator=gen))]
+    # Patch grid (mm, patch frame) -> source voxel indices through a random similarity transform.
+    ax = (torch.arange(patch, dtype=torch.float32) - (patch - 1) / 2.0) * sp
+    u = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), dim=-1)  # (p, p, p, 3) mm
+    rot = _random_rotation(gen, 25.0)
+    scale = _u(gen, 0.85, 1.2)
+    shift = _rand(gen, -18.0, 18.0, (3,))
+    src_mm = (u / scale) @ rot.T.float() + shift.float()
+    src_idx = src_mm / sp + (n - 1) / 2.0
+    code_p = _sample(codes[None].float(), src_idx, mode="nearest")[0].round().long()  # (p, p, p)
+    fov = code_p > 0  # outside the label volume: not acquired
+
+    # Appearance: mean per code + texture, then blur.
+    table = _intensity_table(gen, mode)
+    img = table[code_p].float()
+    rng_range = float(table[1:].max() - table[1:].min()) or 1.0
+    tex = _rand(gen, 0.0, 0.03 if mode == "ct" else 0.06, (N_CODES,)).float() * rng_range
+    img = img + tex[code_p] * torch.randn(img.shape, generator=gen)
+    img = _gaussian_blur(img, (_u(gen, 0.3, 1.2),) * 3)
+    if mode != "ct" or _u(gen, 0, 1) < 0.3:  # multiplicative bias field (smooth, coarse)
+        coarse = torch.randn((1, 1, 4, 4, 4), generator=gen) * _u(gen, 0.0, 0.35)
+        bias = F.interpolate(coarse, size=(patch,) * 3, mode="trilinear", align_corners=True)[0, 0]
+        offset = float(img.min()) if mode == "random" else 0.0
+        img = (img - offset) * torch.exp(bias) + offset
+
+    classes = torch.from_numpy(CODE_TO_CLASS)[code_p]
+    # Thick slices (short-axis stacks): through-slice partial volume along a direction near the long axis.
+    p_thick = {"ct": 0.1, "mr": 0.85, "random": 0.45}[mode]
+    if _u(gen, 0, 1) < p_thick:
+        la = rot.T @ torch.tensor(labels.long_axis, dtype=torch.float64)
+        normal = la + 0.25 * torch.randn(3, generator=gen, dtype=torch.float64)
+        normal = (normal / normal.norm()).float()
+        thick = _u(gen, 5.0, 11.0)
+        img = _thick_slices(img, u, normal, thick, _u(gen, 0.0, 1.0), sp)
+        if _u(gen, 0, 1) < 0.75:  # the stack covers a slab only
+            half = _u(gen, 35.0, 80.0)
+            proj = u @ normal + _u(gen, -20.0, 20.0)
+            fov = fov & (proj.abs() <= half)
+    elif _u(gen, 0, 1) < 0.2:  # limited axial field of view
+        half = _rand(gen, 45.0, 80.0, (3,))
+        fov = fov & (u.abs() <= half).all(dim=-1)
+    # Noise (Gaussian or Rician), gamma, normalisation.
+    sigma = _u(gen, 3.0, 50.0) if mode == "ct" else _u(gen, 0.0, 0.05) * rng_range
+    if mode == "mr" or (mode == "random" and _u(gen, 0, 1) < 0.5):
+        img = img.clamp(min=0)
+        img = torch.sqrt((img + sigma * torch.randn(img.shape, generator=gen)) ** 2
+                         + (sigma * torch.randn(img.shape, generator=gen)) ** 2)
+    else:
+        img = img + sigma * torch.randn(img.shape, generator=gen)
+    img = normalise_intensities(img, fov, modality="CT" if mode == "ct" else "MR")
+    if _u(gen, 0, 1) < 0.5:
+        img = img.clamp(min=0) ** math.exp(_u(gen, -0.35, 0.35))
+        img = torch.where(fov, img, torch.zeros_like(img))
+    classes = torch.where(fov, classes, torch.zeros_like(classes))
+    return img[None].float(), classes
+
+
+def _thick_slices(img: torch.Tensor, u: torch.Tensor, normal: torch.Tensor, thick_mm: float, phase: float,
+                  sp: float) -> torch.Tensor:
+    """Simulate slices of thickness ``thick_mm`` along ``normal``, read back by linear interpolation."""
+    p = img.shape[0]
+    to_idx = lambda mm: mm / sp + (p - 1) / 2.0  # noqa: E731 - patch mm -> patch index
+    box = torch.zeros_like(img)
+    offsets = torch.linspace(-0.4, 0.4, 5) * thick_mm
+    for s in offsets:
+        box += _sample(img[None], to_idx(u + s * normal), mode="bilinear")[0]
+    box /= len(offsets)
+    f = (u @ normal) / thick_mm + phase
+    w = (f - torch.floor(f))[..., None]
+    lower = _sample(box[None], to_idx(u - w * thick_mm * normal), mode="bilinear")[0]
+    upper = _sample(box[None], to_idx(u + (1 - w) * thick_mm * normal), mode="bilinear")[0]
+    w = w[..., 0].float()
+    return (1 - w) * lower + w * upper
+
+
+def synth_batch(volumes: list[SynthLabels], gen: torch.Generator, *, batch: int, patch: int = 64
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of synthetic pairs: images (B, 1, p, p, p) float32, classes (B, 1, p, p, p) int64."""
+    images, targets = [], []
+    for _ in range(batch):
+        vol = volumes[int(torch.randint(len(volumes), (1,), generator=gen))]
+        img, cls = synth_sample(vol, gen, patch=patch)
+        images.append(img)
+        targets.append(cls[None])
+    return torch.stack(images), torch.stack(targets)

@@ -1,0 +1,225 @@
+"""Training on synthetic data: `cardiotwin train-seg --config configs/seg_train.yaml --out runs/seg`.
+
+A background worker (torch DataLoader, one process) draws label volumes from the shape model
+(cached as .npz under ``cache_dir``, so a rerun or a resume reuses them) and paints random
+appearances (``synth.synth_sample``); the main process runs the optimiser. Every
+``val_every`` steps the model is scored (Dice per label) on held-out phantoms of both modalities
+through the real inference path at the working resolution, and a checkpoint is written;
+``best.pt`` keeps the best mean Dice. A run stops after ``steps`` steps or ``max_minutes`` and can
+be resumed from ``last.pt`` (same config) with ``--resume``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cardiotwin.config import config_to_dict, quantity
+from cardiotwin.errors import ConfigError
+from cardiotwin.io.atomic import write_json_atomic
+from cardiotwin.segmentation.network import NetworkSpec, build_network, count_parameters
+from cardiotwin.segmentation.synth import SynthLabels, make_label_volume, synth_batch
+
+log = logging.getLogger(__name__)
+
+VAL_SEED_BASE = 700000  # validation phantoms; training label volumes use seeds 0..n-1; 900000+ is held out
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings (configs/seg_train.yaml)."""
+
+    seed: int = 0
+    n_label_volumes: int = 200
+    label_volume_size: int = 80
+    spacing_mm: float = quantity(2.5, "mm")
+    patch: int = 64
+    batch: int = 2
+    steps: int = 1500
+    max_minutes: float = quantity(50.0, "min")
+    lr: float = 3e-3
+    weight_decay: float = 1e-5
+    val_every: int = 150
+    n_val_per_modality: int = 2
+    threads: int = 2
+    workers: int = 1
+    cache_dir: str = ".cache/seg_synth"
+    network: dict[str, Any] = field(default_factory=lambda: NetworkSpec().to_dict())
+
+    def validate(self) -> None:
+        if self.patch % 16:
+            raise ValueError(f"patch must be a multiple of 16, got {self.patch}")
+        if self.n_label_volumes < 1 or self.batch < 1 or self.steps < 1:
+            raise ValueError("n_label_volumes, batch and steps must be >= 1")
+        NetworkSpec.from_dict(self.network)
+
+
+class _SynthStream(torch.utils.data.IterableDataset):
+    """Endless synthetic batches; grows its pool of label volumes while training runs."""
+
+    def __init__(self, cfg: TrainConfig, start_step: int) -> None:
+        self.cfg = cfg
+        self.start_step = start_step
+
+    def _volume(self, seed: int) -> SynthLabels:
+        cache = Path(self.cfg.cache_dir) / f"vol_{self.cfg.label_volume_size}_{self.cfg.spacing_mm:g}mm_{seed:06d}.npz"
+        if cache.is_file():
+            try:
+                d = np.load(cache)
+                return SynthLabels(codes=d["codes"], long_axis=tuple(d["long_axis"].tolist()),
+                                   spacing_mm=float(d["spacing_mm"]), seed=seed)
+            except (OSError, ValueError, KeyError):
+                log.warning("ignoring damaged cache file %s", cache)
+        vol = make_label_volume(seed, size=self.cfg.label_volume_size, spacing_mm=self.cfg.spacing_mm)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, codes=vol.codes, long_axis=np.asarray(vol.long_axis), spacing_mm=vol.spacing_mm)
+        tmp.replace(cache)
+        return vol
+
+    def __iter__(self):
+        torch.set_num_threads(1)
+        cfg = self.cfg
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.start_step)
+        seeds = list(range(cfg.seed * 100_000, cfg.seed * 100_000 + cfg.n_label_volumes))
+        pool: list[SynthLabels] = [self._volume(s) for s in seeds[:4]]
+        nxt = 4
+        # volumes already cached are loaded at once; new ones are drawn one every two batches
+        while nxt < len(seeds) and (Path(cfg.cache_dir) / f"vol_{cfg.label_volume_size}_{cfg.spacing_mm:g}mm_{seeds[nxt]:06d}.npz").is_file():
+            pool.append(self._volume(seeds[nxt]))
+            nxt += 1
+        k = 0
+        while True:
+            if nxt < len(seeds) and k % 2 == 0:
+                pool.append(self._volume(seeds[nxt]))
+                nxt += 1
+            k += 1
+            yield synth_batch(pool, gen, batch=cfg.batch, patch=cfg.patch)
+
+
+def validation_cases(cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Held-out phantoms (seeds VAL_SEED_BASE+i) preprocessed to the working grid."""
+    from cardiotwin.phantom import make_phantom
+    from cardiotwin.segmentation.inference import labels_to_working_grid, to_working_grid
+
+    cases = []
+    for i in range(cfg.n_val_per_modality):
+        for modality in ("CT", "MR"):
+            ph = make_phantom(seed=VAL_SEED_BASE + i, modality=modality)
+            work = to_working_grid(ph.scan, spacing_mm=cfg.spacing_mm)
+            ref = labels_to_working_grid(ph.labels, work.geometry)
+            cases.append({"name": f"{modality}-{VAL_SEED_BASE + i}", "image": work.image, "ref": ref})
+    return cases
+
+
+def dice_per_label(pred: np.ndarray, ref: np.ndarray, labels: range | list[int]) -> dict[int, float]:
+    """Dice 2|P∩R|/(|P|+|R|) per label (nan when both are empty)."""
+    out = {}
+    for k in labels:
+        p, r = pred == k, ref == k
+        denom = int(p.sum()) + int(r.sum())
+        out[int(k)] = float(2.0 * np.logical_and(p, r).sum() / denom) if denom else float("nan")
+    return out
+
+
+def evaluate(model: torch.nn.Module, cases: list[dict[str, Any]], *, roi: int) -> dict[str, Any]:
+    from cardiotwin.segmentation.inference import predict_probabilities
+
+    model.eval()
+    per_case = {}
+    for c in cases:
+        probs = predict_probabilities(model, c["image"], roi=roi)
+        pred = probs.argmax(0).numpy()
+        per_case[c["name"]] = dice_per_label(pred, c["ref"], range(1, 9))
+    mean = {k: float(np.nanmean([d[k] for d in per_case.values()])) for k in range(1, 9)}
+    model.train()
+    return {"per_case": per_case, "mean_per_label": mean, "mean": float(np.nanmean(list(mean.values())))}
+
+
+def train(cfg: TrainConfig, *, out_dir: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train a network; writes last.pt, best.pt, log.jsonl and summary.json into ``out_dir``."""
+    from monai.losses import DiceCELoss
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    spec = NetworkSpec.from_dict(cfg.network)
+    model = build_network(spec)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=False, smooth_nr=1e-5, smooth_dr=1e-5)
+    step, best, elapsed_before = 0, -1.0, 0.0
+    last = out_dir / "last.pt"
+    cfg_dict = config_to_dict(cfg)
+    if resume and last.is_file():
+        ck = torch.load(last, map_location="cpu", weights_only=True)
+        if json.loads(ck["config_json"]) != json.loads(json.dumps(cfg_dict, default=str)):
+            raise ConfigError(f"{last}: was trained with another config; start a new --out folder")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        step, best, elapsed_before = int(ck["step"]), float(ck["best"]), float(ck["elapsed_s"])
+        log.info("resumed from %s at step %d", last, step)
+    log.info("network %s, %d parameters", spec.type, count_parameters(model))
+    val_cases = validation_cases(cfg)
+    stream = _SynthStream(cfg, step)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=cfg.workers,
+                                         persistent_workers=cfg.workers > 0, prefetch_factor=2 if cfg.workers else None)
+    t0 = time.perf_counter()
+    log_path = out_dir / "log.jsonl"
+    history: list[dict[str, Any]] = []
+
+    def save(path: Path, extra: dict[str, Any]) -> None:
+        tmp = path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
+                    "elapsed_s": elapsed_before + time.perf_counter() - t0,
+                    "config_json": json.dumps(cfg_dict, default=str), "network": spec.to_dict(), **extra}, tmp)
+        tmp.replace(path)
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = [TextColumn("train-seg"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[info]}")]
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task("train", total=cfg.steps, completed=step, info="")
+        running = None
+        for images, targets in loader:
+            if step >= cfg.steps or (elapsed_before + time.perf_counter() - t0) > cfg.max_minutes * 60.0:
+                break
+            lr = cfg.lr * (1.0 - step / cfg.steps) ** 0.9
+            for g in opt.param_groups:
+                g["lr"] = lr
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(images), targets)
+            loss.backward()
+            opt.step()
+            step += 1
+            lv = float(loss.detach())
+            running = lv if running is None else 0.95 * running + 0.05 * lv
+            bar.update(task, completed=step, info=f"loss {running:.3f} best {best:.3f}")
+            if step % cfg.val_every == 0 or step == cfg.steps:
+                res = evaluate(model, val_cases, roi=cfg.patch)
+                rec = {"step": step, "loss": running, "lr": lr, "val_dice": res["mean_per_label"],
+                       "val_mean": res["mean"], "elapsed_s": round(elapsed_before + time.perf_counter() - t0, 1)}
+                history.append(rec)
+                with open(log_path, "a") as fh:
+                    fh.write(json.dumps(rec) + "\n")
+                log.info("step %d loss %.3f val mean Dice %.3f %s", step, running, res["mean"],
+                         {k: round(v, 3) for k, v in res["mean_per_label"].items()})
+                if res["mean"] > best:
+                    best = res["mean"]
+                    save(out_dir / "best.pt", {"val": res})
+                save(last, {})
+    save(last, {})
+    summary = {"steps": step, "best_val_mean_dice": best, "elapsed_s": elapsed_before + time.perf_counter() - t0,
+               "history": history, "config": cfg_dict, "network_parameters": count_parameters(model)}
+    write_json_atomic(out_dir / "summary.json", summary)
+    return summary
+
