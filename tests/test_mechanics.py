@@ -1,0 +1,144 @@
+"""Mechanics physics checks, parameter validation, divergence handling, and one coupled beat."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from mpi4py import MPI  # noqa: I001 - before dolfinx
+
+import dolfinx
+
+from cardiotwin.anatomy import FacetTag
+from cardiotwin.cli import main
+from cardiotwin.config import load_config
+from cardiotwin.errors import ConfigError, StageError
+from cardiotwin.mechanics.active import TwitchConfig
+from cardiotwin.mechanics.demo import analytic_beat_inputs
+from cardiotwin.mechanics.electromechanics import EMConfig, beat_metrics
+from cardiotwin.mechanics.materials import Guccione, HolzapfelOgden
+from cardiotwin.mechanics.problem import Boundaries, CardiacMechanics, MechanicsConfig
+
+
+def _ellipsoid_mech(material=None, cfg=None, h=4.0):
+    inp = analytic_beat_inputs(geometry="ellipsoid", char_length_mm=h)
+    mech = CardiacMechanics(
+        inp.mesh, inp.facet_tags, material=material or Guccione(), fibres=inp.fibres,
+        boundaries=Boundaries(fixed=(int(FacetTag.BASE),), cavities={"LV": int(FacetTag.LV_ENDO)},
+                              base=int(FacetTag.BASE)),
+        cfg=cfg or MechanicsConfig(), prefix="test_mech_",
+    )
+    return inp, mech
+
+
+@pytest.fixture(scope="module")
+def ellipsoid():
+    return _ellipsoid_mech()
+
+
+def _cell_stretch(mech):
+    Q = dolfinx.fem.functionspace(mech.mesh, ("DG", 0))
+    lam = dolfinx.fem.Function(Q)
+    lam.interpolate(dolfinx.fem.Expression(mech.fibre_stretch(), Q.element.interpolation_points))
+    n = mech.mesh.topology.index_map(3).size_local
+    mid = dolfinx.mesh.compute_midpoints(mech.mesh, 3, np.arange(n, dtype=np.int32))
+    return lam.x.array[:n], mid
+
+
+def test_reference_cavity_volume_matches_analytic(ellipsoid):
+    # Truncated ellipsoid r_s 7, r_l 17 cut at z = 5 (Land 2015):
+    # V = pi r_s^2 int_{-17}^{5} (1 - z^2 / r_l^2) dz.
+    _, mech = ellipsoid
+    exact = math.pi * 49.0 * ((5 - 125 / (3 * 289)) - (-17 + 17**3 / (3 * 289))) / 1000.0
+    v = mech.cavity_volume_ml("LV")
+    assert 0.93 * exact < v <= exact  # flat facets inscribed in the curved endocardium
+
+
+def test_volume_increases_under_passive_pressure(ellipsoid):
+    _, mech = ellipsoid
+    start = mech.snapshot()
+    v0 = mech.cavity_volume_ml("LV")
+    mech.solve_to(pressures_kpa={"LV": 0.5}, label="test")
+    v1 = mech.cavity_volume_ml("LV")
+    mech.solve_to(pressures_kpa={"LV": 1.0}, label="test")
+    v2 = mech.cavity_volume_ml("LV")
+    mech.restore(start)
+    assert v0 < v1 < v2
+
+
+def test_activation_shortens_fibres(ellipsoid):
+    _, mech = ellipsoid
+    start = mech.snapshot()
+    v0 = mech.cavity_volume_ml("LV")
+    mech.solve_to(active_tension_kpa=20.0, label="test")
+    lam, _ = _cell_stretch(mech)
+    v1 = mech.cavity_volume_ml("LV")
+    mech.restore(start)
+    mean = mech.comm.allreduce(lam.sum(), op=MPI.SUM) / mech.comm.allreduce(lam.size, op=MPI.SUM)
+    assert mean < 0.98 and v1 < v0
+
+
+def test_earlier_activation_contracts_earlier(ellipsoid):
+    inp, mech = ellipsoid
+    start = mech.snapshot()
+    # activation spreads from the apex at 0.6 mm/ms (demo inputs): apex ~0 ms, base ~40 ms
+    twitch = TwitchConfig()
+    mech.solve_to(active_tension_kpa=twitch.tension_kpa(60.0, inp.activation.x.array), label="test")
+    lam, mid = _cell_stretch(mech)
+    mech.restore(start)
+    apex, base = lam[mid[:, 2] < -10.0], lam[mid[:, 2] > 0.0]
+    assert apex.mean() < base.mean() - 0.01
+
+
+def test_holzapfel_ogden_inflates(ellipsoid):
+    _, mech = _ellipsoid_mech(material=HolzapfelOgden(), cfg=MechanicsConfig(bulk_modulus=200.0), h=5.0)
+    v0 = mech.cavity_volume_ml("LV")
+    mech.solve_to(pressures_kpa={"LV": 1.0}, initial_fraction=0.25, label="test")
+    assert mech.cavity_volume_ml("LV") > v0
+
+
+def test_divergence_reports_step_and_load_and_keeps_state():
+    _, mech = _ellipsoid_mech(cfg=MechanicsConfig(snes_max_it=2, min_load_fraction=0.25), h=5.0)
+    before = mech.snapshot()
+    saved = {}
+    with pytest.raises(StageError, match=r"diverged at time step 7 .*load fraction .*p_LV"):
+        mech.solve_to(pressures_kpa={"LV": 50.0}, label="time step 7 (t = 70 ms)",
+                      on_failure=lambda m: saved.setdefault("state", m.snapshot()["state"].copy()))
+    np.testing.assert_array_equal(saved["state"], mech.state.x.array)  # last converged state kept
+    assert float(mech.pressures_kpa["LV"].value) < 50.0
+    assert np.all(np.isfinite(mech.state.x.array)) and before["state"].shape == mech.state.x.array.shape
+
+
+def test_bad_parameters_refused_up_front():
+    with pytest.raises(ConfigError, match="C must be > 0"):
+        load_config(EMConfig, {"guccione": {"C": "-2 kPa"}}, source="em.yaml")
+    with pytest.raises(ConfigError, match="peak_tension"):
+        load_config(EMConfig, {"twitch": {"peak_tension": -5}}, source="em.yaml")
+    with pytest.raises(ValueError, match="a_f must be > 0"):
+        _ellipsoid_mech(material=HolzapfelOgden(a_f=0.0), h=6.0)
+
+
+def test_beat_metrics_of_a_rectangular_loop():
+    # Ideal loop: fill 50->120 mL at 1 kPa, eject at 16 kPa: SV 70, EF 70/120, work (16-1)*70 = 1050 mJ
+    v = np.array([120, 120, 50, 50, 120.0])
+    p = np.array([1, 16, 16, 1, 1.0])
+    m = beat_metrics(np.arange(5.0) * 10, p, v)
+    assert m["stroke_volume_ml"] == 70 and m["ejection_fraction"] == pytest.approx(70 / 120)
+    assert m["stroke_work_mj"] == pytest.approx(1050.0) and m["dpdt_max_kpa_per_ms"] == pytest.approx(1.5)
+
+
+def test_simulate_em_demo_beat(tmp_path):
+    cfg = tmp_path / "em.yaml"
+    cfg.write_text("dt: 20 ms\nbeat_duration: 600 ms\n")
+    out = tmp_path / "em"
+    assert main(["simulate", "em", "--demo", "ellipsoid", "--demo-mesh-mm", "5", "--config", str(cfg),
+                 "--out", str(out)]) == 0
+    data = json.loads((out / "metrics.json").read_text())
+    assert (out / "pv_loops.png").stat().st_size > 1000 and (out / "displacement.xdmf").exists()
+    p, v = np.array(data["lv_pressure_kpa"]), np.array(data["lv_volume_ml"])
+    assert data["stroke_volume_ml"]["LV"] > 0.1 and 0.05 < data["ejection_fraction"]["LV"] < 0.8
+    assert p.max() > 5.0  # ejection needs the LV above the Windkessel pressure (~10.7 kPa at start)
+    assert v[0] == pytest.approx(v.max(), rel=1e-3)  # starts at end diastole
+    assert data["stroke_work_mj"]["LV"] > 0
