@@ -13,7 +13,9 @@ NAME = "bench"
 HELP = "run a benchmark and write its table to docs/BENCHMARKS.md"
 
 # name -> "module:function"; the function takes (*, quick: bool) and returns a markdown section.
-BENCHES: dict[str, str] = {}
+BENCHES: dict[str, str] = {
+    "em": "cardiotwin.mechanics.bench:bench_em",
+}
 
 log = logging.getLogger(__name__)
 
