@@ -24,6 +24,8 @@ COMMANDS: tuple[str, ...] = (
     "simulate",
     "verify",
     "bench",
+    "mesh",
+    "fibers",
 )
 
 log = logging.getLogger("cardiotwin")
