@@ -2,7 +2,8 @@
 .pts/.elem/.lon, and any meshio format for the rest. Coordinates stay LPS mm.
 
 VTU layout: two cell blocks, tetra (cell_data ``tag`` = CellTag plus every cell field) and the
-boundary triangles (``tag`` = FacetTag); point_data holds every point field.
+boundary triangles (``tag`` = FacetTag); the same tags also as ``cell_tags`` / ``facet_tags``
+(0 on the other block); point_data holds every point field.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from cardiotwin.types import HeartMesh
 def to_meshio(mesh: HeartMesh):
     import meshio
 
-    cell_data: dict[str, list[np.ndarray]] = {"tag": [mesh.cell_tags.astype(np.int32), mesh.facet_tags.astype(np.int32)]}
+    ct, ft = mesh.cell_tags.astype(np.int32), mesh.facet_tags.astype(np.int32)
+    # "tag" holds both; "cell_tags" / "facet_tags" repeat them per block (0 on the other block)
+    # for readers that look a block's tags up by name.
+    cell_data: dict[str, list[np.ndarray]] = {
+        "tag": [ct, ft],
+        "cell_tags": [ct, np.zeros_like(ft)],
+        "facet_tags": [np.zeros_like(ct), ft],
+    }
     for name, values in mesh.cell_data.items():
         v = np.asarray(values)
         cell_data[name] = [v, np.zeros((mesh.facets.shape[0],) + v.shape[1:], dtype=v.dtype)]
@@ -57,7 +65,7 @@ def read_mesh(path: str | os.PathLike[str]) -> HeartMesh:
     if tags is None:
         raise StageError(f"{path}: no 'tag' cell data (cell and facet tags)")
     fi = blocks.get("triangle")
-    cell_data = {k: np.asarray(v[ti]) for k, v in m.cell_data.items() if k != "tag"}
+    cell_data = {k: np.asarray(v[ti]) for k, v in m.cell_data.items() if k not in ("tag", "cell_tags", "facet_tags")}
     return HeartMesh(
         points=np.asarray(m.points, dtype=np.float64),
         cells=np.asarray(m.cells[ti].data, dtype=np.int64),
