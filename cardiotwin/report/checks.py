@@ -1,0 +1,188 @@
+"""Built-in code-verification checks, registered in ``cardiotwin.report.verification.REGISTRY``.
+
+- ``mms_diffusion``: manufactured solution of anisotropic diffusion, -div(D grad u) = f, with the
+  P1 finite-element operator of the EP stage (dolfinx); observed orders must reach the
+  theoretical L2 order 2 and H1 order 1 of P1 elements (Ciarlet, The Finite Element Method for
+  Elliptic Problems, 1978, thm 3.2.2; Roache, J Fluids Eng 124:4, 2002 for MMS).
+- ``circulation_rc``: the 0D circulation integrator on an RC discharge with the analytic solution
+  V(t) = V0 + (V(0) - V0) exp(-t / RC); backward Euler is first order (Hairer & Wanner, Solving
+  ODEs II, 1996, sec. IV.3).
+- ``land_1`` .. ``land_3``: Land et al. 2015 mechanics benchmark (Proc R Soc A 471:20150641),
+  reference ranges from ``cardiotwin.mechanics.land.REFERENCE``.
+- ``eikonal_analytic`` and ``niederer``: the EP solvers against the analytic anisotropic
+  eikonal solution and the Niederer et al. 2011 slab (docs BENCHMARKS.md); unavailable (not
+  failed) while the EP package is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+
+import numpy as np
+
+from cardiotwin.report.verification import CheckOutcome, CheckUnavailable, Quantity, VerificationCheck, register
+
+log = logging.getLogger(__name__)
+
+# Niederer et al. 2011 monodomain diffusivities (BENCHMARKS.md): D_l, D_t in mm^2/ms.
+NIEDERER_D_L, NIEDERER_D_T = 0.09530, 0.012576
+
+
+def observed_orders(sizes: list[float], errors: list[float]) -> list[float]:
+    """Observed orders log(e_i / e_{i+1}) / log(h_i / h_{i+1}) between successive levels."""
+    return [math.log(errors[i] / errors[i + 1]) / math.log(sizes[i] / sizes[i + 1]) for i in range(len(errors) - 1)]
+
+
+# -- manufactured solution, anisotropic diffusion (dolfinx P1) --------------------------------
+def mms_diffusion_errors(n_cells: list[int]) -> tuple[list[float], list[float], list[float]]:
+    """(h, L2 error, H1 seminorm error) on the unit cube with n x n x n x 6 tetrahedra.
+
+    u = sin(pi x) sin(pi y) sin(pi z) + x y z, D = D_t I + (D_l - D_t) f f^T with f = (1, 1, 1)/sqrt 3
+    (Niederer diffusivities, fibres oblique to the mesh), f = -div(D grad u), u exact on the
+    boundary. Errors are integrated with degree-8 quadrature and summed over MPI ranks.
+    """
+    from mpi4py import MPI  # noqa: I001 - before dolfinx
+
+    import dolfinx
+    import dolfinx.fem.petsc
+    import ufl
+
+    comm = MPI.COMM_WORLD
+    hs, l2, h1 = [], [], []
+    fib = np.ones(3) / math.sqrt(3.0)
+    d_np = NIEDERER_D_T * np.eye(3) + (NIEDERER_D_L - NIEDERER_D_T) * np.outer(fib, fib)
+    for n in n_cells:
+        mesh = dolfinx.mesh.create_unit_cube(comm, n, n, n, dolfinx.mesh.CellType.tetrahedron)
+        V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
+        x = ufl.SpatialCoordinate(mesh)
+        u_ex = ufl.sin(ufl.pi * x[0]) * ufl.sin(ufl.pi * x[1]) * ufl.sin(ufl.pi * x[2]) + x[0] * x[1] * x[2]
+        D = ufl.as_matrix(d_np.tolist())
+        f = -ufl.div(D * ufl.grad(u_ex))
+        u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+        a = ufl.inner(D * ufl.grad(u), ufl.grad(v)) * ufl.dx
+        L = f * v * ufl.dx(metadata={"quadrature_degree": 6})
+        u_bc = dolfinx.fem.Function(V)
+        u_bc.interpolate(lambda p: np.sin(np.pi * p[0]) * np.sin(np.pi * p[1]) * np.sin(np.pi * p[2]) + p[0] * p[1] * p[2])
+        mesh.topology.create_connectivity(mesh.topology.dim - 1, mesh.topology.dim)
+        facets = dolfinx.mesh.exterior_facet_indices(mesh.topology)
+        dofs = dolfinx.fem.locate_dofs_topological(V, mesh.topology.dim - 1, facets)
+        bc = dolfinx.fem.dirichletbc(u_bc, dofs)
+        problem = dolfinx.fem.petsc.LinearProblem(
+            a, L, bcs=[bc], petsc_options_prefix=f"ct_verify_mms_{n}_",
+            petsc_options={"ksp_type": "cg", "pc_type": "gamg", "ksp_rtol": 1e-12, "ksp_atol": 1e-14,
+                           "ksp_error_if_not_converged": True},
+        )
+        uh = problem.solve()
+        uh = uh[0] if isinstance(uh, tuple) else uh
+        dx8 = ufl.dx(metadata={"quadrature_degree": 8})
+        e = uh - u_ex
+        el2 = dolfinx.fem.assemble_scalar(dolfinx.fem.form(e * e * dx8))
+        eh1 = dolfinx.fem.assemble_scalar(dolfinx.fem.form(ufl.inner(ufl.grad(e), ufl.grad(e)) * dx8))
+        hs.append(1.0 / n)
+        l2.append(math.sqrt(comm.allreduce(el2, op=MPI.SUM)))
+        h1.append(math.sqrt(comm.allreduce(eh1, op=MPI.SUM)))
+    return hs, l2, h1
+
+
+def _mms_diffusion(*, quick: bool) -> CheckOutcome:
+    n_cells = [4, 8, 16] if quick else [4, 8, 16, 32]
+    hs, l2, h1 = mms_diffusion_errors(n_cells)
+    p_l2, p_h1 = observed_orders(hs, l2), observed_orders(hs, h1)
+    return CheckOutcome(
+        quantities=(
+            Quantity("observed L2 order (finest pair)", p_l2[-1], "", expected=2.0, range=(1.85, 2.3)),
+            Quantity("observed H1 order (finest pair)", p_h1[-1], "", expected=1.0, range=(0.9, 1.3)),
+        ),
+        details={"h": hs, "l2_error": l2, "h1_error": h1, "l2_orders": p_l2, "h1_orders": p_h1,
+                 "n_cells_per_edge": n_cells, "diffusivity_mm2_per_ms": [NIEDERER_D_L, NIEDERER_D_T]},
+        message=f"L2 order {p_l2[-1]:.2f} (theory 2), H1 order {p_h1[-1]:.2f} (theory 1)",
+    )
+
+
+# -- 0D circulation time stepping ---------------------------------------------------------------
+def rc_discharge_errors(dts_ms: list[float], *, duration_ms: float = 400.0) -> list[float]:
+    """|V_h(T) - V(T)| (mL) of a capacitor (C 1.5 mL/kPa, V0 50 mL, V(0) 120 mL) draining
+    through R 100 kPa*ms/mL into a 0 kPa reservoir, for each time step (ms)."""
+    from cardiotwin.circulation.network import Compartment, Connection, Network
+    from cardiotwin.circulation.simulate import run_0d
+
+    c_ml_per_kpa, r, v0, v_init = 1.5, 100.0, 50.0, 120.0
+    net = Network(
+        (Compartment("artery", "capacitor", v0_ml=v0, compliance_ml_per_kpa=c_ml_per_kpa),
+         Compartment("reservoir", "fixed", fixed_pressure_kpa=0.0)),
+        (Connection("r", "artery", "reservoir", r_open=r),),
+    )
+    exact = v0 + (v_init - v0) * math.exp(-duration_ms / (r * c_ml_per_kpa))
+    errors = []
+    for dt in dts_ms:
+        trace = run_0d(net, np.array([v_init, 0.0]), duration_ms=duration_ms, dt_ms=dt)
+        errors.append(abs(float(trace.column("volumes_ml", "artery")[-1]) - exact))
+    return errors
+
+
+def _circulation_rc(*, quick: bool) -> CheckOutcome:
+    dts = [8.0, 4.0, 2.0, 1.0] if quick else [8.0, 4.0, 2.0, 1.0, 0.5, 0.25]
+    errors = rc_discharge_errors(dts)
+    orders = observed_orders(dts, errors)
+    return CheckOutcome(
+        quantities=(Quantity("observed order in dt (finest pair)", orders[-1], "", expected=1.0, range=(0.9, 1.1)),),
+        details={"dt_ms": dts, "volume_error_ml": errors, "orders": orders},
+        message=f"backward-Euler order {orders[-1]:.3f} (theory 1)",
+    )
+
+
+# -- Land et al. 2015 ----------------------------------------------------------------------------
+def _land(problem: int):  # noqa: ANN202 - returns a check function
+    def run(*, quick: bool) -> CheckOutcome:
+        from cardiotwin.mechanics.land import REFERENCE, solve_land
+
+        resolution = {1: (2.0, 4.0), 2: (5.0, 2.5), 3: (5.0, 2.5)}[problem][0 if quick else 1]
+        result = solve_land(problem, resolution=resolution)
+        quantities = tuple(
+            Quantity(key, float(result.outputs_mm[key]), "mm", expected=0.5 * (lo + hi), range=(lo, hi))
+            for key, (lo, hi) in REFERENCE[problem].items()
+        )
+        return CheckOutcome(quantities=quantities, details=result.to_dict(),
+                            message=", ".join(f"{q.name} {q.value:.3f} mm" for q in quantities))
+
+    return run
+
+
+# -- electrophysiology (EP package) ---------------------------------------------------------------
+def _import_ep(module: str, attr: str):  # noqa: ANN202
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        raise CheckUnavailable(f"{module}.{attr} is not available in this installation") from None
+
+
+def _eikonal_analytic(*, quick: bool) -> CheckOutcome:
+    run = _import_ep("cardiotwin.electrophysiology.verification", "eikonal_analytic_errors")
+    return run(quick=quick)
+
+
+def _niederer(*, quick: bool) -> CheckOutcome:
+    run = _import_ep("cardiotwin.electrophysiology.verification", "niederer_check")
+    return run(quick=quick)
+
+
+register(VerificationCheck("mms_diffusion", "Manufactured solution: anisotropic P1 diffusion (dolfinx)",
+                           "code: FE operator", "Roache 2002, J Fluids Eng 124:4; Ciarlet 1978 thm 3.2.2",
+                           _mms_diffusion, in_ci=True))
+register(VerificationCheck("circulation_rc", "0D circulation: RC discharge, time-step convergence",
+                           "code: ODE integrator", "analytic exponential; Hairer & Wanner 1996 sec. IV.3",
+                           _circulation_rc, in_ci=True))
+register(VerificationCheck("land_1", "Land 2015 problem 1: beam bending", "code: mechanics benchmark",
+                           "Land et al. 2015, Proc R Soc A 471:20150641", _land(1), in_ci=True))
+register(VerificationCheck("land_2", "Land 2015 problem 2: passive LV inflation", "code: mechanics benchmark",
+                           "Land et al. 2015, Proc R Soc A 471:20150641", _land(2)))
+register(VerificationCheck("land_3", "Land 2015 problem 3: inflation and active contraction",
+                           "code: mechanics benchmark", "Land et al. 2015, Proc R Soc A 471:20150641", _land(3)))
+register(VerificationCheck("eikonal_analytic", "Eikonal: anisotropic point source, analytic solution",
+                           "code: EP eikonal", "T = sqrt((x/v_l)^2 + (y/v_t)^2 + (z/v_t)^2) (BENCHMARKS.md)",
+                           _eikonal_analytic, in_ci=True))
+register(VerificationCheck("niederer", "Niederer 2011 N-version slab benchmark (monodomain, TTP06)",
+                           "code: EP benchmark", "Niederer et al. 2011, Phil Trans R Soc A 369:4331",
+                           _niederer))

@@ -1,0 +1,132 @@
+"""Code-verification suite (`cardiotwin verify`) and the grid convergence index."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from cardiotwin.cli import main
+from cardiotwin.errors import CaseError
+from cardiotwin.report.gci import grid_convergence
+from cardiotwin.report.verification import (
+    REGISTRY,
+    CheckOutcome,
+    Quantity,
+    VerificationCheck,
+    load_results,
+    registered_checks,
+    run_verifications,
+)
+
+
+# -- GCI --------------------------------------------------------------------------------------------
+def test_gci_reproduces_celik_2008_table_1():
+    # Celik et al. 2008, J Fluids Eng 130:078001, Table 1, column phi = x_r/H: grids of 18000,
+    # 8000, 4500 cells (2D, h = N^-1/2), phi = 6.063, 5.972, 5.863 ->
+    # p = 1.53, phi_ext = 6.1685, e_a = 1.5 %, GCI_fine = 2.17 %.
+    h = [(1 / 18000) ** 0.5, (1 / 8000) ** 0.5, (1 / 4500) ** 0.5]
+    r = grid_convergence(h, [6.063, 5.972, 5.863])
+    assert r.converged == "monotone"
+    assert r.observed_order == pytest.approx(1.53, abs=0.01)
+    assert r.extrapolated == pytest.approx(6.1685, abs=5e-4)
+    assert r.rel_error_fine == pytest.approx(0.015, abs=5e-4)
+    assert r.gci_fine == pytest.approx(0.0217, abs=2e-4)
+
+
+def test_gci_exact_second_order_sequence_is_extrapolated_exactly():
+    # phi(h) = 3 + 2 h^2: Richardson extrapolation with the observed order 2 recovers phi(0) = 3.
+    hs = [0.5, 1.0, 2.0]
+    r = grid_convergence(hs[::-1], [3 + 2 * h * h for h in hs[::-1]])  # any order of input
+    assert r.sizes == (0.5, 1.0, 2.0)
+    assert r.observed_order == pytest.approx(2.0, rel=1e-9)
+    assert r.extrapolated == pytest.approx(3.0, rel=1e-12)
+    # GCI_fine = 1.25 |e_a| / (r^p - 1) with e_a = |3.5 - 5| / 3.5
+    assert r.gci_fine == pytest.approx(1.25 * (1.5 / 3.5) / 3.0, rel=1e-9)
+
+
+def test_gci_flags_oscillation_divergence_and_two_levels():
+    assert grid_convergence([1, 2, 4], [10.0, 11.0, 10.5]).converged == "oscillatory"
+    assert grid_convergence([1, 2, 4], [10.0, 12.0, 12.5]).converged == "divergent"
+    two = grid_convergence([1, 2], [10.0, 10.3], formal_order=1.0)
+    assert two.converged == "two-level" and two.safety_factor == 3.0
+    assert two.gci_fine == pytest.approx(3.0 * 0.03 / (2.0 - 1.0))
+    with pytest.raises(ValueError):
+        grid_convergence([1, 1, 2], [1.0, 2.0, 3.0])
+
+
+# -- checks ----------------------------------------------------------------------------------------
+def test_mms_diffusion_reaches_p1_orders():
+    # P1 FE on a smooth solution: L2 error O(h^2), H1 error O(h) (Ciarlet 1978, thm 3.2.2).
+    from cardiotwin.report.checks import mms_diffusion_errors, observed_orders
+
+    hs, l2, h1 = mms_diffusion_errors([4, 8, 16])
+    assert l2[0] > l2[1] > l2[2]
+    assert observed_orders(hs, l2)[-1] == pytest.approx(2.0, abs=0.15)
+    assert observed_orders(hs, h1)[-1] == pytest.approx(1.0, abs=0.15)
+
+
+def test_circulation_backward_euler_is_first_order():
+    from cardiotwin.report.checks import observed_orders, rc_discharge_errors
+
+    dts = [4.0, 2.0, 1.0]
+    errs = rc_discharge_errors(dts)
+    assert all(o == pytest.approx(1.0, abs=0.05) for o in observed_orders(dts, errs))
+
+
+def test_verify_cli_ci_suite_stores_results_with_versions(tmp_path):
+    out = tmp_path / "v.json"
+    assert main(["verify", "--out", str(out)]) == 0
+    data = load_results(out)
+    assert data["suite"] == "ci"
+    assert data["software"]["cardiotwin"] and data["software"]["python"]
+    assert data["created"] and data["machine"]
+    names = {rec["name"] for rec in data["checks"]}
+    assert {"mms_diffusion", "circulation_rc", "land_1"} <= names
+    assert names == {n for n, c in registered_checks().items() if c.in_ci}
+    for rec in data["checks"]:
+        assert rec["status"] in ("pass", "unavailable"), rec
+        if rec["status"] == "pass":
+            assert rec["quantities"] and all(q["pass"] for q in rec["quantities"])
+    land = next(r for r in data["checks"] if r["name"] == "land_1")
+    # Land et al. 2015 problem 1: deformed z of (10, 0.5, 1) about 4.17 mm
+    assert 4.0 < land["quantities"][0]["value"] < 4.3
+
+
+def test_failing_check_is_reported_and_exit_code_nonzero(tmp_path, monkeypatch):
+    def wrong(*, quick: bool) -> CheckOutcome:
+        return CheckOutcome(quantities=(Quantity("pi", 3.0, "", expected=math.pi, tolerance=1e-6),))
+
+    def broken(*, quick: bool) -> CheckOutcome:
+        raise RuntimeError("solver diverged")
+
+    registered_checks()
+    monkeypatch.setitem(REGISTRY, "wrong_pi", VerificationCheck("wrong_pi", "t", "c", "r", wrong))
+    monkeypatch.setitem(REGISTRY, "broken", VerificationCheck("broken", "t", "c", "r", broken))
+    res = run_verifications(names=["wrong_pi", "broken"])
+    status = {r["name"]: r["status"] for r in res["checks"]}
+    assert status == {"wrong_pi": "fail", "broken": "error"}
+    assert "solver diverged" in res["checks"][1]["message"]
+    assert main(["verify", "--check", "wrong_pi", "--out", str(tmp_path / "x.json")]) == 1
+    assert main(["verify", "--check", "no_such_check", "--out", str(tmp_path / "y.json")]) == 2
+
+
+def test_verify_into_case_stage(tmp_path):
+    from cardiotwin.cases import Case
+
+    case = Case.create(tmp_path / "c1")
+    assert main(["verify", "all", "--check", "circulation_rc", "--case", str(case.root)]) == 0
+    rec = case.stage_record("verify")
+    assert rec["status"] == "ok" and rec["metrics"]["pass"] == 1
+    data = json.loads((case.root / "verify" / "verification.json").read_text())
+    assert [r["name"] for r in data["checks"]] == ["circulation_rc"]
+
+
+def test_load_results_rejects_other_files(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"hello": 1}')
+    with pytest.raises(CaseError, match="bad.json"):
+        load_results(bad)
+    with pytest.raises(CaseError, match="missing.json"):
+        load_results(tmp_path / "missing.json")
