@@ -167,3 +167,73 @@ class MechResult:
     stroke_work_mj: dict[str, float]
     aha_fibre_strain: dict[int, float] = field(default_factory=dict)
     metadata: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LeadSite:
+    """A pacing-lead site on a HeartMesh.
+
+    chamber: "LV" or "RV"; node: mesh point index; position_mm: LPS; aha_segment: 1-17 (0 for RV
+    sites); surface: "epi" (coronary-sinus lead), "endo" (endocardial, e.g. septal segments that
+    have no free epicardium) or "rv_endo"; in_scar: the node touches no conducting cell, so
+    pacing there captures nothing.
+    """
+
+    name: str
+    chamber: Literal["LV", "RV"]
+    node: int
+    position_mm: tuple[float, float, float]
+    aha_segment: int = 0
+    surface: str = "epi"
+    in_scar: bool = False
+
+
+@dataclass(frozen=True)
+class PacingProtocol:
+    """A pacing protocol. Times from the atrial event (ms): the LV lead fires at ``av_delay_ms``,
+    the RV lead at ``av_delay_ms + vv_delay_ms`` (VV > 0: LV first). Intrinsic conduction (the
+    LBBB breakthrough) still arrives at the patient's intrinsic AV time, so short delays pace and
+    long ones fuse. No lead: intrinsic rhythm (the baseline)."""
+
+    name: str
+    lv_site: LeadSite | None = None
+    rv_site: LeadSite | None = None
+    av_delay_ms: float = 120.0
+    vv_delay_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """Metrics of one protocol on the twin (nominal inputs) plus its uncertainty.
+
+    metrics: tat_ms, lvat_ms, t90_ms, tat_change_pct, lvat_change_pct, t90_change_pct, qrs_ms
+    (None without an ECG), captured (bool), and after electromechanics dpdt_change_pct,
+    stroke_volume_ml, stroke_work_mj, ejection_fraction, responder. concordance: "concordant",
+    "adjacent" or "remote" (TARGET trial) for LV sites, "" otherwise. uq: probability_best and
+    (2.5, 97.5) percentile intervals of the metrics over the quasi-Monte Carlo samples.
+    """
+
+    protocol: PacingProtocol
+    rank: int
+    recommended: bool
+    excluded_reason: str
+    metrics: dict[str, float | bool | None]
+    concordance: str = ""
+    uq: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TherapyResult:
+    """The CRT stage's result: baseline, candidates best first, and the ranking's uncertainty.
+
+    baseline: metrics of the intrinsic (LBBB) activation; latest_segment: latest-activated non-scar
+    AHA segment at baseline; scar_segments: AHA segments treated as scar; sensitivity: uncertain
+    input -> first-order index of each ranking output; metadata: config, samples, timings.
+    """
+
+    baseline: dict[str, float | bool | None]
+    candidates: tuple[CandidateResult, ...]
+    latest_segment: int
+    scar_segments: tuple[int, ...]
+    sensitivity: dict[str, dict[str, float]] = field(default_factory=dict)
+    metadata: dict[str, object] = field(default_factory=dict)
