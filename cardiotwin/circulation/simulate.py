@@ -103,7 +103,7 @@ class CoupledCirculation:
     cavities: tuple[str, ...]
     pressures_kpa: dict[str, float]
     tol_ml: float = 1e-3
-    max_iterations: int = 30
+    max_iterations: int = 40
     _jacobian: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -153,13 +153,20 @@ class CoupledCirculation:
             p_new = p + dp
             r_new, v0d, p_all, q = residual(p_new)
             solves += 1
+            for _ in range(4):  # backtrack when a valve kink makes the full step overshoot
+                if np.max(np.abs(r_new)) < np.max(np.abs(r)):
+                    break
+                dp *= 0.5
+                p_new = p + dp
+                r_new, v0d, p_all, q = residual(p_new)
+                solves += 1
             dr = r_new - r
             jac = jac + np.outer(dr - jac @ dp, dp) / float(dp @ dp)  # Broyden update
             slow = np.max(np.abs(r_new)) > 0.5 * np.max(np.abs(r))
             p, r = p_new, r_new
             if slow and np.max(np.abs(r)) > self.tol_ml:
                 # a valve opened or closed (kink in V0D(p)): refresh the Jacobian by differences
-                h = 0.02
+                h = 0.005
                 for i in range(len(p)):
                     dpi = np.zeros(len(p))
                     dpi[i] = h
