@@ -103,6 +103,7 @@ class CoupledCirculation:
     cavities: tuple[str, ...]
     pressures_kpa: dict[str, float]
     tol_ml: float = 1e-3
+    rtol: float = 1e-3  # volume consistency relative to the cavity volume
     max_iterations: int = 40
     _jacobian: np.ndarray | None = None
 
@@ -128,8 +129,9 @@ class CoupledCirculation:
 
         r, v0d, p_all, q = residual(p)
         solves = 1
+        tol = max(self.tol_ml, self.rtol * float(np.min(np.abs(v0d[idx]))))
         jac = self._jacobian
-        if jac is None and np.max(np.abs(r)) > self.tol_ml:
+        if jac is None and np.max(np.abs(r)) > tol:
             jac = np.zeros((len(p), len(p)))
             for i in range(len(p)):
                 dp = np.zeros(len(p))
@@ -137,7 +139,7 @@ class CoupledCirculation:
                 r_i, *_ = residual(p + dp)
                 solves += 1
                 jac[:, i] = (r_i - r) / dp[i]
-        while np.max(np.abs(r)) > self.tol_ml:
+        while np.max(np.abs(r)) > tol:
             if solves > self.max_iterations:
                 raise StageError(
                     f"3D-0D coupling did not converge at t = {t_new_ms:.2f} ms: volume mismatch "
@@ -164,7 +166,7 @@ class CoupledCirculation:
             jac = jac + np.outer(dr - jac @ dp, dp) / float(dp @ dp)  # Broyden update
             slow = np.max(np.abs(r_new)) > 0.5 * np.max(np.abs(r))
             p, r = p_new, r_new
-            if slow and np.max(np.abs(r)) > self.tol_ml:
+            if slow and np.max(np.abs(r)) > tol:
                 # a valve opened or closed (kink in V0D(p)): refresh the Jacobian by differences
                 h = 0.005
                 for i in range(len(p)):
