@@ -135,7 +135,7 @@ def evaluate(model: torch.nn.Module, cases: list[dict[str, Any]], *, roi: int) -
     model.eval()
     per_case = {}
     for c in cases:
-        probs = predict_probabilities(model, c["image"], roi=roi)
+        probs = predict_probabilities(model, c["image"], roi=roi, overlap=0.25)
         pred = probs.argmax(0).numpy()
         per_case[c["name"]] = dice_per_label(pred, c["ref"], range(1, 9))
     mean = {k: float(np.nanmean([d[k] for d in per_case.values()])) for k in range(1, 9)}

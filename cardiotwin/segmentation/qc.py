@@ -1,0 +1,188 @@
+"""Quality control of a label map: volumes, LV mass, wall thickness, connectivity, plausibility,
+agreement with a reference (Dice, HD95, ASSD) and overlay PNGs for review.
+
+An implausible result is never silent: ``quality_report`` lists it under ``errors`` (no heart,
+LV far outside a plausible size) or ``warnings`` (chambers disconnected, fragments), and
+``raise_on_errors`` turns errors into a StageError.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from cardiotwin.anatomy import LABEL_NAMES, Label
+from cardiotwin.errors import StageError
+from cardiotwin.types import LabelMap
+
+log = logging.getLogger(__name__)
+
+MYOCARDIAL_DENSITY_G_PER_ML = 1.05  # Vinnakota & Bassingthwaighte, Am J Physiol 2004;286:H1742
+# Plausible adult LV blood pool volume (end-diastole to end-systole, normal to severely dilated).
+LV_BLOOD_RANGE_ML = (15.0, 450.0)
+# Chamber pairs that touch in every heart (adjacency within ~2 voxels).
+_ADJACENT = ((Label.LV_BLOOD, Label.LV_MYO), (Label.RV_BLOOD, Label.LV_MYO), (Label.RV_BLOOD, Label.RV_MYO))
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    return mask & ~ndimage.binary_erosion(mask)
+
+
+def lv_wall_thickness_mm(labels: np.ndarray, spacing_mm: tuple[float, float, float]) -> dict[str, float]:
+    """LV wall thickness from endocardium to epicardium (mm): mean, median, 5th and 95th percentiles.
+
+    For every myocardial voxel touching the LV blood pool, the distance (in mm) to the nearest
+    voxel outside the LV (neither blood pool nor myocardium) is a local thickness.
+    """
+    myo = labels == Label.LV_MYO
+    blood = labels == Label.LV_BLOOD
+    if not myo.any() or not blood.any():
+        return {}
+    endo = myo & ndimage.binary_dilation(blood)
+    outside = ~(myo | blood)
+    dist = ndimage.distance_transform_edt(~outside, sampling=spacing_mm)
+    d = dist[endo]
+    if d.size == 0:
+        return {}
+    return {"mean": float(d.mean()), "median": float(np.median(d)), "p05": float(np.percentile(d, 5)),
+            "p95": float(np.percentile(d, 95))}
+
+
+def quality_report(label_map: LabelMap, *, lv_range_ml: tuple[float, float] = LV_BLOOD_RANGE_ML) -> dict[str, Any]:
+    """Volumes (mL) per label, LV myocardial mass (g), LV wall thickness (mm), connected components
+    per label, adjacency checks, and lists of ``errors`` and ``warnings``."""
+    lab = label_map.labels
+    v_ml = label_map.geometry.voxel_volume_ml
+    counts = np.bincount(lab.ravel(), minlength=256)
+    volumes = {LABEL_NAMES[k]: round(float(counts[k]) * v_ml, 3) for k in range(1, 10) if k in LABEL_NAMES}
+    errors: list[str] = []
+    warnings: list[str] = []
+    components = {}
+    for k in range(1, 10):
+        if counts[k]:
+            _, n = ndimage.label(lab == k)
+            components[LABEL_NAMES[k]] = int(n)
+            if n > 1:
+                warnings.append(f"{LABEL_NAMES[k]} is in {n} disconnected pieces")
+    lv_ml = volumes["lv_blood"]
+    if counts[1:].sum() == 0:
+        errors.append("no heart found: the label map is empty")
+    elif lv_ml == 0:
+        errors.append("no LV blood pool")
+    elif not lv_range_ml[0] <= lv_ml <= lv_range_ml[1]:
+        errors.append(f"LV blood pool {lv_ml:.1f} mL outside the plausible {lv_range_ml[0]:g}-{lv_range_ml[1]:g} mL")
+    adjacency = {}
+    for a, b in _ADJACENT:
+        if counts[a] and counts[b]:
+            near = ndimage.binary_dilation(lab == a, iterations=2) & (lab == b)
+            ok = bool(near.any())
+            adjacency[f"{LABEL_NAMES[a]}-{LABEL_NAMES[b]}"] = ok
+            if not ok:
+                warnings.append(f"{LABEL_NAMES[a]} and {LABEL_NAMES[b]} do not touch (chambers disconnected)")
+    for k in (Label.LV_MYO, Label.RV_BLOOD):
+        if counts[1] and not counts[k]:
+            warnings.append(f"no {LABEL_NAMES[k]} found")
+    thickness = lv_wall_thickness_mm(lab, label_map.geometry.spacing_mm)
+    if thickness and not 2.0 <= thickness["median"] <= 25.0:
+        warnings.append(f"median LV wall thickness {thickness['median']:.1f} mm is implausible (2-25 mm)")
+    myo_ml = volumes["lv_myo"] + volumes.get("scar", 0.0)
+    return {
+        "volumes_ml": volumes,
+        "lv_myocardial_mass_g": round(myo_ml * MYOCARDIAL_DENSITY_G_PER_ML, 2),
+        "lv_wall_thickness_mm": {k: round(v, 2) for k, v in thickness.items()},
+        "components": components,
+        "adjacency": adjacency,
+        "errors": errors,
+        "warnings": warnings,
+    }
+
+
+def raise_on_errors(report: dict[str, Any], *, source: str) -> None:
+    if report["errors"]:
+        raise StageError(f"{source}: implausible segmentation: {'; '.join(report['errors'])}")
+
+
+def _surface_distances(a: np.ndarray, b: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    """Distances (mm) from the surface voxels of ``a`` to the surface of ``b``."""
+    sa, sb = _surface(a), _surface(b)
+    dist_to_b = ndimage.distance_transform_edt(~sb, sampling=spacing)
+    return dist_to_b[sa]
+
+
+def compare(pred: LabelMap, ref: LabelMap, *, labels: tuple[int, ...] = tuple(range(1, 9))) -> dict[str, dict[str, float]]:
+    """Dice, HD95 (mm) and ASSD (mm) per label between two label maps on the same grid.
+
+    Raises StageError when the grids differ. Labels absent from both are left out; a label
+    present in only one gets Dice 0 and infinite distances.
+    """
+    if not pred.geometry.same_space(ref.geometry):
+        raise StageError(f"reference {ref.source or ''} is on another grid than the prediction "
+                         f"({ref.geometry.shape} vs {pred.geometry.shape}); resample it first")
+    spacing = pred.geometry.spacing_mm
+    out: dict[str, dict[str, float]] = {}
+    for k in labels:
+        p, r = pred.labels == k, ref.labels == k
+        if not p.any() and not r.any():
+            continue
+        dice = 2.0 * float(np.logical_and(p, r).sum()) / float(p.sum() + r.sum())
+        if p.any() and r.any():
+            box = tuple(slice(max(int(lo) - 2, 0), int(hi) + 3) for lo, hi in
+                        zip(np.argwhere(p | r).min(0), np.argwhere(p | r).max(0)))
+            d_pr = _surface_distances(p[box], r[box], spacing)
+            d_rp = _surface_distances(r[box], p[box], spacing)
+            both = np.concatenate([d_pr, d_rp])
+            hd95 = float(max(np.percentile(d_pr, 95), np.percentile(d_rp, 95)))
+            assd = float(both.mean())
+        else:
+            hd95 = assd = float("inf")
+        out[LABEL_NAMES[k]] = {"dice": round(dice, 4), "hd95_mm": round(hd95, 3), "assd_mm": round(assd, 3)}
+    return out
+
+
+def write_overlays(label_map: LabelMap, image: np.ndarray, out_dir: Path, *, stem: str = "overlay") -> list[Path]:
+    """Three orthogonal slices through the LV centre (or the heart's centre) with label contours, as PNGs.
+
+    image: the scan's voxels on the same grid, shape ``label_map.geometry.shape``. Returns the paths.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lab = label_map.labels
+    if image.shape != lab.shape:
+        raise ValueError(f"image shape {image.shape} differs from labels {lab.shape}")
+    target = lab == Label.LV_BLOOD if (lab == Label.LV_BLOOD).any() else lab > 0
+    centre = (np.argwhere(target).mean(axis=0).round().astype(int) if target.any()
+              else np.asarray(lab.shape) // 2)
+    lo, hi = np.percentile(image, [1, 99])
+    colours = plt.get_cmap("tab10")
+    sp = label_map.geometry.spacing_mm
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for axis, name in enumerate(("i", "j", "k")):
+        sl = [slice(None)] * 3
+        sl[axis] = int(centre[axis])
+        img2, lab2 = image[tuple(sl)].T, lab[tuple(sl)].T
+        others = [a for a in range(3) if a != axis]
+        aspect = sp[others[1]] / sp[others[0]]
+        fig, ax = plt.subplots(figsize=(5, 5 * min(max(aspect * img2.shape[0] / img2.shape[1], 0.3), 3)))
+        ax.imshow(img2, cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=aspect, interpolation="nearest")
+        for k in range(1, 10):
+            if (lab2 == k).any():
+                ax.contour(lab2 == k, levels=[0.5], colors=[colours((k - 1) % 10)], linewidths=1.0)
+                ax.plot([], [], color=colours((k - 1) % 10), label=LABEL_NAMES[k])
+        ax.set_title(f"{name} = {centre[axis]}")
+        ax.axis("off")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper right", fontsize=6, framealpha=0.6)
+        path = out_dir / f"{stem}_{name}.png"
+        fig.savefig(path, dpi=80, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    return paths

@@ -1,0 +1,106 @@
+"""Inference geometry and post-processing (no trained weights needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cardiotwin.errors import StageError
+from cardiotwin.segmentation.inference import (SegConfig, check_heart_found, labels_to_working_grid, postprocess,
+                                               probabilities_to_geometry, to_working_grid, working_geometry)
+from cardiotwin.types import ImageGeometry, LabelMap, Scan
+
+
+def _rot(axis, deg):
+    axis = np.asarray(axis, float) / np.linalg.norm(axis)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    a = np.deg2rad(deg)
+    return np.eye(3) + np.sin(a) * k + (1 - np.cos(a)) * k @ k
+
+
+OBLIQUE = ImageGeometry(shape=(50, 40, 12), spacing_mm=(1.4, 1.4, 8.0), origin_mm=(-30.0, -20.0, -40.0),
+                        direction=tuple(_rot([1, 2, 0.5], 35).ravel()))
+
+
+def test_working_grid_covers_the_scan_and_is_world_aligned():
+    geom = working_geometry(OBLIQUE, spacing_mm=2.5)
+    assert geom.direction == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    assert geom.spacing_mm == (2.5, 2.5, 2.5)
+    n = np.asarray(OBLIQUE.shape)
+    corners = np.array([[a, b, c] for a in (0, n[0] - 1) for b in (0, n[1] - 1) for c in (0, n[2] - 1)], float)
+    idx = geom.world_to_index(OBLIQUE.index_to_world(corners))
+    assert (idx >= -0.5).all() and (idx <= np.asarray(geom.shape) - 0.5).all()
+
+
+def test_probabilities_resample_to_the_exact_input_geometry():
+    """A ball of radius 20 mm given as probabilities on the working grid lands on the oblique grid
+    where the analytic ball is (up to the working grid's 2.5 mm voxel)."""
+    work = working_geometry(OBLIQUE, spacing_mm=2.5)
+    centre = OBLIQUE.index_to_world(np.array([25.0, 20.0, 6.0]))
+    ijk = np.stack(np.meshgrid(*(np.arange(s) for s in work.shape), indexing="ij"), -1).reshape(-1, 3)
+    r_work = np.linalg.norm(work.index_to_world(ijk) - centre, axis=1).reshape(work.shape)
+    p1 = torch.from_numpy(1.0 / (1.0 + np.exp((r_work - 20.0) / 1.0))).float()  # soft ball
+    probs = torch.stack([1 - p1, p1])
+    out = probabilities_to_geometry(probs, work, OBLIQUE, chunk_voxels=3000)
+    assert out.shape == OBLIQUE.shape and out.dtype == np.uint8
+    ijk_t = np.stack(np.meshgrid(*(np.arange(s) for s in OBLIQUE.shape), indexing="ij"), -1).reshape(-1, 3)
+    r_t = np.linalg.norm(OBLIQUE.index_to_world(ijk_t) - centre, axis=1).reshape(OBLIQUE.shape)
+    truth = r_t <= 20.0
+    wrong = out.astype(bool) != truth
+    assert not wrong[np.abs(r_t - 20.0) > 1.5].any()  # errors only within 1.5 mm of the surface
+    assert truth.sum() > 0
+
+
+def test_to_working_grid_marks_outside_field_of_view():
+    vox = np.full(OBLIQUE.shape, 100.0, dtype=np.float32)
+    vox[10:40, 10:30, 3:9] = 500.0
+    scan = Scan(voxels=vox, geometry=OBLIQUE, modality="MR", sha256="x")
+    w = to_working_grid(scan, spacing_mm=2.5)
+    assert w.image.shape == w.geometry.shape and w.fov.shape == w.geometry.shape
+    assert 0.05 < w.fov.mean() < 0.95  # an oblique slab inside its world-aligned bounding box
+    assert float(w.image[torch.from_numpy(~w.fov)].abs().max()) == 0.0
+    assert float(w.image.max()) == pytest.approx(1.0)
+
+
+def test_labels_to_working_grid_is_nearest_neighbour():
+    lab = np.zeros(OBLIQUE.shape, dtype=np.uint8)
+    lab[10:40, 10:30, 3:9] = 7
+    w = labels_to_working_grid(LabelMap(labels=lab, geometry=OBLIQUE), working_geometry(OBLIQUE, spacing_mm=2.5))
+    assert set(np.unique(w).tolist()) == {0, 7}
+
+
+def _geom(n=60, sp=1.0):
+    return ImageGeometry(shape=(n, n, n), spacing_mm=(sp, sp, sp), origin_mm=(0.0, 0.0, 0.0))
+
+
+def test_postprocess_keeps_largest_component_and_fills_holes():
+    g = _geom()
+    lab = np.zeros(g.shape, dtype=np.uint8)
+    lab[10:40, 10:40, 10:40] = 2
+    lab[15:35, 15:35, 15:35] = 1
+    lab[24:26, 24:26, 24:26] = 2  # papillary-like island inside the blood pool -> LV blood
+    lab[50:53, 50:53, 50:53] = 1  # stray fragment -> removed
+    lab[38:40, 20:22, 20:22] = 0  # hole in the wall opening outside: not filled
+    out, notes = postprocess(lab, g, SegConfig(rv_myocardium="never"))
+    assert not (out[50:53, 50:53, 50:53] == 1).any()
+    assert (out[24:26, 24:26, 24:26] == 1).all()
+    assert notes["removed_voxels_not_largest_component"] == {1: 27, 2: 8}  # the island is its own piece
+
+
+def test_postprocess_builds_rv_myocardium_shell():
+    g = _geom()
+    lab = np.zeros(g.shape, dtype=np.uint8)
+    lab[10:30, 10:30, 10:30] = 3
+    out, notes = postprocess(lab, g, SegConfig(rv_myocardium="auto", rv_wall_mm=3.0))
+    shell = out == 4
+    assert notes["rv_myocardium_built_from_blood_pool_voxels"] == int(shell.sum())
+    assert (out[7:10, 15:25, 15:25] == 4).all() and out[5, 20, 20] == 0  # 3 mm thick
+    out2, _ = postprocess(lab, g, SegConfig(rv_myocardium="never"))
+    assert not (out2 == 4).any()
+
+
+def test_no_heart_found():
+    g = _geom()
+    with pytest.raises(StageError, match="no heart found"):
+        check_heart_found(np.zeros(g.shape, dtype=np.uint8), g, SegConfig(), source="blank.nii.gz")
