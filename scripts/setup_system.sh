@@ -4,6 +4,7 @@
 set -euo pipefail
 need=()
 command -v pdftoppm >/dev/null 2>&1 || need+=(poppler-utils)
+[ -x /usr/bin/chromium ] || need+=(chromium)  # headless browser for the viewer tests (tests/test_viewer*.py)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
   echo "warning: missing system packages: ${need[*]} (install them with apt-get)"; exit 0; fi

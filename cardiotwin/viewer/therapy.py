@@ -1,0 +1,98 @@
+"""Lead candidates of ``therapy/ranking.json`` as the review shows them.
+
+Accepted layout (the CRT stage's output; a bare list of candidates is accepted too)::
+
+    {"candidates": [
+        {"id": "lv-07", "label": "LV lateral basal", "rank": 1,
+         "position_mm": [x, y, z],                 # LPS mm (also: lead_position_mm, position_lps_mm)
+         "predicted_response": 0.82,               # higher is better (also: response, score)
+         "metrics": {"total_activation_ms": 92.1, "qrs_ms": ..., ...},
+         "activation": "lv-07/activation.vtu"}     # relative to therapy/ (or the case root)
+    ]}
+
+When ``activation`` is not given, ``therapy/<id>/activation.vtu`` and
+``therapy/candidates/<id>/activation.vtu`` are looked for. Paths must stay inside the case.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cardiotwin.errors import CaseError
+
+_POSITION_KEYS = ("position_mm", "lead_position_mm", "position_lps_mm", "lv_lead_position_mm")
+_RESPONSE_KEYS = ("predicted_response", "response", "score")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One pacing-lead candidate: position (LPS mm), predicted response (higher = better, or
+    None), rank (1 = best, or None), scalar metrics, and its activation file when one exists."""
+
+    id: str
+    label: str
+    position_mm: tuple[float, float, float]
+    response: float | None
+    rank: int | None
+    metrics: dict[str, float | str] = field(default_factory=dict)
+    activation_path: Path | None = None
+
+
+def _scalar_metrics(d: Any) -> dict[str, float | str]:
+    out: dict[str, float | str] = {}
+    if not isinstance(d, dict):
+        return out
+    for k, v in d.items():
+        if isinstance(v, bool):
+            out[str(k)] = str(v)
+        elif isinstance(v, (int, float)) and math.isfinite(float(v)):
+            out[str(k)] = float(v)
+        elif isinstance(v, str) and len(v) < 200:
+            out[str(k)] = v
+    return out
+
+
+def _inside(root: Path, candidate: Path) -> bool:
+    return candidate.resolve().is_relative_to(root.resolve())
+
+
+def read_candidates(path: Path, *, case_root: Path) -> list[Candidate]:
+    """Parse ``ranking.json``; raises ``CaseError`` naming the file for malformed entries."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CaseError(f"{path}: unreadable ranking ({exc})") from None
+    entries = data.get("candidates") if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise CaseError(f"{path}: expected a list of candidates under 'candidates'")
+    therapy_dir = Path(path).parent
+    out = []
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict):
+            raise CaseError(f"{path}: candidate {i} is not an object")
+        cid = str(e.get("id") or e.get("name") or f"c{i + 1}")
+        pos = next((e[k] for k in _POSITION_KEYS if k in e), None)
+        if not (isinstance(pos, (list, tuple)) and len(pos) == 3):
+            raise CaseError(f"{path}: candidate {cid!r} has no 3-vector position ({' / '.join(_POSITION_KEYS)})")
+        response = next((e[k] for k in _RESPONSE_KEYS if isinstance(e.get(k), (int, float))), None)
+        metrics = _scalar_metrics(e.get("metrics"))
+        if not metrics:  # flat layout: scalar fields of the entry itself
+            skip = {"id", "name", "label", "rank", "activation", *_POSITION_KEYS}
+            metrics = _scalar_metrics({k: v for k, v in e.items() if k not in skip})
+        act = None
+        rel = e.get("activation")
+        tries = [therapy_dir / rel, Path(case_root) / rel] if isinstance(rel, str) else [
+            therapy_dir / cid / "activation.vtu", therapy_dir / "candidates" / cid / "activation.vtu"]
+        for p in tries:
+            if p.is_file() and _inside(case_root, p):
+                act = p
+                break
+        out.append(Candidate(id=cid, label=str(e.get("label") or cid), position_mm=tuple(float(x) for x in pos),
+                             response=float(response) if response is not None else None,
+                             rank=int(e["rank"]) if isinstance(e.get("rank"), int) else None,
+                             metrics=metrics, activation_path=act))
+    return out
