@@ -140,5 +140,5 @@ def test_simulate_em_demo_beat(tmp_path):
     p, v = np.array(data["lv_pressure_kpa"]), np.array(data["lv_volume_ml"])
     assert data["stroke_volume_ml"]["LV"] > 0.1 and 0.05 < data["ejection_fraction"]["LV"] < 0.8
     assert p.max() > 5.0  # ejection needs the LV above the Windkessel pressure (~10.7 kPa at start)
-    assert v[0] == pytest.approx(v.max(), rel=1e-3)  # starts at end diastole
+    assert v[0] == pytest.approx(v.max(), rel=3e-3)  # starts at end diastole (coupling tolerance 0.1%)
     assert data["stroke_work_mj"]["LV"] > 0
