@@ -26,6 +26,7 @@ COMMANDS: tuple[str, ...] = (
     "bench",
     "mesh",
     "fibers",
+    "report",
 )
 
 log = logging.getLogger("cardiotwin")

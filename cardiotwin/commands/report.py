@@ -1,0 +1,49 @@
+"""`cardiotwin report CASE`: in-silico evidence report (ASME V&V 40) and one-page clinical summary.
+
+Writes CASE/report/evidence.html, evidence.pdf, summary.html, summary.pdf and report.json (the
+numbers shown and what is missing). Sections whose stage has not run say so. Patient
+identifiers (case name, source file names) appear only with ``--include-identifiers``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+NAME = "report"
+HELP = "evidence report (HTML + PDF, ASME V&V 40) and clinical summary of a case"
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("case", help="case directory")
+    parser.add_argument("--pipeline", help="pipeline YAML with the question of interest and context of use "
+                                           "(default: the one recorded with the case)")
+    parser.add_argument("--verification", help="verification results JSON (default: CASE/verify/verification.json; "
+                                               "the CI suite is run into the case when absent)")
+    parser.add_argument("--reference-labels", help="reference label map for segmentation validation (Dice)")
+    parser.add_argument("--include-identifiers", action="store_true",
+                        help="show the case name and source file names (default: pseudonymised)")
+    parser.add_argument("--no-calc-verification", action="store_true",
+                        help="skip the mesh-refinement study on this patient")
+    parser.add_argument("--no-verify", action="store_true", help="do not run the code-verification suite when absent")
+    parser.add_argument("--force", action="store_true", help="rebuild even if inputs are unchanged")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cardiotwin.report.build import ReportConfig, build_report
+
+    cfg = ReportConfig(include_identifiers=args.include_identifiers, calc_verification=not args.no_calc_verification,
+                       run_verification=not args.no_verify)
+    paths = build_report(
+        args.case, config=cfg, force=args.force,
+        pipeline=Path(args.pipeline) if args.pipeline else None,
+        verification=Path(args.verification) if args.verification else None,
+        reference_labels=Path(args.reference_labels) if args.reference_labels else None,
+    )
+    for name, path in paths.items():
+        log.info("%s: %s", name, path)
+    print("\n".join(str(p) for p in paths.values()))
+    return 0

@@ -1,0 +1,246 @@
+"""`report` stage: CASE/report/evidence.html|.pdf (ASME V&V 40 evidence) and summary.html|.pdf.
+
+``build_report`` reads every stage output that exists, runs the code-verification CI suite into
+the case when no results are stored, runs the calculation-verification study when its solvers
+and inputs are available, and writes the four documents plus ``report.json`` (every number shown,
+and what is missing) through the case's atomic stage commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cardiotwin.errors import CaseError
+from cardiotwin.io.atomic import write_json_atomic
+from cardiotwin.report import casedata, figures
+from cardiotwin.report.context import ReportContext, Section, figure, fmt, p, table
+from cardiotwin.report.render import render_html, write_html, write_pdf
+from cardiotwin.report.sections_results import (
+    activation_figure,
+    applicability_section,
+    credibility_section,
+    provenance_section,
+    results_section,
+    summary_numbers,
+    uq_section,
+)
+from cardiotwin.report.sections_vv import (
+    calculation_verification_section,
+    code_verification_section,
+    model_section,
+    question_section,
+    risk_section,
+    simulated_quantities,
+    use_error_section,
+    validation_section,
+)
+
+log = logging.getLogger(__name__)
+
+REPORT_STAGE = "report"
+OUTPUTS = ("evidence.html", "evidence.pdf", "summary.html", "summary.pdf", "report.json")
+_INPUT_STAGES = ("segment", "mesh", "fibers", "ep", "em", "therapy", "verify", "calcver")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """Options of the report stage. include_identifiers: show case name and source file names;
+    calc_verification: run the mesh / time-step refinement study when possible; run_verification:
+    run the CI code-verification suite into the case when no results are stored."""
+
+    include_identifiers: bool = False
+    calc_verification: bool = True
+    run_verification: bool = True
+
+
+def _load(ctx: ReportContext, *, reference_labels: Path | None) -> None:
+    """Fill ``ctx.cache`` from the case's stage outputs (absences recorded as reasons)."""
+    root, c = ctx.root, ctx.cache
+    labels_path, why = casedata.stage_file(root, "segment", "labels.nii.gz", "segment")
+    labels = None
+    if labels_path is not None:
+        from cardiotwin.io.scans import read_labels
+        from cardiotwin.report.use_error import perturbation_spread
+
+        labels = read_labels(labels_path)
+        c["perturbation"] = perturbation_spread(labels)
+    ref = reference_labels
+    if ref is None and isinstance(ctx.context.get("reference_labels"), str):
+        ref = Path(ctx.context["reference_labels"])
+        ref = ref if ref.is_absolute() else root / ref
+    inputs = ctx.manifest.get("inputs") or {}
+    if ref is None and isinstance(inputs.get("reference_labels"), dict):
+        ref = root / inputs["reference_labels"]["path"]
+    if ref is not None and labels is not None:
+        from cardiotwin.io.scans import read_labels
+        from cardiotwin.report.use_error import dice_scores
+
+        try:
+            c["dice"] = dice_scores(labels, read_labels(ref))
+            c["dice_reference"] = ref.name if ctx.include_identifiers else "(reference label map)"
+        except ValueError as exc:
+            c["dice_missing"] = f"reference {ref.name}: {exc}"
+    else:
+        c["dice_missing"] = ("no reference segmentation given (pipeline key 'reference_labels' or "
+                             "`--reference-labels`)" if labels is not None else f"segmentation: {why}")
+    act_path, why = casedata.stage_file(root, "ep", "activation.vtu", "simulate ep")
+    if act_path is None:
+        c["activation_missing"] = f"activation map: {why}"
+    else:
+        act = casedata.read_point_field(act_path, "activation_time_ms")
+        ok = np.isfinite(act.values)
+        if not np.any(ok):
+            raise CaseError(f"{act_path}: activation_time_ms has no finite value")
+        c["activation"] = act
+        c["tat_ms"] = float(act.values[ok].max() - act.values[ok].min())
+        c["aha_means"] = casedata.aha_segment_means(act)
+    ep_json, why = casedata.stage_file(root, "ep", "ep.json", "simulate ep")
+    c["ep_json"] = casedata.read_json(ep_json) if ep_json else None
+    c["ep_missing"] = None if ep_json else f"ECG: {why}"
+    em, why = casedata.stage_file(root, "em", "metrics.json", "simulate em")
+    c["em_metrics"] = casedata.read_json(em) if em else None
+    c["em_missing"] = None if em else f"PV loops: {why}"
+    rk, why = casedata.stage_file(root, "therapy", "ranking.json", "crt")
+    c["ranking"] = casedata.read_ranking(rk) if rk else None
+    c["ranking_missing"] = None if rk else f"lead ranking and its uncertainty: {why}"
+    uq, _ = casedata.stage_file(root, "therapy", "uq.json", "crt")
+    c["therapy_uq"] = casedata.read_json(uq) if uq else None
+    best = summary_numbers(ctx)
+    if best.get("best") is not None:
+        c["best_name"] = best["best_name"]
+        b = best["best"]
+        cid = str(b.get("id") or b.get("name") or (b.get("protocol") or {}).get("name") or "")
+        options = [root / "therapy" / str(b["activation"])] if isinstance(b.get("activation"), str) else []
+        options += [root / "therapy" / cid / "activation.vtu", root / "therapy" / "candidates" / cid / "activation.vtu"]
+        for opt in options:
+            if opt.is_file() and opt.resolve().is_relative_to(root.resolve()):
+                c["best_activation"] = casedata.read_point_field(opt, "activation_time_ms")
+                break
+    c["simulated"] = simulated_quantities(ctx)
+
+
+def evidence_sections(ctx: ReportContext) -> list[Section]:
+    """The twelve sections, in V&V 40 order (credibility after the evidence it scores)."""
+    built = [question_section(ctx), risk_section(ctx), model_section(ctx), code_verification_section(ctx),
+             calculation_verification_section(ctx), use_error_section(ctx), validation_section(ctx), uq_section(ctx),
+             applicability_section(ctx)]
+    cred = credibility_section(ctx)
+    return built + [cred, results_section(ctx), provenance_section(ctx)]
+
+
+def summary_sections(ctx: ReportContext) -> list[Section]:
+    """One page for the cardiologist: recommendation, maps, QRS and PV loops, caveats."""
+    rec = Section("recommendation", "Recommended LV lead site")
+    best = summary_numbers(ctx)
+    if best.get("best") is None:
+        rec.blocks.append(ctx.note_missing("summary", ctx.cache.get("ranking_missing") or
+                                           "no eligible lead candidate in therapy/ranking.json."))
+    else:
+        conf = best["confidence"]
+        rec.blocks.append(p(f"Recommended: {best['best_name']}" + (f" (probability of being the best site "
+                            f"{fmt(100.0 * conf, 3)} %)" if conf is not None else " (no uncertainty analysis: "
+                            "confidence not quantified)") + (f"; runner-up: {best['runner_up']}." if best["runner_up"]
+                                                             else ".")))
+        m = best["best"].get("metrics") if isinstance(best["best"].get("metrics"), dict) else {}
+        rows = [[k, v] for k, v in m.items() if casedata.finite(v) is not None]
+        if rows:
+            rec.blocks.append(table(["Metric (recommended site)", "Value"], rows))
+    maps = Section("maps", "Activation: baseline vs best")
+    png = activation_figure(ctx, best=True)
+    if png is None:
+        maps.blocks.append(ctx.note_missing("summary", ctx.cache.get("activation_missing", "no activation map")))
+    else:
+        maps.blocks.append(figure("activation", png, "Baseline (and best-site paced, when stored) activation."))
+    if ctx.cache.get("aha_means"):
+        maps.blocks.append(figure("bullseye", figures.bullseye(ctx.cache["aha_means"], label="activation (ms)"),
+                                  "Baseline activation per AHA segment."))
+    hemo = Section("qrs-pv", "QRS and PV loops")
+    sim = ctx.cache.get("simulated", {})
+    items = [f"{k} {fmt(v)}" for k, v in sim.items()]
+    hemo.blocks.append(p("Simulated: " + ("; ".join(items) if items else "no EP/EM outputs yet") + "."))
+    em = ctx.cache.get("em_metrics")
+    if isinstance(em, dict) and em.get("lv_volume_ml"):
+        hemo.blocks.append(figure("pv_loops", figures.pv_loops([("LV", np.asarray(em["lv_volume_ml"]),
+                                                                 np.asarray(em["lv_pressure_kpa"]))]), "LV PV loop."))
+    else:
+        hemo.blocks.append(ctx.note_missing("summary", ctx.cache.get("em_missing") or "no PV loops."))
+    cav = Section("caveats", "Caveats")
+    below = [f.name for f in ctx.cache.get("factors", []) if not f.meets_goal]
+    cav.blocks.append(p(f"Model risk {ctx.numbers.get('model_risk_level')} of 5; {len(below)} of 13 V&V 40 "
+                        f"credibility factors below their goal ({', '.join(below[:6])}{'…' if len(below) > 6 else ''})."))
+    absent = sorted(ctx.missing)
+    if absent:
+        cav.blocks.append(p("Incomplete evidence in: " + ", ".join(absent) + " (see the evidence report)."))
+    cav.blocks.append(p("Decision support only: the recommendation is a model prediction from population tissue "
+                        "parameters on this patient's anatomy; confirm at implant (electrical delay, capture, phrenic "
+                        "stimulation, venous access)."))
+    return [rec, maps, hemo, cav]
+
+
+def build_report(case_root: str | os.PathLike[str], *, config: ReportConfig = ReportConfig(),
+                 pipeline: Path | None = None, verification: Path | None = None,
+                 reference_labels: Path | None = None, force: bool = False) -> dict[str, Path]:
+    """Write evidence.html/.pdf, summary.html/.pdf and report.json into CASE/report/."""
+    from cardiotwin.cases import Case
+    from cardiotwin.report.verification import load_results
+    from cardiotwin.report.verify_store import case_results, run_and_store
+
+    case = Case.open(case_root)
+    root = case.root
+    if verification is None and case_results(root)[0] is None and config.run_verification:
+        log.info("%s: no stored code-verification results; running the CI suite into the case", root.name)
+        run_and_store(suite="ci", case=root)
+    calc_reasons: list[str] = ["the calculation-verification study was switched off (--no-calc-verification)."]
+    if config.calc_verification:
+        from cardiotwin.report.calcver import run_calcver_stage
+
+        calc_reasons = run_calcver_stage(case)
+    manifest = case.manifest
+    ctx = ReportContext(root=root, manifest=manifest, include_identifiers=config.include_identifiers)
+    ctx.pipeline, ctx.pipeline_source, ctx.pipeline_missing = casedata.find_pipeline(root, manifest, pipeline)
+    ctx.context = casedata.pipeline_context(ctx.pipeline)
+    ctx.cache["calcver_reasons"] = calc_reasons
+    if verification is not None:
+        ctx.verification, ctx.verification_path = load_results(verification), Path(verification)
+    else:
+        ctx.verification, ctx.verification_path = case_results(root)
+    calc = root / "calcver" / "calcver.json"
+    ctx.calcver = casedata.read_json(calc) if calc.is_file() else None
+    inputs = {s: root / s for s in _INPUT_STAGES if (root / s).is_dir()}
+    for extra in (pipeline, verification, reference_labels):
+        if extra is not None:
+            inputs[f"file_{Path(extra).name}"] = Path(extra)
+    with case.stage(REPORT_STAGE, inputs=inputs, config=config, force=force) as st:
+        if st.skipped:
+            return {name: root / REPORT_STAGE / name for name in OUTPUTS}
+        _load(ctx, reference_labels=reference_labels)
+        evidence = evidence_sections(ctx)
+        summary = summary_sections(ctx)
+        sub = (f"{ctx.label} · report generated by cardiotwin "
+               f"{(manifest.get('software') or {}).get('cardiotwin', '')} · structured by ASME V&V 40-2018 and the "
+               "FDA guidance 'Assessing the Credibility of Computational Modeling and Simulation in Medical Device "
+               "Submissions' (2023)")
+        ev_html = render_html(title="In-silico evidence report", subtitle=sub, sections=evidence, toc=True)
+        sm_html = render_html(title="CRT planning summary", subtitle=f"{ctx.label} · for the implanting cardiologist",
+                              sections=summary, toc=False, summary=True)
+        write_html(st.output("evidence.html"), ev_html)
+        write_pdf(st.output("evidence.pdf"), ev_html)
+        write_html(st.output("summary.html"), sm_html)
+        write_pdf(st.output("summary.pdf"), sm_html)
+        data: dict[str, Any] = {
+            "case": ctx.label, "numbers": ctx.numbers, "missing": ctx.missing,
+            "sections": {s.id: s.status for s in evidence},
+            "summary_sections": {s.id: s.status for s in summary},
+            "figures": [b["name"] for s in evidence + summary for b in s.blocks if b["kind"] == "figure"],
+            "verification_results": str(ctx.verification_path.relative_to(root)) if ctx.verification_path
+            and ctx.verification_path.is_relative_to(root) else (str(ctx.verification_path) if ctx.verification_path else None),
+        }
+        write_json_atomic(st.output("report.json"), data)
+        st.metrics.update({"sections_complete": sum(s.status == "complete" for s in evidence)})
+    return {name: root / REPORT_STAGE / name for name in OUTPUTS}

@@ -1,0 +1,155 @@
+"""Calculation verification on the patient: mesh refinement of the activation solve, with GCI.
+
+The patient's fibre mesh (``fibers/mesh.vtu``) is refined uniformly (every tetrahedron split
+into 8 at its edge midpoints; fields interpolated linearly; original points keep their
+indices, so lead and breakthrough nodes are unchanged) and the baseline (LBBB) activation is
+solved again on each level with the same activation solver as the CRT stage. Outputs: total
+activation time (TAT), LV activation time and t90 per level, and their GCI (Celik et al. 2008).
+The eikonal discretisation is first order, so the two-level GCI uses p = 1 with Fs = 3.
+
+Results go to the ``calcver`` stage (``calcver/calcver.json``) with a list ``unavailable`` of
+studies that could not run and why.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cardiotwin.report.gci import grid_convergence
+from cardiotwin.types import HeartMesh
+
+if TYPE_CHECKING:
+    from cardiotwin.cases import Case
+
+log = logging.getLogger(__name__)
+
+CALCVER_STAGE = "calcver"
+# Where the EP package's activation solver (therapy.conduction.ActivationSolver) may live.
+_SOLVER_LOCATIONS = (("cardiotwin.electrophysiology.eikonal", "activation_solver"),
+                     ("cardiotwin.electrophysiology.eikonal", "solve_activation"),
+                     ("cardiotwin.therapy.stage", "default_solver"))
+_TET_EDGES = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
+# children of a tet (vertices 0-3, edge midpoints 4-9 in _TET_EDGES order)
+_CHILDREN = ((0, 4, 5, 6), (4, 1, 7, 8), (5, 7, 2, 9), (6, 8, 9, 3),
+             (4, 5, 6, 8), (4, 5, 7, 8), (5, 6, 8, 9), (5, 7, 8, 9))
+
+
+def refine_uniform(mesh: HeartMesh) -> HeartMesh:
+    """Split every tetrahedron into 8 and every boundary triangle into 4 (edge midpoints).
+
+    Point data are interpolated linearly (unit-vector fields renormalised), cell data and tags
+    are inherited; original points keep their indices (new points are appended).
+    """
+    cells = mesh.cells
+    edges = np.concatenate([cells[:, [a, b]] for a, b in _TET_EDGES])
+    edges = np.sort(edges, axis=1)
+    uniq, inverse = np.unique(edges, axis=0, return_inverse=True)
+    n0 = mesh.n_points
+    mid_index = n0 + inverse.reshape(len(_TET_EDGES), -1).T  # (M, 6)
+    points = np.concatenate([mesh.points, 0.5 * (mesh.points[uniq[:, 0]] + mesh.points[uniq[:, 1]])])
+    local = np.concatenate([cells, mid_index], axis=1)  # (M, 10)
+    new_cells = np.concatenate([local[:, list(ch)] for ch in _CHILDREN])
+    parent = np.tile(np.arange(len(cells)), len(_CHILDREN))
+    # facets: midpoints looked up from the same edge table
+    lookup = {tuple(e): n0 + i for i, e in enumerate(uniq.tolist())}
+    tris = mesh.facets
+    m = np.array([[lookup[tuple(sorted((int(t[a]), int(t[b]))))] for a, b in ((0, 1), (1, 2), (0, 2))] for t in tris],
+                 dtype=np.int64).reshape(-1, 3)
+    new_facets = np.concatenate([np.stack([tris[:, 0], m[:, 0], m[:, 2]], 1), np.stack([m[:, 0], tris[:, 1], m[:, 1]], 1),
+                                 np.stack([m[:, 2], m[:, 1], tris[:, 2]], 1), np.stack([m[:, 0], m[:, 1], m[:, 2]], 1)])
+    point_data = {}
+    for name, v in mesh.point_data.items():
+        v = np.asarray(v)
+        if v.shape[0] != n0:
+            continue
+        mid = 0.5 * (v[uniq[:, 0]] + v[uniq[:, 1]]) if v.dtype.kind == "f" else v[uniq[:, 0]]
+        if v.ndim == 2 and v.shape[1] == 3 and name in ("f0", "s0", "n0"):
+            norm = np.linalg.norm(mid, axis=1, keepdims=True)
+            mid = np.where(norm > 1e-12, mid / np.maximum(norm, 1e-12), v[uniq[:, 0]])
+        point_data[name] = np.concatenate([v, mid])
+    cell_data = {k: np.asarray(v)[parent] for k, v in mesh.cell_data.items() if np.asarray(v).shape[0] == len(cells)}
+    return HeartMesh(points=points, cells=new_cells, cell_tags=mesh.cell_tags[parent], facets=new_facets,
+                     facet_tags=np.tile(mesh.facet_tags, 4), point_data=point_data, cell_data=cell_data,
+                     name=f"{mesh.name}-refined")
+
+
+def find_activation_solver() -> tuple[Callable[..., np.ndarray] | None, str]:
+    """The EP package's activation solver, or None and the locations tried."""
+    for module, attr in _SOLVER_LOCATIONS:
+        try:
+            return getattr(importlib.import_module(module), attr), f"{module}.{attr}"
+        except (ImportError, AttributeError):
+            continue
+    return None, ", ".join(f"{m}.{a}" for m, a in _SOLVER_LOCATIONS)
+
+
+def mean_edge_mm(mesh: HeartMesh) -> float:
+    e = np.concatenate([mesh.cells[:, [a, b]] for a, b in _TET_EDGES])
+    return float(np.linalg.norm(mesh.points[e[:, 0]] - mesh.points[e[:, 1]], axis=1).mean())
+
+
+def mesh_refinement_study(mesh: HeartMesh, solver: Callable[..., np.ndarray], *, levels: int = 2) -> dict[str, Any]:
+    """Baseline activation metrics on ``levels`` uniformly refined meshes and their GCI."""
+    from cardiotwin.therapy.baseline import lbbb_sources, lv_nodes
+    from cardiotwin.therapy.conduction import ConductionConfig, build_tissue, conducting_points
+    from cardiotwin.therapy.metrics import activation_metrics, point_volumes_mm3
+
+    cfg = ConductionConfig()
+    t0 = time.perf_counter()
+    sizes, per_level, meshes = [], [], [mesh]
+    for _ in range(levels - 1):
+        meshes.append(refine_uniform(meshes[-1]))
+    for m in meshes:
+        tissue = build_tissue(m, cfg)
+        t = np.asarray(solver(m, sources=lbbb_sources(m, cfg), tissue=tissue), dtype=float)
+        lv = np.zeros(m.n_points, dtype=bool)
+        lv[lv_nodes(m)] = True
+        met = activation_metrics(t, conducting=conducting_points(m, tissue), lv_mask=lv, volumes_mm3=point_volumes_mm3(m))
+        sizes.append(mean_edge_mm(m))
+        per_level.append({"n_points": m.n_points, "n_cells": m.n_cells, "mean_edge_mm": sizes[-1],
+                          **{k: float(v) for k, v in met.items()}})
+    quantities = {}
+    for key in ("tat_ms", "lvat_ms", "t90_ms"):
+        vals = [lvl[key] for lvl in per_level]
+        if all(np.isfinite(vals)):
+            quantities[key] = grid_convergence(sizes, vals, formal_order=1.0).to_dict()
+    return {"name": "mesh_activation", "title": "Mesh refinement of the baseline activation (eikonal)",
+            "description": f"{levels} levels by uniform 1:8 refinement of the patient mesh, LBBB baseline, nominal "
+                           "conduction parameters.", "size_label": "mean edge (mm)", "levels": per_level,
+            "quantities": quantities, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def run_calcver_stage(case: "Case", *, levels: int = 2, force: bool = False) -> list[str]:
+    """Run the studies whose inputs and solvers exist into the case's ``calcver`` stage.
+
+    Returns the reasons of the studies that could not run (also stored in calcver.json).
+    """
+    from cardiotwin.io.atomic import write_json_atomic
+
+    unavailable: list[str] = []
+    mesh_path = case.root / "fibers" / "mesh.vtu"
+    solver, where = find_activation_solver()
+    if not mesh_path.is_file():
+        unavailable.append("mesh refinement of activation: no fibers/mesh.vtu (run `cardiotwin fibers`).")
+    elif solver is None:
+        unavailable.append(f"mesh refinement of activation: no activation solver installed (looked for {where}).")
+    unavailable.append("time-step refinement of monodomain activation and of the electromechanics beat (EF, "
+                       "dP/dt_max): not part of this report's automatic study; run the EP and EM stages at two time "
+                       "steps and compare.")
+    if solver is None or not mesh_path.is_file():
+        return unavailable
+    from cardiotwin.io.meshes import read_mesh
+
+    with case.stage(CALCVER_STAGE, inputs={"mesh": mesh_path}, config={"levels": levels, "solver": where},
+                    force=force) as st:
+        if st.skipped:
+            return unavailable
+        study = mesh_refinement_study(read_mesh(mesh_path), solver, levels=levels)
+        write_json_atomic(st.output("calcver.json"), {"studies": [study], "unavailable": unavailable})
+    return unavailable
