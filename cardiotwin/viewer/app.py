@@ -139,13 +139,31 @@ def start_background(case_root: str | Path, *, host: str = "127.0.0.1", port: in
     if not Path(case_root).is_dir():
         raise CaseError(f"{case_root}: no such case directory")
     app = make_app(case_root, opts=opts)
+    # The loop lives on its own thread (set up there too), so callers that run an event loop of
+    # their own on this thread (Playwright's sync API, notebooks) are not disturbed.
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(app, handle_signals=False)
-    loop.run_until_complete(runner.setup())
-    site = web.TCPSite(runner, host=host, port=port)
-    loop.run_until_complete(site.start())
-    sockets = [s for s in (runner.addresses or [])]
-    bound_port = int(sockets[0][1]) if sockets else port
-    thread = threading.Thread(target=loop.run_forever, name="cardiotwin-review", daemon=True)
+    ready = threading.Event()
+    started: dict[str, Any] = {}
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, host=host, port=port)
+            loop.run_until_complete(site.start())
+            started["port"] = int(runner.addresses[0][1])
+        except BaseException as exc:  # reported to the caller below
+            started["error"] = exc
+            ready.set()
+            return
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, name="cardiotwin-review", daemon=True)
     thread.start()
+    ready.wait(timeout=60)
+    if "error" in started or "port" not in started:
+        raise CaseError(f"{case_root}: review server did not start ({started.get('error', 'timeout')})")
+    bound_port = started["port"]
     return RunningServer(url=f"http://{host}:{bound_port}/", port=bound_port, _loop=loop, _runner=runner, _thread=thread)

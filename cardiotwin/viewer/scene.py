@@ -313,7 +313,8 @@ def build_scene(root: str | Path, *, opts: SceneOptions = SceneOptions()) -> dic
 def _candidate_entry(c: Candidate, payload: dict[str, Any], surface: SurfaceMesh | None,
                      aha: np.ndarray | None, opts: SceneOptions, absent: dict[str, str]) -> dict[str, Any]:
     entry: dict[str, Any] = {"id": c.id, "label": c.label, "rank": c.rank, "position_mm": list(c.position_mm),
-                             "response": c.response, "metrics": c.metrics, "configuration": None}
+                             "response": c.response, "response_name": c.response_name or "predicted response",
+                             "metrics": c.metrics, "configuration": None}
     if c.activation_path is not None and surface is not None:
         from scipy.spatial import cKDTree
 

@@ -10,8 +10,16 @@ Accepted layout (the CRT stage's output; a bare list of candidates is accepted t
          "activation": "lv-07/activation.vtu"}     # relative to therapy/ (or the case root)
     ]}
 
-When ``activation`` is not given, ``therapy/<id>/activation.vtu`` and
-``therapy/candidates/<id>/activation.vtu`` are looked for. Paths must stay inside the case.
+The serialised ``cardiotwin.types.TherapyResult`` is read too: each candidate then holds
+``protocol`` (``name``, ``lv_site`` / ``rv_site`` with ``position_mm``), ``rank``, ``recommended``,
+``excluded_reason``, ``concordance``, ``metrics`` and ``uq``; the marker sits at the LV lead (the
+RV lead when there is none), and the response shown is, in this order of preference, an explicit
+``predicted_response``, the change of dP/dt max (%, electromechanics), or the reduction of LV /
+total activation time (``-lvat_change_pct`` / ``-tat_change_pct``, %).
+
+When ``activation`` is not given, ``therapy/<id>/activation.vtu``,
+``therapy/candidates/<id>/activation.vtu`` and ``therapy/activation/<id>.vtu`` are looked for.
+Paths must stay inside the case.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ class Candidate:
     position_mm: tuple[float, float, float]
     response: float | None
     rank: int | None
+    response_name: str = ""
     metrics: dict[str, float | str] = field(default_factory=dict)
     activation_path: Path | None = None
 
@@ -60,6 +69,20 @@ def _inside(root: Path, candidate: Path) -> bool:
     return candidate.resolve().is_relative_to(root.resolve())
 
 
+def _response(entry: dict[str, Any], metrics: dict[str, float | str]) -> tuple[float | None, str]:
+    """(value, name) of the predicted response, higher = better; (None, "") when none is known."""
+    for k in _RESPONSE_KEYS:
+        if isinstance(entry.get(k), (int, float)) and not isinstance(entry.get(k), bool):
+            return float(entry[k]), k
+    if isinstance(metrics.get("dpdt_change_pct"), float):
+        return float(metrics["dpdt_change_pct"]), "dP/dt max change (%)"
+    for k, name in (("lvat_change_pct", "LV activation time reduction (%)"),
+                    ("tat_change_pct", "total activation time reduction (%)")):
+        if isinstance(metrics.get(k), float):
+            return -float(metrics[k]), name
+    return None, ""
+
+
 def read_candidates(path: Path, *, case_root: Path) -> list[Candidate]:
     """Parse ``ranking.json``; raises ``CaseError`` naming the file for malformed entries."""
     try:
@@ -74,25 +97,36 @@ def read_candidates(path: Path, *, case_root: Path) -> list[Candidate]:
     for i, e in enumerate(entries):
         if not isinstance(e, dict):
             raise CaseError(f"{path}: candidate {i} is not an object")
-        cid = str(e.get("id") or e.get("name") or f"c{i + 1}")
+        protocol = e.get("protocol") if isinstance(e.get("protocol"), dict) else {}
+        cid = str(e.get("id") or e.get("name") or protocol.get("name") or f"c{i + 1}")
         pos = next((e[k] for k in _POSITION_KEYS if k in e), None)
+        for site in ("lv_site", "rv_site"):
+            if pos is None and isinstance(protocol.get(site), dict):
+                pos = protocol[site].get("position_mm")
         if not (isinstance(pos, (list, tuple)) and len(pos) == 3):
             raise CaseError(f"{path}: candidate {cid!r} has no 3-vector position ({' / '.join(_POSITION_KEYS)})")
-        response = next((e[k] for k in _RESPONSE_KEYS if isinstance(e.get(k), (int, float))), None)
         metrics = _scalar_metrics(e.get("metrics"))
         if not metrics:  # flat layout: scalar fields of the entry itself
             skip = {"id", "name", "label", "rank", "activation", *_POSITION_KEYS}
             metrics = _scalar_metrics({k: v for k, v in e.items() if k not in skip})
+        for key in ("recommended", "excluded_reason", "concordance"):
+            if key in e and e[key] not in ("", None):
+                metrics[key] = str(e[key])
+        uq = e.get("uq") if isinstance(e.get("uq"), dict) else {}
+        if isinstance(uq.get("probability_best"), (int, float)):
+            metrics["probability_best"] = float(uq["probability_best"])
+        response, response_name = _response(e, metrics)
         act = None
         rel = e.get("activation")
         tries = [therapy_dir / rel, Path(case_root) / rel] if isinstance(rel, str) else [
-            therapy_dir / cid / "activation.vtu", therapy_dir / "candidates" / cid / "activation.vtu"]
+            therapy_dir / cid / "activation.vtu", therapy_dir / "candidates" / cid / "activation.vtu",
+            therapy_dir / "activation" / f"{cid}.vtu"]
         for p in tries:
             if p.is_file() and _inside(case_root, p):
                 act = p
                 break
         out.append(Candidate(id=cid, label=str(e.get("label") or cid), position_mm=tuple(float(x) for x in pos),
-                             response=float(response) if response is not None else None,
+                             response=response, response_name=response_name,
                              rank=int(e["rank"]) if isinstance(e.get("rank"), int) else None,
                              metrics=metrics, activation_path=act))
     return out

@@ -38,6 +38,7 @@
     const l = stops[stops.length - 1];
     return [l[1], l[2], l[3]];
   }
+  const lin = (c) => [c[0] ** 2.2, c[1] ** 2.2, c[2] ** 2.2];  // sRGB -> linear (vertex colours are linear)
   const css = (rgb) => `rgb(${Math.round(rgb[0] * 255)},${Math.round(rgb[1] * 255)},${Math.round(rgb[2] * 255)})`;
   function gradientCss(stops) {
     return "linear-gradient(to right," + stops.map((s) => `${css([s[1], s[2], s[3]])} ${s[0] * 100}%`).join(",") + ")";
@@ -62,8 +63,8 @@
     renderer.setPixelRatio(window.devicePixelRatio || 1);
     renderer.setClearColor(0x0b0d10, 1);
     const scene = new THREE.Scene();
-    scene.add(new THREE.HemisphereLight(0xffffff, 0x404050, 1.6));
-    const key = new THREE.DirectionalLight(0xffffff, 1.6);
+    scene.add(new THREE.HemisphereLight(0xffffff, 0x606070, 2.2));
+    const key = new THREE.DirectionalLight(0xffffff, 1.2);
     key.position.set(1, 1, 2);
     scene.add(key);
     const pane = { index, root, canvas, renderer, scene, config: null, layers: {} };
@@ -74,7 +75,7 @@
       g.setIndex(new THREE.BufferAttribute(decode(s.faces), 1));
       g.computeVertexNormals();
       const m = new THREE.Mesh(g, new THREE.MeshLambertMaterial({
-        color: new THREE.Color(s.colour[0] / 255, s.colour[1] / 255, s.colour[2] / 255),
+        color: new THREE.Color().setRGB(s.colour[0] / 255, s.colour[1] / 255, s.colour[2] / 255, THREE.SRGBColorSpace),
         side: THREE.DoubleSide, transparent: true, opacity: 0.35, depthWrite: false }));
       (pane.layers.labels = pane.layers.labels || new THREE.Group()).add(m);
     }
@@ -114,7 +115,7 @@
       const rgb = c.response === null ? [0.6, 0.6, 0.6] :
         mapStops(sc.colormaps.response, rmax > rmin ? (c.response - rmin) / (rmax - rmin) : 1);
       const m = new THREE.Mesh(new THREE.SphereGeometry(radius, 20, 14),
-        new THREE.MeshPhongMaterial({ color: new THREE.Color(rgb[0], rgb[1], rgb[2]), emissive: 0x111111 }));
+        new THREE.MeshPhongMaterial({ color: new THREE.Color().setRGB(rgb[0], rgb[1], rgb[2], THREE.SRGBColorSpace), emissive: 0x111111 }));
       m.position.set(c.position_mm[0], c.position_mm[1], c.position_mm[2]);
       m.userData.candidateId = c.id;
       m.userData.colour = rgb;
@@ -154,19 +155,20 @@
       const act = cfg._act || (cfg._act = decode(cfg.activation_ms));
       const [lo, hi] = activationRange();
       for (let i = 0; i < n; i++) {
-        const c = act[i] <= S.time ? mapStops(sc.colormaps.activation, (act[i] - lo) / (hi - lo || 1)) : grey;
+        const c = lin(act[i] <= S.time ? mapStops(sc.colormaps.activation, (act[i] - lo) / (hi - lo || 1)) : grey);
         col.setXYZ(i, c[0], c[1], c[2]);
       }
     } else if (S.field === "aha" && sc.mesh.fields.aha) {
       const aha = sc.mesh._aha || (sc.mesh._aha = decode(sc.mesh.fields.aha));
-      for (let i = 0; i < n; i++) { const c = sc.colormaps.aha[Math.round(aha[i])] || grey; col.setXYZ(i, c[0], c[1], c[2]); }
+      for (let i = 0; i < n; i++) { const c = lin(sc.colormaps.aha[Math.round(aha[i])] || grey); col.setXYZ(i, c[0], c[1], c[2]); }
     } else if (sc.mesh.fields[S.field]) {
       const f = sc.mesh["_" + S.field] || (sc.mesh["_" + S.field] = decode(sc.mesh.fields[S.field]));
       let lo = Infinity, hi = -Infinity;
       for (const v of f) { if (v < lo) lo = v; if (v > hi) hi = v; }
-      for (let i = 0; i < n; i++) { const c = mapStops(sc.colormaps.activation, (f[i] - lo) / (hi - lo || 1)); col.setXYZ(i, c[0], c[1], c[2]); }
+      for (let i = 0; i < n; i++) { const c = lin(mapStops(sc.colormaps.activation, (f[i] - lo) / (hi - lo || 1))); col.setXYZ(i, c[0], c[1], c[2]); }
     } else {
-      for (let i = 0; i < n; i++) col.setXYZ(i, grey[0], grey[1], grey[2]);
+      const g = lin(grey);
+      for (let i = 0; i < n; i++) col.setXYZ(i, g[0], g[1], g[2]);
     }
     col.needsUpdate = true;
   }
@@ -261,7 +263,7 @@
     if (!c) { box.innerHTML = ""; return; }
     let html = `<div><strong>${escapeHtml(c.label)}</strong> (${escapeHtml(c.id)})</div><table>`;
     if (c.rank !== null) html += `<tr><td>rank</td><td>${c.rank}</td></tr>`;
-    if (c.response !== null) html += `<tr><td>predicted response</td><td>${c.response.toFixed(3)}</td></tr>`;
+    if (c.response !== null) html += `<tr><td>${escapeHtml(c.response_name)}</td><td>${c.response.toPrecision(3)}</td></tr>`;
     html += `<tr><td>position (LPS mm)</td><td>${c.position_mm.map((v) => v.toFixed(1)).join(", ")}</td></tr>`;
     for (const [k, v] of Object.entries(c.metrics)) html += `<tr><td>${escapeHtml(k)}</td><td>${typeof v === "number" ? v.toPrecision(4) : escapeHtml(v)}</td></tr>`;
     box.innerHTML = html + "</table>";
@@ -277,6 +279,10 @@
   function buildCandidateTable() {
     const sc = S.scene, tbl = $("#candidate-table");
     const ordered = [...sc.candidates].sort((a, b) => (a.rank ?? 1e9) - (b.rank ?? 1e9));
+    if (sc.candidates.length) {
+      const names = [...new Set(sc.candidates.map((c) => c.response_name))].join(" / ");
+      $("#candidate-legend").textContent = `marker colour: ${names}, red = lowest, green = highest. Click a marker or a row.`;
+    }
     for (const c of ordered) {
       const m = S.panes[0].layers.candidates.children.find((x) => x.userData.candidateId === c.id);
       const tr = document.createElement("tr");
@@ -365,27 +371,32 @@
     return out;
   }
   function drawBullseye() {
-    const panel = $("#panel-bullseye"), svg = panel.querySelector("svg");
-    const cfg = config(S.configA);
+    const panel = $("#panel-bullseye"), holder = panel.querySelector(".bullseyes");
     const strain = S.scene.pv && Object.keys(S.scene.pv.aha_fibre_strain).length ? S.scene.pv.aha_fibre_strain : null;
-    const values = cfg && cfg.aha_mean_ms ? cfg.aha_mean_ms : strain;
-    if (!values) { panel.hidden = true; return; }
+    const cfgs = [config(S.configA), S.compare ? config(S.configB) : null].filter((c) => c && c.aha_mean_ms);
+    const maps = cfgs.length ? cfgs.map((c) => [c.label + " (ms)", c.aha_mean_ms, activationRange()])
+      : strain ? [["end-systolic fibre strain", strain, [Math.min(...Object.values(strain)), Math.max(...Object.values(strain))]]] : [];
+    if (!maps.length) { panel.hidden = true; return; }
     panel.hidden = false;
-    svg.innerHTML = "";
-    const nums = Object.values(values);
-    const lo = cfg && cfg.aha_mean_ms ? activationRange()[0] : Math.min(...nums);
-    const hi = cfg && cfg.aha_mean_ms ? activationRange()[1] : Math.max(...nums);
-    for (const [seg, r0, r1, a0, a1] of ahaLayout()) {
-      const v = values[String(seg)];
-      const rgb = v === undefined ? [0.3, 0.3, 0.3] : mapStops(S.scene.colormaps.activation, (v - lo) / (hi - lo || 1));
-      svgEl("path", { d: sector(r0, r1, a0, a1), fill: css(rgb), stroke: "#111", "stroke-width": 1, "data-segment": seg }, svg);
-      const am = (a0 + a1) / 2 * Math.PI / 180, rm = r0 === 0 ? 0 : (r0 + r1) / 2;
-      const t = svgEl("text", { x: rm * Math.cos(am), y: -rm * Math.sin(am) + 3, "text-anchor": "middle" }, svg);
-      t.textContent = v === undefined ? seg : (cfg && cfg.aha_mean_ms ? v.toFixed(0) : v.toFixed(2));
-      t.style.fill = "#000";
+    holder.innerHTML = "";
+    for (const [title, values, [lo, hi]] of maps) {
+      const fig = document.createElement("figure");
+      const svg = svgEl("svg", { viewBox: "-120 -120 240 240" }, fig);
+      for (const [seg, r0, r1, a0, a1] of ahaLayout()) {
+        const v = values[String(seg)];
+        const rgb = v === undefined ? [0.3, 0.3, 0.3] : mapStops(S.scene.colormaps.activation, (v - lo) / (hi - lo || 1));
+        const path = svgEl("path", { d: sector(r0, r1, a0, a1), fill: css(rgb), stroke: "#111", "stroke-width": 1, "data-segment": seg }, svg);
+        svgEl("title", {}, path).textContent = `${seg} ${S.scene.aha_names[String(seg)] || ""}: ${v === undefined ? "n/a" : v.toFixed(2)}`;
+        const am = (a0 + a1) / 2 * Math.PI / 180, rm = r0 === 0 ? 0 : (r0 + r1) / 2;
+        const t = svgEl("text", { x: rm * Math.cos(am), y: -rm * Math.sin(am) + 3, "text-anchor": "middle" }, svg);
+        t.textContent = v === undefined ? seg : (Math.abs(hi) > 5 ? v.toFixed(0) : v.toFixed(2));
+        t.style.fill = "#000";
+      }
+      const cap = document.createElement("figcaption");
+      cap.textContent = title;
+      fig.appendChild(cap);
+      holder.appendChild(fig);
     }
-    panel.querySelector(".caption").textContent = cfg && cfg.aha_mean_ms ?
-      `mean activation time per segment (ms), ${cfg.label}` : "end-systolic fibre strain per segment";
   }
 
   function axes(svg, box, xr, yr, xlabel, ylabel) {

@@ -1,0 +1,184 @@
+"""The review page in a real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright).
+
+Checks what a cardiologist sees: the 3D canvas is not blank (pixel variance), switching the
+field or the candidate changes the picture, clicking a lead marker shows its metrics, the
+compare view shows two panes with linked cameras, slices scroll, and the static export renders
+like the served app without any network request.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_viewer_scene import build_review_case
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    # WebGL without a GPU: ANGLE on SwiftShader (software), which Chromium only enables on request.
+    "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+]
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (make setup installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                              env={"HOME": str(tmp_path_factory.mktemp("chromium-home"))})
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory) -> Path:
+    return build_review_case(tmp_path_factory.mktemp("browser") / "p001")
+
+
+@pytest.fixture(scope="module")
+def server(case: Path):
+    from cardiotwin.viewer.app import start_background
+
+    with start_background(case) as srv:
+        yield srv
+
+
+def open_page(browser, url: str):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    page.wait_for_function("document.body.dataset.ready === '1' || !!document.body.dataset.error", timeout=60_000)
+    assert page.evaluate("document.body.dataset.error || ''") == ""
+    page.errors = errors  # type: ignore[attr-defined]
+    return page
+
+
+def shot(page, selector: str) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(page.locator(selector).screenshot())).convert("RGB"), dtype=float)
+
+
+def changed_fraction(a: np.ndarray, b: np.ndarray) -> float:
+    """Fraction of pixels whose colour differs by more than 12 (of 255) in any channel."""
+    return float(np.mean(np.abs(a - b).max(axis=2) > 12))
+
+
+@pytest.fixture(scope="module")
+def page(browser, server):
+    pg = open_page(browser, server.url)
+    yield pg
+    pg.close()
+
+
+def test_page_loads_with_a_non_blank_3d_view(page) -> None:
+    img = shot(page, "#pane-0 canvas")
+    assert img.std() > 20, "3D canvas is blank"
+    # the heart covers a good part of the view and is coloured (not only grey shading)
+    saturation = img.max(axis=2) - img.min(axis=2)
+    assert np.mean(saturation > 60) > 0.05
+    assert page.locator("#candidate-table tr").count() == 3
+    assert page.errors == []
+
+
+def test_switching_field_and_candidate_changes_the_picture(page) -> None:
+    base = shot(page, "#pane-0 canvas")
+    page.select_option("#field-select", "aha")
+    aha = shot(page, "#pane-0 canvas")
+    assert changed_fraction(base, aha) > 0.03
+    page.select_option("#field-select", "activation")
+    again = shot(page, "#pane-0 canvas")
+    assert changed_fraction(base, again) < 0.01  # same state, same picture
+    page.select_option("#config-a", "candidate:lv-lateral")
+    lateral = shot(page, "#pane-0 canvas")
+    assert changed_fraction(base, lateral) > 0.03
+    page.select_option("#config-a", "candidate:lv-apical")
+    assert changed_fraction(lateral, shot(page, "#pane-0 canvas")) > 0.01
+    page.select_option("#config-a", "baseline")
+
+
+def test_clicking_a_marker_shows_its_metrics(page) -> None:
+    pos = page.evaluate("window.cardiotwinViewer.markerScreenPosition('lv-anterior')")
+    page.mouse.click(pos["x"], pos["y"])
+    details = page.locator("#candidate-details")
+    assert details.get_attribute("data-candidate") == "lv-anterior"
+    assert "total_activation_ms" in details.inner_text()
+    assert page.input_value("#config-a") == "candidate:lv-anterior"  # the pane shows that candidate
+    page.select_option("#config-a", "baseline")
+
+
+def test_compare_view_shows_two_panes_with_linked_cameras(page) -> None:
+    page.check("#compare-toggle")
+    assert page.locator("#pane-1").is_visible()
+    page.select_option("#config-a", "baseline")
+    page.select_option("#config-b", "baseline")
+    a, b = shot(page, "#pane-0 canvas"), shot(page, "#pane-1 canvas")
+    assert a.std() > 20 and b.std() > 20
+    assert changed_fraction(a, b) < 0.01  # same configuration, same camera: same picture
+    box = page.locator("#pane-0 canvas").bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx, cy)
+    page.mouse.down()
+    page.mouse.move(cx + 150, cy + 40, steps=8)
+    page.mouse.up()
+    a2, b2 = shot(page, "#pane-0 canvas"), shot(page, "#pane-1 canvas")
+    assert changed_fraction(b, b2) > 0.03  # dragging the left pane turned the right one too
+    assert changed_fraction(a2, b2) < 0.01
+    page.select_option("#config-b", "candidate:lv-lateral")
+    assert changed_fraction(a2, shot(page, "#pane-1 canvas")) > 0.03
+    assert page.locator("#panel-bullseye figure").count() == 2
+    page.uncheck("#compare-toggle")
+    assert not page.locator("#pane-1").is_visible()
+
+
+def test_slices_scroll_and_show_the_overlay(page) -> None:
+    canvas = page.locator("#slice-2")
+    before = shot(page, "#slice-2")
+    label = page.locator("#slice-2 + input + .caption span")
+    start = label.inner_text()
+    canvas.hover()
+    for _ in range(8):
+        page.mouse.wheel(0, 120)
+    assert label.inner_text() != start
+    after = shot(page, "#slice-2")
+    assert changed_fraction(before, after) > 0.01
+    # overlay: the label colours (LV blood pool red) appear in the mid-axial slice
+    red = (before[..., 0] > before[..., 1] + 40)
+    assert red.mean() > 0.01
+
+
+def test_static_export_renders_like_the_app(browser, case: Path, server, tmp_path: Path) -> None:
+    from cardiotwin.cli import main
+
+    out = tmp_path / "review.html"
+    assert main(["view", str(case), "--export", str(out)]) == 0
+    html = out.read_text()
+    assert "http://" not in html.split("<script", 1)[0] and 'src="' not in html  # nothing loaded from elsewhere
+    served = open_page(browser, server.url)
+    exported = browser.new_page(viewport={"width": 1400, "height": 1000})
+    requests: list[str] = []
+    exported.on("request", lambda r: requests.append(r.url))
+    exported.goto(out.as_uri())
+    exported.wait_for_function("document.body.dataset.ready === '1' || !!document.body.dataset.error", timeout=60_000)
+    assert exported.evaluate("document.body.dataset.error || ''") == ""
+    assert all(u.startswith(("file:", "data:", "blob:")) for u in requests), requests
+    for pg in (served, exported):
+        pg.select_option("#config-a", "candidate:lv-lateral")
+    a, b = shot(served, "#pane-0 canvas"), shot(exported, "#pane-0 canvas")
+    assert b.std() > 20
+    assert changed_fraction(a, b) < 0.01
+    exported.select_option("#field-select", "aha")
+    assert changed_fraction(b, shot(exported, "#pane-0 canvas")) > 0.03
+    served.close()
+    exported.close()
