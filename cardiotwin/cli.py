@@ -27,6 +27,7 @@ COMMANDS: tuple[str, ...] = (
     "mesh",
     "fibers",
     "report",
+    "view",
 )
 
 log = logging.getLogger("cardiotwin")
