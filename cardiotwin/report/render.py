@@ -32,8 +32,8 @@ figcaption { font-size: 7.5pt; color: #444; }
 _SUMMARY_CSS = """
 @page { size: A4; margin: 9mm 9mm; }
 body { font-size: 8.5pt; } h1 { font-size: 14pt; } h2 { font-size: 10.5pt; margin-top: 6pt; }
-.grid { display: flex; flex-wrap: wrap; gap: 4pt; } .grid figure { width: 48%; margin: 0; }
-figure img { max-height: 62mm; } table { font-size: 7.5pt; }
+figure { display: inline-block; width: 48%; vertical-align: top; margin: 2pt 0; }
+figure img { max-height: 58mm; } table { font-size: 7.5pt; margin: 2pt 0 4pt 0; } p { margin: 3pt 0; }
 .rec { font-size: 11pt; border: 2px solid #176117; padding: 5pt; margin: 4pt 0; }
 """
 
