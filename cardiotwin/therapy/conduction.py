@@ -6,7 +6,10 @@ protocol. ``cardiotwin.therapy.solver.eikonal_solver`` binds it to the electroph
 eikonal solver; tests may pass any callable with the same signature.
 
 Tissue: transversely isotropic conduction (speed ``cv_fibre`` along ``f0``, ``cv_cross`` across),
-scar core cells (``CellTag.SCAR``) do not conduct, border-zone cells (within
+an endocardial layer (cells with a face on LV_ENDO or RV_ENDO) conducting isotropically at
+``endocardial_cv_factor * cv_fibre`` (the distal Purkinje network, intact in LBBB once reached;
+the "fast endocardial conduction" of Lee et al., Europace 2019;21:1 and Strocchi et al., PLoS ONE
+2020;15:e0235145), scar core cells (``CellTag.SCAR``) do not conduct, border-zone cells (within
 ``border_zone_mm`` of the core) conduct at ``border_zone_cv_factor`` times the healthy speeds.
 """
 
@@ -20,7 +23,7 @@ from typing import Protocol
 import numpy as np
 from scipy.spatial import cKDTree
 
-from cardiotwin.anatomy import CellTag
+from cardiotwin.anatomy import CellTag, FacetTag
 from cardiotwin.config import quantity
 from cardiotwin.types import HeartMesh
 
@@ -44,12 +47,15 @@ class ConductionConfig:
     border_zone_mm: float = quantity(3.0, "mm", doc="slow zone around the non-conducting scar core")
     border_zone_cv_factor: float = quantity(0.5, "", doc="border-zone speed / healthy speed")
     fibre_angle_offset: float = quantity(0.0, "deg", doc="rotation of f0 about the transmural axis (UQ)")
+    endocardial_cv_factor: float = quantity(1.0, "", doc="isotropic speed of the endocardial layer / cv_fibre")
 
     def validate(self) -> None:
         if not (self.cv_fibre > 0 and self.cv_cross > 0 and self.purkinje_cv > 0):
             raise ValueError("conduction velocities must be > 0")
         if self.cv_cross > self.cv_fibre:
             raise ValueError(f"cv_cross ({self.cv_cross}) must not exceed cv_fibre ({self.cv_fibre})")
+        if self.endocardial_cv_factor < 1.0:
+            raise ValueError(f"endocardial_cv_factor must be >= 1, got {self.endocardial_cv_factor}")
         if not 0.0 < self.border_zone_cv_factor <= 1.0:
             raise ValueError(f"border_zone_cv_factor must lie in (0, 1], got {self.border_zone_cv_factor}")
         if self.border_zone_mm < 0 or self.intrinsic_av_delay < 0:
@@ -143,9 +149,16 @@ def build_tissue(mesh: HeartMesh, cfg: ConductionConfig) -> Tissue:
         f0 = rotate_fibres(f0, transmural_axis(mesh), cfg.fibre_angle_offset)
     core = scar_core_cells(mesh)
     factor = np.where(border_zone_cells(mesh, width_mm=cfg.border_zone_mm), cfg.border_zone_cv_factor, 1.0)
-    return Tissue(
-        fibres=f0,
-        cv_fibre_mm_per_ms=cfg.cv_fibre * factor,
-        cv_cross_mm_per_ms=cfg.cv_cross * factor,
-        blocked_cells=core,
-    )
+    cv_f, cv_c = cfg.cv_fibre * factor, cfg.cv_cross * factor
+    endo = endocardial_cells(mesh) & ~core
+    cv_f = np.where(endo, cfg.endocardial_cv_factor * cv_f, cv_f)
+    cv_c = np.where(endo, cv_f, cv_c)
+    return Tissue(fibres=f0, cv_fibre_mm_per_ms=cv_f, cv_cross_mm_per_ms=cv_c, blocked_cells=core)
+
+
+def endocardial_cells(mesh: HeartMesh) -> np.ndarray:
+    """(M,) bool: cells with a face on the LV or RV endocardium (3 of their nodes on it)."""
+    tags = np.isin(mesh.facet_tags, (int(FacetTag.LV_ENDO), int(FacetTag.RV_ENDO)))
+    on = np.zeros(mesh.n_points, dtype=bool)
+    on[np.unique(mesh.facets[tags])] = True
+    return on[mesh.cells].sum(axis=1) >= 3

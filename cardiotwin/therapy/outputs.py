@@ -1,0 +1,222 @@
+"""Files of the CRT stage: ranking (JSON, CSV), bullseye plots, PV loops, activation maps.
+
+- ``ranking.json``: baseline, candidates best first (protocol, sites, metrics, concordance, UQ),
+  latest segment, scar segments, sensitivity indices, metadata.
+- ``ranking.csv``: one row per candidate.
+- ``bullseye_activation.png``: baseline mean activation time per AHA segment.
+- ``bullseye_response.png``: TAT change (%) of biventricular pacing from each segment's site.
+- ``pv_loops.png``: LV pressure-volume loops, baseline vs the best protocols (when simulated).
+- ``activation_maps.png`` and ``activation.vtu``: activation times of baseline and best.
+
+Plots use matplotlib (Agg); 3D rendering stays in the viewer, which reads ``activation.vtu``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cardiotwin.anatomy import AHA_SEGMENT_NAMES
+from cardiotwin.io.atomic import atomic_path, write_json_atomic, write_text_atomic
+from cardiotwin.types import HeartMesh, TherapyResult
+
+log = logging.getLogger(__name__)
+
+MMHG_KPA = 0.133322387415
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-ready: NaN/inf -> None, numpy scalars -> Python."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def result_to_dict(result: TherapyResult) -> dict[str, Any]:
+    """The TherapyResult as plain data (candidates best first)."""
+    cands = []
+    for c in result.candidates:
+        p = c.protocol
+        cands.append({
+            "rank": c.rank, "name": p.name, "recommended": c.recommended, "excluded_reason": c.excluded_reason,
+            "lv_site": dataclasses.asdict(p.lv_site) if p.lv_site else None,
+            "rv_site": dataclasses.asdict(p.rv_site) if p.rv_site else None,
+            "lv_segment_name": AHA_SEGMENT_NAMES.get(p.lv_site.aha_segment, "") if p.lv_site else "",
+            "av_delay_ms": p.av_delay_ms, "vv_delay_ms": p.vv_delay_ms,
+            "metrics": c.metrics, "concordance": c.concordance, "uq": c.uq,
+        })
+    best = next((c for c in cands if c["recommended"]), None)
+    return _clean({
+        "best": best["name"] if best else None,
+        "baseline": result.baseline,
+        "latest_segment": result.latest_segment,
+        "latest_segment_name": AHA_SEGMENT_NAMES.get(result.latest_segment, ""),
+        "scar_segments": list(result.scar_segments),
+        "candidates": cands,
+        "sensitivity": result.sensitivity,
+        "metadata": result.metadata,
+    })
+
+
+CSV_COLUMNS = ("rank", "name", "recommended", "excluded_reason", "lv_segment", "lv_surface", "rv_site", "av_delay_ms",
+               "vv_delay_ms", "tat_ms", "tat_change_pct", "lvat_ms", "lvat_change_pct", "t90_ms", "qrs_ms",
+               "concordance", "probability_best", "tat_change_pct_ci_low", "tat_change_pct_ci_high",
+               "dpdt_change_pct", "stroke_volume_ml", "stroke_work_mj", "ejection_fraction", "responder")
+
+
+def ranking_csv(data: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for c in data["candidates"]:
+        m, u = c["metrics"], c["uq"]
+        ci = u.get("tat_change_pct_ci95") or [None, None]
+        lv = c["lv_site"] or {}
+        row = [c["rank"], c["name"], c["recommended"], c["excluded_reason"], lv.get("aha_segment", ""),
+               lv.get("surface", ""), (c["rv_site"] or {}).get("name", ""), c["av_delay_ms"], c["vv_delay_ms"],
+               m.get("tat_ms"), m.get("tat_change_pct"), m.get("lvat_ms"), m.get("lvat_change_pct"), m.get("t90_ms"),
+               m.get("qrs_ms"), c["concordance"], u.get("probability_best"), ci[0], ci[1], m.get("dpdt_change_pct"),
+               m.get("stroke_volume_ml"), m.get("stroke_work_mj"), m.get("ejection_fraction"), m.get("responder")]
+        w.writerow(["" if v is None else (f"{v:.4g}" if isinstance(v, float) else v) for v in row])
+    return buf.getvalue()
+
+
+def _bullseye(ax: Any, values: dict[int, float], *, title: str, cmap: str, label: str,
+              mark: dict[int, str] | None = None) -> None:
+    """Draw the AHA-17 bullseye (Cerqueira 2002 layout: anterior at the top, septum on the left)."""
+    import matplotlib as mpl
+
+    finite = [v for v in values.values() if v is not None and np.isfinite(v)]
+    vmin, vmax = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    norm = mpl.colors.Normalize(vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1.0)
+    cm = mpl.colormaps[cmap]
+    rings = [((1, 2, 3, 4, 5, 6), 0.75, 1.0, 60.0), ((7, 8, 9, 10, 11, 12), 0.5, 0.75, 60.0),
+             ((13, 14, 15, 16), 0.25, 0.5, 90.0)]
+    for segs, r0, r1, width in rings:
+        for i, s in enumerate(segs):
+            start = 90.0 + width / 2.0 + i * width if width == 60.0 else 45.0 + i * width
+            theta0 = start - width if width == 60.0 else start
+            v = values.get(s)
+            color = cm(norm(v)) if v is not None and np.isfinite(v) else (0.85, 0.85, 0.85, 1.0)
+            ax.add_patch(mpl.patches.Wedge((0, 0), r1, theta0, theta0 + width, width=r1 - r0, facecolor=color,
+                                           edgecolor="k", lw=0.8))
+            mid = np.deg2rad(theta0 + width / 2.0)
+            rm = (r0 + r1) / 2.0
+            txt = f"{s}\n{v:.0f}" if v is not None and np.isfinite(v) else f"{s}"
+            ax.text(rm * np.cos(mid), rm * np.sin(mid), txt + ((mark or {}).get(s, "")), ha="center", va="center",
+                    fontsize=7)
+    v = values.get(17)
+    color = cm(norm(v)) if v is not None and np.isfinite(v) else (0.85, 0.85, 0.85, 1.0)
+    ax.add_patch(mpl.patches.Circle((0, 0), 0.25, facecolor=color, edgecolor="k", lw=0.8))
+    ax.text(0, 0, "17" + (f"\n{v:.0f}" if v is not None and np.isfinite(v) else "") + ((mark or {}).get(17, "")),
+            ha="center", va="center", fontsize=7)
+    ax.set_xlim(-1.05, 1.05)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(title, fontsize=9)
+    ax.figure.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cm), ax=ax, fraction=0.046, label=label)
+
+
+def _save(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def write_outputs(
+    result: TherapyResult,
+    out_dir: Path,
+    *,
+    mesh: HeartMesh,
+    maps: dict[str, np.ndarray],
+    beats: dict[str, dict[str, Any]],
+) -> dict[str, Path]:
+    """Write every output file into ``out_dir``; returns name -> path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = result_to_dict(result)
+    paths = {"ranking_json": out_dir / "ranking.json", "ranking_csv": out_dir / "ranking.csv"}
+    write_json_atomic(paths["ranking_json"], data)
+    write_text_atomic(paths["ranking_csv"], ranking_csv(data))
+
+    seg_times = {int(k): v for k, v in result.metadata.get("segment_activation_ms", {}).items()}
+    marks = {s: " (scar)" for s in result.scar_segments}
+    if result.latest_segment:
+        marks[result.latest_segment] = marks.get(result.latest_segment, "") + " *"
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    _bullseye(ax, seg_times, title="baseline activation (ms), * latest non-scar segment", cmap="jet_r",
+              label="mean activation time (ms)", mark=marks)
+    paths["bullseye_activation"] = out_dir / "bullseye_activation.png"
+    _save(fig, paths["bullseye_activation"])
+
+    response: dict[int, float] = {}
+    for c in result.candidates:
+        p = c.protocol
+        if (p.lv_site is not None and p.lv_site.name.startswith("LV_AHA") and p.av_delay_ms == result.metadata.get(
+                "nominal_av_delay_ms", p.av_delay_ms) and p.name == f"BiV_{p.lv_site.name}"):
+            response[p.lv_site.aha_segment] = float(c.metrics["tat_change_pct"])
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    _bullseye(ax, response, title="predicted TAT change (%) pacing each segment", cmap="RdYlGn_r",
+              label="TAT change vs baseline (%)", mark={s: " (scar)" for s in result.scar_segments})
+    paths["bullseye_response"] = out_dir / "bullseye_response.png"
+    _save(fig, paths["bullseye_response"])
+
+    if beats:
+        fig, ax = plt.subplots(figsize=(5, 4))
+        for name, beat in beats.items():
+            r = beat["result"]
+            ax.plot(r["lv_volume_ml"], np.asarray(r["lv_pressure_kpa"]) / MMHG_KPA, "-" if name == "baseline" else "--",
+                    lw=2 if name == "baseline" else 1.2, label=name)
+        ax.set_xlabel("LV volume (mL)")
+        ax.set_ylabel("LV pressure (mmHg)")
+        ax.set_title("LV pressure-volume loops: baseline vs best")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        paths["pv_loops"] = out_dir / "pv_loops.png"
+        _save(fig, paths["pv_loops"])
+
+    names = list(maps)[:4]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.6), squeeze=False)
+    vmax = max(float(np.nanmax(np.where(np.isfinite(maps[n]), maps[n], np.nan))) for n in names)
+    epi = np.unique(mesh.facets)
+    centred = mesh.points - mesh.points.mean(axis=0)
+    # project onto the two leading principal axes of the heart for a fixed, comparable view
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    xy = centred @ vt[:2].T
+    for ax, name in zip(axes[0], names):
+        t = maps[name]
+        sc = ax.scatter(xy[epi, 0], xy[epi, 1], c=np.where(np.isfinite(t[epi]), t[epi], np.nan), s=3, cmap="jet_r",
+                        vmin=0.0, vmax=vmax)
+        ax.set_title(f"{name}\nTAT {np.nanmax(np.where(np.isfinite(t), t, np.nan)):.0f} ms", fontsize=8)
+        ax.set_aspect("equal")
+        ax.axis("off")
+    fig.colorbar(sc, ax=axes[0].tolist(), label="activation time (ms)")
+    paths["activation_maps"] = out_dir / "activation_maps.png"
+    _save(fig, paths["activation_maps"])
+
+    from cardiotwin.io.meshes import write_mesh
+
+    fields = {f"activation_ms_{n}": np.where(np.isfinite(t), t, -1.0) for n, t in maps.items()}
+    paths["activation_vtu"] = write_mesh(mesh.with_fields(point_data=fields), out_dir / "activation.vtu")
+    return paths

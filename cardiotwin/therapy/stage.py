@@ -1,0 +1,253 @@
+"""The ``crt`` stage: HeartMesh (with fibres, UVC, AHA) -> TherapyResult.
+
+Steps: candidate sites -> phase 1 (baseline + every site at the nominal timing, for the nominal
+inputs and every quasi-Monte Carlo sample) -> nominal ranking -> phase 2 (AV x VV grid for the
+best LV sites, nominal inputs) -> ranking with TARGET concordance and uncertainty ->
+electromechanics of the baseline and the best ``em_top_k`` protocols -> TherapyResult.
+All solves are idempotent tasks (``sweep``, ``response``) run on the given Dask client.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cardiotwin.io.atomic import sha256_file
+from cardiotwin.therapy import uq
+from cardiotwin.therapy.candidates import CandidateConfig, candidate_sites
+from cardiotwin.therapy.conduction import ActivationSolver, ConductionConfig
+from cardiotwin.therapy.metrics import change_vs_baseline
+from cardiotwin.therapy.protocols import ProtocolConfig, baseline_protocol, site_protocols, timing_protocols
+from cardiotwin.therapy.ranking import concordance, exclusion_reason, latest_segment, rank_key
+from cardiotwin.therapy.response import haemodynamic_response, lv_beat_metrics, run_beat_task
+from cardiotwin.therapy.sweep import SweepTask, run_sweep, solve_protocol
+from cardiotwin.types import CandidateResult, HeartMesh, PacingProtocol, TherapyResult
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from cardiotwin.cases import Case
+
+log = logging.getLogger(__name__)
+
+METRIC_KEYS = ("tat_ms", "lvat_ms", "t90_ms", "tat_change_pct", "lvat_change_pct", "t90_change_pct")
+
+
+@dataclass(frozen=True)
+class CRTConfig:
+    """Configuration of the virtual CRT stage. ``electromechanics``: EMConfig keys (units as
+    strings) for the beats of the best ``em_top_k`` protocols; ``em_top_k`` 0 skips them."""
+
+    conduction: ConductionConfig = ConductionConfig()
+    candidates: CandidateConfig = CandidateConfig()
+    protocols: ProtocolConfig = ProtocolConfig()
+    uq: uq.UQConfig = uq.UQConfig()
+    em_top_k: int = 3
+    electromechanics: dict[str, Any] = field(default_factory=lambda: {"dt": "20 ms", "beat_duration": "600 ms"})
+
+    def validate(self) -> None:
+        self.conduction.validate()
+        self.candidates.validate()
+        self.protocols.validate()
+        self.uq.validate()
+        if self.em_top_k < 0:
+            raise ValueError("em_top_k must be >= 0")
+
+
+@dataclass
+class StageTimer:
+    """Wall time of each step (s), in order."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, t0: float) -> float:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - t0, 3)
+        return now
+
+
+def _metrics_with_change(raw: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    out = {k: raw[k] for k in ("tat_ms", "lvat_ms", "t90_ms", "unreached_fraction")}
+    out.update(change_vs_baseline(raw, baseline))
+    return out
+
+
+def run_crt(
+    mesh: HeartMesh,
+    *,
+    mesh_path: Path,
+    cfg: CRTConfig,
+    work_dir: Path,
+    solver: ActivationSolver,
+    client: "Client | None" = None,
+    qrs: Callable[[HeartMesh, np.ndarray], float | None] | None = None,
+) -> tuple[TherapyResult, dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+    """Run the virtual CRT study on ``mesh`` (read from ``mesh_path``; tasks reload it there).
+
+    Returns (result, activation maps in ms from QRS onset of "baseline" and the best protocols,
+    electromechanical beats by protocol name). ``qrs`` maps an activation map to a QRS duration
+    (ms) from a pseudo-ECG; None leaves ``qrs_ms`` empty.
+    """
+    cfg.validate()
+    timer = StageTimer()
+    t = time.perf_counter()
+    mesh_sha = sha256_file(mesh_path)
+    rv, lv_sites, scar = candidate_sites(mesh, cfg.candidates)
+    design = uq.design(cfg.uq)
+    conductions = [cfg.conduction] + [uq.sample_conduction(cfg.conduction, row, cfg.uq) for row in design]
+    phase1 = [baseline_protocol(), *site_protocols(rv, lv_sites, cfg.protocols)]
+    t = timer.add("candidates", t)
+
+    tasks = [SweepTask(sample=s, conduction=c, protocol=p) for s, c in enumerate(conductions) for p in phase1]
+    sweep = dict(mesh_path=mesh_path, mesh_sha256=mesh_sha, work_dir=work_dir, solver=solver, client=client)
+    res = run_sweep(tasks, **sweep)
+    t = timer.add("sweep_sites", t)
+    table: dict[int, dict[str, dict[str, Any]]] = {}
+    for r in res.values():
+        table.setdefault(r["sample"], {})[r["protocol"]] = r["metrics"]
+
+    base0 = table[0]["baseline"]
+    seg_times = {int(k): v for k, v in base0["segment_ms"].items()}
+    latest = latest_segment(seg_times, exclude=scar)
+
+    def evaluate(protocol: PacingProtocol, raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        metrics = _metrics_with_change(raw, base0)
+        metrics["captured"] = all(raw["captured"].values()) if raw["captured"] else False
+        return metrics, exclusion_reason(protocol, raw["captured"], scar)
+
+    nominal: dict[str, tuple[PacingProtocol, dict[str, Any], str]] = {}
+    for p in phase1[1:]:
+        m, why = evaluate(p, table[0][p.name])
+        nominal[p.name] = (p, m, why)
+
+    # phase 2: timing grid for the best LV sites (nominal inputs)
+    ordered = sorted(nominal.values(), key=lambda v: rank_key(v[0].name, v[1], v[2]))
+    top_sites = [p.lv_site for p, _, why in ordered if not why and p.lv_site is not None][: cfg.protocols.timing_top_k]
+    phase2 = timing_protocols(rv, top_sites, cfg.protocols)
+    if phase2:
+        res2 = run_sweep([SweepTask(sample=0, conduction=cfg.conduction, protocol=p) for p in phase2], **sweep)
+        for p in phase2:
+            m, why = evaluate(p, res2[f"s000_{p.name}"]["metrics"])
+            nominal[p.name] = (p, m, why)
+    t = timer.add("sweep_timing", t)
+
+    # uncertainty over the phase-1 protocols
+    samples = sorted(s for s in table if s > 0)
+    scores = {s: {name: 100.0 * (table[s][name]["tat_ms"] - table[s]["baseline"]["tat_ms"]) / table[s]["baseline"]["tat_ms"]
+                  for name in table[s] if name != "baseline"} for s in samples}
+    eligible = [p.name for p in phase1[1:] if not nominal[p.name][2]]
+    p_best = uq.probability_best(scores, eligible) if samples else {}
+    uq_by_name: dict[str, dict[str, Any]] = {}
+    for p in phase1[1:]:
+        if not samples:
+            break
+        entry: dict[str, Any] = {"probability_best": p_best.get(p.name, 0.0), "samples": len(samples)}
+        for key in ("tat_ms", "lvat_ms", "t90_ms"):
+            entry[f"{key}_ci95"] = list(uq.interval([table[s][p.name][key] for s in samples]))
+        entry["tat_change_pct_ci95"] = list(uq.interval([scores[s][p.name] for s in samples]))
+        uq_by_name[p.name] = entry
+    sensitivity: dict[str, dict[str, float]] = {}
+    ranked_names = [v[0].name for v in sorted(nominal.values(), key=lambda v: rank_key(v[0].name, v[1], v[2]))]
+    best_phase1 = next((n for n in ranked_names if n in eligible), None)
+    if samples and best_phase1:
+        x = uq.input_values(conductions[1:])
+        outputs = {
+            "best_tat_change_pct": np.array([scores[s][best_phase1] for s in samples]),
+            "best_is_still_best": np.array([float(min((scores[s][k], k) for k in eligible)[1] == best_phase1)
+                                            for s in samples]),
+            "baseline_tat_ms": np.array([table[s]["baseline"]["tat_ms"] for s in samples]),
+        }
+        for out_name, y in outputs.items():
+            sensitivity[out_name] = dict(zip(uq.INPUT_NAMES, map(float, uq.first_order_indices(x, y))))
+    t = timer.add("uncertainty", t)
+
+    # activation maps of the baseline and the best protocols (nominal; cheap to recompute)
+    ranked = sorted(nominal.values(), key=lambda v: rank_key(v[0].name, v[1], v[2]))
+    recommended = [v for v in ranked if not v[2]]
+    maps: dict[str, np.ndarray] = {}
+    maps["baseline"], _ = solve_protocol(mesh, baseline_protocol(), cfg.conduction, solver=solver)
+    n_best = max(cfg.em_top_k, 1)
+    for p, _, _ in recommended[:n_best]:
+        maps[p.name], _ = solve_protocol(mesh, p, cfg.conduction, solver=solver)
+    base_qrs = qrs(mesh, maps["baseline"]) if qrs else None
+    t = timer.add("activation_maps", t)
+
+    beats: dict[str, dict[str, Any]] = {}
+    if cfg.em_top_k > 0:
+        names = ["baseline"] + [p.name for p, _, _ in recommended[: cfg.em_top_k]]
+        kw = dict(mesh_path=str(mesh_path), mesh_sha256=mesh_sha, em_config=cfg.electromechanics, work_dir=str(work_dir))
+        if client is None:
+            for n in names:
+                beats[n] = run_beat_task(n, maps[n], **kw)
+        else:
+            futs = {n: client.submit(run_beat_task, n, maps[n], **kw, key=f"crt-em-{n}-{mesh_sha[:8]}", retries=1,
+                                     pure=False) for n in names}
+            beats = {n: f.result() for n, f in futs.items()}
+    t = timer.add("electromechanics", t)
+
+    base_em = lv_beat_metrics(beats["baseline"]) if "baseline" in beats else None
+    candidates = []
+    for rank, (p, m, why) in enumerate(ranked, start=1):
+        metrics: dict[str, Any] = dict(m)
+        metrics["qrs_ms"] = qrs(mesh, maps[p.name]) if qrs and p.name in maps else None
+        if base_em is not None and p.name in beats:
+            metrics.update(haemodynamic_response(lv_beat_metrics(beats[p.name]), base_em))
+        conc = concordance(p.lv_site.aha_segment, latest) if p.lv_site is not None else ""
+        candidates.append(CandidateResult(protocol=p, rank=rank, recommended=not why, excluded_reason=why,
+                                          metrics=metrics, concordance=conc, uq=uq_by_name.get(p.name, {})))
+    baseline_metrics: dict[str, Any] = {k: base0[k] for k in ("tat_ms", "lvat_ms", "t90_ms", "unreached_fraction")}
+    baseline_metrics["qrs_ms"] = base_qrs
+    if base_em is not None:
+        baseline_metrics.update(base_em)
+    result = TherapyResult(
+        baseline=baseline_metrics,
+        candidates=tuple(candidates),
+        latest_segment=latest,
+        scar_segments=tuple(scar),
+        sensitivity=sensitivity,
+        metadata={"n_sites": len(lv_sites), "rv_site": dataclasses.asdict(rv), "n_samples": len(samples),
+                  "n_tasks": len(tasks) + len(phase2), "segment_activation_ms": seg_times,
+                  "timings_s": timer.seconds, "mesh_sha256": mesh_sha,
+                  "uq_inputs": {n: list(map(float, col)) for n, col in zip(uq.INPUT_NAMES, uq.input_values(conductions[1:]).T)}
+                  if samples else {}},
+    )
+    return result, maps, beats
+
+
+def crt_case_stage(
+    case: "Case",
+    *,
+    cfg: CRTConfig,
+    solver: ActivationSolver,
+    client: "Client | None" = None,
+    force: bool = False,
+    qrs: Callable[[HeartMesh, np.ndarray], float | None] | None = None,
+) -> TherapyResult | None:
+    """Run the ``therapy`` stage of a case whose ``fibers`` stage is done.
+
+    Task results live in ``CASE/therapy_tasks/`` (outside the atomically replaced stage folder),
+    so an interrupted stage resumes where it stopped. Returns None when the stage was unchanged.
+    """
+    from cardiotwin.io.meshes import read_mesh
+    from cardiotwin.therapy.outputs import write_outputs
+
+    mesh_path = case.require_stage("fibers") / "mesh.vtu"
+    mesh = read_mesh(mesh_path)
+    with case.stage("therapy", inputs={"mesh": mesh_path}, config=cfg, force=force) as st:
+        if st.skipped:
+            return None
+        result, maps, beats = run_crt(mesh, mesh_path=mesh_path, cfg=cfg, work_dir=case.root / "therapy_tasks",
+                                      solver=solver, client=client, qrs=qrs)
+        write_outputs(result, st.dir, mesh=mesh, maps=maps, beats=beats)
+        best = next((c for c in result.candidates if c.recommended), None)
+        st.metrics.update({"timings_s": result.metadata["timings_s"], "n_tasks": result.metadata["n_tasks"],
+                           "best": best.protocol.name if best else None,
+                           "best_tat_change_pct": best.metrics["tat_change_pct"] if best else None})
+    return result
