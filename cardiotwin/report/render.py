@@ -86,11 +86,11 @@ def write_html(path: Path, html: str) -> Path:
 
 def write_pdf(path: Path, html: str) -> Path:
     """Render HTML to PDF with WeasyPrint (no network access: only data URIs are referenced)."""
-    import weasyprint
-
-    # WeasyPrint logs every layout step at INFO; keep the user's log to our own messages.
+    # WeasyPrint logs every layout step at INFO (from its import on); keep the user's log to ours.
     for name in ("weasyprint", "weasyprint.progress", "fontTools"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    import weasyprint
+
     # The HTML references nothing but data: URIs (all input text is escaped), so no fetch leaves the machine.
     with atomic_path(path) as tmp:
         weasyprint.HTML(string=html, base_url=None).write_pdf(tmp)
