@@ -247,7 +247,7 @@
     drawBullseye();
     drawSlicesAll();
     const [lo, hi] = activationRange();
-    $("#time-label").textContent = Number.isFinite(S.time) ? `t = ${S.time.toFixed(0)} ms` : `all (${lo.toFixed(0)}-${hi.toFixed(0)} ms)`;
+    $("#time-label").textContent = !S.scene.configurations.length && !S.scene.deformation ? "no activation maps" : Number.isFinite(S.time) ? `t = ${S.time.toFixed(0)} ms` : `all (${lo.toFixed(0)}-${hi.toFixed(0)} ms)`;
   }
 
   const FIELD_LABELS = { activation: "activation time", aha: "AHA segments", uvc_transmural: "transmural coordinate",
