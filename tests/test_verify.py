@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
+
 import pytest
 
 from cardiotwin.cli import main
@@ -130,3 +132,25 @@ def test_load_results_rejects_other_files(tmp_path):
         load_results(bad)
     with pytest.raises(CaseError, match="missing.json"):
         load_results(tmp_path / "missing.json")
+
+
+def test_uniform_refinement_preserves_geometry_and_fields():
+    # 1:8 red refinement (Bey 1995, Computing 55:355): volume and boundary area preserved,
+    # 8x cells, 4x boundary triangles, original points keep their indices, P1 fields exact.
+    from cardiotwin.meshing.analytic import niederer_slab
+    from cardiotwin.meshing.tets import signed_volumes
+    from cardiotwin.report.calcver import mean_edge_mm, refine_uniform
+
+    slab = niederer_slab(dx_mm=1.0, size_mm=(4.0, 2.0, 2.0))
+    lin = slab.points @ np.array([1.0, -2.0, 0.5])
+    f0 = np.tile([1.0, 0.0, 0.0], (slab.n_points, 1))
+    mesh = slab.with_fields(point_data={"lin": lin, "f0": f0})
+    fine = refine_uniform(mesh)
+    assert fine.n_cells == 8 * mesh.n_cells and len(fine.facets) == 4 * len(mesh.facets)
+    np.testing.assert_array_equal(fine.points[: mesh.n_points], mesh.points)
+    vol = np.abs(signed_volumes(mesh.points, mesh.cells)).sum()
+    assert np.abs(signed_volumes(fine.points, fine.cells)).sum() == pytest.approx(vol, rel=1e-12) == 16.0
+    np.testing.assert_allclose(fine.point_data["lin"], fine.points @ np.array([1.0, -2.0, 0.5]), atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(fine.point_data["f0"], axis=1), 1.0)
+    # the interior octahedron's diagonal makes the mean edge only about half (not exactly)
+    assert mean_edge_mm(fine) == pytest.approx(mean_edge_mm(mesh) / 2, rel=0.01)
