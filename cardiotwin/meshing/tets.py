@@ -35,10 +35,26 @@ def boundary_facets(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cells = np.asarray(cells, dtype=np.int64)
     faces = cells[:, _OUTWARD_FACES].reshape(-1, 3)
     owner = np.repeat(np.arange(cells.shape[0]), 4)
-    key = np.sort(faces, axis=1)
-    _, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
-    once = counts[inverse.ravel()] == 1
+    key = _face_keys(np.sort(faces, axis=1))
+    # A face is on the boundary when its key occurs once: compare each sorted key with its neighbours.
+    order = np.argsort(key, kind="stable")
+    sk = key[order]
+    dup = np.zeros(sk.size, dtype=bool)
+    same = sk[1:] == sk[:-1]
+    dup[1:] |= same
+    dup[:-1] |= same
+    once = np.empty(sk.size, dtype=bool)
+    once[order] = ~dup
     return faces[once], owner[once]
+
+
+def _face_keys(sorted_faces: np.ndarray) -> np.ndarray:
+    """One int64 per sorted vertex triple (unique for up to 2^21 vertices); a void view otherwise."""
+    f = np.asarray(sorted_faces, dtype=np.int64)
+    if f.size and f.max() < 2**21:
+        return (f[:, 0] << 42) | (f[:, 1] << 21) | f[:, 2]
+    f = np.ascontiguousarray(f)
+    return f.view(np.dtype((np.void, f.dtype.itemsize * f.shape[1]))).ravel()
 
 
 def triangle_normals(points: np.ndarray, tris: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,256 @@
+"""Sliver removal by relocating interior vertices (boundary vertices never move).
+
+TetGen's Delaunay refinement bounds the radius-edge ratio, which does not exclude slivers (flat
+tets with four well-spaced, nearly coplanar corners), and its own optimisation stops short of a
+5 degree minimum dihedral angle on marching-cubes surfaces. Moving one interior vertex of a sliver
+off the plane of the other three removes it; doing so while maximising the worst dihedral angle of
+every tet around the vertex (its star) cannot make any other tet worse than the sliver was. This
+is the local max-min optimisation of Freitag & Ollivier-Gooch (1997, Int J Numer Meth Eng 40:3979),
+solved here by a derivative-free compass search. Because only interior vertices move, the boundary
+surface, the enclosed volume and every facet tag are unchanged exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from cardiotwin.meshing.tets import boundary_facets, dihedral_angles_deg, signed_volumes
+
+log = logging.getLogger(__name__)
+
+# 14 unit search directions: towards the faces and the corners of a cube around the vertex.
+_DIRECTIONS = np.array(
+    [(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1) if abs(i) + abs(j) + abs(k) in (1, 3)],
+    dtype=float,
+)
+_DIRECTIONS /= np.linalg.norm(_DIRECTIONS, axis=1)[:, None]
+_PAIRS = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
+
+
+@dataclass(frozen=True)
+class SliverReport:
+    """What ``remove_slivers`` did: worst dihedral (deg) before and after, vertices moved, cells below
+    the target left (those have no interior vertex, or their vertices could not be improved)."""
+
+    min_dihedral_before_deg: float
+    min_dihedral_after_deg: float
+    vertices_moved: int
+    cells_below_target: int
+
+
+def _star_quality(corners: np.ndarray) -> np.ndarray:
+    """(...,) worst dihedral angle (deg) of tets given by their corners, laid out as components
+    first: (3, 4, ...) = (x/y/z, corner, ...). -1 where a tet is inverted or flat (volume below 1e-9
+    of its edge length cubed). Plain component arithmetic: several times faster than np.cross."""
+    a, b, c, d = corners[:, 0], corners[:, 1], corners[:, 2], corners[:, 3]
+
+    def cross(u, v):
+        return (u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0])
+
+    def unit(n):
+        inv = 1.0 / np.maximum(np.sqrt(n[0] * n[0] + n[1] * n[1] + n[2] * n[2]), 1e-300)
+        return (n[0] * inv, n[1] * inv, n[2] * inv)
+
+    ab, ac, ad, bc, bd = b - a, c - a, d - a, c - b, d - b
+    # Outward normals of the faces opposite a, b, c, d of a positively oriented tet.
+    normals = [unit(cross(bc, bd)), unit(cross(ad, ac)), unit(cross(ab, ad)), unit(cross(ac, ab))]
+    cos_min = None
+    for i, j in _PAIRS:
+        ni, nj = normals[i], normals[j]
+        cos = ni[0] * nj[0] + ni[1] * nj[1] + ni[2] * nj[2]
+        cos_min = cos if cos_min is None else np.minimum(cos_min, cos, out=cos_min)
+    # Interior dihedral = 180 - angle between the outward normals: the smallest one belongs to the
+    # pair of normals with the smallest cosine.
+    worst = 180.0 - np.degrees(np.arccos(np.clip(cos_min, -1.0, 1.0)))
+    n = cross(ab, ac)
+    vol = n[0] * ad[0] + n[1] * ad[1] + n[2] * ad[2]
+    size = (ab[0] * ab[0] + ab[1] * ab[1] + ab[2] * ab[2]) ** 1.5
+    return np.where(vol > 1e-9 * size, worst, -1.0)
+
+
+def _vertex_stars(cells: np.ndarray, n_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR of the cells around each vertex: (offsets (N+1,), cell indices)."""
+    flat = cells.ravel()
+    order = np.argsort(flat, kind="stable")
+    offsets = np.zeros(n_points + 1, dtype=np.int64)
+    np.add.at(offsets, flat + 1, 1)
+    return np.cumsum(offsets), order // 4
+
+
+def _independent_set(verts: np.ndarray, cells: np.ndarray, offsets: np.ndarray, star_cells: np.ndarray) -> np.ndarray:
+    """Greedy subset of ``verts`` (in order) in which no two vertices share a tet, so that they can
+    move at the same time without interacting."""
+    taken = np.zeros(cells.shape[0], dtype=bool)
+    chosen = []
+    for v in verts:
+        star = star_cells[offsets[v]:offsets[v + 1]]
+        if not taken[star].any():
+            taken[star] = True
+            chosen.append(v)
+    return np.asarray(chosen, dtype=np.int64)
+
+
+def _relocate(points: np.ndarray, cells: np.ndarray, verts: np.ndarray, offsets: np.ndarray,
+              star_cells: np.ndarray, *, iterations: int = 8) -> np.ndarray:
+    """Compass search, for independent vertices ``verts`` at once, of the position that maximises the
+    worst dihedral angle of each vertex's star. Updates ``points`` in place; returns the moved vertices."""
+    counts = offsets[verts + 1] - offsets[verts]
+    rows = np.concatenate([star_cells[offsets[v]:offsets[v + 1]] for v in verts])
+    owner = np.repeat(np.arange(verts.size), counts)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    corners = points[cells[rows]]  # (R, 4, 3)
+    slot = cells[rows] == verts[owner][:, None]  # (R, 4): where the moving vertex sits
+    other = ~slot
+    # Mean distance to the other corners of the star sets the search scale of each vertex.
+    dist = np.linalg.norm(corners - points[verts[owner]][:, None, :], axis=2)
+    h = np.add.reduceat((dist * other).sum(axis=1), starts) / np.add.reduceat(other.sum(axis=1), starts)
+    soa = np.ascontiguousarray(corners.transpose(2, 1, 0))  # (3, 4, R)
+    r_idx, c_idx = np.nonzero(slot)
+
+    def quality(positions: np.ndarray) -> np.ndarray:
+        """positions (K, V, 3) -> (K, V) worst star dihedral."""
+        k = positions.shape[0]
+        trial = np.repeat(soa[:, :, None, :], k, axis=2)  # (3, 4, K, R)
+        trial[:, c_idx, :, r_idx] = positions[:, owner[r_idx]].transpose(1, 2, 0)
+        return np.minimum.reduceat(_star_quality(trial), starts, axis=1)
+
+    start = points[verts].copy()
+    best_pos = start.copy()
+    best_q = quality(best_pos[None])[0]
+    initial_q = best_q.copy()
+    step = 0.25 * h
+    for _ in range(iterations):
+        cand = best_pos[None] + step[None, :, None] * _DIRECTIONS[:, None, :]  # (14, V, 3)
+        q = quality(cand)
+        k = np.argmax(q, axis=0)
+        qk = q[k, np.arange(verts.size)]
+        better = qk > best_q + 1e-6
+        best_pos[better] = cand[k[better], np.flatnonzero(better)]
+        best_q[better] = qk[better]
+        step = np.where(better, step, 0.5 * step)
+    improved = best_q > initial_q + 1e-6
+    points[verts[improved]] = best_pos[improved]
+    return verts[improved]
+
+
+def remove_slivers(
+    points: np.ndarray,
+    cells: np.ndarray,
+    *,
+    min_dihedral_deg: float,
+    margin_deg: float = 3.0,
+    sweeps: int = 4,
+) -> tuple[np.ndarray, SliverReport]:
+    """Relocate interior vertices of tets whose worst dihedral angle is below ``min_dihedral_deg +
+    margin_deg`` (the margin leaves room above the target), worst tets first.
+
+    points: (N, 3) mm; cells: (M, 4) positively oriented. Returns (new points (N, 3), report). The
+    connectivity is unchanged; boundary vertices (on any boundary triangle) keep their position,
+    and no tet is ever made worse than the worst tet of its vertex's star was.
+    """
+    threshold = min_dihedral_deg + margin_deg
+    points = np.array(points, dtype=np.float64, copy=True)
+    cells = np.asarray(cells, dtype=np.int64)
+    facets, _ = boundary_facets(cells)
+    fixed = np.zeros(points.shape[0], dtype=bool)
+    fixed[facets.ravel()] = True
+    offsets, star_cells = _vertex_stars(cells, points.shape[0])
+    angles = dihedral_angles_deg(points, cells).min(axis=1)
+    before = float(angles.min())
+    moved = np.zeros(points.shape[0], dtype=bool)
+    # A vertex whose search found nothing better is not retried until a neighbour moves.
+    stuck = np.zeros(points.shape[0], dtype=bool)
+    for _ in range(sweeps):
+        bad = np.flatnonzero(angles < threshold)
+        # Worst cells first, so their vertices are placed before their neighbours settle.
+        verts = cells[bad[np.argsort(angles[bad])]].ravel()
+        _, first = np.unique(verts, return_index=True)
+        verts = verts[np.sort(first)]
+        verts = verts[~fixed[verts] & ~stuck[verts]]
+        if verts.size == 0:
+            break
+        while verts.size:
+            batch = _independent_set(verts, cells, offsets, star_cells)
+            done = _relocate(points, cells, batch, offsets, star_cells)
+            stuck[batch] = True
+            if done.size:
+                moved[done] = True
+                touched = np.unique(np.concatenate([star_cells[offsets[v]:offsets[v + 1]] for v in done]))
+                angles[touched] = dihedral_angles_deg(points, cells[touched]).min(axis=1)
+                stuck[cells[touched].ravel()] = False
+                stuck[done] = False
+            verts = verts[~np.isin(verts, batch)]
+    report = SliverReport(
+        min_dihedral_before_deg=before,
+        min_dihedral_after_deg=float(angles.min()),
+        vertices_moved=int(moved.sum()),
+        cells_below_target=int(np.count_nonzero(angles < min_dihedral_deg)),
+    )
+    log.info("sliver removal: min dihedral %.2f -> %.2f deg, %d interior vertices moved, %d cells below %.1f deg",
+             before, report.min_dihedral_after_deg, report.vertices_moved, report.cells_below_target,
+             min_dihedral_deg)
+    return points, report
+
+
+def peel_boundary_slivers(
+    points: np.ndarray, cells: np.ndarray, *, below_deg: float, max_rounds: int = 5
+) -> tuple[np.ndarray, int]:
+    """Remove flat tets (worst dihedral below ``below_deg``) that have a boundary face and all four
+    corners on the boundary, so no vertex relocation can fix them.
+
+    Such a tet lies along the surface (a cap across a surface edge, volume ~0), so removing it
+    changes the geometry negligibly; tets with two boundary faces go first as removing them keeps
+    the surface manifold. Returns (cells, number removed).
+    """
+    removed = 0
+    for _ in range(max_rounds):
+        bad = dihedral_angles_deg(points, cells).min(axis=1) < below_deg
+        if not bad.any():
+            break
+        facets, owner = boundary_facets(cells)
+        n_boundary_faces = np.bincount(owner, minlength=cells.shape[0])
+        on_boundary = np.zeros(points.shape[0], dtype=bool)
+        on_boundary[facets.ravel()] = True
+        candidates = bad & (n_boundary_faces > 0) & on_boundary[cells].all(axis=1)
+        drop = candidates & (n_boundary_faces >= 2)
+        if not drop.any():
+            drop = candidates
+        if not drop.any():
+            break
+        cells = cells[~drop]
+        removed += int(drop.sum())
+    return cells, removed
+
+
+def improve_tets(
+    points: np.ndarray, cells: np.ndarray, *, min_dihedral_deg: float, margin_deg: float = 1.0, rounds: int = 3
+) -> tuple[np.ndarray, np.ndarray, SliverReport, int]:
+    """Sliver removal: peel the flat surface caps below ``min_dihedral_deg + margin_deg`` that no
+    vertex move can fix (``peel_boundary_slivers``), then relocate interior vertices
+    (``remove_slivers``); repeat while either changes something and the target is not met.
+
+    Returns (points, cells, summary report, number of tets peeled). Unused points are kept
+    (callers compact).
+    """
+    before = float(dihedral_angles_deg(points, cells).min())
+    peeled = 0
+    moved = 0
+    for _ in range(rounds):
+        cells, n = peel_boundary_slivers(points, cells, below_deg=min_dihedral_deg + margin_deg)
+        peeled += n
+        points, report = remove_slivers(points, cells, min_dihedral_deg=min_dihedral_deg)
+        moved += report.vertices_moved
+        if report.min_dihedral_after_deg >= min_dihedral_deg + margin_deg or (n == 0 and report.vertices_moved == 0):
+            break
+    summary = SliverReport(
+        min_dihedral_before_deg=before,
+        min_dihedral_after_deg=report.min_dihedral_after_deg,
+        vertices_moved=moved,
+        cells_below_target=report.cells_below_target,
+    )
+    log.info("tet improvement: min dihedral %.2f -> %.2f deg (%d vertex moves, %d surface caps peeled)",
+             summary.min_dihedral_before_deg, summary.min_dihedral_after_deg, moved, peeled)
+    return points, cells, summary, peeled

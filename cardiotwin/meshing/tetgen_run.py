@@ -1,0 +1,103 @@
+"""Run TetGen in a child process inside a private temporary folder.
+
+TetGen writes ``_skipped.face`` / ``_skipped.node`` into the current working directory when it
+skips self-intersecting surface facets, and can abort the whole process on some broken inputs.
+Running it in a child process whose working directory is a temporary folder keeps the caller's
+folder clean, turns a crash into a ``StageError``, and lets us read the skipped-facet count from
+those files before the folder is removed.
+
+``python -m cardiotwin.meshing.tetgen_run IN.npz OUT.npz`` is the child's entry point; the parent
+API is ``run_tetgen``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from cardiotwin.errors import StageError
+
+log = logging.getLogger(__name__)
+
+_INPUT = "surface.npz"
+_OUTPUT = "tets.npz"
+
+
+def run_tetgen(
+    points: np.ndarray, triangles: np.ndarray, *, options: dict[str, float | int | bool], timeout_s: float = 600.0,
+    source: str = "label map",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tetrahedralise a closed triangulated surface with TetGen in a child process.
+
+    points: (N, 3) mm; triangles: (F, 3) vertex indices; ``options``: keyword arguments of
+    ``tetgen.TetGen.tetrahedralize``. Returns (nodes (P, 3) float64, tets (M, 4) int64). Raises
+    StageError naming ``source`` and the cause (skipped self-intersecting facets, a crash, a timeout,
+    or no tetrahedra).
+    """
+    with tempfile.TemporaryDirectory(prefix="cardiotwin-tetgen-") as tmp:
+        folder = Path(tmp)
+        np.savez(folder / _INPUT, points=np.asarray(points, dtype=np.float64),
+                 triangles=np.asarray(triangles, dtype=np.int32), options=json.dumps(options))
+        env = dict(os.environ)
+        # The child must import this package the same way the parent did.
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "cardiotwin.meshing.tetgen_run", _INPUT, _OUTPUT],
+                cwd=folder, env=env, capture_output=True, text=True, timeout=timeout_s, check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise StageError(f"{source}: TetGen did not finish within {timeout_s:.0f} s; mesher failed") from exc
+        skipped = _count_skipped(folder / "_skipped.face")
+        if proc.returncode != 0 or not (folder / _OUTPUT).is_file():
+            detail = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or [""])[-1]
+            if skipped:
+                cause = f"the surface intersects itself ({skipped} facets skipped by TetGen)"
+            elif proc.returncode < 0:
+                cause = f"TetGen crashed (signal {-proc.returncode})"
+            else:
+                cause = f"TetGen failed (exit {proc.returncode}): {detail}"
+            raise StageError(f"{source}: mesher failed: {cause}")
+        with np.load(folder / _OUTPUT) as data:
+            nodes = np.asarray(data["nodes"], dtype=np.float64)
+            tets = np.asarray(data["tets"], dtype=np.int64)
+    if tets.size == 0:
+        raise StageError(f"{source}: mesher failed: TetGen produced no tetrahedra from the myocardial surface")
+    return nodes, tets
+
+
+def _count_skipped(path: Path) -> int:
+    """Number of facets listed in a TetGen ``_skipped.face`` file (first token), 0 if absent."""
+    if not path.is_file():
+        return 0
+    try:
+        return int(path.read_text().split()[0])
+    except (IndexError, ValueError):
+        return 1
+
+
+def _child(input_name: str, output_name: str) -> int:
+    import tetgen
+
+    with np.load(input_name) as data:
+        points = data["points"]
+        triangles = data["triangles"]
+        options = json.loads(str(data["options"]))
+    try:
+        nodes, elems, *_ = tetgen.TetGen(points, triangles).tetrahedralize(**options)
+    except RuntimeError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 3
+    np.savez(output_name, nodes=np.asarray(nodes, dtype=np.float64), tets=np.asarray(elems, dtype=np.int64))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_child(sys.argv[1], sys.argv[2]))
