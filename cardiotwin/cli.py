@@ -28,6 +28,8 @@ COMMANDS: tuple[str, ...] = (
     "fibers",
     "report",
     "view",
+    "crt",
+    "run",
 )
 
 log = logging.getLogger("cardiotwin")
