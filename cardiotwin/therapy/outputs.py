@@ -24,7 +24,7 @@ import numpy as np
 
 from cardiotwin.anatomy import AHA_SEGMENT_NAMES
 from cardiotwin.io.atomic import atomic_path, write_json_atomic, write_text_atomic
-from cardiotwin.types import HeartMesh, TherapyResult
+from cardiotwin.types import HeartMesh, PacingProtocol, TherapyResult
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,11 @@ def result_to_dict(result: TherapyResult) -> dict[str, Any]:
     cands = []
     for c in result.candidates:
         p = c.protocol
+        lead = p.lv_site or p.rv_site
         cands.append({
-            "rank": c.rank, "name": p.name, "recommended": c.recommended, "excluded_reason": c.excluded_reason,
+            "rank": c.rank, "name": p.name, "label": candidate_label(p), "recommended": c.recommended,
+            "excluded_reason": c.excluded_reason, "protocol": dataclasses.asdict(p),
+            "position_mm": list(lead.position_mm) if lead else None,
             "lv_site": dataclasses.asdict(p.lv_site) if p.lv_site else None,
             "rv_site": dataclasses.asdict(p.rv_site) if p.rv_site else None,
             "lv_segment_name": AHA_SEGMENT_NAMES.get(p.lv_site.aha_segment, "") if p.lv_site else "",
@@ -76,6 +79,19 @@ CSV_COLUMNS = ("rank", "name", "recommended", "excluded_reason", "lv_segment", "
                "vv_delay_ms", "tat_ms", "tat_change_pct", "lvat_ms", "lvat_change_pct", "t90_ms", "qrs_ms",
                "concordance", "probability_best", "tat_change_pct_ci_low", "tat_change_pct_ci_high",
                "dpdt_change_pct", "stroke_volume_ml", "stroke_work_mj", "ejection_fraction", "responder")
+
+
+def candidate_label(p: "PacingProtocol") -> str:
+    """Readable name: "BiV, LV mid inferolateral (AHA 11, epi), RV apex, AV 120 / VV +0 ms"."""
+    parts = ["BiV" if p.lv_site and p.rv_site else "LV only" if p.lv_site else "RV only" if p.rv_site else "intrinsic"]
+    if p.lv_site:
+        seg = AHA_SEGMENT_NAMES.get(p.lv_site.aha_segment, "")
+        parts.append(f"LV {seg} (AHA {p.lv_site.aha_segment}, {p.lv_site.surface}, {p.lv_site.name})")
+    if p.rv_site:
+        parts.append(p.rv_site.name.replace("_", " "))
+    if p.lv_site or p.rv_site:
+        parts.append(f"AV {p.av_delay_ms:g} / VV {p.vv_delay_ms:+g} ms")
+    return ", ".join(parts)
 
 
 def ranking_csv(data: dict[str, Any]) -> str:
@@ -157,8 +173,17 @@ def write_outputs(
     out_dir.mkdir(parents=True, exist_ok=True)
     data = result_to_dict(result)
     paths = {"ranking_json": out_dir / "ranking.json", "ranking_csv": out_dir / "ranking.csv"}
+    for c in data["candidates"]:
+        if c["name"] in maps:
+            c["activation"] = f"activation/{c['name']}.vtu"
     write_json_atomic(paths["ranking_json"], data)
     write_text_atomic(paths["ranking_csv"], ranking_csv(data))
+    paths["uq_json"] = out_dir / "uq.json"
+    write_json_atomic(paths["uq_json"], _clean({
+        "inputs": result.metadata.get("uq_inputs", {}), "samples": result.metadata.get("n_samples", 0),
+        "sensitivity_first_order": result.sensitivity,
+        "candidates": {c["name"]: c["uq"] for c in data["candidates"] if c["uq"]},
+    }))
 
     seg_times = {int(k): v for k, v in result.metadata.get("segment_activation_ms", {}).items()}
     marks = {s: " (scar)" for s in result.scar_segments}
@@ -217,6 +242,11 @@ def write_outputs(
 
     from cardiotwin.io.meshes import write_mesh
 
-    fields = {f"activation_ms_{n}": np.where(np.isfinite(t), t, -1.0) for n, t in maps.items()}
-    paths["activation_vtu"] = write_mesh(mesh.with_fields(point_data=fields), out_dir / "activation.vtu")
+    # one file per map (the viewer's therapy/activation/<name>.vtu) plus the baseline as activation.vtu;
+    # never-activated points (scar core) carry -1
+    for name, t in maps.items():
+        field = {"activation_time_ms": np.where(np.isfinite(t), t, -1.0)}
+        write_mesh(mesh.with_fields(point_data=field), out_dir / "activation" / f"{name}.vtu")
+    base = {"activation_time_ms": np.where(np.isfinite(maps["baseline"]), maps["baseline"], -1.0)}
+    paths["activation_vtu"] = write_mesh(mesh.with_fields(point_data=base), out_dir / "activation.vtu")
     return paths

@@ -1,0 +1,216 @@
+"""Run a YAML recipe (``pipelines/*.yaml``): an ordered list of stages with their options.
+
+A recipe is data only::
+
+    name: crt_ct
+    modality: CT                 # the scan's expected modality (checked, not converted)
+    stages:
+      - segment: {}
+      - mesh: {edge_mm: "5 mm"}
+      - fibers: {}
+      - crt: {uq: {samples: 8}, em_top_k: 3}
+
+Stage names map to the functions in ``STAGES``. ``segment``, ``mesh`` and ``fibers`` run their
+``cardiotwin`` commands on the case (options become the commands' flags: ``edge_mm`` ->
+``--edge-mm``), so a recipe does exactly what the commands do; ``crt`` runs
+``therapy.stage.crt_case_stage`` with its options as a ``CRTConfig``. Every stage is cached by
+the case (inputs and config unchanged: skipped). Nothing in a recipe is evaluated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cardiotwin.config import read_yaml
+from cardiotwin.errors import ConfigError, ScanError
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from cardiotwin.cases import Case
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A parsed recipe: name, expected modality (or None) and (stage, options) in order."""
+
+    name: str
+    modality: str | None
+    stages: tuple[tuple[str, dict[str, Any]], ...]
+    source: str = ""
+
+
+@dataclass
+class PipelineContext:
+    """What stages share during one run."""
+
+    case: "Case"
+    scan_path: Path
+    labels_path: Path | None
+    force: bool
+    client_factory: Callable[[], Any]
+    timings_s: dict[str, float] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Parse and validate a recipe file; ConfigError naming the file on any problem."""
+    path = Path(path)
+    data = read_yaml(path)
+    unknown = sorted(set(data) - {"name", "modality", "stages", "description"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; allowed: name, modality, stages, description")
+    stages_raw = data.get("stages")
+    if not isinstance(stages_raw, list) or not stages_raw:
+        raise ConfigError(f"{path}: 'stages' must be a non-empty list")
+    stages = []
+    for i, entry in enumerate(stages_raw):
+        if isinstance(entry, str):
+            entry = {entry: {}}
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise ConfigError(f"{path}: stages[{i}] must be a stage name or a mapping {{name: options}}")
+        (name, options), = entry.items()
+        if name not in STAGES:
+            raise ConfigError(f"{path}: stages[{i}]: unknown stage {name!r}; known: {', '.join(STAGES)}")
+        if options is None:
+            options = {}
+        if not isinstance(options, dict):
+            raise ConfigError(f"{path}: stages[{i}] ({name}): options must be a mapping")
+        stages.append((name, options))
+    modality = data.get("modality")
+    if modality is not None and modality not in ("CT", "MR"):
+        raise ConfigError(f"{path}: modality must be CT or MR, got {modality!r}")
+    return Recipe(name=str(data.get("name") or path.stem), modality=modality, stages=tuple(stages), source=str(path))
+
+
+def options_to_flags(options: Mapping[str, Any]) -> list[str]:
+    """{"edge_mm": "5 mm", "force": True, "base_point": [1, 2, 3]} -> ["--edge-mm", "5 mm", ...]."""
+    argv: list[str] = []
+    for key, value in options.items():
+        flag = "--" + str(key).replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is False or value is None:
+            continue
+        elif isinstance(value, (list, tuple)):
+            argv += [flag, *map(str, value)]
+        elif isinstance(value, dict):
+            raise ConfigError(f"option {key!r}: nested mappings are not command options")
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def _run_command(module_name: str, argv: list[str]) -> int:
+    """Parse ``argv`` with a command's own parser and run it (exactly what the CLI does)."""
+    import importlib
+
+    module = importlib.import_module(f"cardiotwin.commands.{module_name}")
+    parser = argparse.ArgumentParser(prog=f"cardiotwin {module.NAME}", exit_on_error=False)
+    module.add_arguments(parser)
+    try:
+        args = parser.parse_args(argv)
+    except (argparse.ArgumentError, SystemExit) as exc:
+        raise ConfigError(f"{module.NAME}: invalid options {argv}: {exc}") from None
+    rc = int(module.run(args) or 0)
+    if rc != 0:
+        raise ConfigError(f"stage {module.NAME} exited with status {rc}")
+    return rc
+
+
+def _stage_segment(ctx: PipelineContext, options: dict[str, Any]) -> None:
+    if ctx.labels_path is None:
+        _run_command("segment", [str(ctx.scan_path), "--out", str(ctx.case.root), *options_to_flags(options),
+                                 *(["--force"] if ctx.force else [])])
+        return
+    # Given reference labels (tests, or a segmentation made elsewhere): store them as the segment stage.
+    from cardiotwin.io.scans import read_labels, read_scan, write_labels
+
+    scan = read_scan(ctx.scan_path)
+    labels = read_labels(ctx.labels_path)
+    if not labels.geometry.same_space(scan.geometry):
+        raise ScanError(ctx.labels_path, f"label map is not on the grid of the scan {ctx.scan_path}")
+    scan_in_case = ctx.case.import_scan(scan)
+    with ctx.case.stage("segment", inputs={"scan": scan_in_case, "labels": ctx.labels_path},
+                        config={"source": "label map given with --labels", **options}, force=ctx.force) as st:
+        if not st.skipped:
+            write_labels(labels, st.dir / "labels.nii.gz")
+
+
+def _stage_mesh(ctx: PipelineContext, options: dict[str, Any]) -> None:
+    _run_command("mesh", [str(ctx.case.root), *options_to_flags(options), *(["--force"] if ctx.force else [])])
+
+
+def _stage_fibers(ctx: PipelineContext, options: dict[str, Any]) -> None:
+    _run_command("fibers", [str(ctx.case.root), *options_to_flags(options), *(["--force"] if ctx.force else [])])
+
+
+def _stage_crt(ctx: PipelineContext, options: dict[str, Any]) -> None:
+    from cardiotwin.commands.crt import load_crt_config
+    from cardiotwin.therapy.solver import eikonal_solver, qrs_from_ecg
+    from cardiotwin.therapy.stage import crt_case_stage
+
+    cfg = load_crt_config(options, source="recipe stage crt")
+    with ctx.client_factory() as client:
+        result = crt_case_stage(ctx.case, cfg=cfg, solver=eikonal_solver, client=client, force=ctx.force,
+                                qrs=qrs_from_ecg)
+    if result is not None:
+        ctx.results["crt"] = result
+
+
+STAGES: dict[str, Callable[[PipelineContext, dict[str, Any]], None]] = {
+    "segment": _stage_segment,
+    "mesh": _stage_mesh,
+    "fibers": _stage_fibers,
+    "crt": _stage_crt,
+}
+
+
+def run_pipeline(
+    recipe: Recipe,
+    *,
+    scan_path: Path,
+    out: Path,
+    labels_path: Path | None = None,
+    force: bool = False,
+    scheduler: str | None = None,
+    workers: int = 2,
+    client: "Client | None" = None,
+) -> PipelineContext:
+    """Run every stage of ``recipe`` on the case ``out`` (created when absent); returns the
+    context with per-stage wall times (s) and the crt result when the stage ran."""
+    import contextlib
+
+    from cardiotwin.cases import Case
+    from cardiotwin.distributed import dask_client
+    from cardiotwin.io.scans import read_scan
+
+    if not Path(scan_path).exists():
+        raise ScanError(scan_path, "no such scan file or folder")
+    if recipe.modality is not None:
+        scan = read_scan(scan_path)
+        if scan.modality not in (recipe.modality, "unknown"):
+            raise ScanError(scan_path, f"recipe {recipe.name} expects a {recipe.modality} scan, this is {scan.modality}")
+    case = Case.open_or_create(out)
+
+    def client_factory() -> Any:
+        if client is not None:
+            return contextlib.nullcontext(client)
+        return dask_client(scheduler=scheduler, n_workers=workers)
+
+    ctx = PipelineContext(case=case, scan_path=Path(scan_path), labels_path=Path(labels_path) if labels_path else None,
+                          force=force, client_factory=client_factory)
+    for name, options in recipe.stages:
+        t0 = time.perf_counter()
+        log.info("pipeline %s: stage %s", recipe.name, name)
+        STAGES[name](ctx, options)
+        ctx.timings_s[name] = round(time.perf_counter() - t0, 2)
+    return ctx
