@@ -57,6 +57,7 @@ class PipelineContext:
     labels_path: Path | None
     force: bool
     client_factory: Callable[[], Any]
+    solver: Any = None
     timings_s: dict[str, float] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
 
@@ -160,8 +161,8 @@ def _stage_crt(ctx: PipelineContext, options: dict[str, Any]) -> None:
 
     cfg = load_crt_config(options, source="recipe stage crt")
     with ctx.client_factory() as client:
-        result = crt_case_stage(ctx.case, cfg=cfg, solver=eikonal_solver, client=client, force=ctx.force,
-                                qrs=qrs_from_ecg)
+        result = crt_case_stage(ctx.case, cfg=cfg, solver=ctx.solver or eikonal_solver, client=client,
+                                force=ctx.force, qrs=None if ctx.solver else qrs_from_ecg)
     if result is not None:
         ctx.results["crt"] = result
 
@@ -184,9 +185,15 @@ def run_pipeline(
     scheduler: str | None = None,
     workers: int = 2,
     client: "Client | None" = None,
+    solver: Any = None,
 ) -> PipelineContext:
     """Run every stage of ``recipe`` on the case ``out`` (created when absent); returns the
-    context with per-stage wall times (s) and the crt result when the stage ran."""
+    context with per-stage wall times (s) and the crt result when the stage ran.
+
+    Sweeps run on ``client`` when given, else on a Dask cluster (``scheduler`` or an embedded one
+    with ``workers`` workers; ``workers=0`` runs them in this process). ``solver`` replaces the
+    electrophysiology eikonal binding (an ``ActivationSolver``; tests).
+    """
     import contextlib
 
     from cardiotwin.cases import Case
@@ -202,12 +209,12 @@ def run_pipeline(
     case = Case.open_or_create(out)
 
     def client_factory() -> Any:
-        if client is not None:
+        if client is not None or (workers == 0 and not scheduler):
             return contextlib.nullcontext(client)
         return dask_client(scheduler=scheduler, n_workers=workers)
 
     ctx = PipelineContext(case=case, scan_path=Path(scan_path), labels_path=Path(labels_path) if labels_path else None,
-                          force=force, client_factory=client_factory)
+                          force=force, client_factory=client_factory, solver=solver)
     for name, options in recipe.stages:
         t0 = time.perf_counter()
         log.info("pipeline %s: stage %s", recipe.name, name)

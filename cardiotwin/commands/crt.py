@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "em_top_k, electromechanics)")
     parser.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://HOST:PORT); "
                         "default: an embedded local cluster")
-    parser.add_argument("--workers", type=int, default=2, help="workers of the embedded local cluster")
+    parser.add_argument("--workers", type=int, default=2, help="workers of the embedded local cluster (0: no Dask)")
     parser.add_argument("--samples", type=int, help="quasi-Monte Carlo samples (overrides the config; 0: nominal only)")
     parser.add_argument("--em-top-k", type=int, help="electromechanics for the best K protocols (0: none)")
     parser.add_argument("--force", action="store_true", help="rerun the stage even when inputs are unchanged")
@@ -73,7 +73,10 @@ def run(args: argparse.Namespace) -> int:
     case = Case.open(args.case)
     cfg = load_crt_config(read_yaml(args.config) if args.config else {}, source=args.config or "defaults",
                           samples=args.samples, em_top_k=args.em_top_k)
-    with dask_client(scheduler=args.scheduler, n_workers=args.workers) as client:
+    import contextlib
+
+    local = args.workers == 0 and not args.scheduler
+    with contextlib.nullcontext(None) if local else dask_client(scheduler=args.scheduler, n_workers=args.workers) as client:
         result = crt_case_stage(case, cfg=cfg, solver=eikonal_solver, client=client, force=args.force, qrs=qrs_from_ecg)
     if result is None:
         print(f"{case.root}: therapy unchanged (use --force to rerun); see {Path(case.root) / 'therapy' / 'ranking.json'}")

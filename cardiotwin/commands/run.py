@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="case directory (created when absent)")
     parser.add_argument("--labels", help="use this label map (on the scan's grid) instead of running the segmentation")
     parser.add_argument("--scheduler", help="running Dask scheduler for the sweeps (tcp://HOST:PORT); default: local")
-    parser.add_argument("--workers", type=int, default=2, help="workers of the embedded local Dask cluster")
+    parser.add_argument("--workers", type=int, default=2, help="workers of the embedded local Dask cluster (0: run the sweep in this process)")
     parser.add_argument("--force", action="store_true", help="rerun every stage even when inputs are unchanged")
 
 
