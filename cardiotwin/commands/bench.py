@@ -16,6 +16,7 @@ HELP = "run a benchmark and write its table to docs/BENCHMARKS.md"
 BENCHES: dict[str, str] = {
     "em": "cardiotwin.mechanics.bench:bench_em",
     "mesh": "cardiotwin.meshing.bench:bench_mesh",
+    "crt": "cardiotwin.therapy.bench:bench_crt",
 }
 
 log = logging.getLogger(__name__)
