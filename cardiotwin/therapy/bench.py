@@ -1,0 +1,112 @@
+"""`cardiotwin bench crt`: the demo pipeline's time per stage, and Dask scaling of the sweep.
+
+1. ``cardiotwin run pipelines/crt_ct.yaml --scan sample_scans/ct_sample.nii.gz`` into a fresh
+   case (what ``make demo`` runs; target <= 15 min on the 2-core CPU), time of each stage and of
+   each step of the crt stage.
+2. The phase-1 sweep (baseline + every lead site, nominal + QMC samples) of that case on an
+   embedded LocalCluster with 1 and with 2 workers, each from an empty task folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cardiotwin.bench import machine_description
+
+TARGET_DEMO_S = 15 * 60
+
+
+def _run_demo(case: Path, recipe: Path, scan: Path, labels: Path | None) -> tuple[float, dict]:
+    cmd = [sys.executable, "-m", "cardiotwin", "-q", "run", str(recipe), "--scan", str(scan), "--out", str(case)]
+    if labels is not None:
+        cmd += ["--labels", str(labels)]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, timeout=3 * 3600)
+    return time.perf_counter() - t0, json.loads((case / "pipeline.json").read_text())
+
+
+def _sweep_time(case: Path, n_workers: int, samples: int) -> tuple[float, int]:
+    from cardiotwin.distributed import dask_client
+    from cardiotwin.io.atomic import sha256_file
+    from cardiotwin.io.meshes import read_mesh
+    from cardiotwin.therapy.candidates import CandidateConfig, candidate_sites
+    from cardiotwin.therapy.conduction import ConductionConfig
+    from cardiotwin.therapy.protocols import ProtocolConfig, baseline_protocol, site_protocols
+    from cardiotwin.therapy.solver import eikonal_solver
+    from cardiotwin.therapy.sweep import SweepTask, run_sweep
+    from cardiotwin.therapy.uq import UQConfig, design, sample_conduction
+
+    mesh_path = case / "fibers" / "mesh.vtu"
+    mesh = read_mesh(mesh_path)
+    rv, lv, _ = candidate_sites(mesh, CandidateConfig())
+    protocols = [baseline_protocol(), *site_protocols(rv, lv, ProtocolConfig())]
+    uq = UQConfig(samples=samples)
+    confs = [ConductionConfig()] + [sample_conduction(ConductionConfig(), r, uq) for r in design(uq)]
+    tasks = [SweepTask(sample=s, conduction=c, protocol=p) for s, c in enumerate(confs) for p in protocols]
+    work = Path(tempfile.mkdtemp(prefix=f"crt_sweep_{n_workers}w_"))
+    try:
+        with dask_client(n_workers=n_workers) as client:
+            client.run(lambda: None)  # workers up before timing
+            t0 = time.perf_counter()
+            run_sweep(tasks, mesh_path=mesh_path, mesh_sha256=sha256_file(mesh_path), work_dir=work,
+                      solver=eikonal_solver, client=client)
+            return time.perf_counter() - t0, len(tasks)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bench_crt(*, quick: bool) -> str:
+    """Markdown section: demo pipeline stage times and sweep scaling over 1 / 2 Dask workers."""
+    repo = Path(__file__).resolve().parents[2]
+    scan = repo / "sample_scans" / "ct_sample.nii.gz"
+    labels = None
+    if not (repo / "models" / "heart_seg_v1").is_dir():
+        labels = repo / "sample_scans" / "ct_sample_labels.nii.gz"
+    recipe = repo / "pipelines" / "crt_ct.yaml"
+    root = Path(tempfile.mkdtemp(prefix="crt_bench_"))
+    try:
+        if quick:
+            import yaml
+
+            data = yaml.safe_load(recipe.read_text())
+            for stage in data["stages"]:
+                if "crt" in stage:
+                    stage["crt"].update({"uq": {"samples": 2}, "em_top_k": 0})
+            recipe = root / "crt_ct_quick.yaml"
+            recipe.write_text(yaml.safe_dump(data))
+        case = root / "case"
+        total_s, info = _run_demo(case, recipe, scan, labels)
+        samples = 2 if quick else 8
+        scaling = [(w, *_sweep_time(case, w, samples)) for w in (1, 2)]
+    finally:
+        keep = os.environ.get("CARDIOTWIN_BENCH_KEEP")
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+    cmd = "cardiotwin bench crt" + (" --quick" if quick else "")
+    ok = "meets" if total_s <= TARGET_DEMO_S else "misses"
+    lines = [
+        "## crt: virtual CRT demo pipeline and sweep scaling", "",
+        f"Command: `{cmd}`. Machine: {machine_description()}.", "",
+        f"Pipeline: `cardiotwin run {recipe.relative_to(root) if quick else 'pipelines/crt_ct.yaml'} --scan "
+        f"sample_scans/ct_sample.nii.gz`" + (" with `--labels sample_scans/ct_sample_labels.nii.gz` (no shipped "
+                                              "segmentation bundle in models/)" if labels else "") + ".", "",
+        f"Total wall time {total_s:.0f} s: {ok} the 15 min target" + (" (quick recipe: 2 QMC samples, no "
+                                                                       "electromechanics)" if quick else "") + ".", "",
+        "| stage | wall time (s) |", "|---|---|",
+    ]
+    lines += [f"| {k} | {v:.1f} |" for k, v in info["wall_s"].items()]
+    lines += ["", "Steps of the crt stage:", "", "| step | wall time (s) |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in info.get("therapy_steps_s", {}).items()]
+    lines += ["", f"Sweep scaling (phase 1: baseline + all lead sites x (1 + {samples}) QMC samples, eikonal; "
+              "fresh task folder each; LocalCluster worker processes, 1 thread each):", "",
+              "| workers | tasks | wall time (s) | tasks/s | speed-up |", "|---|---|---|---|---|"]
+    t1 = scaling[0][1]
+    lines += [f"| {w} | {n} | {s:.1f} | {n / s:.2f} | {t1 / s:.2f} |" for w, s, n in scaling]
+    return "\n".join(lines) + "\n"
