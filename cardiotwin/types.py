@@ -237,3 +237,24 @@ class TherapyResult:
     scar_segments: tuple[int, ...]
     sensitivity: dict[str, dict[str, float]] = field(default_factory=dict)
     metadata: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EPResult:
+    """Electrophysiology of one simulated interval on a HeartMesh.
+
+    activation_times_ms: (N,) first 0 mV upstroke per mesh point (NaN where never activated);
+    repolarisation_times_ms: (N,) first downward crossing of the repolarisation threshold after
+    activation (NaN where none), or None (eikonal); ecg_times_ms: (T,) and ecg_mv: lead name ->
+    (T,) pseudo-ECG in mV-equivalent units; stimuli: human-readable stimulus descriptions;
+    model: "monodomain/ttp06", "monodomain/ms" or "eikonal"; metadata: solver figures (dt, timings,
+    CG iterations, device, dtype).
+    """
+
+    activation_times_ms: np.ndarray
+    repolarisation_times_ms: np.ndarray | None = None
+    ecg_times_ms: np.ndarray | None = None
+    ecg_mv: dict[str, np.ndarray] = field(default_factory=dict)
+    stimuli: tuple[str, ...] = ()
+    model: str = ""
+    metadata: dict[str, object] = field(default_factory=dict)
