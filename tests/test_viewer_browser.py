@@ -20,6 +20,7 @@ from test_viewer_scene import build_review_case
 pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+TIMEOUT_MS = 180_000  # generous: software WebGL on a loaded 2-core machine can be slow
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -34,7 +35,7 @@ def browser(tmp_path_factory):
         pytest.skip("chromium is not installed (make setup installs it)")
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=TIMEOUT_MS,
                               env={"HOME": str(tmp_path_factory.mktemp("chromium-home"))})
         yield b
         b.close()
@@ -55,10 +56,11 @@ def server(case: Path):
 
 def open_page(browser, url: str):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(url)
-    page.wait_for_function("document.body.dataset.ready === '1' || !!document.body.dataset.error", timeout=60_000)
+    page.wait_for_function("document.body.dataset.ready === '1' || !!document.body.dataset.error", timeout=TIMEOUT_MS)
     assert page.evaluate("document.body.dataset.error || ''") == ""
     page.errors = errors  # type: ignore[attr-defined]
     return page
@@ -167,10 +169,11 @@ def test_static_export_renders_like_the_app(browser, case: Path, server, tmp_pat
     assert "http://" not in html.split("<script", 1)[0] and 'src="' not in html  # nothing loaded from elsewhere
     served = open_page(browser, server.url)
     exported = browser.new_page(viewport={"width": 1400, "height": 1000})
+    exported.set_default_timeout(TIMEOUT_MS)
     requests: list[str] = []
     exported.on("request", lambda r: requests.append(r.url))
     exported.goto(out.as_uri())
-    exported.wait_for_function("document.body.dataset.ready === '1' || !!document.body.dataset.error", timeout=60_000)
+    exported.wait_for_function("document.body.dataset.ready === '1' || !!document.body.dataset.error", timeout=TIMEOUT_MS)
     assert exported.evaluate("document.body.dataset.error || ''") == ""
     assert all(u.startswith(("file:", "data:", "blob:")) for u in requests), requests
     for pg in (served, exported):

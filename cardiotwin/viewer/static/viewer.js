@@ -177,7 +177,8 @@
     const grp = pane.layers.isochrones;
     while (grp.children.length) grp.remove(grp.children[0]);
     const cfg = config(pane.config);
-    if (!cfg || S.field !== "activation") return;
+    // Isochrones are lines on the reference geometry: left out while the heart is shown deformed.
+    if (!cfg || S.field !== "activation" || (S.scene.deformation && Number.isFinite(S.time))) return;
     const segs = cfg._iso || (cfg._iso = decode(cfg.isochrones));
     if (!segs.length) return;
     const g = new THREE.BufferGeometry();
@@ -246,6 +247,7 @@
     renderAll();
     drawBullseye();
     drawSlicesAll();
+    markPV();
     const [lo, hi] = activationRange();
     $("#time-label").textContent = !S.scene.configurations.length && !S.scene.deformation ? "no activation maps" : Number.isFinite(S.time) ? `t = ${S.time.toFixed(0)} ms` : `all (${lo.toFixed(0)}-${hi.toFixed(0)} ms)`;
   }
@@ -404,10 +406,11 @@
     svgEl("rect", { x: x0, y: y0, width: w, height: h, fill: "none", stroke: "#556" }, svg);
     const tx = svgEl("text", { x: x0 + w / 2, y: y0 + h + 26, "text-anchor": "middle" }, svg); tx.textContent = xlabel;
     const ty = svgEl("text", { x: 10, y: y0 + h / 2, transform: `rotate(-90 10 ${y0 + h / 2})`, "text-anchor": "middle" }, svg); ty.textContent = ylabel;
+    const fmt = (v, span) => v.toFixed(span < 10 ? 2 : span < 100 ? 1 : 0);
     for (let i = 0; i <= 4; i++) {
       const xv = xr[0] + (xr[1] - xr[0]) * i / 4, yv = yr[0] + (yr[1] - yr[0]) * i / 4;
-      const a = svgEl("text", { x: x0 + w * i / 4, y: y0 + h + 12, "text-anchor": "middle" }, svg); a.textContent = xv.toFixed(0);
-      const b = svgEl("text", { x: x0 - 3, y: y0 + h - h * i / 4 + 3, "text-anchor": "end" }, svg); b.textContent = yv.toFixed(0);
+      const a = svgEl("text", { x: x0 + w * i / 4, y: y0 + h + 12, "text-anchor": "middle" }, svg); a.textContent = fmt(xv, xr[1] - xr[0]);
+      const b = svgEl("text", { x: x0 - 3, y: y0 + h - h * i / 4 + 3, "text-anchor": "end" }, svg); b.textContent = fmt(yv, yr[1] - yr[0]);
     }
     return (x, y) => [x0 + (x - xr[0]) / (xr[1] - xr[0] || 1) * w, y0 + h - (y - yr[0]) / (yr[1] - yr[0] || 1) * h];
   }
@@ -424,7 +427,26 @@
       svgEl("polyline", { points: pts, fill: "none", stroke: colours[name] || "#ccc", "stroke-width": 1.8, "data-cavity": name }, svg);
       const ef = c.ejection_fraction == null ? "" : ` EF ${(100 * c.ejection_fraction).toFixed(0)}%`;
       const t = svgEl("text", { x: 60, y: 24 + 13 * i }, svg); t.textContent = name + ef; t.style.fill = colours[name];
+      svgEl("circle", { r: 4, fill: colours[name] || "#ccc", stroke: "#fff", class: "pv-now", "data-cavity": name, visibility: "hidden" }, svg);
     });
+    S.pvTransform = tr;
+  }
+
+  // The current time on each PV loop (linear interpolation of the recorded beat).
+  function markPV() {
+    const pv = S.scene.pv;
+    if (!pv || !pv.times_ms.length) return;
+    const t = S.time, ts = pv.times_ms;
+    for (const dot of document.querySelectorAll("#panel-pv .pv-now")) {
+      if (!Number.isFinite(t)) { dot.setAttribute("visibility", "hidden"); continue; }
+      const c = pv.cavities[dot.dataset.cavity];
+      let k = 0;
+      while (k < ts.length - 2 && ts[k + 1] < t) k++;
+      const u = Math.min(1, Math.max(0, (t - ts[k]) / (ts[k + 1] - ts[k] || 1)));
+      const lerp = (a) => a[k] + u * (a[Math.min(k + 1, a.length - 1)] - a[k]);
+      const [x, y] = S.pvTransform(lerp(c.volume_ml), lerp(c.pressure_mmhg));
+      dot.setAttribute("cx", x); dot.setAttribute("cy", y); dot.setAttribute("visibility", "visible");
+    }
   }
 
   function drawECG() {
@@ -508,8 +530,9 @@
     // LPS: look from the patient's anterior-left (x = left, -y = anterior), superior up (+z).
     const cam = new THREE.PerspectiveCamera(35, 1, sphere.radius / 50, sphere.radius * 20);
     cam.up.set(0, 0, 1);
-    const dir = new THREE.Vector3(0.55, -1.0, 0.25).normalize();
-    cam.position.copy(sphere.center).addScaledVector(dir, sphere.radius * 3.3);
+    // Left anterior oblique-like: between anterior (-y) and the LV lateral wall (+x), slightly from above.
+    const dir = new THREE.Vector3(0.8, -0.9, 0.3).normalize();
+    cam.position.copy(sphere.center).addScaledVector(dir, sphere.radius * 2.9);
     cam.lookAt(sphere.center);
     S.camera = cam;
   }
