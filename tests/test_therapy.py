@@ -108,3 +108,26 @@ def test_same_case_and_seed_give_same_ranking(biv, tmp_path):
     assert a.sensitivity == b.sensitivity
     probs = [c.uq["probability_best"] for c in a.candidates if c.uq and c.recommended]
     assert sum(probs) == pytest.approx(1.0)
+
+
+def test_candidate_sites_grid_and_user_coordinates(biv):
+    from cardiotwin.therapy.candidates import candidate_sites, lv_epicardial_nodes
+
+    mesh, _ = biv
+    cfg = CandidateConfig(rv_lead="septum", grid_spacing=8.0, user_sites_mm=((10.0, 0.0, -8.0),),
+                          user_sites_uvc=((0.5, 0.5),))
+    rv, lv, scar = candidate_sites(mesh, cfg)
+    assert rv.chamber == "RV" and rv.name == "RV_septum" and scar == ()
+    aha = [s for s in lv if s.name.startswith("LV_AHA")]
+    assert sorted(s.aha_segment for s in aha) == list(range(1, 18))  # one site per segment, no scar
+    assert all((s.surface == "endo") == (s.aha_segment in SEPTAL_SEGMENTS) for s in aha)
+    grid = np.array([s.position_mm for s in lv if s.name.startswith("LV_grid")])
+    assert len(grid) >= 6
+    d = np.linalg.norm(grid[:, None] - grid[None], axis=-1) + np.eye(len(grid)) * 1e9
+    assert d.min() >= 8.0 - 1e-9  # farthest-point grid keeps the spacing
+    epi = set(lv_epicardial_nodes(mesh).tolist())
+    user = {s.name: s for s in lv if s.name.startswith(("LV_user", "LV_uvc"))}
+    assert user["LV_user1"].node in epi and user["LV_uvc1"].node in epi
+    assert user["LV_user1"].position_mm[0] > 5.0  # nearest epicardial node to a lateral point is lateral
+    rot = mesh.point_data["uvc_rotational"][user["LV_uvc1"].node]
+    assert abs(rot - 0.5) < 0.1  # rotational 0.5 = opposite the septum
