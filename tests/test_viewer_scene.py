@@ -103,9 +103,15 @@ def test_scene_holds_every_stage_of_the_case(review_case: Path) -> None:
     lateral = decode_array(next(c for c in scene["configurations"] if c["id"] == "candidate:lv-lateral")["activation_ms"])
     # A second source can only make activation earlier (min of distances): never later anywhere.
     assert np.all(lateral <= base + 1e-4) and lateral.max() < base.max()
-    # AHA means: LV segments 1-17 present, lateral pacing makes lateral segments (5, 6, 11, 12) earlier
+    # AHA means: all 17 LV segments present; a lateral LV lead (x > 0 is the LV free wall of the
+    # idealised biventricle) activates the lateral segments (5, 6, 11, 12) earlier than baseline,
+    # and under RV-only (LBBB-like) baseline activation the septum (2, 3, 8, 9) precedes them.
     aha_b = scene["configurations"][0]["aha_mean_ms"]
+    aha_l = next(c for c in scene["configurations"] if c["id"] == "candidate:lv-lateral")["aha_mean_ms"]
     assert set(aha_b) == {str(s) for s in range(1, 18)}
+    lateral_segs, septal_segs = ("5", "6", "11", "12"), ("2", "3", "8", "9")
+    assert all(aha_l[s] < aha_b[s] - 5.0 for s in lateral_segs)
+    assert max(aha_b[s] for s in septal_segs) < min(aha_b[s] for s in lateral_segs)
 
 
 def test_scene_json_round_trip_is_finite(review_case: Path) -> None:

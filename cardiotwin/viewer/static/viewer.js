@@ -376,8 +376,10 @@
     const panel = $("#panel-bullseye"), holder = panel.querySelector(".bullseyes");
     const strain = S.scene.pv && Object.keys(S.scene.pv.aha_fibre_strain).length ? S.scene.pv.aha_fibre_strain : null;
     const cfgs = [config(S.configA), S.compare ? config(S.configB) : null].filter((c) => c && c.aha_mean_ms);
-    const maps = cfgs.length ? cfgs.map((c) => [c.label + " (ms)", c.aha_mean_ms, activationRange()])
+    let maps = S.field === "activation" && cfgs.length ? cfgs.map((c) => [c.label + " (ms)", c.aha_mean_ms, activationRange()])
       : strain ? [["end-systolic fibre strain", strain, [Math.min(...Object.values(strain)), Math.max(...Object.values(strain))]]] : [];
+    // The AHA field shown on the mesh: the bullseye is its colour key.
+    if (S.field === "aha" || (!maps.length && S.scene.mesh && S.scene.mesh.fields.aha)) maps = [["AHA segments (colour key)", null, [0, 1]]];
     if (!maps.length) { panel.hidden = true; return; }
     panel.hidden = false;
     holder.innerHTML = "";
@@ -385,8 +387,8 @@
       const fig = document.createElement("figure");
       const svg = svgEl("svg", { viewBox: "-120 -120 240 240" }, fig);
       for (const [seg, r0, r1, a0, a1] of ahaLayout()) {
-        const v = values[String(seg)];
-        const rgb = v === undefined ? [0.3, 0.3, 0.3] : mapStops(S.scene.colormaps.activation, (v - lo) / (hi - lo || 1));
+        const v = values ? values[String(seg)] : undefined;
+        const rgb = !values ? S.scene.colormaps.aha[seg] : v === undefined ? [0.3, 0.3, 0.3] : mapStops(S.scene.colormaps.activation, (v - lo) / (hi - lo || 1));
         const path = svgEl("path", { d: sector(r0, r1, a0, a1), fill: css(rgb), stroke: "#111", "stroke-width": 1, "data-segment": seg }, svg);
         svgEl("title", {}, path).textContent = `${seg} ${S.scene.aha_names[String(seg)] || ""}: ${v === undefined ? "n/a" : v.toFixed(2)}`;
         const am = (a0 + a1) / 2 * Math.PI / 180, rm = r0 === 0 ? 0 : (r0 + r1) / 2;
