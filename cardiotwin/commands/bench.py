@@ -17,6 +17,7 @@ BENCHES: dict[str, str] = {
     "em": "cardiotwin.mechanics.bench:bench_em",
     "mesh": "cardiotwin.meshing.bench:bench_mesh",
     "crt": "cardiotwin.therapy.bench:bench_crt",
+    "viewer": "cardiotwin.viewer.bench:run_bench",
 }
 
 log = logging.getLogger(__name__)
