@@ -156,6 +156,31 @@ def _save(fig: Any, path: Path) -> None:
     plt.close(fig)
 
 
+def _views(mesh: HeartMesh) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """Two views of the heart, base up: from the LV free wall and from the RV side.
+
+    Returns (name, horizontal, vertical, depth towards the viewer) per view, each (N,) mm.
+    """
+    from cardiotwin.anatomy import FacetTag
+    from cardiotwin.therapy.baseline import long_axis_height, surface_nodes
+
+    h = long_axis_height(mesh)
+    centred = mesh.points - mesh.points.mean(axis=0)
+    up, *_ = np.linalg.lstsq(np.column_stack([centred, np.ones(len(h))]), h, rcond=None)
+    up = up[:3] / np.linalg.norm(up[:3])  # direction of increasing apico-basal height
+    lv = surface_nodes(mesh, FacetTag.LV_ENDO)
+    rv = surface_nodes(mesh, FacetTag.RV_ENDO)
+    lateral = mesh.points[lv].mean(axis=0) - (mesh.points[rv].mean(axis=0) if rv.size else mesh.points.mean(axis=0))
+    lateral = lateral - (lateral @ up) * up
+    if np.linalg.norm(lateral) < 1e-9:
+        lateral = np.cross(up, [0.0, 0.0, 1.0]) if abs(up[2]) < 0.9 else np.cross(up, [1.0, 0.0, 0.0])
+    lateral /= np.linalg.norm(lateral)
+    side = np.cross(up, lateral)
+    vert = centred @ up
+    return [("LV free wall", centred @ side, vert, centred @ lateral),
+            ("RV side", -(centred @ side), vert, -(centred @ lateral))]
+
+
 def write_outputs(
     result: TherapyResult,
     out_dir: Path,
@@ -222,21 +247,26 @@ def write_outputs(
         _save(fig, paths["pv_loops"])
 
     names = list(maps)[:4]
-    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.6), squeeze=False)
+    views = _views(mesh)
+    fig, axes = plt.subplots(len(views), len(names), figsize=(3.4 * len(names), 3.2 * len(views)), squeeze=False)
     vmax = max(float(np.nanmax(np.where(np.isfinite(maps[n]), maps[n], np.nan))) for n in names)
-    epi = np.unique(mesh.facets)
-    centred = mesh.points - mesh.points.mean(axis=0)
-    # project onto the two leading principal axes of the heart for a fixed, comparable view
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    xy = centred @ vt[:2].T
-    for ax, name in zip(axes[0], names):
+    from cardiotwin.anatomy import FacetTag
+
+    surface = np.unique(mesh.facets[mesh.facet_tags == int(FacetTag.EPI)])  # the outside, as a surgeon sees it
+    for col, name in enumerate(names):
         t = maps[name]
-        sc = ax.scatter(xy[epi, 0], xy[epi, 1], c=np.where(np.isfinite(t[epi]), t[epi], np.nan), s=3, cmap="jet_r",
-                        vmin=0.0, vmax=vmax)
-        ax.set_title(f"{name}\nTAT {np.nanmax(np.where(np.isfinite(t), t, np.nan)):.0f} ms", fontsize=8)
-        ax.set_aspect("equal")
-        ax.axis("off")
-    fig.colorbar(sc, ax=axes[0].tolist(), label="activation time (ms)")
+        for row, (view_name, u, v, depth) in enumerate(views):
+            ax = axes[row][col]
+            front = surface[depth[surface] >= np.median(depth[surface])]  # the half facing the viewer
+            front = front[np.argsort(depth[front])]  # far to near, so near points are drawn on top
+            sc = ax.scatter(u[front], v[front], c=np.where(np.isfinite(t[front]), t[front], np.nan), s=6,
+                            cmap=matplotlib.colormaps["jet_r"].with_extremes(bad="0.6"), vmin=0.0, vmax=vmax,
+                            plotnonfinite=True)
+            tat = np.nanmax(np.where(np.isfinite(t), t, np.nan))
+            ax.set_title(f"{name}, {view_name}\nTAT {tat:.0f} ms" if row == 0 else view_name, fontsize=8)
+            ax.set_aspect("equal")
+            ax.axis("off")
+    fig.colorbar(sc, ax=axes.ravel().tolist(), label="activation time (ms), grey: scar")
     paths["activation_maps"] = out_dir / "activation_maps.png"
     _save(fig, paths["activation_maps"])
 
