@@ -107,8 +107,9 @@ def test_candidates_from_a_serialised_therapy_result(tmp_path: Path) -> None:
     assert [c.id for c in cands] == ["biv-aha5", "rv-only"]
     assert cands[0].position_mm == (18.0, 2.0, -4.0)  # marker at the LV lead
     assert cands[1].position_mm == (-20.0, 0.0, -15.0)  # no LV lead: at the RV lead
-    assert cands[0].response == 25.0 and "LV activation" in cands[0].response_name  # -lvat_change_pct
-    assert cands[1].response == 2.0  # falls back to -tat_change_pct
+    # rv-only has no LVAT change: both are coloured by the total activation time reduction (-tat_change_pct)
+    assert (cands[0].response, cands[1].response) == (18.0, 2.0)
+    assert {c.response_name for c in cands} == {"total activation time reduction (%)"}
     assert cands[0].metrics["concordance"] == "concordant" and cands[0].metrics["probability_best"] == 0.7
     assert cands[1].metrics["excluded_reason"] == "no LV lead"
     assert "qrs_ms" not in cands[0].metrics  # None is not a number to show
@@ -120,6 +121,36 @@ def test_candidate_activation_paths_must_stay_in_the_case(tmp_path: Path) -> Non
     path = tmp_path / "case" / "therapy" / "ranking.json"
     path.write_text(json.dumps({"candidates": [{"id": "a", "position_mm": [0, 0, 0], "activation": "../../outside.vtu"}]}))
     assert read_candidates(path, case_root=tmp_path / "case")[0].activation_path is None
-    path.write_text(json.dumps({"candidates": [{"id": "a"}]}))
-    with pytest.raises(CaseError, match="position"):
+    path.write_text(json.dumps({"candidates": [{"id": "a", "position_mm": [1.0, 2.0]}]}))
+    with pytest.raises(CaseError, match="3-vector"):
         read_candidates(path, case_root=tmp_path / "case")
+
+
+def test_candidates_from_the_crt_stage_writer(tmp_path: Path) -> None:
+    """ranking.json as cardiotwin.therapy.outputs writes it: one response scale for all candidates."""
+    from cardiotwin.therapy.outputs import result_to_dict
+    from cardiotwin.types import CandidateResult, LeadSite, PacingProtocol, TherapyResult
+
+    rv = LeadSite(name="RV_apex", chamber="RV", node=3, position_mm=(-20.0, 0.0, -15.0), surface="rv_endo")
+    lv5 = LeadSite(name="LV_AHA5", chamber="LV", node=7, position_mm=(18.0, 2.0, -4.0), aha_segment=5)
+    lv11 = LeadSite(name="LV_AHA11", chamber="LV", node=9, position_mm=(17.0, 1.0, -14.0), aha_segment=11)
+    cands = (
+        CandidateResult(protocol=PacingProtocol(name="BiV_LV_AHA5", lv_site=lv5, rv_site=rv), rank=1, recommended=True,
+                        excluded_reason="", metrics={"tat_change_pct": -20.0, "lvat_change_pct": -30.0,
+                                                     "dpdt_change_pct": 15.0, "qrs_ms": float("nan")}),
+        CandidateResult(protocol=PacingProtocol(name="BiV_LV_AHA11", lv_site=lv11, rv_site=rv), rank=2, recommended=True,
+                        excluded_reason="", metrics={"tat_change_pct": -10.0, "lvat_change_pct": -12.0}),
+        CandidateResult(protocol=PacingProtocol(name="intrinsic"), rank=3, recommended=False,
+                        excluded_reason="no leads", metrics={"tat_change_pct": 0.0, "lvat_change_pct": 0.0}),
+    )
+    result = TherapyResult(baseline={"tat_ms": 120.0}, candidates=cands, latest_segment=5, scar_segments=())
+    (tmp_path / "therapy").mkdir()
+    path = tmp_path / "therapy" / "ranking.json"
+    path.write_text(json.dumps(result_to_dict(result)))
+    got = {c.id: c for c in read_candidates(path, case_root=tmp_path)}
+    # dP/dt exists for the best protocol only: the shared scale is the LV activation-time reduction
+    assert {c.response_name for c in got.values()} == {"LV activation time reduction (%)"}
+    assert got["BiV_LV_AHA5"].response == 30.0 and got["BiV_LV_AHA11"].response == 12.0
+    assert got["BiV_LV_AHA5"].position_mm == (18.0, 2.0, -4.0)
+    assert got["intrinsic"].position_mm is None  # listed, but no marker
+    assert got["BiV_LV_AHA5"].metrics["dpdt_change_pct"] == 15.0 and "qrs_ms" not in got["BiV_LV_AHA5"].metrics

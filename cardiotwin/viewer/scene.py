@@ -107,7 +107,9 @@ def find_case_contents(root: str | Path) -> CaseContents:
     labels = _first_existing(root / "segment" / "labels.nii.gz")
     if labels is None:
         absent["label_surfaces"] = "no segment/labels.nii.gz (run `cardiotwin segment`)"
-    activation = _first_existing(root / "ep" / "activation.vtu")
+    # Baseline map: the EP stage's, else the CRT stage's intrinsic (LBBB) map.
+    activation = _first_existing(root / "ep" / "activation.vtu", root / "therapy" / "activation" / "baseline.vtu",
+                                 root / "therapy" / "activation.vtu")
     meshes = [activation] if activation else []
     for stage in ("fibers", "mesh"):
         folder = root / stage
@@ -117,7 +119,7 @@ def find_case_contents(root: str | Path) -> CaseContents:
     if mesh is None:
         absent["mesh"] = "no mesh (run `cardiotwin mesh`)"
     if activation is None:
-        absent["activation"] = "no ep/activation.vtu (run `cardiotwin simulate ep`)"
+        absent["activation"] = "no ep/activation.vtu (run `cardiotwin simulate ep` or `cardiotwin crt`)"
     ep_summary = _first_existing(root / "ep" / "ep.json")
     em_metrics = _first_existing(root / "em" / "metrics.json")
     if em_metrics is None:
@@ -186,6 +188,14 @@ def _volume_section(contents: CaseContents, opts: SceneOptions) -> tuple[dict[st
     return section, surfaces
 
 
+def activation_values(values: np.ndarray) -> np.ndarray:
+    """Activation times (ms) with "never activated" as NaN: the CRT stage writes -1 (scar core),
+    solvers may write inf."""
+    act = np.asarray(values, dtype=float).copy()
+    act[~np.isfinite(act) | (act < 0)] = np.nan
+    return act
+
+
 def _configuration(cid: str, label: str, surface: SurfaceMesh, act_ms: np.ndarray,
                    aha: np.ndarray | None, opts: SceneOptions, metrics: dict[str, Any]) -> dict[str, Any]:
     finite = act_ms[np.isfinite(act_ms)]
@@ -198,6 +208,7 @@ def _configuration(cid: str, label: str, surface: SurfaceMesh, act_ms: np.ndarra
         "isochrones": encode_array(seg, "float32"),
         "isochrone_levels_ms": levels.tolist(),
         "first_ms": t0, "last_ms": t1, "total_activation_ms": t1 - t0,
+        "not_activated_fraction": float(np.mean(~np.isfinite(act_ms))) if act_ms.size else 0.0,
         "metrics": metrics,
     }
     if aha is not None:
@@ -284,13 +295,19 @@ def build_scene(root: str | Path, *, opts: SceneOptions = SceneOptions()) -> dic
         else:
             absent["fibres"] = f"{contents.mesh.name} has no f0 (run `cardiotwin fibers`)"
         if "activation_time_ms" in vol.point_data:
-            act = np.asarray(vol.point_data["activation_time_ms"], dtype=float)[surface.point_ids]
+            act = activation_values(vol.point_data["activation_time_ms"])[surface.point_ids]
             payload["configurations"].append(
                 _configuration("baseline", "Baseline", surface, act, aha, opts, {}))
 
     if contents.ranking is not None:
         candidates = read_candidates(contents.ranking, case_root=contents.root)
         payload["candidates"] = [_candidate_entry(c, payload, surface, aha, opts, absent) for c in candidates]
+        ranking = _read_json(contents.ranking)
+        if isinstance(ranking, dict) and isinstance(ranking.get("baseline"), dict) and payload["configurations"] \
+                and payload["configurations"][0]["id"] == "baseline":
+            from cardiotwin.viewer.therapy import _scalar_metrics
+
+            payload["configurations"][0]["metrics"] = _scalar_metrics(ranking["baseline"])
     if contents.em_metrics is not None:
         payload["pv"] = _pv_section(contents.em_metrics)
     if contents.ep_summary is not None:
@@ -312,7 +329,8 @@ def build_scene(root: str | Path, *, opts: SceneOptions = SceneOptions()) -> dic
 
 def _candidate_entry(c: Candidate, payload: dict[str, Any], surface: SurfaceMesh | None,
                      aha: np.ndarray | None, opts: SceneOptions, absent: dict[str, str]) -> dict[str, Any]:
-    entry: dict[str, Any] = {"id": c.id, "label": c.label, "rank": c.rank, "position_mm": list(c.position_mm),
+    entry: dict[str, Any] = {"id": c.id, "label": c.label, "rank": c.rank,
+                             "position_mm": list(c.position_mm) if c.position_mm else None,
                              "response": c.response, "response_name": c.response_name or "predicted response",
                              "metrics": c.metrics, "configuration": None}
     if c.activation_path is not None and surface is not None:
@@ -322,7 +340,7 @@ def _candidate_entry(c: Candidate, payload: dict[str, Any], surface: SurfaceMesh
         if "activation_time_ms" not in vol.point_data:
             absent[f"candidate {c.id}"] = f"{c.activation_path.name} has no activation_time_ms"
             return entry
-        act = np.asarray(vol.point_data["activation_time_ms"], dtype=float)
+        act = activation_values(vol.point_data["activation_time_ms"])
         # Candidate runs may be on the same mesh (same node order) or a copy: map by position.
         _, nearest = cKDTree(vol.points).query(surface.vertices_mm)
         cfg = _configuration(f"candidate:{c.id}", c.label, surface, act[nearest], aha, opts, c.metrics)

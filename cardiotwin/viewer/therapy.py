@@ -13,9 +13,11 @@ Accepted layout (the CRT stage's output; a bare list of candidates is accepted t
 The serialised ``cardiotwin.types.TherapyResult`` is read too: each candidate then holds
 ``protocol`` (``name``, ``lv_site`` / ``rv_site`` with ``position_mm``), ``rank``, ``recommended``,
 ``excluded_reason``, ``concordance``, ``metrics`` and ``uq``; the marker sits at the LV lead (the
-RV lead when there is none), and the response shown is, in this order of preference, an explicit
-``predicted_response``, the change of dP/dt max (%, electromechanics), or the reduction of LV /
-total activation time (``-lvat_change_pct`` / ``-tat_change_pct``, %).
+RV lead when there is none; no marker for a protocol without leads), and the response shown is an
+explicit ``predicted_response`` or else one metric for all candidates: the change of dP/dt max
+(%, electromechanics) when every candidate has it, else the reduction of LV / total activation
+time (``-lvat_change_pct`` / ``-tat_change_pct``, %). This is the CRT stage's ``ranking.json``
+(``cardiotwin.therapy.outputs.result_to_dict``, with ``activation`` set per mapped candidate).
 
 When ``activation`` is not given, ``therapy/<id>/activation.vtu``,
 ``therapy/candidates/<id>/activation.vtu`` and ``therapy/activation/<id>.vtu`` are looked for.
@@ -24,6 +26,7 @@ Paths must stay inside the case.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -43,7 +46,7 @@ class Candidate:
 
     id: str
     label: str
-    position_mm: tuple[float, float, float]
+    position_mm: tuple[float, float, float] | None
     response: float | None
     rank: int | None
     response_name: str = ""
@@ -69,18 +72,30 @@ def _inside(root: Path, candidate: Path) -> bool:
     return candidate.resolve().is_relative_to(root.resolve())
 
 
-def _response(entry: dict[str, Any], metrics: dict[str, float | str]) -> tuple[float | None, str]:
-    """(value, name) of the predicted response, higher = better; (None, "") when none is known."""
+# Response quantities, best first: (metric key, sign making higher = better, name shown).
+_RESPONSE_METRICS = (
+    ("dpdt_change_pct", 1.0, "dP/dt max change (%)"),
+    ("lvat_change_pct", -1.0, "LV activation time reduction (%)"),
+    ("tat_change_pct", -1.0, "total activation time reduction (%)"),
+)
+
+
+def _explicit_response(entry: dict[str, Any]) -> tuple[float | None, str]:
     for k in _RESPONSE_KEYS:
         if isinstance(entry.get(k), (int, float)) and not isinstance(entry.get(k), bool):
             return float(entry[k]), k
-    if isinstance(metrics.get("dpdt_change_pct"), float):
-        return float(metrics["dpdt_change_pct"]), "dP/dt max change (%)"
-    for k, name in (("lvat_change_pct", "LV activation time reduction (%)"),
-                    ("tat_change_pct", "total activation time reduction (%)")):
-        if isinstance(metrics.get(k), float):
-            return -float(metrics[k]), name
     return None, ""
+
+
+def _common_response(metrics: list[dict[str, float | str]]) -> tuple[str, float, str] | None:
+    """The response metric all candidates have (else the first any has), so that one colour
+    scale compares like with like: the CRT stage adds dP/dt only for the best few protocols."""
+    for require_all in (True, False):
+        for key, sign, name in _RESPONSE_METRICS:
+            have = [isinstance(m.get(key), float) for m in metrics]
+            if have and (all(have) if require_all else any(have)):
+                return key, sign, name
+    return None
 
 
 def read_candidates(path: Path, *, case_root: Path) -> list[Candidate]:
@@ -103,8 +118,8 @@ def read_candidates(path: Path, *, case_root: Path) -> list[Candidate]:
         for site in ("lv_site", "rv_site"):
             if pos is None and isinstance(protocol.get(site), dict):
                 pos = protocol[site].get("position_mm")
-        if not (isinstance(pos, (list, tuple)) and len(pos) == 3):
-            raise CaseError(f"{path}: candidate {cid!r} has no 3-vector position ({' / '.join(_POSITION_KEYS)})")
+        if pos is not None and not (isinstance(pos, (list, tuple)) and len(pos) == 3):
+            raise CaseError(f"{path}: candidate {cid!r}: position is not a 3-vector ({' / '.join(_POSITION_KEYS)})")
         metrics = _scalar_metrics(e.get("metrics"))
         if not metrics:  # flat layout: scalar fields of the entry itself
             skip = {"id", "name", "label", "rank", "activation", *_POSITION_KEYS}
@@ -115,7 +130,7 @@ def read_candidates(path: Path, *, case_root: Path) -> list[Candidate]:
         uq = e.get("uq") if isinstance(e.get("uq"), dict) else {}
         if isinstance(uq.get("probability_best"), (int, float)):
             metrics["probability_best"] = float(uq["probability_best"])
-        response, response_name = _response(e, metrics)
+        response, response_name = _explicit_response(e)
         act = None
         rel = e.get("activation")
         tries = [therapy_dir / rel, Path(case_root) / rel] if isinstance(rel, str) else [
@@ -125,8 +140,15 @@ def read_candidates(path: Path, *, case_root: Path) -> list[Candidate]:
             if p.is_file() and _inside(case_root, p):
                 act = p
                 break
-        out.append(Candidate(id=cid, label=str(e.get("label") or cid), position_mm=tuple(float(x) for x in pos),
+        out.append(Candidate(id=cid, label=str(e.get("label") or cid),
+                             position_mm=tuple(float(x) for x in pos) if pos is not None else None,
                              response=response, response_name=response_name,
                              rank=int(e["rank"]) if isinstance(e.get("rank"), int) else None,
                              metrics=metrics, activation_path=act))
+    common = _common_response([c.metrics for c in out if c.response is None])
+    if common is not None:
+        key, sign, name = common
+        out = [c if c.response is not None else dataclasses.replace(
+            c, response=sign * float(c.metrics[key]) if isinstance(c.metrics.get(key), float) else None,
+            response_name=name) for c in out]
     return out

@@ -108,12 +108,10 @@
     pane.layers.isochrones = new THREE.Group();
     scene.add(pane.layers.isochrones);
     pane.layers.candidates = new THREE.Group();
-    const respValues = sc.candidates.map((c) => c.response).filter((r) => r !== null);
-    const rmin = Math.min(...respValues), rmax = Math.max(...respValues);
     const radius = S.sceneRadius * 0.035;
     for (const c of sc.candidates) {
-      const rgb = c.response === null ? [0.6, 0.6, 0.6] :
-        mapStops(sc.colormaps.response, rmax > rmin ? (c.response - rmin) / (rmax - rmin) : 1);
+      const rgb = candidateColour(c);
+      if (!c.position_mm) continue;  // a protocol without leads has no place on the heart
       const m = new THREE.Mesh(new THREE.SphereGeometry(radius, 20, 14),
         new THREE.MeshPhongMaterial({ color: new THREE.Color().setRGB(rgb[0], rgb[1], rgb[2], THREE.SRGBColorSpace), emissive: 0x111111 }));
       m.position.set(c.position_mm[0], c.position_mm[1], c.position_mm[2]);
@@ -134,6 +132,17 @@
       down = null;
     });
     return pane;
+  }
+
+  // Predicted response -> colour, scaled over all candidates (grey when unknown).
+  function candidateColour(c) {
+    const sc = S.scene;
+    if (!S.respRange) {
+      const v = sc.candidates.map((x) => x.response).filter((r) => r !== null);
+      S.respRange = v.length ? [Math.min(...v), Math.max(...v)] : [0, 1];
+    }
+    const [lo, hi] = S.respRange;
+    return c.response === null ? [0.6, 0.6, 0.6] : mapStops(sc.colormaps.response, hi > lo ? (c.response - lo) / (hi - lo) : 1);
   }
 
   function pick(pane, e) {
@@ -266,7 +275,7 @@
     let html = `<div><strong>${escapeHtml(c.label)}</strong> (${escapeHtml(c.id)})</div><table>`;
     if (c.rank !== null) html += `<tr><td>rank</td><td>${c.rank}</td></tr>`;
     if (c.response !== null) html += `<tr><td>${escapeHtml(c.response_name)}</td><td>${c.response.toPrecision(3)}</td></tr>`;
-    html += `<tr><td>position (LPS mm)</td><td>${c.position_mm.map((v) => v.toFixed(1)).join(", ")}</td></tr>`;
+    if (c.position_mm) html += `<tr><td>position (LPS mm)</td><td>${c.position_mm.map((v) => v.toFixed(1)).join(", ")}</td></tr>`;
     for (const [k, v] of Object.entries(c.metrics)) html += `<tr><td>${escapeHtml(k)}</td><td>${typeof v === "number" ? v.toPrecision(4) : escapeHtml(v)}</td></tr>`;
     box.innerHTML = html + "</table>";
     box.dataset.candidate = c.id;
@@ -286,10 +295,9 @@
       $("#candidate-legend").textContent = `marker colour: ${names}, red = lowest, green = highest. Click a marker or a row.`;
     }
     for (const c of ordered) {
-      const m = S.panes[0].layers.candidates.children.find((x) => x.userData.candidateId === c.id);
       const tr = document.createElement("tr");
       tr.dataset.id = c.id;
-      tr.innerHTML = `<td>${c.rank ?? ""}</td><td><span class="swatch" style="background:${css(m.userData.colour)}"></span>${escapeHtml(c.label)}</td>` +
+      tr.innerHTML = `<td>${c.rank ?? ""}</td><td><span class="swatch" style="background:${css(candidateColour(c))}"></span>${escapeHtml(c.label)}</td>` +
         `<td>${c.response === null ? "" : c.response.toFixed(2)}</td>`;
       tr.addEventListener("click", () => selectCandidate(c.id, { switchPane: 0 }));
       tbl.appendChild(tr);
@@ -524,7 +532,7 @@
     const add = (arr) => { for (let i = 0; i < arr.length; i += 3) box.expandByPoint(new THREE.Vector3(arr[i], arr[i + 1], arr[i + 2])); };
     if (sc.mesh) add(decode(sc.mesh.vertices));
     else for (const s of sc.label_surfaces) add(decode(s.vertices));
-    for (const c of sc.candidates) box.expandByPoint(new THREE.Vector3(...c.position_mm));
+    for (const c of sc.candidates) if (c.position_mm) box.expandByPoint(new THREE.Vector3(...c.position_mm));
     if (box.isEmpty()) box.set(new THREE.Vector3(-50, -50, -50), new THREE.Vector3(50, 50, 50));
     const sphere = box.getBoundingSphere(new THREE.Sphere());
     S.sceneCentre = sphere.center;
