@@ -35,7 +35,7 @@ class ProtocolConfig:
     av_delay_ms: float = 120.0
     vv_delay_ms: float = 0.0
     include_rv_only: bool = True
-    av_delays_ms: tuple[float, ...] = (100.0, 140.0, 170.0)
+    av_delays_ms: tuple[float, ...] = (100.0, 140.0, 170.0, 200.0)
     vv_delays_ms: tuple[float, ...] = (-20.0, 0.0, 20.0, 40.0)
     timing_top_k: int = 3
 

@@ -3,7 +3,8 @@
 Steps: candidate sites -> phase 1 (baseline + every site at the nominal timing, for the nominal
 inputs and every quasi-Monte Carlo sample) -> nominal ranking -> phase 2 (AV x VV grid for the
 best LV sites, nominal inputs) -> ranking with TARGET concordance and uncertainty ->
-electromechanics of the baseline and the best ``em_top_k`` protocols -> TherapyResult.
+electromechanics of the baseline and of the best protocol at each of the best ``em_top_k`` LV
+sites -> TherapyResult.
 All solves are idempotent tasks (``sweep``, ``response``) run on the given Dask client.
 """
 
@@ -171,17 +172,21 @@ def run_crt(
     # activation maps of the baseline and the best protocols (nominal; cheap to recompute)
     ranked = sorted(nominal.values(), key=lambda v: rank_key(v[0].name, v[1], v[2]))
     recommended = [v for v in ranked if not v[2]]
+    # the best protocol of each of the best distinct LV sites (timings of one site give near-identical maps)
+    best_per_site: list[PacingProtocol] = []
+    for p, _, _ in recommended:
+        if p.lv_site is not None and all(q.lv_site.name != p.lv_site.name for q in best_per_site):  # type: ignore[union-attr]
+            best_per_site.append(p)
     maps: dict[str, np.ndarray] = {}
     maps["baseline"], _ = solve_protocol(mesh, baseline_protocol(), cfg.conduction, solver=solver)
-    n_best = max(cfg.em_top_k, 1)
-    for p, _, _ in recommended[:n_best]:
+    for p in best_per_site[: max(cfg.em_top_k, 1)]:
         maps[p.name], _ = solve_protocol(mesh, p, cfg.conduction, solver=solver)
     base_qrs = qrs(mesh, maps["baseline"]) if qrs else None
     t = timer.add("activation_maps", t)
 
     beats: dict[str, dict[str, Any]] = {}
     if cfg.em_top_k > 0:
-        names = ["baseline"] + [p.name for p, _, _ in recommended[: cfg.em_top_k]]
+        names = ["baseline"] + [p.name for p in best_per_site[: cfg.em_top_k]]
         kw = dict(mesh_path=str(mesh_path), mesh_sha256=mesh_sha, em_config=cfg.electromechanics, work_dir=str(work_dir))
         if client is None:
             for n in names:
