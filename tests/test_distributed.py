@@ -111,3 +111,17 @@ def test_scheduler_address_is_checked():
     with pytest.raises(ConfigError, match="tcp://"):
         with dask_client(scheduler="localhost:8786"):
             pass
+
+
+def test_existing_scheduler_by_address(sweep_setup, tmp_path):
+    from distributed import LocalCluster
+
+    mesh, path, tasks = sweep_setup
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp", host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        with dask_client(scheduler=cluster.scheduler_address) as client:
+            res = run_sweep(tasks[:3], mesh_path=path, mesh_sha256=sha256_file(path), work_dir=tmp_path / "w",
+                            solver=graph_activation, client=client)
+        assert set(res) == {t.key for t in tasks[:3]}
+        assert len(cluster.scheduler.workers) == 1  # the cluster outlives the client
