@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from cardiotwin.errors import StageError
 from cardiotwin.io.atomic import write_json_atomic
 from cardiotwin.therapy.sweep import read_task_result
 
@@ -44,6 +45,7 @@ def run_beat_task(
     work_dir: str,
 ) -> dict[str, Any]:
     """Simulate (or reuse) one beat; writes ``work_dir/em_<name>.json`` and ``em_<name>/`` outputs.
+    A beat whose mechanics or coupling diverges returns ``{"error": message}`` and stores nothing.
 
     activation_times_ms: (N,) per mesh point, ms from QRS onset (non-finite values, i.e. scar
     core, are set to the latest finite time: those points never contract actively in a useful way,
@@ -81,7 +83,11 @@ def run_beat_task(
     inputs = BeatInputs(mesh=heart.mesh, facet_tags=heart.facet_tags, fibres=_orthonormal_frame(f0), activation=a,
                         aha=aha)
     beat_dir = Path(work_dir) / f"em_{name}"
-    result = simulate_beat(inputs, cfg, out_dir=None)
+    try:
+        result = simulate_beat(inputs, cfg, out_dir=None)
+    except StageError as exc:  # a diverged beat is reported, not stored: a rerun tries again
+        log.warning("electromechanics of %s failed: %s", name, exc)
+        return {"name": name, "digest": digest, "error": str(exc), "seconds": round(time.perf_counter() - t0, 2)}
     write_outputs(result, beat_dir)
     data = {"name": name, "digest": digest, "seconds": round(time.perf_counter() - t0, 2),
             "result": result_to_dict(result)}

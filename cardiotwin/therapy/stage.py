@@ -197,6 +197,8 @@ def run_crt(
             beats = {n: f.result() for n, f in futs.items()}
     t = timer.add("electromechanics", t)
 
+    failed = {n: b["error"] for n, b in beats.items() if "error" in b}
+    beats = {n: b for n, b in beats.items() if "error" not in b}
     base_em = lv_beat_metrics(beats["baseline"]) if "baseline" in beats else None
     candidates = []
     for rank, (p, m, why) in enumerate(ranked, start=1):
@@ -204,6 +206,8 @@ def run_crt(
         metrics["qrs_ms"] = qrs(mesh, maps[p.name]) if qrs and p.name in maps else None
         if base_em is not None and p.name in beats:
             metrics.update(haemodynamic_response(lv_beat_metrics(beats[p.name]), base_em))
+        elif p.name in failed or (p.name in maps and "baseline" in failed):
+            metrics["em_error"] = failed.get(p.name) or f"baseline beat failed: {failed['baseline']}"
         conc = concordance(p.lv_site.aha_segment, latest) if p.lv_site is not None else ""
         candidates.append(CandidateResult(protocol=p, rank=rank, recommended=not why, excluded_reason=why,
                                           metrics=metrics, concordance=conc, uq=uq_by_name.get(p.name, {})))
@@ -219,7 +223,7 @@ def run_crt(
         sensitivity=sensitivity,
         metadata={"n_sites": len(lv_sites), "rv_site": dataclasses.asdict(rv), "n_samples": len(samples),
                   "n_tasks": len(tasks) + len(phase2), "segment_activation_ms": seg_times,
-                  "timings_s": timer.seconds, "mesh_sha256": mesh_sha,
+                  "timings_s": timer.seconds, "mesh_sha256": mesh_sha, "em_failures": failed,
                   "uq_inputs": {n: list(map(float, col)) for n, col in zip(uq.INPUT_NAMES, uq.input_values(conductions[1:]).T)}
                   if samples else {}},
     )
