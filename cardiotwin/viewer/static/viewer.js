@@ -252,10 +252,15 @@
     S.panes[1].config = S.configB;
     S.panes[1].root.hidden = !S.compare;
     $("#config-b-row").style.display = S.compare ? "" : "none";
-    for (const p of S.panes) updatePane(p);
-    renderAll();
     drawBullseye();
     drawSlicesAll();
+    refreshTime();
+  }
+
+  // What changes with the time slider only (runs every frame while playing).
+  function refreshTime() {
+    for (const p of S.panes) if (!p.root.hidden) updatePane(p);
+    renderAll();
     markPV();
     const [lo, hi] = activationRange();
     $("#time-label").textContent = !S.scene.configurations.length && !S.scene.deformation ? "no activation maps" : Number.isFinite(S.time) ? `t = ${S.time.toFixed(0)} ms` : `all (${lo.toFixed(0)}-${hi.toFixed(0)} ms)`;
@@ -503,7 +508,7 @@
       const [lo, hi] = timeRange();
       return +slider.value >= 1000 ? Infinity : lo + (hi - lo) * slider.value / 1000;
     };
-    slider.addEventListener("input", () => { S.time = sliderTime(); refresh(); });
+    slider.addEventListener("input", () => { S.time = sliderTime(); refreshTime(); });
     $("#play-button").addEventListener("click", () => {
       S.playing = !S.playing;
       $("#play-button").textContent = S.playing ? "Pause" : "Play";
@@ -513,7 +518,7 @@
         slider.value = (+slider.value + (now - last) / 4) % 1001;
         last = now;
         S.time = sliderTime();
-        refresh();
+        refreshTime();
         requestAnimationFrame(step);
       };
       requestAnimationFrame(step);
@@ -569,6 +574,9 @@
       drawECG();
       refresh();
       window.addEventListener("resize", renderAll);
+      // Layout changes (a scrollbar appearing, the compare pane opening) resize the canvases.
+      const ro = new ResizeObserver(() => renderAll());
+      for (const p of S.panes) ro.observe(p.canvas);
       $("#status").textContent = `${S.scene.present.join(", ")}`;
       window.cardiotwinViewer = { state: S, refresh, selectCandidate, markerScreenPosition, renderAll };
       document.body.dataset.ready = "1";
