@@ -197,3 +197,48 @@ def test_static_export_renders_like_the_app(browser, case: Path, server, tmp_pat
     assert changed_fraction(b, shot(exported, "#pane-0 canvas")) > 0.03
     served.close()
     exported.close()
+
+
+@pytest.fixture(scope="module")
+def crt_case(tmp_path_factory) -> Path:
+    """A case whose therapy/ stage is the CRT stage's own output (run_crt + write_outputs), with the
+    CRT tests' graph shortest-path activation solver standing in for the EP eikonal solver."""
+    from test_therapy_support import biventricle_with_fibres, graph_activation, write_mesh_file
+
+    from cardiotwin.cases import Case
+    from cardiotwin.therapy.outputs import write_outputs
+    from cardiotwin.therapy.stage import CRTConfig, run_crt
+    from cardiotwin.therapy.uq import UQConfig
+
+    root = tmp_path_factory.mktemp("crt") / "p001"
+    Case.create(root)
+    mesh = biventricle_with_fibres(4.0)
+    path = write_mesh_file(mesh, root / "fibers")
+    result, maps, beats = run_crt(mesh, mesh_path=path, cfg=CRTConfig(uq=UQConfig(samples=0), em_top_k=0),
+                                  work_dir=root.parent / "tasks", solver=graph_activation)
+    write_outputs(result, root / "therapy", mesh=mesh, maps=maps, beats=beats)
+    return root
+
+
+def test_crt_stage_output_is_reviewable(browser, crt_case: Path) -> None:
+    import json
+
+    from cardiotwin.viewer.app import start_background
+
+    ranking = json.loads((crt_case / "therapy" / "ranking.json").read_text())
+    sites = {tuple(np.round(c["position_mm"], 2)) for c in ranking["candidates"] if c["position_mm"]}
+    with start_background(crt_case) as srv:
+        page = open_page(browser, srv.url)
+        assert page.locator("#candidate-table tr").count() == len(ranking["candidates"])
+        n_markers = page.evaluate("window.cardiotwinViewer.state.panes[0].layers.candidates.children.length")
+        assert n_markers == len(sites)  # one marker per lead site (AV/VV variants share it)
+        options = page.locator("#config-a option").all_inner_texts()
+        assert options[0] == "Baseline" and len(options) >= 2  # baseline + the mapped best protocol(s)
+        base = shot(page, "#pane-0 canvas")
+        assert base.std() > 20
+        page.locator("#candidate-table tr").first.click()
+        assert page.locator("#candidate-details").get_attribute("data-candidate") == ranking["best"]
+        assert "tat_change_pct" in page.inner_text("#candidate-details")
+        assert page.input_value("#config-a") == f"candidate:{ranking['best']}"
+        assert changed_fraction(base, shot(page, "#pane-0 canvas")) > 0.03
+        page.close()

@@ -148,9 +148,10 @@ def test_candidates_from_the_crt_stage_writer(tmp_path: Path) -> None:
     path = tmp_path / "therapy" / "ranking.json"
     path.write_text(json.dumps(result_to_dict(result)))
     got = {c.id: c for c in read_candidates(path, case_root=tmp_path)}
-    # dP/dt exists for the best protocol only: the shared scale is the LV activation-time reduction
-    assert {c.response_name for c in got.values()} == {"LV activation time reduction (%)"}
-    assert got["BiV_LV_AHA5"].response == 30.0 and got["BiV_LV_AHA11"].response == 12.0
+    # dP/dt exists for the best protocol only: the shared scale is the total activation-time
+    # reduction, the quantity the CRT ranking orders by (cardiotwin.therapy.ranking)
+    assert {c.response_name for c in got.values()} == {"total activation time reduction (%)"}
+    assert got["BiV_LV_AHA5"].response == 20.0 and got["BiV_LV_AHA11"].response == 10.0
     assert got["BiV_LV_AHA5"].position_mm == (18.0, 2.0, -4.0)
     assert got["intrinsic"].position_mm is None  # listed, but no marker
     assert got["BiV_LV_AHA5"].metrics["dpdt_change_pct"] == 15.0 and "qrs_ms" not in got["BiV_LV_AHA5"].metrics

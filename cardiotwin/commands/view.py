@@ -41,8 +41,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from cardiotwin.viewer.app import serve
 
+    port = args.port
+    if port == 0:  # pick a free port now, so that the address printed is the one served
+        import socket
+
+        with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as sock:
+            sock.bind((args.host, 0))
+            port = int(sock.getsockname()[1])
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: anyone who can reach this address can read the case", args.host)
-    print(f"cardiotwin review of {case} on http://{args.host}:{args.port}/  (Ctrl-C to stop)", flush=True)
-    serve(case, host=args.host, port=args.port, opts=opts)
+    print(f"cardiotwin review of {case} on http://{args.host}:{port}/  (Ctrl-C to stop)", flush=True)
+    serve(case, host=args.host, port=port, opts=opts)
     return 0

@@ -15,8 +15,8 @@ The serialised ``cardiotwin.types.TherapyResult`` is read too: each candidate th
 ``excluded_reason``, ``concordance``, ``metrics`` and ``uq``; the marker sits at the LV lead (the
 RV lead when there is none; no marker for a protocol without leads), and the response shown is an
 explicit ``predicted_response`` or else one metric for all candidates: the change of dP/dt max
-(%, electromechanics) when every candidate has it, else the reduction of LV / total activation
-time (``-lvat_change_pct`` / ``-tat_change_pct``, %). This is the CRT stage's ``ranking.json``
+(%, electromechanics) when every candidate has it, else the reduction of total / LV activation
+time (``-tat_change_pct``, the quantity the CRT ranking orders by / ``-lvat_change_pct``, %). This is the CRT stage's ``ranking.json``
 (``cardiotwin.therapy.outputs.result_to_dict``, with ``activation`` set per mapped candidate).
 
 When ``activation`` is not given, ``therapy/<id>/activation.vtu``,
@@ -75,8 +75,8 @@ def _inside(root: Path, candidate: Path) -> bool:
 # Response quantities, best first: (metric key, sign making higher = better, name shown).
 _RESPONSE_METRICS = (
     ("dpdt_change_pct", 1.0, "dP/dt max change (%)"),
+    ("tat_change_pct", -1.0, "total activation time reduction (%)"),  # what the CRT ranking orders by
     ("lvat_change_pct", -1.0, "LV activation time reduction (%)"),
-    ("tat_change_pct", -1.0, "total activation time reduction (%)"),
 )
 
 

@@ -109,9 +109,16 @@
     scene.add(pane.layers.isochrones);
     pane.layers.candidates = new THREE.Group();
     const radius = S.sceneRadius * 0.035;
+    // One marker per lead site: the best-ranked protocol there (AV/VV variants share a site).
+    const bySite = new Map();
     for (const c of sc.candidates) {
-      const rgb = candidateColour(c);
       if (!c.position_mm) continue;  // a protocol without leads has no place on the heart
+      const key = c.position_mm.map((v) => v.toFixed(2)).join(",");
+      const prev = bySite.get(key);
+      if (!prev || (c.rank ?? 1e9) < (prev.rank ?? 1e9)) bySite.set(key, c);
+    }
+    for (const c of bySite.values()) {
+      const rgb = candidateColour(c);
       const m = new THREE.Mesh(new THREE.SphereGeometry(radius, 20, 14),
         new THREE.MeshPhongMaterial({ color: new THREE.Color().setRGB(rgb[0], rgb[1], rgb[2], THREE.SRGBColorSpace), emissive: 0x111111 }));
       m.position.set(c.position_mm[0], c.position_mm[1], c.position_mm[2]);
@@ -302,7 +309,8 @@
     for (const c of ordered) {
       const tr = document.createElement("tr");
       tr.dataset.id = c.id;
-      tr.innerHTML = `<td>${c.rank ?? ""}</td><td><span class="swatch" style="background:${css(candidateColour(c))}"></span>${escapeHtml(c.label)}</td>` +
+      tr.title = c.label;
+      tr.innerHTML = `<td>${c.rank ?? ""}</td><td><span class="swatch" style="background:${css(candidateColour(c))}"></span>${escapeHtml(c.id)}</td>` +
         `<td>${c.response === null ? "" : c.response.toFixed(2)}</td>`;
       tr.addEventListener("click", () => selectCandidate(c.id, { switchPane: 0 }));
       tbl.appendChild(tr);
