@@ -24,7 +24,9 @@ TARGET_DEMO_S = 15 * 60
 
 
 def _run_demo(case: Path, recipe: Path, scan: Path, labels: Path | None) -> tuple[float, dict]:
-    cmd = [sys.executable, "-m", "cardiotwin", "-q", "run", str(recipe), "--scan", str(scan), "--out", str(case)]
+    # the console script (not `python -m cardiotwin`): Dask's spawned workers must not re-run the entry point
+    cmd = [str(Path(sys.executable).parent / "cardiotwin"), "-q", "run", str(recipe), "--scan", str(scan),
+           "--out", str(case)]
     if labels is not None:
         cmd += ["--labels", str(labels)]
     t0 = time.perf_counter()
