@@ -143,6 +143,15 @@ def test_isochrones_lie_on_their_level() -> None:
     assert np.min(np.abs(xs[:, None] - levels[None, :]), axis=1).max() < 1e-9
 
 
+def test_slice_names_follow_the_scan_orientation() -> None:
+    from cardiotwin.viewer.scene import slice_names
+
+    assert slice_names(np.eye(3)) == ["sagittal (i)", "coronal (j)", "axial (k)"]
+    tilt = np.deg2rad(40.0)  # short-axis stack tilted 40 degrees about x: j and k are oblique
+    rot = np.array([[1, 0, 0], [0, np.cos(tilt), -np.sin(tilt)], [0, np.sin(tilt), np.cos(tilt)]])
+    assert slice_names(rot) == ["sagittal (i)", "oblique (j)", "oblique (k)"]
+
+
 def test_boundary_of_a_cube_split_in_tets_has_12_triangles() -> None:
     # Freudenthal split of the unit cube into 6 tets: boundary = 6 faces x 2 triangles.
     cube = np.array([[0, 1, 3, 7], [0, 1, 5, 7], [0, 2, 3, 7], [0, 2, 6, 7], [0, 4, 5, 7], [0, 4, 6, 7]])

@@ -166,7 +166,8 @@ def _volume_section(contents: CaseContents, opts: SceneOptions) -> tuple[dict[st
     affine = geometry.affine_lps.copy()
     affine[:3, :3] *= stride
     section: dict[str, Any] = {"stride": stride, "affine_lps": affine.tolist(),
-                               "spacing_mm": [s * stride for s in geometry.spacing_mm]}
+                               "spacing_mm": [s * stride for s in geometry.spacing_mm],
+                               "slice_names": slice_names(geometry.direction_matrix)}
     if scan is not None:
         vox = scan.voxels[::stride, ::stride, ::stride]
         lo, hi = np.percentile(vox, [0.5, 99.5])
@@ -194,6 +195,17 @@ def activation_values(values: np.ndarray) -> np.ndarray:
     act = np.asarray(values, dtype=float).copy()
     act[~np.isfinite(act) | (act < 0)] = np.nan
     return act
+
+
+def slice_names(direction: np.ndarray) -> list[str]:
+    """Name of the slice across each voxel axis (i, j, k): the plane normal to an axis that runs
+    within ~25 degrees of LPS x / y / z is sagittal / coronal / axial, else oblique."""
+    names = []
+    for axis, col in zip("ijk", np.asarray(direction, dtype=float).T):
+        lps = int(np.argmax(np.abs(col)))
+        plane = ("sagittal", "coronal", "axial")[lps] if abs(col[lps]) > 0.9 else "oblique"
+        names.append(f"{plane} ({axis})")
+    return names
 
 
 def _configuration(cid: str, label: str, surface: SurfaceMesh, act_ms: np.ndarray,

@@ -233,7 +233,7 @@
     for (const m of L.candidates.children) m.scale.setScalar(m.userData.candidateId === S.selected ? 1.6 : 1.0);
     const cfg = config(pane.config);
     pane.root.querySelector(".pane-title").textContent =
-      (cfg ? cfg.label : "Anatomy") + (S.field ? " \u2014 " + fieldLabel(S.field) : "");
+      (cfg ? cfg.label : "Anatomy") + (S.field && S.field !== "none" ? " \u2014 " + fieldLabel(S.field) : "");
     const bar = pane.root.querySelector(".colorbar");
     if (S.field === "activation" && cfg) {
       const [lo, hi] = activationRange();
@@ -323,7 +323,7 @@
     if (!v || !v.shape) { $("#slices").hidden = true; return; }
     S.vol = { shape: v.shape, scan: decode(v.scan), labels: decode(v.labels), spacing: v.spacing_mm,
               idx: v.shape.map((n) => Math.floor(n / 2)) };
-    const names = ["sagittal (i)", "coronal (j)", "axial (k)"];
+    const names = v.slice_names || ["i", "j", "k"];
     for (let axis = 0; axis < 3; axis++) {
       const div = document.createElement("div");
       div.className = "slice";
