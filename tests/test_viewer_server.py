@@ -21,10 +21,10 @@ from test_viewer_scene import build_review_case
 SECRET = "top-secret-outside-the-case"
 
 
-def raw_get(port: int, target: str) -> tuple[int, bytes]:
+def raw_get(port: int, target: str, *, host: str = "127.0.0.1") -> tuple[int, bytes]:
     """Send ``GET <target> HTTP/1.1`` exactly as given; return (status, body)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode("latin-1"))
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode("latin-1"))
         data = b""
         while chunk := s.recv(65536):
             data += chunk
@@ -79,6 +79,14 @@ def test_paths_leaving_the_case_are_refused(server, target: str) -> None:
 def test_absolute_form_request_is_not_a_proxy(server) -> None:
     status, body = raw_get(server.port, "http://127.0.0.1/etc/passwd")
     assert status in (400, 403, 404) and b"root:" not in body
+
+
+def test_foreign_host_names_are_refused(server) -> None:
+    # DNS rebinding: evil.example resolving to 127.0.0.1 must not let a web page read the case
+    assert raw_get(server.port, "/case/manifest.json", host="evil.example")[0] == 403
+    assert raw_get(server.port, "/api/scene.json", host=f"evil.example:{server.port}")[0] == 403
+    for ok in (f"127.0.0.1:{server.port}", f"localhost:{server.port}", "localhost", f"[::1]:{server.port}"):
+        assert raw_get(server.port, "/case/manifest.json", host=ok)[0] == 200, ok
 
 
 def test_only_reads(server) -> None:

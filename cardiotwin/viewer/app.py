@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 _CASE_ROOT = web.AppKey("case_root", Path)
 _SCENE_JSON = web.AppKey("scene_json", bytes)
+_ALLOWED_HOSTS = web.AppKey("allowed_hosts", frozenset)
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
@@ -54,9 +56,22 @@ async def _confine(request: web.Request, handler: Callable[[web.Request], Awaita
         return web.Response(status=403, text="refused: path outside the case\n")
     if request.method not in ("GET", "HEAD"):
         return web.Response(status=405, text="read-only server\n")
+    allowed = request.app[_ALLOWED_HOSTS]
+    if allowed and _host_name(request.headers.get("Host", "")) not in allowed:
+        # DNS rebinding: a web page elsewhere must not read the case through a name it controls.
+        log.warning("refused Host %r", request.headers.get("Host"))
+        return web.Response(status=403, text="refused: unexpected Host header\n")
     response = await handler(request)
     response.headers.update(_SECURITY_HEADERS)
     return response
+
+
+def _host_name(host_header: str) -> str:
+    """The host part of a Host header ("127.0.0.1:8765" -> "127.0.0.1", "[::1]:80" -> "[::1]")."""
+    h = host_header.strip().lower()
+    if h.startswith("["):
+        return h[: h.find("]") + 1] if "]" in h else h
+    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
 
 
 def _serve_file(root: Path, rel: str) -> web.StreamResponse:
@@ -87,13 +102,18 @@ async def _case_file(request: web.Request) -> web.StreamResponse:
     return _serve_file(request.app[_CASE_ROOT], request.match_info["path"])
 
 
-def make_app(case_root: str | Path, *, opts: SceneOptions = SceneOptions()) -> web.Application:
-    """The aiohttp application for one case (the scene is built here, once)."""
+def make_app(case_root: str | Path, *, opts: SceneOptions = SceneOptions(), host: str = "127.0.0.1") -> web.Application:
+    """The aiohttp application for one case (the scene is built here, once).
+
+    Bound to a loopback address, it answers only requests whose Host header names a loopback
+    address (no DNS rebinding); bound elsewhere, the user has chosen to expose it.
+    """
     root = Path(case_root).resolve()
     scene: dict[str, Any] = build_scene(root, opts=opts)
     app = web.Application(middlewares=[_confine])
     app[_CASE_ROOT] = root
     app[_SCENE_JSON] = json.dumps(scene, separators=(",", ":"), allow_nan=False).encode()
+    app[_ALLOWED_HOSTS] = LOOPBACK_NAMES if host in LOOPBACK_NAMES else frozenset()
     app.router.add_get("/", _index)
     app.router.add_get("/api/scene.json", _scene)
     app.router.add_get("/static/{path:.+}", _static)
@@ -105,7 +125,7 @@ def make_app(case_root: str | Path, *, opts: SceneOptions = SceneOptions()) -> w
 def serve(case_root: str | Path, *, host: str = "127.0.0.1", port: int = 8765,
           opts: SceneOptions = SceneOptions()) -> None:
     """Serve the review until interrupted (blocking)."""
-    app = make_app(case_root, opts=opts)
+    app = make_app(case_root, opts=opts, host=host)
     log.info("serving the review on http://%s:%d/ (Ctrl-C to stop)", host, port)
     web.run_app(app, host=host, port=port, print=None, handle_signals=True)
 
@@ -138,7 +158,7 @@ def start_background(case_root: str | Path, *, host: str = "127.0.0.1", port: in
     """Start the review server on a thread; ``port=0`` picks a free port. Returns once listening."""
     if not Path(case_root).is_dir():
         raise CaseError(f"{case_root}: no such case directory")
-    app = make_app(case_root, opts=opts)
+    app = make_app(case_root, opts=opts, host=host)
     # The loop lives on its own thread (set up there too), so callers that run an event loop of
     # their own on this thread (Playwright's sync API, notebooks) are not disturbed.
     loop = asyncio.new_event_loop()
