@@ -48,7 +48,8 @@ _SECURITY_HEADERS = {
 
 
 @web.middleware
-async def _confine(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+async def _confine(request: web.Request,
+                   handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     try:
         check_request_path(request.raw_path)
     except PathRefused as exc:
@@ -102,7 +103,8 @@ async def _case_file(request: web.Request) -> web.StreamResponse:
     return _serve_file(request.app[_CASE_ROOT], request.match_info["path"])
 
 
-def make_app(case_root: str | Path, *, opts: SceneOptions = SceneOptions(), host: str = "127.0.0.1") -> web.Application:
+def make_app(case_root: str | Path, *, opts: SceneOptions = SceneOptions(),
+             host: str = "127.0.0.1") -> web.Application:
     """The aiohttp application for one case (the scene is built here, once).
 
     Bound to a loopback address, it answers only requests whose Host header names a loopback
@@ -186,4 +188,5 @@ def start_background(case_root: str | Path, *, host: str = "127.0.0.1", port: in
     if "error" in started or "port" not in started:
         raise CaseError(f"{case_root}: review server did not start ({started.get('error', 'timeout')})")
     bound_port = started["port"]
-    return RunningServer(url=f"http://{host}:{bound_port}/", port=bound_port, _loop=loop, _runner=runner, _thread=thread)
+    return RunningServer(url=f"http://{host}:{bound_port}/", port=bound_port, _loop=loop, _runner=runner,
+                         _thread=thread)

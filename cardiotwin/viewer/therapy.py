@@ -16,7 +16,8 @@ The serialised ``cardiotwin.types.TherapyResult`` is read too: each candidate th
 RV lead when there is none; no marker for a protocol without leads), and the response shown is an
 explicit ``predicted_response`` or else one metric for all candidates: the change of dP/dt max
 (%, electromechanics) when every candidate has it, else the reduction of total / LV activation
-time (``-tat_change_pct``, the quantity the CRT ranking orders by / ``-lvat_change_pct``, %). This is the CRT stage's ``ranking.json``
+time (``-tat_change_pct``, the quantity the CRT ranking orders by / ``-lvat_change_pct``, %).
+This is the CRT stage's ``ranking.json``
 (``cardiotwin.therapy.outputs.result_to_dict``, with ``activation`` set per mapped candidate).
 
 When ``activation`` is not given, ``therapy/<id>/activation.vtu``,
