@@ -24,7 +24,8 @@ def graph_activation(mesh, *, sources, tissue):
     cell = np.repeat(np.flatnonzero(ok), 6)
     d = mesh.points[e[:, 1]] - mesh.points[e[:, 0]]
     length = np.linalg.norm(d, axis=1)
-    f = tissue.fibres[e[:, 0]] + tissue.fibres[e[:, 1]]
+    fa, fb = tissue.fibres[e[:, 0]], tissue.fibres[e[:, 1]]
+    f = fa + np.where(np.einsum("ij,ij->i", fa, fb)[:, None] < 0, -fb, fb)  # fibres are axes: align signs
     f /= np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
     cos = np.abs(np.einsum("ij,ij->i", d, f)) / np.maximum(length, 1e-12)
     vl, vt = tissue.cv_fibre_mm_per_ms[cell], tissue.cv_cross_mm_per_ms[cell]
