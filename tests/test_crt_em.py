@@ -23,7 +23,7 @@ def test_best_protocol_raises_dpdt_max(tmp_path):
     mesh = biventricle_with_fibres(4.0)
     path = write_mesh_file(mesh, tmp_path / "fibers")
     cfg = CRTConfig(uq=UQConfig(samples=0), em_top_k=1,
-                    electromechanics={"dt": "10 ms", "beat_duration": "600 ms"})
+                    electromechanics={"dt": "10 ms", "beat_duration": "350 ms"})
     result, maps, beats = run_crt(mesh, mesh_path=path, cfg=cfg, work_dir=tmp_path / "tasks", solver=graph_activation)
     assert not result.metadata["em_failures"]
     assert set(beats) == {"baseline", result.candidates[0].protocol.name}
