@@ -88,6 +88,24 @@ def test_ecg_section_keeps_complete_leads(tmp_path: Path) -> None:
     assert _ecg_section(path) is None
 
 
+def test_ecg_from_a_wfdb_record(tmp_path: Path) -> None:
+    """The EP stage stores its 12-lead pseudo-ECG as a WFDB record (ep/ecg.hea + .dat, 1 kHz)."""
+    import wfdb
+
+    fs = 1000.0
+    t = np.arange(600) / fs
+    sig = np.column_stack([np.sin(2 * np.pi * 2 * t), 0.5 * np.cos(2 * np.pi * 3 * t)])
+    wfdb.wrsamp("ecg", fs=fs, units=["mV", "mV"], sig_name=["I", "V1"], p_signal=sig, fmt=["16", "16"],
+                write_dir=str(tmp_path))
+    ecg = _ecg_section(tmp_path / "ecg.hea")
+    assert list(ecg["leads"]) == ["I", "V1"]
+    times = np.asarray(ecg["times_ms"])
+    assert times[0] == 0.0 and np.allclose(np.diff(times), 1.0)  # 1 kHz -> 1 ms
+    # 16-bit storage: values back within the quantisation step of the record's gain
+    np.testing.assert_allclose(ecg["leads"]["I"], sig[:, 0], atol=2e-3)
+    np.testing.assert_allclose(ecg["leads"]["V1"], sig[:, 1], atol=2e-3)
+
+
 def test_candidates_from_a_serialised_therapy_result(tmp_path: Path) -> None:
     from cardiotwin.types import CandidateResult, LeadSite, PacingProtocol, TherapyResult
 

@@ -11,7 +11,8 @@ Files read (all optional; LPS mm, ms, kPa as in ARCHITECTURE.md):
 - the richest tetrahedral mesh: ``ep/activation.vtu``, then ``fibers/*.vtu``, then
   ``mesh/*.vtu``: boundary surface, edges, point fields (``f0`` fibres, ``aha``, ``uvc_*``);
 - ``ep/activation.vtu`` point data ``activation_time_ms``: the baseline activation map;
-  ``ep/ep.json`` key ``ecg`` (``times_ms`` and ``leads``: name -> values in mV): ECG panel;
+  ECG panel: the EP stage's WFDB record ``ep/ecg.hea`` (+ ``.dat``; 12-lead pseudo-ECG, time 0 at
+  the first sample), else ``ep/ep.json`` key ``ecg`` (``times_ms`` and ``leads``: name -> values);
 - ``em/metrics.json`` (``times_ms``, ``lv_pressure_kpa``, ``lv_volume_ml``, ``rv_*``,
   ``aha_fibre_strain_end_systole``): PV loops and the strain bullseye; ``em/displacement.xdmf``
   (dolfinx P1 ``displacement_mm`` over time): the deformation animation (needs h5py);
@@ -120,7 +121,7 @@ def find_case_contents(root: str | Path) -> CaseContents:
         absent["mesh"] = "no mesh (run `cardiotwin mesh`)"
     if activation is None:
         absent["activation"] = "no ep/activation.vtu (run `cardiotwin simulate ep` or `cardiotwin crt`)"
-    ep_summary = _first_existing(root / "ep" / "ep.json")
+    ep_summary = _first_existing(root / "ep" / "ecg.hea", root / "ep" / "ep.json")
     em_metrics = _first_existing(root / "em" / "metrics.json")
     if em_metrics is None:
         absent["pv_loops"] = "no em/metrics.json (run `cardiotwin simulate em`)"
@@ -252,7 +253,26 @@ def _pv_section(path: Path) -> dict[str, Any] | None:
             "aha_fibre_strain": {str(k): float(v) for k, v in strain.items()}}
 
 
+def _wfdb_ecg(path: Path, *, max_samples: int = 2000) -> dict[str, Any] | None:
+    """Leads of a WFDB record (``path`` is its ``.hea``); times from the sampling rate (ms)."""
+    import wfdb
+
+    try:
+        rec = wfdb.rdrecord(str(path.with_suffix("")))
+    except Exception as exc:  # wfdb raises many types for damaged records
+        raise CaseError(f"{path}: unreadable WFDB record ({exc})") from None
+    if rec.p_signal is None or not rec.sig_name:
+        return None
+    sig = np.asarray(rec.p_signal, dtype=float)
+    step = max(1, int(math.ceil(sig.shape[0] / max_samples)))
+    times = np.arange(sig.shape[0])[::step] * 1000.0 / float(rec.fs)
+    return {"times_ms": times.tolist(), "units": list(rec.units or []),
+            "leads": {str(name): sig[::step, i].tolist() for i, name in enumerate(rec.sig_name)}}
+
+
 def _ecg_section(path: Path) -> dict[str, Any] | None:
+    if path.suffix == ".hea":
+        return _wfdb_ecg(path)
     ecg = _read_json(path).get("ecg")
     if not isinstance(ecg, dict) or not ecg.get("times_ms") or not isinstance(ecg.get("leads"), dict):
         return None
@@ -325,7 +345,7 @@ def build_scene(root: str | Path, *, opts: SceneOptions = SceneOptions()) -> dic
     if contents.ep_summary is not None:
         payload["ecg"] = _ecg_section(contents.ep_summary)
     if payload["ecg"] is None:
-        absent["ecg"] = "no ECG in ep/ep.json (run `cardiotwin simulate ep`)"
+        absent["ecg"] = "no ep/ecg.hea (run `cardiotwin simulate ep`)"
     if contents.em_displacement is not None and surface is not None:
         from cardiotwin.viewer.deformation import read_displacement_series
 
