@@ -10,7 +10,7 @@ NAME = "simulate"
 HELP = "run a simulation stage on a mesh or case (ep: electrophysiology, em: electromechanics)"
 
 # Sub-command modules, each with NAME, HELP, add_arguments, run.
-SUBCOMMANDS: tuple[str, ...] = ("cardiotwin.commands.simulate_em",)
+SUBCOMMANDS: tuple[str, ...] = ("cardiotwin.commands.simulate_em", "cardiotwin.commands.simulate_ep")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
