@@ -16,7 +16,7 @@ NAME = "verify"
 HELP = "run code-verification benchmarks and store their results"
 
 # Sub-command modules, each with NAME, HELP, add_arguments, run.
-SUBCOMMANDS: tuple[str, ...] = ("cardiotwin.commands.verify_land",)
+SUBCOMMANDS: tuple[str, ...] = ("cardiotwin.commands.verify_land", "cardiotwin.commands.verify_niederer")
 
 
 def _add_suite_arguments(parser: argparse.ArgumentParser) -> None:
