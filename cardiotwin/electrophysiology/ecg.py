@@ -1,6 +1,6 @@
 """Pseudo-ECG (Gima & Rudy 2002, Circ Res 90:889) at the virtual electrodes of a 12-lead placement.
 
-phi(x_e) = int D grad Vm . grad(1 / |x - x_e|) dV, evaluated per tet (P1 gradient, centroid
+phi(x_e) = int (-D grad Vm) . grad(1 / |x - x_e|) dV, evaluated per tet (P1 gradient, centroid
 kernel) as a precomputed (E, N) lead-field matrix, so phi(t) = L @ Vm(t). Electrodes are placed
 in the heart's own frame (centroid, principal axes of the mesh points): limb electrodes far away
 (RA, LA, LL), precordial V1-V6 on an arc in front of the heart. Leads follow Einthoven,
@@ -60,7 +60,7 @@ def lead_field(mesh: HeartMesh, *, d_l: float, d_t: float, electrodes: dict[str,
         r = cent - electrodes[name]
         grad_inv_r = -r / np.linalg.norm(r, axis=1)[:, None] ** 3
         w = np.einsum("mij,mj->mi", D, grad_inv_r)  # D grad(1/r)
-        coef = vol[:, None] * np.einsum("mi,mik->mk", w, G)  # (M, 4)
+        coef = -vol[:, None] * np.einsum("mi,mik->mk", w, G)  # (M, 4); phi = int (-D grad Vm) . grad(1/r)
         np.add.at(L[e], mesh.cells.ravel(), coef.ravel())
     return L
 
@@ -88,9 +88,9 @@ def reaction_eikonal_vm(activation_ms: np.ndarray, t_ms: float, *, apd_ms: float
 
 def qrs_duration_ms(times_ms: np.ndarray, leads: dict[str, np.ndarray], *, fraction: float = 0.1) -> float:
     """QRS width: the first contiguous interval (gaps < 5 ms bridged) where the RMS over leads of
-    the time derivative exceeds ``fraction`` of its maximum. Units ms."""
+    the leads exceeds ``fraction`` of its maximum (a uniform Vm, at rest or on the plateau, gives 0). Units ms."""
     X = np.stack([leads[k] for k in LEADS if k in leads])
-    d = np.sqrt(np.mean(np.gradient(X, times_ms, axis=1) ** 2, axis=0))
+    d = np.sqrt(np.mean(X**2, axis=0))
     above = d >= fraction * d.max()
     idx = np.flatnonzero(above)
     if idx.size == 0:
