@@ -74,7 +74,7 @@ def test_sweep_survives_a_killed_worker_and_rerun_skips_finished(sweep_setup, tm
         pids = list(client.run(os.getpid).values())
 
         def killer() -> None:
-            deadline = time.time() + 120
+            deadline = time.time() + 300
             while time.time() < deadline:
                 finished = {p.stem for p in work.glob("*.json")} if work.is_dir() else set()
                 if len(finished) >= 4:
@@ -91,11 +91,11 @@ def test_sweep_survives_a_killed_worker_and_rerun_skips_finished(sweep_setup, tm
         thread.join()
     assert killed, "the worker was not killed mid-sweep"
     assert len(done_at_kill) < len(tasks), "the sweep finished before the kill; make tasks slower"
-    assert set(results) == {t.key for t in tasks}
+    assert set(results) == {t.key for t in tasks}, sorted({t.key for t in tasks} - set(results))
     assert {p.stem for p in work.glob("*.json")} == {t.key for t in tasks}
     n_calls = len(list(calls.glob("*.call")))
     # every task solved once, plus at most the one running on the killed worker (1 thread / worker)
-    assert len(tasks) <= n_calls <= len(tasks) + 1
+    assert len(tasks) <= n_calls <= len(tasks) + 1, f"{n_calls} solver calls for {len(tasks)} tasks"
     # results match a serial, in-process run of the same tasks
     serial = run_sweep(tasks, mesh_path=path, mesh_sha256=sha256_file(path), work_dir=tmp_path / "serial",
                        solver=graph_activation)
@@ -104,7 +104,7 @@ def test_sweep_survives_a_killed_worker_and_rerun_skips_finished(sweep_setup, tm
     # a rerun reads every result from the case and solves nothing
     again = run_sweep(tasks, mesh_path=path, mesh_sha256=sha256_file(path), work_dir=work, solver=solver, client=None)
     assert len(list(calls.glob("*.call"))) == n_calls
-    assert again == results
+    assert {k: v["metrics"] for k, v in again.items()} == {k: v["metrics"] for k, v in results.items()}
 
 
 def test_scheduler_address_is_checked():
