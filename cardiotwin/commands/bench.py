@@ -15,6 +15,7 @@ HELP = "run a benchmark and write its table to docs/BENCHMARKS.md"
 # name -> "module:function"; the function takes (*, quick: bool) and returns a markdown section.
 BENCHES: dict[str, str] = {
     "em": "cardiotwin.mechanics.bench:bench_em",
+    "ep": "cardiotwin.electrophysiology.bench:bench_ep",
     "mesh": "cardiotwin.meshing.bench:bench_mesh",
     "crt": "cardiotwin.therapy.bench:bench_crt",
     "viewer": "cardiotwin.viewer.bench:run_bench",
