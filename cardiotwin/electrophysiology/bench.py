@@ -1,0 +1,75 @@
+"""`cardiotwin bench ep`: monodomain wall time per simulated ms on the Niederer slab (with the
+ionic / diffusion / other split from the monitor) and eikonal lead sweeps on an idealised
+biventricle. TorchCor is compared when it is importable in the venv."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+
+from cardiotwin.bench import machine_description
+
+log = logging.getLogger(__name__)
+
+
+def _biventricle_with_fibres(char_length_mm: float):  # noqa: ANN202 - HeartMesh
+    from cardiotwin.meshing.analytic import idealised_biventricle
+
+    mesh = idealised_biventricle(char_length_mm=char_length_mm)
+    # circumferential fibres about the long (z) axis: enough for timing the solver
+    p = mesh.points
+    f = np.cross(np.array([0.0, 0.0, 1.0]), p - p.mean(axis=0))
+    f[np.linalg.norm(f, axis=1) < 1e-9] = (1.0, 0.0, 0.0)
+    return mesh.with_fields(point_data={"f0": f / np.linalg.norm(f, axis=1)[:, None]})
+
+
+def bench_ep(*, quick: bool) -> str:
+    """Markdown section with the measured numbers (see module docstring)."""
+    from cardiotwin.electrophysiology.eikonal import EikonalConfig, EikonalSolver, simulate_eikonal
+    from cardiotwin.electrophysiology.monitor import PerformanceMonitor
+    from cardiotwin.electrophysiology.monodomain import MonodomainConfig
+    from cardiotwin.electrophysiology.verify import run_niederer
+
+    dx, t_end = (0.5, 5.0) if quick else (0.2, 10.0)
+    cmd = "cardiotwin bench ep" + (" --quick" if quick else "")
+    lines = [f"## ep: electrophysiology compute core\n", f"Command: `{cmd}`; machine: {machine_description()}; "
+             f"torch threads {torch.get_num_threads()}.\n"]
+    lines.append("| case | nodes | dt (ms) | simulated (ms) | wall (s) | s per simulated ms | ionic / diffusion / other (s) | CG its/step |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for prec in ("float64", "float32"):
+        mon = PerformanceMonitor()
+        _, res = run_niederer(dx_mm=dx, dt_ms=0.01 if not quick else 0.05, t_end_ms=t_end,
+                              cfg=MonodomainConfig(precision=prec), monitor=mon)
+        m = res.metadata
+        lines.append(
+            f"| Niederer slab dx {dx} mm, TTP06, {prec}, CPU | {m['n_nodes']} | {m['dt_ms']} | {t_end} | {m['loop_s']:.1f} | "
+            f"{m['loop_s'] / t_end:.2f} | {m.get('ionic_s', 0):.1f} / {m.get('diffusion_s', 0):.1f} / {m.get('other_s', 0):.1f} | "
+            f"{m['cg_iterations_total'] / max(1, m['n_steps']):.1f} |")
+    try:
+        import torchcor  # noqa: F401
+
+        lines.append("\nTorchCor is importable; its own Niederer setup was not run by this benchmark yet.")
+    except ImportError:
+        lines.append("\nTorchCor: not importable in this venv (`pip install torchcor` did not give a working "
+                     "package here), so no side-by-side ratio is reported.")
+
+    h = 3.0 if quick else 1.2
+    t0 = time.perf_counter()
+    mesh = _biventricle_with_fibres(h)
+    t_mesh = time.perf_counter() - t0
+    cfg = EikonalConfig()
+    t0 = time.perf_counter()
+    solver = EikonalSolver(mesh, cfg=cfg)
+    rng = np.random.default_rng(0)
+    sites = mesh.points[rng.choice(mesh.n_points, 17, replace=False)]
+    for s in sites:
+        simulate_eikonal(mesh, [(tuple(s), 0.0)], cfg=cfg, solver=solver)
+    t_eik = time.perf_counter() - t0
+    lines.append(f"\nEikonal: 17 pacing sites, one map each, on an idealised biventricle (h {h} mm, "
+                 f"{mesh.n_points} nodes, {mesh.n_cells} tets; meshing {t_mesh:.1f} s not counted): "
+                 f"{t_eik:.1f} s in total on the CPU (target: <= 30 s at ~200k nodes).")
+    lines.append("\nGPU: not measured (no GPU lent to this session); the same code runs with `device='cuda'`.")
+    return "\n".join(lines) + "\n"
