@@ -91,6 +91,8 @@ def test_page_loads_with_a_non_blank_3d_view(page) -> None:
     saturation = img.max(axis=2) - img.min(axis=2)
     assert np.mean(saturation > 60) > 0.05
     assert page.locator("#candidate-table tr").count() == 3
+    # the EP stage's 12-lead pseudo-ECG is drawn, one trace per lead
+    assert page.locator("#panel-ecg polyline").count() == 12
     assert page.errors == []
 
 
@@ -126,7 +128,7 @@ def test_clicking_a_marker_shows_its_metrics(page) -> None:
     page.mouse.click(pos["x"], pos["y"])
     details = page.locator("#candidate-details")
     assert details.get_attribute("data-candidate") == "lv-anterior"
-    assert "total_activation_ms" in details.inner_text()
+    assert "tat_change_pct" in details.inner_text()
     assert page.input_value("#config-a") == "candidate:lv-anterior"  # the pane shows that candidate
     page.select_option("#config-a", "baseline")
 

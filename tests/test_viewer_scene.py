@@ -2,10 +2,11 @@
 
 The review case is built here from real pipeline pieces: the shipped CT sample and its labels,
 the idealised biventricle (``meshing.analytic``) with LDRB fibres and AHA segments
-(``fibers.compute_fibers``). Activation maps are the exact eikonal solution of a homogeneous
-isotropic medium for point sources, T(x) = min_s |x - x_s| / v (the isotropic case of the
-analytic check in shared/BENCHMARKS.md, "Eikonal: analytic check"), written where the EP and CRT
-stages write theirs; they are test inputs, labelled as such in ranking.json.
+(``fibers.compute_fibers``), the baseline activation and 12-lead pseudo-ECG of
+`cardiotwin simulate ep` (anisotropic eikonal), and three biventricular pacing candidates solved
+with the same eikonal solver (RV site + one LV lead site each) with their activation-time metrics
+in ``therapy/ranking.json`` (the CRT stage's layout; the CRT stage itself is exercised in
+test_viewer_browser.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from cardiotwin.viewer.scene import build_scene, decode_array, find_case_content
 from cardiotwin.viewer.security import PathRefused, check_request_path, resolve_inside
 
 REPO = Path(__file__).resolve().parents[1]
-SPEED_MM_PER_MS = 0.6  # isotropic conduction velocity of the test activation maps
 
 
 def _write_activation(mesh, act_ms: np.ndarray, path: Path) -> None:
@@ -31,14 +31,12 @@ def _write_activation(mesh, act_ms: np.ndarray, path: Path) -> None:
     write_mesh(mesh.with_fields(point_data={"activation_time_ms": act_ms}), path)
 
 
-def point_source_activation(points: np.ndarray, sources: list[np.ndarray], *, speed: float = SPEED_MM_PER_MS) -> np.ndarray:
-    """Exact isotropic eikonal solution for point sources stimulated at t = 0 (ms)."""
-    return np.min([np.linalg.norm(points - s, axis=1) / speed for s in sources], axis=0)
-
-
 def build_review_case(root: Path, *, with_scan: bool = True, with_mesh: bool = True) -> Path:
-    """A case with scan, labels, fibre mesh, a baseline map and three LV lead candidates."""
+    """A case with scan, labels, fibre mesh, a baseline EP run (eikonal + ECG) and three
+    biventricular pacing candidates (eikonal from the RV site and an LV lead site)."""
     from cardiotwin.cases import Case
+    from cardiotwin.cli import main
+    from cardiotwin.electrophysiology.eikonal import EikonalConfig, EikonalSolver, simulate_eikonal
     from cardiotwin.fibers.coordinates import compute_fibers
     from cardiotwin.io.meshes import write_mesh
     from cardiotwin.io.scans import read_labels, read_scan, write_labels
@@ -57,27 +55,37 @@ def build_review_case(root: Path, *, with_scan: bool = True, with_mesh: bool = T
         write_mesh(mesh, st.output("mesh.vtu"))
     pts = mesh.points
     lv = mesh.point_data["aha"] > 0
-    # Baseline (LBBB-like): one early site on the RV free wall, nearest node to (-18, 0, -10) mm.
+    # Baseline (LBBB-like): one early site on the RV free wall, the node nearest (-18, 0, -10) mm,
+    # through the EP stage's own command (anisotropic eikonal, 12-lead pseudo-ECG).
     rv_site = pts[np.argmin(np.linalg.norm(pts - np.array([-18.0, 0.0, -10.0]), axis=1))]
-    base_ms = point_source_activation(pts, [rv_site])
-    _write_activation(mesh, base_ms, root / "ep" / "activation.vtu")
-    # Three LV epicardial lead sites (nearest LV nodes to lateral / anterior / apical targets).
+    pace = "--pace=" + ",".join(f"{v:.6f}" for v in rv_site)
+    assert main(["-q", "simulate", "ep", str(root / "fibers"), pace, "--out", str(root / "ep"), "--ecg"]) == 0
+    base_ms = np.asarray(read_mesh_field(root / "ep" / "activation.vtu"))
+    # Three LV epicardial lead sites (nearest LV nodes to lateral / anterior / apical targets),
+    # paced together with the RV site: the same eikonal solver and speeds as `simulate ep`.
+    solver = EikonalSolver(mesh, cfg=EikonalConfig(v_l=0.6, v_t=0.6 / 2.75))
     targets = {"lv-lateral": (10.0, 0.0, -5.0), "lv-anterior": (0.0, -10.0, -5.0), "lv-apical": (0.0, 0.0, -28.0)}
     candidates = []
     for cid, target in targets.items():
         idx = np.flatnonzero(lv)[np.argmin(np.linalg.norm(pts[lv] - np.array(target), axis=1))]
-        act = point_source_activation(pts, [rv_site, pts[idx]])
+        res = simulate_eikonal(mesh, [(tuple(rv_site), 0.0), (tuple(pts[idx]), 0.0)], radius_mm=1.5, solver=solver)
+        act = np.asarray(res.activation_times_ms, dtype=float)
         _write_activation(mesh, act, root / "therapy" / cid / "activation.vtu")
-        total = float(act.max())
+        tat, base_tat = float(np.nanmax(act) - np.nanmin(act)), float(np.nanmax(base_ms) - np.nanmin(base_ms))
         candidates.append({"id": cid, "label": cid.replace("-", " "), "position_mm": pts[idx].tolist(),
-                           "metrics": {"total_activation_ms": total, "lv_total_activation_ms": float(act[lv].max()),
-                                       "source": "test input: analytic point-source eikonal"},
-                           "predicted_response": (float(base_ms.max()) - total) / float(base_ms.max())})
-    candidates.sort(key=lambda c: -c["predicted_response"])
+                           "metrics": {"tat_ms": tat, "lvat_ms": float(np.nanmax(act[lv]) - np.nanmin(act[lv])),
+                                       "tat_change_pct": 100.0 * (tat - base_tat) / base_tat}})
+    candidates.sort(key=lambda c: c["metrics"]["tat_change_pct"])
     for rank, c in enumerate(candidates, 1):
         c["rank"] = rank
     (root / "therapy" / "ranking.json").write_text(json.dumps({"candidates": candidates}, indent=1))
     return root
+
+
+def read_mesh_field(path: Path, name: str = "activation_time_ms") -> np.ndarray:
+    import meshio
+
+    return np.asarray(meshio.read(path).point_data[name], dtype=float)
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +97,7 @@ def test_scene_holds_every_stage_of_the_case(review_case: Path) -> None:
     scene = build_scene(review_case)
     assert {"volume", "label_surfaces", "mesh", "fibres", "configurations", "candidates"} <= set(scene["present"])
     assert {"pv_loops", "deformation"} <= set(scene["absent"])  # no em stage in this case: panels left out
+    assert set(scene["ecg"]["leads"]) == {"I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"}
     vol = scene["volume"]
     scan = decode_array(vol["scan"])
     assert scan.shape == tuple(reversed(vol["shape"])) and scan.std() > 10  # an image, not a constant
@@ -101,17 +110,18 @@ def test_scene_holds_every_stage_of_the_case(review_case: Path) -> None:
     assert all(c["configuration"] in ids for c in scene["candidates"])
     base = decode_array(scene["configurations"][0]["activation_ms"])
     lateral = decode_array(next(c for c in scene["configurations"] if c["id"] == "candidate:lv-lateral")["activation_ms"])
-    # A second source can only make activation earlier (min of distances): never later anywhere.
-    assert np.all(lateral <= base + 1e-4) and lateral.max() < base.max()
+    # A second source can only make activation earlier (the eikonal solution is the minimum over
+    # sources); allow the solver's discretisation error near the sources.
+    assert np.all(lateral <= base + 0.5) and np.nanmax(lateral) < np.nanmax(base)
     # AHA means: all 17 LV segments present; a lateral LV lead (x > 0 is the LV free wall of the
     # idealised biventricle) activates the lateral segments (5, 6, 11, 12) earlier than baseline,
-    # and under RV-only (LBBB-like) baseline activation the septum (2, 3, 8, 9) precedes them.
+    # and under RV-only (LBBB-like) baseline activation the septum (2, 3, 8, 9) on average precedes them.
     aha_b = scene["configurations"][0]["aha_mean_ms"]
     aha_l = next(c for c in scene["configurations"] if c["id"] == "candidate:lv-lateral")["aha_mean_ms"]
     assert set(aha_b) == {str(s) for s in range(1, 18)}
     lateral_segs, septal_segs = ("5", "6", "11", "12"), ("2", "3", "8", "9")
     assert all(aha_l[s] < aha_b[s] - 5.0 for s in lateral_segs)
-    assert max(aha_b[s] for s in septal_segs) < min(aha_b[s] for s in lateral_segs)
+    assert np.mean([aha_b[s] for s in septal_segs]) < np.mean([aha_b[s] for s in lateral_segs]) - 5.0, aha_b
 
 
 def test_scene_json_round_trip_is_finite(review_case: Path) -> None:

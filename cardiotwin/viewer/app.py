@@ -164,7 +164,7 @@ def start_background(case_root: str | Path, *, host: str = "127.0.0.1", port: in
     # The loop lives on its own thread (set up there too), so callers that run an event loop of
     # their own on this thread (Playwright's sync API, notebooks) are not disturbed.
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app, handle_signals=False)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
     ready = threading.Event()
     started: dict[str, Any] = {}
 
