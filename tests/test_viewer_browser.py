@@ -20,6 +20,9 @@ from test_viewer_scene import build_review_case
 pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+# Waiting on a selector, not wait_for_function: polling a JS predicate uses eval, which the
+# served page's Content-Security-Policy forbids (script-src 'self').
+READY = "body[data-ready='1'], body[data-error]"
 TIMEOUT_MS = 180_000  # generous: software WebGL on a loaded 2-core machine can be slow
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -60,7 +63,7 @@ def open_page(browser, url: str):
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(url)
-    page.wait_for_function("document.body.dataset.ready === '1' || !!document.body.dataset.error", timeout=TIMEOUT_MS)
+    page.wait_for_selector(READY, state="attached", timeout=TIMEOUT_MS)
     assert page.evaluate("document.body.dataset.error || ''") == ""
     page.errors = errors  # type: ignore[attr-defined]
     return page
@@ -186,7 +189,7 @@ def test_static_export_renders_like_the_app(browser, case: Path, server, tmp_pat
     requests: list[str] = []
     exported.on("request", lambda r: requests.append(r.url))
     exported.goto(out.as_uri())
-    exported.wait_for_function("document.body.dataset.ready === '1' || !!document.body.dataset.error", timeout=TIMEOUT_MS)
+    exported.wait_for_selector(READY, state="attached", timeout=TIMEOUT_MS)
     assert exported.evaluate("document.body.dataset.error || ''") == ""
     assert all(u.startswith(("file:", "data:", "blob:")) for u in requests), requests
     for pg in (served, exported):

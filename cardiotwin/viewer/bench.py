@@ -52,7 +52,8 @@ def _browser_times(url: str) -> dict[str, float]:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         t0 = time.perf_counter()
         page.goto(url)
-        page.wait_for_function("document.body.dataset.ready === '1'", timeout=180_000)
+        # a selector, not wait_for_function: polling a JS predicate needs eval, which the page's CSP forbids
+        page.wait_for_selector("body[data-ready='1']", state="attached", timeout=180_000)
         ready = time.perf_counter() - t0
         t0 = time.perf_counter()
         page.select_option("#field-select", "uvc_transmural")

@@ -269,6 +269,7 @@
     for (const p of S.panes) if (!p.root.hidden) updatePane(p);
     renderAll();
     markPV();
+    markECG();
     const [lo, hi] = activationRange();
     $("#time-label").textContent = !S.scene.configurations.length && !S.scene.deformation ? "no activation maps" : Number.isFinite(S.time) ? `t = ${S.time.toFixed(0)} ms` : `all (${lo.toFixed(0)}-${hi.toFixed(0)} ms)`;
   }
@@ -477,14 +478,31 @@
     if (!ecg) { panel.hidden = true; return; }
     const svg = panel.querySelector("svg"), leads = Object.entries(ecg.leads), t = ecg.times_ms;
     const rowH = 200 / leads.length, x0 = 36, w = 276;
+    // One amplitude scale per lead group (limb I-aVF, precordial V1-V6), so relative amplitudes
+    // within a group stay visible; the pseudo-ECG's limb electrodes are far away and much smaller.
+    const group = (name) => (/^V\d/.test(name) ? "precordial" : "limb");
+    const amps = {};
+    for (const [name, v] of leads) amps[group(name)] = Math.max(amps[group(name)] || 0, ...v.map(Math.abs));
+    const xOf = (tt) => x0 + (tt - t[0]) / (t[t.length - 1] - t[0] || 1) * w;
     leads.forEach(([name, v], i) => {
-      const lo = Math.min(...v), hi = Math.max(...v), mid = 10 + rowH * (i + 0.5);
-      const pts = v.map((y, k) => `${(x0 + (t[k] - t[0]) / (t[t.length - 1] - t[0] || 1) * w).toFixed(1)},${(mid - ((y - (lo + hi) / 2) / (hi - lo || 1)) * rowH * 0.85).toFixed(1)}`).join(" ");
+      const mid = 10 + rowH * (i + 0.5);
+      const amp = amps[group(name)] || 1;
+      const pts = v.map((y, k) => `${xOf(t[k]).toFixed(1)},${(mid - (y / amp) * rowH * 0.95).toFixed(1)}`).join(" ");
       svgEl("polyline", { points: pts, fill: "none", stroke: "#7be07b", "stroke-width": 1, "data-lead": name }, svg);
       const lab = svgEl("text", { x: 2, y: mid + 3 }, svg); lab.textContent = name;
     });
     const lab = svgEl("text", { x: x0 + w / 2, y: 232, "text-anchor": "middle" }, svg);
-    lab.textContent = `time (ms), ${t[0].toFixed(0)}-${t[t.length - 1].toFixed(0)}`;
+    lab.textContent = `time (ms), ${t[0].toFixed(0)}-${t[t.length - 1].toFixed(0)}; one scale for limb, one for precordial leads`;
+    S.ecgX = xOf;
+    svgEl("line", { class: "ecg-now", y1: 8, y2: 212, stroke: "#ffffff", "stroke-width": 0.8, visibility: "hidden" }, svg);
+  }
+
+  function markECG() {
+    const line = document.querySelector("#panel-ecg .ecg-now");
+    if (!line) return;
+    if (!Number.isFinite(S.time)) { line.setAttribute("visibility", "hidden"); return; }
+    const x = S.ecgX(S.time);
+    line.setAttribute("x1", x); line.setAttribute("x2", x); line.setAttribute("visibility", "visible");
   }
 
   // ------------------------------------------------------------------ controls
