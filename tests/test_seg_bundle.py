@@ -59,7 +59,11 @@ def test_wrong_label_table_is_a_clear_error(bundle_copy):
 
 
 def test_label_table_must_match_output_channels(bundle_copy):
-    _edit_metadata(bundle_copy, lambda m: m["outputs"]["label_table"].pop("8"))
+    def drop_pa(meta):
+        meta["outputs"]["label_table"].pop("8")
+        meta["outputs"]["predicted_labels"].remove(8)
+
+    _edit_metadata(bundle_copy, drop_pa)
     with pytest.raises(BundleError, match="network has 9 outputs but the label table has 8"):
         load_bundle(bundle_copy)
 

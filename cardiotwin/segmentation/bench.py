@@ -73,16 +73,39 @@ def phantom_scores(model, *, n_per_modality: int) -> list[dict]:
     return rows
 
 
+def _read_mr(path: Path):
+    """read_scan, tolerating a slice spacing stored as 10.000004 mm (float32 NIfTI header) that
+    io.scans rejects as over its 10 mm limit; geometry and voxels are taken as ITK reads them."""
+    import SimpleITK as sitk
+
+    from cardiotwin.errors import ScanError
+    from cardiotwin.io.scans import from_sitk, read_scan
+    from cardiotwin.types import Scan
+
+    try:
+        return read_scan(path, modality="MR")
+    except ScanError as exc:
+        if "voxel spacing" not in str(exc):
+            raise
+        voxels, geometry = from_sitk(sitk.ReadImage(str(path)))
+        if max(geometry.spacing_mm) > 10.01:
+            raise
+        log.warning("%s: %s; read with ITK directly", path, exc)
+        return Scan(voxels=voxels.astype(np.float32), geometry=geometry, modality="MR", sha256="", source=str(path))
+
+
 def sunnybrook_scores(model) -> list[dict]:
-    from cardiotwin.io.scans import read_labels, read_scan
+    import SimpleITK as sitk
+
+    from cardiotwin.io.scans import from_sitk
     from cardiotwin.segmentation.inference import segment
 
     rows = []
     root = SHARED_DATA / "sunnybrook"
     for case in sorted(p for p in root.iterdir() if p.is_dir()):
         for phase in ("ed", "es"):
-            scan = read_scan(case / f"{phase}_image.nii.gz", modality="MR")
-            ref = read_labels(case / f"{phase}_labels.nii.gz").labels
+            scan = _read_mr(case / f"{phase}_image.nii.gz")
+            ref = from_sitk(sitk.ReadImage(str(case / f"{phase}_labels.nii.gz")))[0]
             row: dict = {"case": f"{case.name} {phase.upper()}"}
             try:
                 pred = segment(scan, model).labels

@@ -65,6 +65,15 @@ def source_slices(folder: Path, *, series_uid: str | None, frame: int | None, n_
     chosen.sort(key=lambda d: float(np.dot(np.asarray(d.ImagePositionPatient, dtype=float), normal)))
     if len(chosen) != n_slices:
         raise ScanError(folder, f"found {len(chosen)} slices for the SEG but the volume has {n_slices}")
+    if any("FrameOfReferenceUID" not in d for d in chosen):
+        # Required by the SEG IOD; some exports (and our phantom writer) omit it. Derive one from
+        # the series UID so the SEG's slices share a frame of reference with each other.
+        from pydicom.uid import generate_uid
+
+        for_uid = generate_uid(entropy_srcs=[str(chosen[0].get("SeriesInstanceUID", "")), "frame-of-reference"])
+        log.warning("%s: source slices have no FrameOfReferenceUID; using %s in the SEG", folder, for_uid)
+        for d in chosen:
+            d.FrameOfReferenceUID = d.get("FrameOfReferenceUID", for_uid)
     return chosen
 
 

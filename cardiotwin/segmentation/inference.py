@@ -6,8 +6,8 @@ Steps (``segment``):
    anti-aliasing filter where it is finer than the target) onto a world-aligned (LPS, identity
    direction) grid of the bundle's spacing covering the scan's bounding box; voxels outside the
    acquired volume are marked (``fov``) and set to 0 after intensity normalisation, as in training.
-2. Sliding-window inference (MONAI ``sliding_window_inference``, Gaussian-weighted overlap) gives
-   class probabilities on that grid.
+2. Sliding-window inference (Gaussian-weighted overlap, windows outside the acquired volume
+   skipped) gives class probabilities on that grid.
 3. The probabilities are resampled trilinearly onto the input's own voxel grid (in chunks, so
    large scans stay within memory) and the argmax is taken there: the output has the input's
    shape, spacing, origin and direction exactly, with sub-voxel boundaries.
@@ -46,7 +46,7 @@ _OUTSIDE = -1.0e9  # resampling default: marks voxels outside the acquired volum
 class SegConfig:
     """Inference settings (defaults come from the bundle's inference.json where it sets them)."""
 
-    overlap: float = 0.5
+    overlap: float = 0.25
     sw_batch_size: int = 2
     largest_component: bool = True
     fill_holes: bool = True
@@ -114,18 +114,63 @@ def labels_to_working_grid(labels: LabelMap, geometry: ImageGeometry) -> np.ndar
     return np.transpose(sitk.GetArrayFromImage(res), (2, 1, 0))
 
 
+def _window_starts(n: int, roi: int, step: int) -> list[int]:
+    if n <= roi:
+        return [0]
+    starts = list(range(0, n - roi + 1, step))
+    if starts[-1] != n - roi:
+        starts.append(n - roi)
+    return starts
+
+
+def _gaussian_importance(roi: int) -> torch.Tensor:
+    """Window weight (roi^3): Gaussian with sigma roi/8 (as nnU-Net), so window centres count most."""
+    x = torch.arange(roi, dtype=torch.float32) - (roi - 1) / 2.0
+    g = torch.exp(-0.5 * (x / (roi / 8.0)) ** 2)
+    w = g[:, None, None] * g[None, :, None] * g[None, None, :]
+    return (w / w.max()).clamp(min=1e-3)
+
+
 @torch.no_grad()
 def predict_probabilities(model: torch.nn.Module, image: torch.Tensor, *, roi: int, overlap: float = 0.5,
-                          sw_batch_size: int = 2) -> torch.Tensor:
-    """Softmax class probabilities (C, X, Y, Z) for a normalised (X, Y, Z) image."""
-    from monai.inferers import sliding_window_inference
+                          sw_batch_size: int = 2, fov: np.ndarray | None = None) -> torch.Tensor:
+    """Softmax class probabilities (C, X, Y, Z) for a normalised (X, Y, Z) image.
 
+    Sliding window of ``roi``^3 with Gaussian-weighted overlap; windows without any voxel inside
+    ``fov`` (the acquired volume, e.g. outside an oblique short-axis slab) are skipped: they get
+    background.
+    """
     model.eval()
     device = next(model.parameters()).device
-    x = image[None, None].to(device)
-    logits = sliding_window_inference(x, roi_size=(roi,) * 3, sw_batch_size=sw_batch_size, predictor=model,
-                                      overlap=overlap, mode="gaussian", padding_mode="constant", cval=0.0)
-    return torch.softmax(logits[0].float(), dim=0).cpu()
+    shape = tuple(int(n) for n in image.shape)
+    padded = tuple(max(n, roi) for n in shape)
+    x = torch.zeros(padded, dtype=torch.float32)
+    x[: shape[0], : shape[1], : shape[2]] = image
+    inside = np.zeros(padded, dtype=bool)
+    inside[: shape[0], : shape[1], : shape[2]] = True if fov is None else fov
+    step = max(1, int(round(roi * (1.0 - overlap))))
+    weight = _gaussian_importance(roi)
+    windows = [(a, b, c) for a in _window_starts(padded[0], roi, step) for b in _window_starts(padded[1], roi, step)
+               for c in _window_starts(padded[2], roi, step)
+               if inside[a:a + roi, b:b + roi, c:c + roi].any()]
+    acc: torch.Tensor | None = None
+    norm = torch.zeros(padded, dtype=torch.float32)
+    for i in range(0, len(windows), sw_batch_size):
+        batch = windows[i:i + sw_batch_size]
+        xb = torch.stack([x[a:a + roi, b:b + roi, c:c + roi] for a, b, c in batch])[:, None].to(device)
+        logits = model(xb).float().cpu()
+        if acc is None:
+            acc = torch.zeros((logits.shape[1], *padded), dtype=torch.float32)
+        for (a, b, c), lg in zip(batch, logits):
+            acc[:, a:a + roi, b:b + roi, c:c + roi] += lg * weight
+            norm[a:a + roi, b:b + roi, c:c + roi] += weight
+    if acc is None:  # nothing acquired at all
+        raise StageError("no heart found (the image has no voxels inside its field of view)")
+    acc = acc / norm.clamp(min=1e-6)
+    probs = torch.softmax(acc, dim=0)
+    probs[:, norm == 0] = 0.0
+    probs[0, norm == 0] = 1.0
+    return probs[:, : shape[0], : shape[1], : shape[2]].contiguous()
 
 
 def probabilities_to_geometry(probs: torch.Tensor, work: ImageGeometry, target: ImageGeometry,
@@ -234,7 +279,7 @@ def segment(scan: Scan, model: "SegModel", *, cfg: SegConfig | None = None) -> L
                          f"{float(scan.voxels.flat[0]):g})")
     work = to_working_grid(scan, spacing_mm=model.spacing_mm)
     probs = predict_probabilities(model.network, work.image, roi=model.roi, overlap=cfg.overlap,
-                                  sw_batch_size=cfg.sw_batch_size)
+                                  sw_batch_size=cfg.sw_batch_size, fov=work.fov)
     probs[:, ~torch.from_numpy(work.fov)] = 0.0
     probs[0, ~torch.from_numpy(work.fov)] = 1.0  # nothing is labelled where nothing was acquired
     t1 = time.perf_counter()

@@ -91,13 +91,14 @@ class _SynthStream(torch.utils.data.IterableDataset):
         seeds = list(range(cfg.seed * 100_000, cfg.seed * 100_000 + cfg.n_label_volumes))
         pool: list[SynthLabels] = [self._volume(s) for s in seeds[:4]]
         nxt = 4
-        # volumes already cached are loaded at once; new ones are drawn one every two batches
+        # volumes already cached are loaded at once; new ones are drawn one every six batches so
+        # the worker keeps ahead of the optimiser on a slow machine
         while nxt < len(seeds) and (Path(cfg.cache_dir) / f"vol_{cfg.label_volume_size}_{cfg.spacing_mm:g}mm_{seeds[nxt]:06d}.npz").is_file():
             pool.append(self._volume(seeds[nxt]))
             nxt += 1
         k = 0
         while True:
-            if nxt < len(seeds) and k % 2 == 0:
+            if nxt < len(seeds) and k % 6 == 0:
                 pool.append(self._volume(seeds[nxt]))
                 nxt += 1
             k += 1
@@ -217,6 +218,17 @@ def train(cfg: TrainConfig, *, out_dir: Path, resume: bool = False, progress: bo
                     best = res["mean"]
                     save(out_dir / "best.pt", {"val": res})
                 save(last, {})
+    if not history or history[-1]["step"] != step:  # stopped by time: score the final weights too
+        res = evaluate(model, val_cases, roi=cfg.patch)
+        rec = {"step": step, "loss": running, "val_dice": res["mean_per_label"], "val_mean": res["mean"],
+               "elapsed_s": round(elapsed_before + time.perf_counter() - t0, 1)}
+        history.append(rec)
+        with open(log_path, "a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        log.info("final step %d val mean Dice %.3f", step, res["mean"])
+        if res["mean"] > best:
+            best = res["mean"]
+            save(out_dir / "best.pt", {"val": res})
     save(last, {})
     summary = {"steps": step, "best_val_mean_dice": best, "elapsed_s": elapsed_before + time.perf_counter() - t0,
                "history": history, "config": cfg_dict, "network_parameters": count_parameters(model)}
