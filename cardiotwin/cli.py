@@ -24,6 +24,8 @@ COMMANDS: tuple[str, ...] = (
     "simulate",
     "verify",
     "bench",
+    "segment",
+    "train_seg",
     "mesh",
     "fibers",
     "report",

@@ -19,6 +19,7 @@ BENCHES: dict[str, str] = {
     "mesh": "cardiotwin.meshing.bench:bench_mesh",
     "crt": "cardiotwin.therapy.bench:bench_crt",
     "viewer": "cardiotwin.viewer.bench:run_bench",
+    "seg": "cardiotwin.segmentation.bench:run_seg_bench",
 }
 
 log = logging.getLogger(__name__)
