@@ -104,3 +104,19 @@ def test_no_heart_found():
     g = _geom()
     with pytest.raises(StageError, match="no heart found"):
         check_heart_found(np.zeros(g.shape, dtype=np.uint8), g, SegConfig(), source="blank.nii.gz")
+
+
+def test_sliding_window_skips_windows_outside_the_field_of_view():
+    from cardiotwin.segmentation.inference import predict_probabilities
+    from cardiotwin.segmentation.network import NetworkSpec, build_network
+
+    torch.manual_seed(0)
+    net = build_network(NetworkSpec(channels=(4, 8), strides=(2,)))
+    image = torch.rand(40, 30, 20)
+    fov = np.zeros(image.shape, dtype=bool)
+    fov[:16, :16, :16] = True
+    probs = predict_probabilities(net, image, roi=16, overlap=0.25, fov=fov)
+    assert probs.shape == (9, 40, 30, 20)
+    assert torch.allclose(probs.sum(0), torch.ones(40, 30, 20), atol=1e-5)
+    assert (probs[0, 30:, 20:, :] == 1.0).all()  # never inside any evaluated window: background
+    assert (probs[0, :16, :16, :16] < 1.0).all()  # evaluated by the network
