@@ -7,16 +7,19 @@ import logging
 from pathlib import Path
 
 from cardiotwin.config import load_config
-from cardiotwin.errors import ConfigError
+from cardiotwin.errors import CaseError, ConfigError
 
 NAME = "mesh"
 HELP = "label map -> biventricular tetrahedral mesh (mesh.vtu with tags, mesh.xdmf, quality.json)"
+
+# The segmentation stage's output in a case (cardiotwin/commands/segment.py writes this name).
+SEGMENT_LABELS = "labels.nii.gz"
 
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", help="label map (NIfTI etc.) or a case directory with a segment stage")
+    parser.add_argument("source", help="label map (NIfTI etc.) or a case directory (reads segment/labels.nii.gz)")
     parser.add_argument("--out", help="output folder (default: the case's mesh/ stage)")
     parser.add_argument("--edge-mm", default="1.5 mm", help="target edge length (0.5-5 mm)")
     parser.add_argument("--base-point", type=float, nargs=3, metavar=("X", "Y", "Z"), help="base plane point, LPS mm")
@@ -54,13 +57,14 @@ def run(args: argparse.Namespace) -> int:
     source = Path(args.source)
     if Case.is_case(source):
         case = Case.open(source)
-        seg = case.require_stage("segment")
-        label_files = sorted(seg.glob("*labels*.nii*"))
-        if not label_files:
-            raise ConfigError(f"{seg}: no label map (*labels*.nii.gz) in the segment stage")
-        with case.stage("mesh", inputs={"labels": label_files[0]}, config=cfg, force=args.force) as st:
-            if not st.skipped:
-                st.metrics.update({k: v for k, v in _write_outputs(st.dir, read_labels(label_files[0]), cfg).items()
+        labels_path = case.require_stage("segment") / SEGMENT_LABELS
+        if not labels_path.is_file():
+            raise CaseError(f"{case.root}: the segment stage has no {SEGMENT_LABELS} (rerun `cardiotwin segment`)")
+        with case.stage("mesh", inputs={"labels": labels_path}, config=cfg, force=args.force) as st:
+            if st.skipped:
+                log.info("%s: mesh unchanged (use --force to rerun)", case.root)
+            else:
+                st.metrics.update({k: v for k, v in _write_outputs(st.dir, read_labels(labels_path), cfg).items()
                                    if isinstance(v, (int, float))})
         return 0
     if not args.out:

@@ -94,9 +94,12 @@ def _independent_set(verts: np.ndarray, cells: np.ndarray, offsets: np.ndarray, 
 
 
 def _relocate(points: np.ndarray, cells: np.ndarray, verts: np.ndarray, offsets: np.ndarray,
-              star_cells: np.ndarray, *, iterations: int = 8) -> np.ndarray:
+              star_cells: np.ndarray, *, iterations: int = 8, directions: np.ndarray | None = None,
+              initial_step: float = 0.25) -> np.ndarray:
     """Compass search, for independent vertices ``verts`` at once, of the position that maximises the
-    worst dihedral angle of each vertex's star. Updates ``points`` in place; returns the moved vertices."""
+    worst dihedral angle of each vertex's star. ``directions`` (D, V, 3): search directions per vertex
+    (default: 14 directions in space); the first step is ``initial_step`` x the mean distance to the
+    star's other corners. Updates ``points`` in place; returns the moved vertices."""
     counts = offsets[verts + 1] - offsets[verts]
     rows = np.concatenate([star_cells[offsets[v]:offsets[v + 1]] for v in verts])
     owner = np.repeat(np.arange(verts.size), counts)
@@ -121,9 +124,10 @@ def _relocate(points: np.ndarray, cells: np.ndarray, verts: np.ndarray, offsets:
     best_pos = start.copy()
     best_q = quality(best_pos[None])[0]
     initial_q = best_q.copy()
-    step = 0.25 * h
+    step = initial_step * h
+    dirs = _DIRECTIONS[:, None, :] if directions is None else directions
     for _ in range(iterations):
-        cand = best_pos[None] + step[None, :, None] * _DIRECTIONS[:, None, :]  # (14, V, 3)
+        cand = best_pos[None] + step[None, :, None] * dirs  # (D, V, 3)
         q = quality(cand)
         k = np.argmax(q, axis=0)
         qk = q[k, np.arange(verts.size)]
@@ -136,6 +140,56 @@ def _relocate(points: np.ndarray, cells: np.ndarray, verts: np.ndarray, offsets:
     return verts[improved]
 
 
+def _slide_boundary_vertices(
+    points: np.ndarray, cells: np.ndarray, facets: np.ndarray, angles: np.ndarray, offsets: np.ndarray,
+    star_cells: np.ndarray, moved: np.ndarray, *, below_deg: float, feature_angle_deg: float, sweeps: int = 3,
+) -> None:
+    """Slide smooth-surface corners of tets below ``below_deg`` within their tangent planes.
+
+    A tet whose four corners all lie on the boundary (e.g. spanning a wall thinner than the edge
+    length) cannot be fixed by interior moves. A tangential move of at most ~0.1 edge keeps the vertex
+    on the surface to second order (offset ~ step^2 x curvature), so volumes and tags are kept.
+    Updates ``points``, ``angles`` and ``moved`` in place.
+    """
+    fn = np.cross(points[facets[:, 1]] - points[facets[:, 0]], points[facets[:, 2]] - points[facets[:, 0]])
+    vn = np.zeros_like(points)
+    for k in range(3):
+        np.add.at(vn, facets[:, k], fn)
+    vn /= np.maximum(np.linalg.norm(vn, axis=1), 1e-30)[:, None]
+    fu = fn / np.maximum(np.linalg.norm(fn, axis=1), 1e-30)[:, None]
+    worst = np.full(points.shape[0], -1.0)
+    on_boundary = np.zeros(points.shape[0], dtype=bool)
+    on_boundary[facets.ravel()] = True
+    worst[on_boundary] = 1.0
+    for k in range(3):
+        np.minimum.at(worst, facets[:, k], np.einsum("ij,ij->i", fu, vn[facets[:, k]]))
+    smooth = on_boundary & (worst > np.cos(np.radians(feature_angle_deg)))
+    for _ in range(sweeps):
+        bad = np.flatnonzero(angles < below_deg)
+        verts = np.unique(cells[bad].ravel())
+        verts = verts[smooth[verts]]
+        if verts.size == 0:
+            return
+        any_moved = False
+        while verts.size:
+            batch = _independent_set(verts, cells, offsets, star_cells)
+            n = vn[batch]
+            t1 = np.cross(n, np.where(np.abs(n[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]]))
+            t1 /= np.linalg.norm(t1, axis=1)[:, None]
+            t2 = np.cross(n, t1)
+            phi = np.arange(8) * np.pi / 4.0
+            dirs = np.cos(phi)[:, None, None] * t1[None] + np.sin(phi)[:, None, None] * t2[None]
+            done = _relocate(points, cells, batch, offsets, star_cells, directions=dirs, initial_step=0.1)
+            if done.size:
+                any_moved = True
+                moved[done] = True
+                touched = np.unique(np.concatenate([star_cells[offsets[v]:offsets[v + 1]] for v in done]))
+                angles[touched] = dihedral_angles_deg(points, cells[touched]).min(axis=1)
+            verts = verts[~np.isin(verts, batch)]
+        if not any_moved:
+            return
+
+
 def remove_slivers(
     points: np.ndarray,
     cells: np.ndarray,
@@ -143,13 +197,18 @@ def remove_slivers(
     min_dihedral_deg: float,
     margin_deg: float = 3.0,
     sweeps: int = 4,
+    slide_boundary: bool = True,
+    feature_angle_deg: float = 20.0,
 ) -> tuple[np.ndarray, SliverReport]:
     """Relocate interior vertices of tets whose worst dihedral angle is below ``min_dihedral_deg +
     margin_deg`` (the margin leaves room above the target), worst tets first.
 
     points: (N, 3) mm; cells: (M, 4) positively oriented. Returns (new points (N, 3), report). The
-    connectivity is unchanged; boundary vertices (on any boundary triangle) keep their position,
-    and no tet is ever made worse than the worst tet of its vertex's star was.
+    connectivity is unchanged and no tet is made worse than the worst tet of the moved vertex's star
+    was. Boundary vertices keep their position, except, when tets below ``min_dihedral_deg`` remain
+    and ``slide_boundary``, the corners of those tets on smooth parts of the surface (no boundary
+    triangle turned more than ``feature_angle_deg`` from the vertex normal), which slide a fraction
+    of an edge within their tangent plane (``_slide_boundary_vertices``).
     """
     threshold = min_dihedral_deg + margin_deg
     points = np.array(points, dtype=np.float64, copy=True)
@@ -183,6 +242,9 @@ def remove_slivers(
                 stuck[cells[touched].ravel()] = False
                 stuck[done] = False
             verts = verts[~np.isin(verts, batch)]
+    if slide_boundary and np.any(angles < min_dihedral_deg):
+        _slide_boundary_vertices(points, cells, facets, angles, offsets, star_cells, moved,
+                                 below_deg=threshold, feature_angle_deg=feature_angle_deg)
     report = SliverReport(
         min_dihedral_before_deg=before,
         min_dihedral_after_deg=float(angles.min()),

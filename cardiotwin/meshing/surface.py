@@ -50,6 +50,73 @@ def _neighbours(mask: np.ndarray) -> np.ndarray:
     return ndimage.binary_dilation(mask) & ~mask
 
 
+def _sub_slices(spacing: np.ndarray, max_anisotropy: float) -> np.ndarray:
+    """(3,) number of sub-slices per voxel along each axis: spacing / finest spacing on thick axes, else 1."""
+    ratio = spacing / spacing.min()
+    return np.where(ratio > max_anisotropy, np.rint(ratio), 1).astype(int)
+
+
+def resample_thick_slices(labels: LabelMap, *, max_anisotropy: float = 2.0) -> LabelMap:
+    """Near-isotropic label map from a thick-slice one (e.g. 8 mm cine MR stacks) by shape-based
+    interpolation (Raya & Udupa 1990): each label's signed distance map is interpolated linearly
+    along the thick axes and every new voxel takes the label of least signed distance.
+
+    Each thick voxel is split into m = round(spacing / finest spacing) sub-voxels that tile it
+    exactly (beyond the end slices the end slice's distances are kept), so volumes stay comparable
+    with the original voxels. Returned unchanged when max/min spacing <= ``max_anisotropy``.
+    Without this, a blood voxel that touches the background through a slice face would be closed
+    with a whole slice-thick layer of myocardium.
+    """
+    g = labels.geometry
+    spacing = np.asarray(g.spacing_mm, dtype=float)
+    m = _sub_slices(spacing, max_anisotropy)
+    if np.all(m == 1):
+        return labels
+    shape = np.asarray(g.shape)
+    # Continuous index, along each axis, of the centres of the sub-voxels.
+    positions = [-0.5 + (np.arange(shape[d] * m[d]) + 0.5) / m[d] for d in range(3)]
+    lab = np.asarray(labels.labels)
+    best = None
+    out = np.zeros(tuple(shape * m), dtype=np.uint8)
+    for value in np.unique(lab):
+        mask = lab == value
+        sdf = (ndimage.distance_transform_edt(~mask, sampling=spacing)
+               - ndimage.distance_transform_edt(mask, sampling=spacing)).astype(np.float32)
+        for d in range(3):
+            if m[d] > 1:
+                sdf = _interp_axis(sdf, positions[d], axis=d)
+        if best is None:
+            best = sdf
+            out[:] = value
+            continue
+        closer = sdf < best
+        best[closer] = sdf[closer]
+        out[closer] = value
+    start = np.array([positions[d][0] for d in range(3)])
+    geometry = type(g)(
+        shape=tuple(int(v) for v in shape * m),
+        spacing_mm=tuple(float(v) for v in spacing / m),
+        origin_mm=tuple(float(v) for v in g.index_to_world(start)),
+        direction=g.direction,
+    )
+    log.info("%s: thick slices %s mm resampled to %s mm (shape-based interpolation)", labels.source or "label map",
+             [round(float(v), 2) for v in spacing], [round(float(v), 2) for v in spacing / m])
+    return LabelMap(labels=out, geometry=geometry, source=labels.source)
+
+
+def _interp_axis(values: np.ndarray, positions: np.ndarray, *, axis: int) -> np.ndarray:
+    """Linear interpolation of ``values`` at continuous ``positions`` along ``axis`` (clamped at the ends)."""
+    n = values.shape[axis]
+    pos = np.clip(positions, 0.0, n - 1)
+    lo = np.minimum(np.floor(pos).astype(int), max(n - 2, 0))
+    w = (pos - lo).astype(np.float32)
+    hi = np.minimum(lo + 1, n - 1)
+    shape = [1, 1, 1]
+    shape[axis] = -1
+    w = w.reshape(shape)
+    return np.take(values, lo, axis=axis) * (1.0 - w) + np.take(values, hi, axis=axis) * w
+
+
 def clean_labels(labels: LabelMap) -> LabelMap:
     """Repair segmentation noise so that the myocardium encloses both blood pools.
 
@@ -130,10 +197,14 @@ def myocardium_surface(
     *,
     edge_mm: float,
     smoothing_iterations: int = 30,
+    decimate: bool = True,
+    relax: bool = True,
 ):
     """Closed, smooth, triangulated surface of the myocardium below ``base`` (pyvista PolyData, LPS mm).
 
-    ``labels`` should be cleaned with ``clean_labels`` first.
+    ``labels`` should be cleaned with ``clean_labels`` first. ``decimate`` / ``relax`` switch off
+    the decimation towards the target edge and the tangential relaxation (the fallbacks when a
+    wall thinner than the target edge folds the coarse surface onto itself).
     """
     import pyvista as pv
     from skimage.measure import marching_cubes
@@ -178,20 +249,30 @@ def myocardium_surface(
     comps = surf.connectivity("largest")
     surf = pv.PolyData(comps.points, comps.faces) if comps.n_cells != surf.n_cells else surf
     # Feature-preserving smoothing keeps the base rim sharp; windowed sinc does not shrink.
-    surf = surf.smooth_taubin(
-        n_iter=smoothing_iterations, pass_band=0.05, feature_smoothing=False, feature_angle=45.0,
-        boundary_smoothing=False, non_manifold_smoothing=True, normalize_coordinates=True,
-    )
+    if smoothing_iterations > 0:
+        surf = surf.smooth_taubin(
+            n_iter=smoothing_iterations, pass_band=0.05, feature_smoothing=False, feature_angle=45.0,
+            boundary_smoothing=False, non_manifold_smoothing=True, normalize_coordinates=True,
+        )
     mean_edge = _mean_edge(surf)
     # Quadric decimation towards the target edge, then tangential relaxation: marching cubes
     # leaves needle triangles that would force slivers into the tetrahedra next to the surface.
     target_tris = surf.area / (np.sqrt(3.0) / 4.0 * edge_mm**2)
-    if surf.n_cells > 1.2 * target_tris:
-        surf = surf.decimate(float(np.clip(1.0 - target_tris / surf.n_cells, 0.0, 0.95)), volume_preservation=True)
+    if decimate and surf.n_cells > 1.2 * target_tris:
+        reduction = float(np.clip(1.0 - target_tris / surf.n_cells, 0.0, 0.95))
+        coarse = surf.decimate(reduction, volume_preservation=True)
+        if not _is_closed(coarse):
+            # Quadric decimation can pinch walls thinner than the target edge into non-manifold
+            # edges; the topology-preserving decimation cannot.
+            log.info("quadric decimation broke the surface; using topology-preserving decimation")
+            coarse = surf.decimate_pro(reduction, preserve_topology=True, splitting=False,
+                                       boundary_vertex_deletion=False)
+        surf = coarse if _is_closed(coarse) else surf
     surf = surf.clean().triangulate()
-    tris = np.asarray(surf.faces).reshape(-1, 4)[:, 1:]
-    points = tangential_relaxation(np.asarray(surf.points, dtype=float), tris, iterations=20)
-    surf = pv.PolyData(points, np.asarray(surf.faces))
+    if relax:
+        tris = np.asarray(surf.faces).reshape(-1, 4)[:, 1:]
+        points = tangential_relaxation(np.asarray(surf.points, dtype=float), tris, iterations=20)
+        surf = pv.PolyData(points, np.asarray(surf.faces))
     if not _is_closed(surf):
         raise StageError(f"{labels.source or 'label map'}: the myocardial surface is not watertight after smoothing")
     log.info("surface: %d triangles (mean edge %.2f -> %.2f mm), %.1f mL enclosed",
@@ -199,11 +280,17 @@ def myocardium_surface(
     return surf
 
 
-def tangential_relaxation(points: np.ndarray, tris: np.ndarray, *, iterations: int = 20, step: float = 0.5) -> np.ndarray:
+def tangential_relaxation(
+    points: np.ndarray, tris: np.ndarray, *, iterations: int = 20, step: float = 0.5, feature_angle_deg: float = 30.0,
+    max_turn_deg: float = 30.0,
+) -> np.ndarray:
     """Move each vertex towards the mean of its neighbours within its tangent plane.
 
     Evens out triangle shapes without moving the surface along its normal, so the enclosed volume
-    is kept to first order. points: (N, 3) mm; tris: (F, 3); returns new (N, 3).
+    is kept to first order. Vertices on sharp features (a face normal more than
+    ``feature_angle_deg`` from the vertex normal, e.g. the base rim) stay put, and a move is undone
+    where it would turn a triangle by more than ``max_turn_deg`` (that is how relaxation folds a
+    surface onto itself). points: (N, 3) mm; tris: (F, 3); returns new (N, 3).
     """
     from scipy import sparse
 
@@ -212,17 +299,47 @@ def tangential_relaxation(points: np.ndarray, tris: np.ndarray, *, iterations: i
     adj = sparse.coo_matrix((np.ones(2 * len(e)), (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])), shape=(n, n)).tocsr()
     adj.data[:] = 1.0
     degree = np.maximum(np.asarray(adj.sum(axis=1)).ravel(), 1.0)
-    p = points.copy()
-    for _ in range(iterations):
+    cos_turn = np.cos(np.radians(max_turn_deg))
+
+    def face_normals(p: np.ndarray) -> np.ndarray:
         v = p[tris]
         fn = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
+        return fn
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.maximum(np.linalg.norm(x, axis=1), 1e-30)[:, None]
+
+    p = points.copy()
+    fn = face_normals(p)
+    vn = np.zeros_like(p)
+    for k in range(3):
+        np.add.at(vn, tris[:, k], fn)
+    vn = unit(vn)
+    fu = unit(fn)
+    # Feature vertices: some incident face turns far from the vertex normal.
+    worst = np.ones(n)
+    for k in range(3):
+        np.minimum.at(worst, tris[:, k], np.einsum("ij,ij->i", fu, vn[tris[:, k]]))
+    movable = worst > np.cos(np.radians(feature_angle_deg))
+    for _ in range(iterations):
+        fn = face_normals(p)
+        fu = unit(fn)
         vn = np.zeros_like(p)
         for k in range(3):
             np.add.at(vn, tris[:, k], fn)
-        vn /= np.maximum(np.linalg.norm(vn, axis=1), 1e-30)[:, None]
+        vn = unit(vn)
         d = (adj @ p) / degree[:, None] - p
         d -= np.einsum("ij,ij->i", d, vn)[:, None] * vn
-        p += step * d
+        d[~movable] = 0.0
+        trial = p + step * d
+        # Undo the moves of every vertex of a triangle that turned too far, until none does.
+        for _ in range(10):
+            turned = np.einsum("ij,ij->i", unit(face_normals(trial)), fu) < cos_turn
+            if not turned.any():
+                break
+            back = np.unique(tris[turned])
+            trial[back] = p[back]
+        p = trial
     return p
 
 
@@ -239,10 +356,23 @@ def _is_closed(surf) -> bool:
     return edges.n_cells == 0
 
 
-def labelled_volume_below_plane_ml(labels: LabelMap, base: BasePlane, values: tuple[int, ...]) -> float:
-    """Volume (mL) of voxels with one of ``values`` whose centre lies below the base plane."""
+def labelled_volume_below_plane_ml(
+    labels: LabelMap, base: BasePlane, values: tuple[int, ...], *, max_anisotropy: float = 2.0
+) -> float:
+    """Volume (mL) of voxels with one of ``values`` below the base plane.
+
+    Each voxel counts by the fraction of its box below the plane, sampled at m sub-voxel centres
+    along thick axes (m as in ``resample_thick_slices``; one sample, the voxel centre, on
+    near-isotropic grids), so 8 mm slices cut obliquely by the plane are not counted all-or-nothing.
+    """
     idx = np.argwhere(np.isin(labels.labels, values))
     if idx.size == 0:
         return 0.0
-    below = base.signed_distance_mm(labels.geometry.index_to_world(idx)) < 0.0
-    return float(below.sum()) * labels.geometry.voxel_volume_ml
+    g = labels.geometry
+    m = _sub_slices(np.asarray(g.spacing_mm, dtype=float), max_anisotropy)
+    grids = np.meshgrid(*[-0.5 + (np.arange(m[d]) + 0.5) / m[d] for d in range(3)], indexing="ij")
+    offsets = np.stack([gr.ravel() for gr in grids], axis=1)  # (S, 3) sub-voxel centres, index units
+    below = 0.0
+    for off in offsets:
+        below += float(np.count_nonzero(base.signed_distance_mm(g.index_to_world(idx + off)) < 0.0))
+    return below / offsets.shape[0] * g.voxel_volume_ml

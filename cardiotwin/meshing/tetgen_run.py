@@ -27,6 +27,15 @@ from cardiotwin.errors import StageError
 log = logging.getLogger(__name__)
 
 _INPUT = "surface.npz"
+
+
+class SelfIntersectionError(StageError):
+    """TetGen found (and skipped) self-intersecting facets in the input surface."""
+
+    def __init__(self, message: str, *, n_facets: int) -> None:
+        super().__init__(message)
+        self.n_facets = n_facets
+
 _OUTPUT = "tets.npz"
 
 
@@ -38,8 +47,8 @@ def run_tetgen(
 
     points: (N, 3) mm; triangles: (F, 3) vertex indices; ``options``: keyword arguments of
     ``tetgen.TetGen.tetrahedralize``. Returns (nodes (P, 3) float64, tets (M, 4) int64). Raises
-    StageError naming ``source`` and the cause (skipped self-intersecting facets, a crash, a timeout,
-    or no tetrahedra).
+    StageError naming ``source`` and the cause (a crash, a timeout, no tetrahedra), or its subclass
+    SelfIntersectionError when TetGen skipped self-intersecting facets.
     """
     with tempfile.TemporaryDirectory(prefix="cardiotwin-tetgen-") as tmp:
         folder = Path(tmp)
@@ -59,8 +68,11 @@ def run_tetgen(
         if proc.returncode != 0 or not (folder / _OUTPUT).is_file():
             detail = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or [""])[-1]
             if skipped:
-                cause = f"the surface intersects itself ({skipped} facets skipped by TetGen)"
-            elif proc.returncode < 0:
+                raise SelfIntersectionError(
+                    f"{source}: mesher failed: the surface intersects itself ({skipped} facets skipped by TetGen)",
+                    n_facets=skipped,
+                )
+            if proc.returncode < 0:
                 cause = f"TetGen crashed (signal {-proc.returncode})"
             else:
                 cause = f"TetGen failed (exit {proc.returncode}): {detail}"

@@ -38,9 +38,10 @@ from cardiotwin.meshing.surface import (
     clean_labels,
     find_base_plane,
     myocardium_surface,
+    resample_thick_slices,
 )
 from cardiotwin.meshing.optimize import improve_tets
-from cardiotwin.meshing.tetgen_run import run_tetgen
+from cardiotwin.meshing.tetgen_run import SelfIntersectionError, run_tetgen
 from cardiotwin.meshing.tets import boundary_facets, orient_positive, signed_volumes, triangle_normals
 from cardiotwin.types import HeartMesh, LabelMap
 
@@ -150,19 +151,40 @@ def mesh_labels(labels: LabelMap, *, cfg: MeshConfig) -> tuple[HeartMesh, BasePl
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    cleaned = clean_labels(labels)
+    cleaned = clean_labels(resample_thick_slices(labels))
     if cfg.base_point_mm is not None and cfg.base_normal is not None:
         n = np.asarray(cfg.base_normal, dtype=float)
         base = BasePlane(point_mm=tuple(cfg.base_point_mm), normal=tuple(n / np.linalg.norm(n)))
     else:
         base = find_base_plane(cleaned, margin_mm=cfg.base_margin_mm)
     timings["labels_s"] = time.perf_counter() - t0
-    t = time.perf_counter()
-    surface = myocardium_surface(cleaned, base, edge_mm=cfg.edge_mm, smoothing_iterations=cfg.smoothing_iterations)
-    timings["surface_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    points, cells = tetrahedralise(surface, edge_mm=cfg.edge_mm, source=labels.source or "label map")
-    timings["tetgen_s"] = time.perf_counter() - t
+    source = labels.source or "label map"
+    # Fallbacks when a wall thinner than the target edge makes the surface fold onto itself: drop the
+    # tangential relaxation, then the decimation (finer surface, more tets), then most and finally
+    # all of the smoothing (marching cubes of the anti-aliased labels never self-intersects).
+    n_smooth = cfg.smoothing_iterations
+    attempts = ((True, True, n_smooth), (True, False, n_smooth), (False, False, n_smooth),
+                (False, False, n_smooth // 3), (False, False, 0))
+    timings["surface_s"] = timings["tetgen_s"] = 0.0
+    for i, (decimate, relax, iterations) in enumerate(attempts):
+        t = time.perf_counter()
+        surface = myocardium_surface(cleaned, base, edge_mm=cfg.edge_mm, smoothing_iterations=iterations,
+                                     decimate=decimate, relax=relax)
+        timings["surface_s"] += time.perf_counter() - t
+        t = time.perf_counter()
+        try:
+            points, cells = tetrahedralise(surface, edge_mm=cfg.edge_mm, source=source)
+        except SelfIntersectionError as exc:
+            if i == len(attempts) - 1:
+                raise
+            nxt = attempts[i + 1]
+            log.warning("%s; retrying with decimation %s, relaxation %s, %d smoothing iterations", exc,
+                        "on" if nxt[0] else "off", "on" if nxt[1] else "off", nxt[2])
+            continue
+        finally:
+            timings["tetgen_s"] += time.perf_counter() - t
+        timings["surface_attempt"] = float(i + 1)
+        break
     t = time.perf_counter()
     points, cells, slivers, peeled = improve_tets(points, cells, min_dihedral_deg=cfg.min_dihedral_deg)
     used = np.unique(cells)
