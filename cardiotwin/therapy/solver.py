@@ -13,7 +13,7 @@ iterative method, Fu et al. 2013) with the tissue of the sweep:
 
 Solvers are cached per tissue object (the sweep reuses one tissue per conduction config), so a
 worker builds each solver once. ``qrs_from_ecg`` is the QRS duration of the EP package's
-pseudo-ECG when it offers one, else None.
+pseudo-ECG of an activation map.
 """
 
 from __future__ import annotations
@@ -106,13 +106,16 @@ def eikonal_solver(mesh: HeartMesh, *, sources: Sequence[Source], tissue: Tissue
 
 
 def qrs_from_ecg(mesh: HeartMesh, activation_times_ms: np.ndarray) -> float | None:
-    """QRS duration (ms) of the pseudo-ECG of an activation map; None while the electrophysiology
-    package offers no ECG for an eikonal activation map."""
-    try:
-        from cardiotwin.electrophysiology import ecg  # type: ignore[attr-defined]
-    except ImportError:
+    """QRS duration (ms) of the electrophysiology package's 12-lead pseudo-ECG of an activation map
+    (reaction-eikonal transmembrane potentials, Niederer monodomain diffusivities), computed over
+    depolarisation only (until 40 ms after the last activation, before any repolarisation)."""
+    from cardiotwin.electrophysiology.ecg import ecg_from_activation, qrs_duration_ms
+    from cardiotwin.electrophysiology.operators import NIEDERER_D_L, NIEDERER_D_T
+
+    t = np.asarray(activation_times_ms, dtype=float)
+    t = np.where(np.isfinite(t), t, np.nan)
+    if not np.isfinite(t).any():
         return None
-    qrs = getattr(ecg, "qrs_duration_from_activation", None)
-    if qrs is None:
-        return None
-    return float(qrs(mesh, activation_times_ms))
+    times, leads = ecg_from_activation(mesh, t, d_l=NIEDERER_D_L, d_t=NIEDERER_D_T,
+                                       t_end_ms=float(np.nanmax(t)) + 40.0, dt_ms=1.0)
+    return float(qrs_duration_ms(times, leads))
