@@ -195,3 +195,13 @@ def test_real_ct_crop_is_ct(shared_data):
     assert scan.modality == "CT"
     assert scan.geometry.shape == (120, 126, 164)
     np.testing.assert_allclose(scan.geometry.spacing_mm, (1.5, 1.5, 1.5), atol=1e-4)
+
+
+def test_all_sunnybrook_images_read(shared_data):
+    # Their 10 mm slice spacing is stored as 10.000004 mm (float32 header): it must be accepted.
+    for case in sorted((shared_data / "sunnybrook").iterdir()):
+        for phase in ("ed", "es"):
+            scan = read_scan(case / f"{phase}_image.nii.gz")
+            labels = read_labels(case / f"{phase}_labels.nii.gz")
+            assert scan.modality == "MR"
+            assert labels.geometry.same_space(scan.geometry)

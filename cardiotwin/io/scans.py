@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 MIN_SPACING_MM = 0.1
 MAX_SPACING_MM = 10.0
+# Headers store spacing in float32 (Sunnybrook's 10 mm slices read as 10.000004 mm): allow that slack.
 MIN_VOXELS_PER_AXIS = 4
 MIN_VOXELS_TOTAL = 4096
 
@@ -227,7 +228,7 @@ def _validate(voxels: np.ndarray, geometry: ImageGeometry, path: Path) -> None:
     spacing = np.asarray(geometry.spacing_mm)
     if np.any(~np.isfinite(spacing)) or np.any(spacing <= 0):
         raise ScanError(path, f"voxel spacing must be positive, got {tuple(spacing.round(4))} mm")
-    if np.any(spacing < MIN_SPACING_MM) or np.any(spacing > MAX_SPACING_MM + 1e-6):
+    if np.any(spacing < MIN_SPACING_MM) or np.any(spacing > MAX_SPACING_MM + 1e-3):
         raise ScanError(
             path,
             f"voxel spacing {tuple(spacing.round(4))} mm outside the supported {MIN_SPACING_MM}-{MAX_SPACING_MM} mm "
