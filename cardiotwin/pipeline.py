@@ -15,6 +15,12 @@ Stage names map to the functions in ``STAGES``. ``segment``, ``mesh`` and ``fibe
 ``--edge-mm``), so a recipe does exactly what the commands do; ``crt`` runs
 ``therapy.stage.crt_case_stage`` with its options as a ``CRTConfig``. Every stage is cached by
 the case (inputs and config unchanged: skipped). Nothing in a recipe is evaluated.
+
+Besides ``stages`` a recipe may carry the evidence report's regulatory context, under ``report``
+or at the top level (``question_of_interest``, ``context_of_use``, ``model_influence``,
+``decision_consequence``, ``measurements``, ... : ``report.casedata.CONTEXT_KEYS``).
+``run_pipeline`` copies the recipe into the case as ``CASE/pipeline.yaml`` and records it in the
+manifest as the input ``pipeline`` (path, sha256, source name), where ``cardiotwin report`` finds it.
 """
 
 from __future__ import annotations
@@ -65,10 +71,15 @@ class PipelineContext:
 def load_recipe(path: str | Path) -> Recipe:
     """Parse and validate a recipe file; ConfigError naming the file on any problem."""
     path = Path(path)
+    from cardiotwin.report.casedata import CONTEXT_KEYS
+
     data = read_yaml(path)
-    unknown = sorted(set(data) - {"name", "modality", "stages", "description"})
+    allowed = ("name", "modality", "stages", "description", "report", *CONTEXT_KEYS)
+    unknown = sorted(set(data) - set(allowed))
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; allowed: name, modality, stages, description")
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+    if data.get("report") is not None and not isinstance(data["report"], dict):
+        raise ConfigError(f"{path}: 'report' must be a mapping (question_of_interest, context_of_use, ...)")
     stages_raw = data.get("stages")
     if not isinstance(stages_raw, list) or not stages_raw:
         raise ConfigError(f"{path}: 'stages' must be a non-empty list")
@@ -167,6 +178,28 @@ def _stage_crt(ctx: PipelineContext, options: dict[str, Any]) -> None:
         ctx.results["crt"] = result
 
 
+RECIPE_IN_CASE = "pipeline.yaml"
+
+
+def record_recipe(case: "Case", recipe: Recipe) -> Path | None:
+    """Copy the recipe file into the case (``CASE/pipeline.yaml``) and record it as the input
+    ``pipeline``; the evidence report reads its context of use there. None for a recipe built in code."""
+    import hashlib
+
+    from cardiotwin.io.atomic import write_bytes_atomic
+
+    src = Path(recipe.source) if recipe.source else None
+    if src is None or not src.is_file():
+        return None
+    data = src.read_bytes()
+    dest = case.root / RECIPE_IN_CASE
+    if not dest.is_file() or dest.read_bytes() != data:
+        write_bytes_atomic(dest, data)
+    case.record_input("pipeline", dest, source_sha256=hashlib.sha256(data).hexdigest(), source_name=src.name,
+                      recipe=recipe.name)
+    return dest
+
+
 STAGES: dict[str, Callable[[PipelineContext, dict[str, Any]], None]] = {
     "segment": _stage_segment,
     "mesh": _stage_mesh,
@@ -207,6 +240,7 @@ def run_pipeline(
         if scan.modality not in (recipe.modality, "unknown"):
             raise ScanError(scan_path, f"recipe {recipe.name} expects a {recipe.modality} scan, this is {scan.modality}")
     case = Case.open_or_create(out)
+    record_recipe(case, recipe)
 
     def client_factory() -> Any:
         if client is not None or (workers == 0 and not scheduler):

@@ -28,6 +28,12 @@ def test_recipe_errors_name_the_file(tmp_path):
     bad.write_text("stages: []\n")
     with pytest.raises(ConfigError, match="non-empty list"):
         load_recipe(bad)
+    bad.write_text("stages: [mesh]\nreport: yes\n")
+    with pytest.raises(ConfigError, match="'report' must be a mapping"):
+        load_recipe(bad)
+    bad.write_text("stages: [mesh]\nquestion_of_interest: q\nreprot: {}\n")
+    with pytest.raises(ConfigError, match="unknown key.*reprot"):
+        load_recipe(bad)
     bad.write_text("stages: [mesh]\nmodality: PET\n")
     with pytest.raises(ConfigError, match="CT or MR"):
         load_recipe(bad)
@@ -49,6 +55,8 @@ def test_pipeline_end_to_end_from_labels(small_ct_phantom, tmp_path):
         "name": "crt_test", "modality": "CT",
         "stages": [{"segment": {}}, {"mesh": {"edge_mm": "5 mm"}}, {"fibers": {}},
                    {"crt": {"uq": {"samples": 2}, "em_top_k": 0, "protocols": {"timing_top_k": 1}}}],
+        "report": {"question_of_interest": "Which LV lead site shortens activation most?", "model_influence": "medium"},
+        "measurements": {"qrs_ms": 160},
     }))
     case = tmp_path / "case"
     ctx = run_pipeline(load_recipe(recipe_path), scan_path=scan, out=case, labels_path=labels, workers=0,
@@ -67,6 +75,16 @@ def test_pipeline_end_to_end_from_labels(small_ct_phantom, tmp_path):
     for f in ("ranking.csv", "uq.json", "bullseye_activation.png", "bullseye_response.png", "activation_maps.png",
               "activation.vtu", f"activation/{ranking['best']}.vtu"):
         assert (case / "therapy" / f).is_file(), f
+    # the recipe is kept with the case, where `cardiotwin report` reads its context of use
+    from cardiotwin.report.casedata import find_pipeline, pipeline_context
+
+    assert (case / "pipeline.yaml").read_bytes() == recipe_path.read_bytes()
+    assert manifest["inputs"]["pipeline"]["path"] == "pipeline.yaml"
+    assert manifest["inputs"]["pipeline"]["source_name"] == "crt_test.yaml"
+    data, source, missing = find_pipeline(case, manifest, None)
+    assert missing is None and source == "pipeline.yaml"
+    assert pipeline_context(data) == {"question_of_interest": "Which LV lead site shortens activation most?",
+                                      "model_influence": "medium", "measurements": {"qrs_ms": 160}}
     # a rerun with unchanged inputs skips every stage and keeps the result
     again = run_pipeline(load_recipe(recipe_path), scan_path=scan, out=case, labels_path=labels, workers=0,
                          solver=graph_activation)

@@ -213,6 +213,8 @@ def build_report(case_root: str | os.PathLike[str], *, config: ReportConfig = Re
     calc = root / "calcver" / "calcver.json"
     ctx.calcver = casedata.read_json(calc) if calc.is_file() else None
     inputs = {s: root / s for s in _INPUT_STAGES if (root / s).is_dir()}
+    if pipeline is None and (root / "pipeline.yaml").is_file():
+        inputs["pipeline"] = root / "pipeline.yaml"  # the recipe `cardiotwin run` copied into the case
     for extra in (pipeline, verification, reference_labels):
         if extra is not None:
             inputs[f"file_{Path(extra).name}"] = Path(extra)

@@ -3,9 +3,13 @@
 The patient's fibre mesh (``fibers/mesh.vtu``) is refined uniformly (every tetrahedron split
 into 8 at its edge midpoints; fields interpolated linearly; original points keep their
 indices, so lead and breakthrough nodes are unchanged) and the baseline (LBBB) activation is
-solved again on each level with the same activation solver as the CRT stage. Outputs: total
-activation time (TAT), LV activation time and t90 per level, and their GCI (Celik et al. 2008).
-The eikonal discretisation is first order, so the two-level GCI uses p = 1 with Fs = 3.
+solved again on each level exactly as the CRT stage solves it: ``therapy.sweep.solve_protocol``
+of ``therapy.protocols.baseline_protocol`` with the stage's activation solver
+(``therapy.solver.eikonal_solver``, bound to ``electrophysiology.eikonal``) and the conduction
+configuration recorded by the case's ``therapy`` stage (nominal ``ConductionConfig`` when that
+stage has not run). Outputs: total activation time (TAT), LV activation time and t90 per level,
+and their GCI (Celik et al. 2008). The eikonal discretisation is first order, so the two-level
+GCI uses p = 1 with Fs = 3.
 
 Results go to the ``calcver`` stage (``calcver/calcver.json``) with a list ``unavailable`` of
 studies that could not run and why.
@@ -26,14 +30,14 @@ from cardiotwin.types import HeartMesh
 
 if TYPE_CHECKING:
     from cardiotwin.cases import Case
+    from cardiotwin.therapy.conduction import ConductionConfig
 
 log = logging.getLogger(__name__)
 
 CALCVER_STAGE = "calcver"
-# Where the EP package's activation solver (therapy.conduction.ActivationSolver) may live.
-_SOLVER_LOCATIONS = (("cardiotwin.electrophysiology.eikonal", "activation_solver"),
-                     ("cardiotwin.electrophysiology.eikonal", "solve_activation"),
-                     ("cardiotwin.therapy.stage", "default_solver"))
+# The CRT stage's activation solver (a therapy.conduction.ActivationSolver); the pipeline and
+# `cardiotwin crt` pass this binding to crt_case_stage.
+_SOLVER_LOCATIONS = (("cardiotwin.therapy.solver", "eikonal_solver"),)
 _TET_EDGES = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
 # children of a tet (vertices 0-3, edge midpoints 4-9 in _TET_EDGES order)
 _CHILDREN = ((0, 4, 5, 6), (4, 1, 7, 8), (5, 7, 2, 9), (6, 8, 9, 3),
@@ -80,13 +84,14 @@ def refine_uniform(mesh: HeartMesh) -> HeartMesh:
 
 
 def find_activation_solver() -> tuple[Callable[..., np.ndarray] | None, str]:
-    """The EP package's activation solver, or None and the locations tried."""
+    """The CRT stage's activation solver, or None and why it could not be imported."""
+    errors = []
     for module, attr in _SOLVER_LOCATIONS:
         try:
             return getattr(importlib.import_module(module), attr), f"{module}.{attr}"
-        except (ImportError, AttributeError):
-            continue
-    return None, ", ".join(f"{m}.{a}" for m, a in _SOLVER_LOCATIONS)
+        except (ImportError, AttributeError) as exc:
+            errors.append(f"{module}.{attr} ({exc})")
+    return None, ", ".join(errors)
 
 
 def mean_edge_mm(mesh: HeartMesh) -> float:
@@ -94,35 +99,53 @@ def mean_edge_mm(mesh: HeartMesh) -> float:
     return float(np.linalg.norm(mesh.points[e[:, 0]] - mesh.points[e[:, 1]], axis=1).mean())
 
 
-def mesh_refinement_study(mesh: HeartMesh, solver: Callable[..., np.ndarray], *, levels: int = 2) -> dict[str, Any]:
-    """Baseline activation metrics on ``levels`` uniformly refined meshes and their GCI."""
-    from cardiotwin.therapy.baseline import lbbb_sources, lv_nodes
-    from cardiotwin.therapy.conduction import ConductionConfig, build_tissue, conducting_points
-    from cardiotwin.therapy.metrics import activation_metrics, point_volumes_mm3
+def mesh_refinement_study(mesh: HeartMesh, solver: Callable[..., np.ndarray], *, levels: int = 2,
+                          conduction: "ConductionConfig | None" = None) -> dict[str, Any]:
+    """Baseline activation metrics on ``levels`` uniformly refined meshes and their GCI.
 
-    cfg = ConductionConfig()
+    Each level is solved by the CRT stage's own baseline path (``solve_protocol`` of the LBBB
+    baseline protocol) with ``solver`` and ``conduction`` (nominal when None).
+    """
+    from cardiotwin.therapy.conduction import ConductionConfig
+    from cardiotwin.therapy.protocols import baseline_protocol
+    from cardiotwin.therapy.sweep import solve_protocol
+
+    cfg = conduction or ConductionConfig()
     t0 = time.perf_counter()
     sizes, per_level, meshes = [], [], [mesh]
     for _ in range(levels - 1):
         meshes.append(refine_uniform(meshes[-1]))
     for m in meshes:
-        tissue = build_tissue(m, cfg)
-        t = np.asarray(solver(m, sources=lbbb_sources(m, cfg), tissue=tissue), dtype=float)
-        lv = np.zeros(m.n_points, dtype=bool)
-        lv[lv_nodes(m)] = True
-        met = activation_metrics(t, conducting=conducting_points(m, tissue), lv_mask=lv, volumes_mm3=point_volumes_mm3(m))
+        t1 = time.perf_counter()
+        _, met = solve_protocol(m, baseline_protocol(), cfg, solver=solver)
         sizes.append(mean_edge_mm(m))
         per_level.append({"n_points": m.n_points, "n_cells": m.n_cells, "mean_edge_mm": sizes[-1],
-                          **{k: float(v) for k, v in met.items()}})
+                          **{k: float(met[k]) for k in ("tat_ms", "lvat_ms", "t90_ms", "unreached_fraction")},
+                          "seconds": round(time.perf_counter() - t1, 2)})
     quantities = {}
     for key in ("tat_ms", "lvat_ms", "t90_ms"):
         vals = [lvl[key] for lvl in per_level]
         if all(np.isfinite(vals)):
             quantities[key] = grid_convergence(sizes, vals, formal_order=1.0).to_dict()
     return {"name": "mesh_activation", "title": "Mesh refinement of the baseline activation (eikonal)",
-            "description": f"{levels} levels by uniform 1:8 refinement of the patient mesh, LBBB baseline, nominal "
-                           "conduction parameters.", "size_label": "mean edge (mm)", "levels": per_level,
+            "description": f"{levels} levels by uniform 1:8 refinement of the patient mesh, LBBB baseline solved as "
+                           "the CRT stage solves it (therapy.sweep.solve_protocol with therapy.solver.eikonal_solver), "
+                           f"conduction cv_fibre {cfg.cv_fibre:g} / cv_cross {cfg.cv_cross:g} / Purkinje "
+                           f"{cfg.purkinje_cv:g} mm/ms.", "size_label": "mean edge (mm)", "levels": per_level,
             "quantities": quantities, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def case_conduction(case: "Case") -> tuple["ConductionConfig", str]:
+    """The conduction configuration the case's ``therapy`` stage ran with (nominal when it has not run)."""
+    from cardiotwin.config import load_config
+    from cardiotwin.therapy.conduction import ConductionConfig
+
+    rec = case.stage_record("therapy") or {}
+    data = (rec.get("config") or {}).get("conduction") if rec.get("status") == "ok" else None
+    if isinstance(data, dict):
+        return load_config(ConductionConfig, data, source=f"{case.root}/manifest.json:stages.therapy.config"), \
+            "therapy stage"
+    return ConductionConfig(), "nominal (no therapy stage)"
 
 
 def run_calcver_stage(case: "Case", *, levels: int = 2, force: bool = False) -> list[str]:
@@ -144,12 +167,16 @@ def run_calcver_stage(case: "Case", *, levels: int = 2, force: bool = False) -> 
                        "steps and compare.")
     if solver is None or not mesh_path.is_file():
         return unavailable
+    from cardiotwin.config import config_to_dict
     from cardiotwin.io.meshes import read_mesh
 
-    with case.stage(CALCVER_STAGE, inputs={"mesh": mesh_path}, config={"levels": levels, "solver": where},
+    conduction, conduction_source = case_conduction(case)
+    with case.stage(CALCVER_STAGE, inputs={"mesh": mesh_path},
+                    config={"levels": levels, "solver": where, "conduction": config_to_dict(conduction)},
                     force=force) as st:
         if st.skipped:
             return unavailable
-        study = mesh_refinement_study(read_mesh(mesh_path), solver, levels=levels)
+        study = mesh_refinement_study(read_mesh(mesh_path), solver, levels=levels, conduction=conduction)
+        study["conduction_source"] = conduction_source
         write_json_atomic(st.output("calcver.json"), {"studies": [study], "unavailable": unavailable})
     return unavailable

@@ -77,14 +77,19 @@ def stage_file(root: Path, stage: str, name: str, command: str) -> tuple[Path | 
 def find_pipeline(root: Path, manifest: dict[str, Any], explicit: Path | None) -> tuple[dict[str, Any] | None, str, str | None]:
     """The pipeline YAML mapping, its path (as text) and a reason when none was found.
 
-    Looked for in order: ``explicit``; the manifest's ``pipeline`` entry (a mapping, or a path
-    relative to the case); ``CASE/pipeline.yaml``.
+    Looked for in order: ``explicit`` (``--pipeline``); the manifest input ``pipeline`` that
+    ``cardiotwin run`` records (``pipeline.record_recipe``: a copy of the recipe in the case); a
+    manifest ``pipeline`` entry (a mapping, or a path relative to the case); ``CASE/pipeline.yaml``;
+    the recipe path in ``CASE/pipeline.json`` (cases run before the recipe was copied in).
     """
     from cardiotwin.config import read_yaml
 
     candidates: list[Path] = []
     if explicit is not None:
         candidates.append(Path(explicit))
+    recorded = (manifest.get("inputs") or {}).get("pipeline")
+    if isinstance(recorded, dict) and recorded.get("path"):
+        candidates.append(root / str(recorded["path"]))
     entry = manifest.get("pipeline")
     if isinstance(entry, dict) and not ("path" in entry and len(entry) <= 3):
         return entry, "manifest.json:pipeline", None
@@ -93,6 +98,14 @@ def find_pipeline(root: Path, manifest: dict[str, Any], explicit: Path | None) -
     elif isinstance(entry, str):
         candidates.append(root / entry)
     candidates.append(root / "pipeline.yaml")
+    run_record = root / "pipeline.json"
+    if run_record.is_file():
+        try:
+            source = json.loads(run_record.read_text()).get("source")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            source = None
+        if isinstance(source, str) and source:
+            candidates.append(Path(source))
     for p in candidates:
         if p.is_file():
             data = read_yaml(p)

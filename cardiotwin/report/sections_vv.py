@@ -182,7 +182,7 @@ def calculation_verification_section(ctx: ReportContext) -> Section:
                              g["convergence"]])
                 plots.append((qname, g["sizes"], g["values"], g["extrapolated"]))
             s.blocks.append(p(f"{study['title']}: {study.get('description', '')} Wall time {fmt(study.get('seconds'))} s."))
-            s.blocks.append(table([study["size_label"], "sizes", "values", "observed order p", "extrapolated",
+            s.blocks.append(table(["Quantity", f"sizes: {study['size_label']}", "values", "observed order p", "extrapolated",
                                    "GCI fine (%)", "convergence"],
                                   rows, caption="GCI after Celik et al. 2008 (J Fluids Eng 130:078001), Fs = 1.25 "
                                                 "(three levels) or 3 (two levels)."))
