@@ -112,6 +112,40 @@ class CoupledCirculation:
             if self.network.compartments[self.network.index[name]].kind != "coupled":
                 raise ValueError(f"compartment {name} is not coupled")
 
+    def volumes_for(self, p_vec: np.ndarray, t_new_ms: float, dt_ms: float) -> tuple[np.ndarray, np.ndarray]:
+        """0D cavity volumes (mL) after a step with cavity pressures p (kPa), and dV/dp (mL/kPa).
+
+        The derivative is a one-sided difference (h = 1e-4 kPa); V0D(p) is piecewise linear in p
+        (backward Euler with ideal valves), so it is exact away from a valve switch.
+        """
+        idx = [self.network.index[c] for c in self.cavities]
+
+        def v(p: np.ndarray) -> np.ndarray:
+            v0d, _, _ = self.network.step(self.volumes_ml, t_new_ms, dt_ms, dict(zip(self.cavities, map(float, p))))
+            return v0d[idx]
+
+        p = np.asarray(p_vec, dtype=float)
+        base = v(p)
+        h = 1e-4
+        jac = np.zeros((len(p), len(p)))
+        for i in range(len(p)):
+            dp = np.zeros(len(p))
+            dp[i] = h
+            jac[:, i] = (v(p + dp) - base) / h
+        return base, jac
+
+    def volume_tolerance(self) -> float:
+        """Pressure-volume consistency tolerance (mL) for the current cavity volumes."""
+        idx = [self.network.index[c] for c in self.cavities]
+        return max(self.tol_ml, self.rtol * float(np.min(np.abs(self.volumes_ml[idx]))))
+
+    def commit(self, p_vec: np.ndarray, t_new_ms: float, dt_ms: float) -> tuple[np.ndarray, np.ndarray]:
+        """Accept cavity pressures p (kPa) found by a monolithic 3D-0D solve; returns (pressures, flows)."""
+        given = dict(zip(self.cavities, map(float, p_vec)))
+        self.volumes_ml, p_all, q = self.network.step(self.volumes_ml, t_new_ms, dt_ms, given)
+        self.pressures_kpa = given
+        return p_all, q
+
     def step(self, t_new_ms: float, dt_ms: float, solve_cavities: CavitySolver) -> tuple[np.ndarray, np.ndarray, int]:
         """Advance to ``t_new_ms``; returns (0D pressures (kPa), flows (mL/ms), 3D solves used).
 

@@ -38,6 +38,7 @@ from cardiotwin.config import quantity
 from cardiotwin.errors import StageError
 from cardiotwin.mechanics.active import TwitchConfig
 from cardiotwin.mechanics.materials import Guccione, HolzapfelOgden
+from cardiotwin.mechanics.newton import NewtonDiverged
 from cardiotwin.mechanics.problem import Boundaries, CardiacMechanics, MechanicsConfig
 from cardiotwin.types import MechResult
 
@@ -60,7 +61,8 @@ class EMConfig:
     lv_end_diastolic_pressure: float = quantity(1.0, "kPa")
     rv_end_diastolic_pressure: float = quantity(0.5, "kPa")
     beat_duration: float = quantity(800.0, "ms")
-    dt: float = quantity(10.0, "ms")
+    dt: float = quantity(10.0, "ms", doc="time step while any point's twitch is active")
+    diastolic_dt: float = quantity(40.0, "ms", doc="time step once every twitch has ended (filling)")
     output_every: int = 2
 
     def validate(self) -> None:
@@ -72,6 +74,8 @@ class EMConfig:
             raise ValueError(f"dt must lie in (0, beat_duration], got {self.dt}")
         if self.lv_end_diastolic_pressure < 0 or self.rv_end_diastolic_pressure < 0:
             raise ValueError("end-diastolic pressures must be >= 0")
+        if not self.diastolic_dt > 0:
+            raise ValueError(f"diastolic_dt must be > 0, got {self.diastolic_dt}")
         if self.output_every < 1:
             raise ValueError("output_every must be >= 1")
 
@@ -123,6 +127,20 @@ class BeatInputs:
     activation: dolfinx.fem.Function
     aha: dolfinx.fem.Function | None = None
     extra: dict[str, object] = field(default_factory=dict)
+
+
+def beat_times_ms(cfg: EMConfig, activation_times_ms: np.ndarray) -> np.ndarray:
+    """Time grid (ms) of a beat: steps of ``dt`` until the last twitch has ended, then
+    ``max(dt, diastolic_dt)`` (passive filling needs no fine steps); ends at ``beat_duration``."""
+    act = np.asarray(activation_times_ms, dtype=float)
+    act = act[np.isfinite(act)]
+    active_end = (float(act.max()) if act.size else 0.0) + cfg.twitch.duration
+    times, t = [0.0], 0.0
+    while t < cfg.beat_duration - 1e-9:
+        step = cfg.dt if t < active_end - 1e-9 else max(cfg.dt, cfg.diastolic_dt)
+        t = min(t + step, cfg.beat_duration)
+        times.append(t)
+    return np.array(times)
 
 
 def _has_tag(ft: dolfinx.mesh.MeshTags, tag: int, comm: MPI.Comm) -> bool:
@@ -218,27 +236,43 @@ def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = N
         coupled = CoupledCirculation(network, v0, cavities, {c: edp[c] for c in cavities})
         times, pressures, vols = [0.0], [[edp[c] for c in cavities]], [[volumes[c] for c in cavities]]
         write(0.0)
-        n_steps = int(round(cfg.beat_duration / cfg.dt))
+        act_max = comm.allreduce(float(np.max(act_values[np.isfinite(act_values)], initial=0.0)), op=MPI.MAX)
+        grid = beat_times_ms(cfg, np.array([act_max]))
+        n_steps = len(grid) - 1
         stretch_hist = [stretch_ed]
         solves_total = 0
+        fallbacks = 0
+        names = np.array(cavities)
         for k in range(1, n_steps + 1):
-            t = k * cfg.dt
+            t, dt = float(grid[k]), float(grid[k] - grid[k - 1])
             ta = cfg.twitch.tension_kpa(t, act_values)
             start = mech.snapshot()
             label = f"time step {k} (t = {t:g} ms)"
-
-            def solve_cavities(p: dict[str, float], start: dict = start, ta: np.ndarray = ta,
-                               label: str = label) -> dict[str, float]:
-                mech.restore(start)
-                mech.solve_to(pressures_kpa=p, active_tension_kpa=ta, label=label, on_failure=save_failure)
-                return {c: mech.cavity_volume_ml(c) for c in cavities}
-
             try:
-                _, _, solves = coupled.step(t, cfg.dt, solve_cavities)
-            except StageError:
+                # one Newton loop for displacement and cavity pressures, warm-started
+                mech.solve_coupled(active_tension_kpa=ta, volume_tol_ml=coupled.volume_tolerance(),
+                                   volumes_0d=lambda p, t=t, dt=dt: coupled.volumes_for(p, t, dt))
+                p_new = np.array([float(mech.pressures_kpa[c].value) for c in names])
+                coupled.commit(p_new, t, dt)
+                solves = 1
+            except NewtonDiverged as exc:
+                # slow, robust path: load-stepped 3D solves inside a quasi-Newton pressure iteration
+                log.info("%s: coupled Newton failed (%s); falling back to load stepping", label, exc)
+                fallbacks += 1
                 mech.restore(start)
-                save_failure(mech)
-                raise
+
+                def solve_cavities(p: dict[str, float], start: dict = start, ta: np.ndarray = ta,
+                                   label: str = label) -> dict[str, float]:
+                    mech.restore(start)
+                    mech.solve_to(pressures_kpa=p, active_tension_kpa=ta, label=label, on_failure=save_failure)
+                    return {c: mech.cavity_volume_ml(c) for c in cavities}
+
+                try:
+                    _, _, solves = coupled.step(t, dt, solve_cavities)
+                except StageError:
+                    mech.restore(start)
+                    save_failure(mech)
+                    raise
             solves_total += solves
             times.append(t)
             pressures.append([coupled.pressures_kpa[c] for c in cavities])
@@ -261,7 +295,8 @@ def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = N
                      for s in segments.segments}
     empty = np.zeros(0)
     meta = {
-        "n_dofs": mech.n_dofs, "n_steps": n_steps, "dt_ms": cfg.dt, "cavities": list(cavities),
+        "n_dofs": mech.n_dofs, "n_steps": n_steps, "dt_ms": cfg.dt, "diastolic_dt_ms": cfg.diastolic_dt,
+        "coupling_fallbacks": fallbacks, "cavities": list(cavities),
         "newton_iterations": int(sum(mech.monitor.iterations)), "newton_solves": len(mech.monitor.iterations),
         "newton_failures": mech.monitor.failures, "coupling_3d_solves": solves_total,
         "seconds": round(time.perf_counter() - t_start, 2), "mpi_ranks": comm.size,

@@ -36,6 +36,7 @@ from petsc4py import PETSc
 from cardiotwin.config import quantity
 from cardiotwin.errors import StageError
 from cardiotwin.mechanics.materials import Material
+from cardiotwin.mechanics.newton import NewtonDiverged, NewtonSolver
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,15 @@ class MechanicsConfig:
     snes_atol: float = 1e-8
     snes_max_it: int = 25
     min_load_fraction: float = 1.0 / 256
-    quadrature_degree: int = 4
+    # None: 2 for P1 penalty (F is constant per cell; fibres vary linearly), 4 otherwise (P2).
+    # Degree 4 costs ~3.5x as many points as degree 2 in every Jacobian assembly.
+    quadrature_degree: int | None = None
+
+    def quadrature(self) -> int:
+        """The quadrature degree used in the forms."""
+        if self.quadrature_degree is not None:
+            return self.quadrature_degree
+        return 2 if self.formulation == "penalty" and self.degree == 1 else 4
 
     def validate(self) -> None:
         if self.formulation not in ("mixed", "penalty"):
@@ -68,6 +77,8 @@ class MechanicsConfig:
             raise ValueError("spring stiffnesses must be >= 0")
         if not 0 <= self.cross_fibre_fraction <= 1:
             raise ValueError("cross_fibre_fraction must lie in [0, 1]")
+        if self.quadrature_degree is not None and not 1 <= self.quadrature_degree <= 8:
+            raise ValueError(f"quadrature_degree must lie in [1, 8], got {self.quadrature_degree}")
 
 
 @dataclass(frozen=True)
@@ -147,9 +158,9 @@ class CardiacMechanics:
         F = ufl.variable(ufl.Identity(gdim) + ufl.grad(u))
         J = ufl.det(F)
         self.F, self.J = F, J
-        dx = ufl.Measure("dx", domain=mesh, metadata={"quadrature_degree": cfg.quadrature_degree})
+        dx = ufl.Measure("dx", domain=mesh, metadata={"quadrature_degree": cfg.quadrature()})
         ds = ufl.Measure("ds", domain=mesh, subdomain_data=facet_tags,
-                         metadata={"quadrature_degree": cfg.quadrature_degree})
+                         metadata={"quadrature_degree": cfg.quadrature()})
         self.ds = ds
         if cfg.formulation == "mixed":
             psi = material.strain_energy(F, f0, s0, n0, isochoric=False) - p_h * (J - 1)
@@ -171,6 +182,9 @@ class CardiacMechanics:
         for tag in boundaries.epi_springs:
             residual += k_epi * ufl.inner(u, N) * ufl.inner(v, N) * ds(tag)
         self.residual = residual
+        self._pressure_load_forms = {name: ufl.inner(cofactor_N, v) * ds(tag)
+                                     for name, tag in boundaries.cavities.items()}
+        self._test = test
 
         fdim = mesh.topology.dim - 1
         mesh.topology.create_connectivity(fdim, mesh.topology.dim)
@@ -186,23 +200,10 @@ class CardiacMechanics:
                 bcs.append(dolfinx.fem.dirichletbc(np.zeros(gdim, dtype=PETSc.ScalarType), dofs, self.W))
         self.bcs = bcs
         self.prefix = prefix
-        opts = {
-            "snes_type": "newtonls",
-            "snes_linesearch_type": "none",
-            "snes_rtol": cfg.snes_rtol,
-            "snes_atol": cfg.snes_atol,
-            "snes_stol": 0.0,
-            "snes_max_it": cfg.snes_max_it,
-            "snes_error_if_not_converged": True,
-            "ksp_type": "preonly",
-            "pc_type": "lu",
-            "pc_factor_mat_solver_type": "mumps",
-            "ksp_error_if_not_converged": True,
-        }
-        self.problem = dolfinx.fem.petsc.NonlinearProblem(
-            residual, self.state, bcs=bcs, petsc_options_prefix=prefix, petsc_options=opts
-        )
+        self.newton = NewtonSolver(residual, self.state, bcs=bcs, prefix=prefix, rtol=cfg.snes_rtol,
+                                   atol=cfg.snes_atol, max_it=cfg.snes_max_it)
         self._volume_forms: dict[str, dolfinx.fem.Form] = {}
+        self._volume_ufl: dict[str, ufl.Form] = {}
         self._base_centroid_forms = None
         log.debug("mechanics problem %s: %d dofs", prefix, self.W.dofmap.index_map.size_global * self.W.dofmap.index_map_bs)
 
@@ -237,12 +238,7 @@ class CardiacMechanics:
     # -- solving -----------------------------------------------------------------------------
     def _newton(self) -> int:
         t0 = time.perf_counter()
-        self.problem.solve()
-        snes = self.problem.solver
-        reason = snes.getConvergedReason()
-        its = snes.getIterationNumber()
-        if reason <= 0 or not np.all(np.isfinite(self.state.x.array)):
-            raise PETSc.Error(reason)
+        its = self.newton.solve().iterations
         self.monitor.iterations.append(int(its))
         self.monitor.seconds.append(time.perf_counter() - t0)
         return int(its)
@@ -279,7 +275,7 @@ class CardiacMechanics:
             self.active_tension_kpa.x.array[:] = ta_start + trial * (ta_end - ta_start)
             try:
                 total_its += self._newton()
-            except PETSc.Error:
+            except NewtonDiverged:
                 self.monitor.failures += 1
                 self.restore(last)
                 step *= 0.5
@@ -300,6 +296,63 @@ class CardiacMechanics:
             if step < 1.0:
                 step = min(1.0, step * 2.0)
         return total_its
+
+    def solve_coupled(
+        self,
+        *,
+        active_tension_kpa: np.ndarray | float,
+        volumes_0d: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+        volume_tol_ml: float,
+        max_substeps: int = 8,
+    ) -> int:
+        """Set the active tension and solve for the state AND the cavity pressures together.
+
+        The pressures (``pressures_kpa``, in ``boundaries.cavities`` order) are unknowns fixed
+        by ``V3D(u) = V0D(p)``; ``volumes_0d(p)`` returns the 0D volumes (mL) implied by cavity
+        pressures p (kPa) and their derivative dV0D/dp (n x n, mL/kPa). One Newton loop for
+        (u, p), warm-started from the current state and pressures. Raises NewtonDiverged (the
+        caller restores a snapshot and falls back to load stepping) when even ``max_substeps``
+        tension substeps fail. Returns the Newton iterations spent.
+        """
+        names = list(self.boundaries.cavities)
+        ta_start = self.active_tension_kpa.x.array.copy()
+        ta_end = np.broadcast_to(np.asarray(active_tension_kpa, dtype=float), ta_start.shape).copy()
+        self.cavity_volume_ml(names[0])  # builds the volume forms and the base centroid constant
+        for name in names:
+            if name not in self._volume_forms:
+                self.cavity_volume_ml(name)
+        if not hasattr(self, "_volume_derivatives"):
+            self._volume_derivatives = [1.0e-3 * ufl.derivative(self._volume_ufl[n], self.state, self._test)
+                                        for n in names]
+        start = self.snapshot()
+        substeps, total = 1, 0
+        while True:
+            t0 = time.perf_counter()
+            try:
+                # continuation in the active tension; the volume equations are those of the
+                # end of the step in every substep, so the last substep is the exact problem
+                for k in range(1, substeps + 1):
+                    self.active_tension_kpa.x.array[:] = ta_start + k / substeps * (ta_end - ta_start)
+                    res = self.newton.solve_bordered(
+                        pressures=[self.pressures_kpa[n] for n in names],
+                        pressure_load_forms=[self._pressure_load_forms[n] for n in names],
+                        volume_derivative_forms=self._volume_derivatives,
+                        volumes_3d=lambda: np.array([self.cavity_volume_ml(n) for n in names]),
+                        volumes_0d=volumes_0d,
+                        volume_tol=volume_tol_ml,
+                    )
+                    total += res.iterations
+                    self.monitor.iterations.append(res.iterations)
+                    self.monitor.seconds.append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                return total
+            except NewtonDiverged:
+                self.monitor.failures += 1
+                self.restore(start)
+                substeps *= 2
+                if substeps > max_substeps:
+                    raise
+                log.debug("coupled Newton failed; retrying with %d tension substeps", substeps)
 
     # -- outputs -----------------------------------------------------------------------------
     def _scalar(self, form: dolfinx.fem.Form) -> float:
@@ -325,7 +378,8 @@ class CardiacMechanics:
         if name not in self._volume_forms:
             N = ufl.FacetNormal(self.mesh)
             n_da = self.J * ufl.inv(self.F).T * N
-            self._volume_forms[name] = dolfinx.fem.form(-1.0 / 3.0 * ufl.inner(x - self._xc, n_da) * self.ds(tag))
+            self._volume_ufl[name] = -1.0 / 3.0 * ufl.inner(x - self._xc, n_da) * self.ds(tag)
+            self._volume_forms[name] = dolfinx.fem.form(self._volume_ufl[name])
         return self._scalar(self._volume_forms[name]) / 1000.0
 
     def fibre_stretch(self) -> ufl.core.expr.Expr:

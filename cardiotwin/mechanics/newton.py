@@ -1,0 +1,240 @@
+"""Newton's method for the mechanics residual, with everything built once and reused.
+
+Why not ``dolfinx.fem.petsc.NonlinearProblem`` (SNES): profiling a beat showed most of the time
+in ``apply_lifting`` (which re-evaluates every Jacobian element tensor to lift boundary values
+that are zero here) and in re-creating work per solve. This solver compiles the residual and
+Jacobian forms once, keeps one matrix, one KSP (MUMPS LU by default: PETSc reuses the symbolic
+factorisation while the sparsity pattern is unchanged, so each iteration costs one numeric
+factorisation), and applies the homogeneous Dirichlet conditions directly.
+
+It also solves the *bordered* system of a body whose cavity pressures are unknowns tied to
+volume equations ``V3D(u) - V0D(p) = 0`` (3D-0D coupling): one factorisation of the stiffness K
+per iteration and ``1 + n_cavities`` back-substitutions, the pressure update from the small
+Schur complement (Newton for (u, p) together; no restore-and-resolve).
+
+Every PETSc object carries the options prefix given; ``<prefix>ksp_error_if_not_converged``
+is set, and options can be overridden from the PETSc options database (e.g.
+``-em_pc_type gamg -em_ksp_type cg``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from mpi4py import MPI  # noqa: I001 - before dolfinx
+
+import dolfinx
+import dolfinx.fem.petsc
+import ufl
+from petsc4py import PETSc
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KSP_OPTIONS: dict[str, object] = {
+    "ksp_type": "preonly",
+    "pc_type": "lu",
+    "pc_factor_mat_solver_type": "mumps",
+    "ksp_error_if_not_converged": True,
+}
+
+
+class NewtonDiverged(RuntimeError):
+    """Newton did not converge (iteration limit, non-finite values or a failed linear solve)."""
+
+
+@dataclass
+class NewtonResult:
+    """Iterations used and final residual norm (kPa mm^2, the units of the weak form)."""
+
+    iterations: int
+    residual_norm: float
+
+
+class NewtonSolver:
+    """Newton for ``R(state) = 0`` with homogeneous Dirichlet conditions ``bcs``.
+
+    ``residual`` is a UFL form linear in the test function; its Jacobian is derived once.
+    """
+
+    def __init__(
+        self,
+        residual: ufl.Form,
+        state: dolfinx.fem.Function,
+        *,
+        bcs: Sequence[dolfinx.fem.DirichletBC],
+        prefix: str,
+        rtol: float,
+        atol: float,
+        max_it: int,
+        ksp_options: dict[str, object] | None = None,
+        jit_options: dict | None = None,
+    ) -> None:
+        self.state, self.bcs, self.prefix = state, list(bcs), prefix
+        self.rtol, self.atol, self.max_it = rtol, atol, max_it
+        self.comm = state.function_space.mesh.comm
+        du = ufl.TrialFunction(state.function_space)
+        self.F_form = dolfinx.fem.form(residual, jit_options=jit_options)
+        self.J_form = dolfinx.fem.form(ufl.derivative(residual, state, du), jit_options=jit_options)
+        self.A = dolfinx.fem.petsc.create_matrix(self.J_form)
+        self.A.setOptionsPrefix(f"{prefix}A_")
+        self.b = dolfinx.fem.petsc.create_vector(state.function_space)
+        self.dx = dolfinx.fem.petsc.create_vector(state.function_space)
+        self.ksp = PETSc.KSP().create(self.comm)
+        self.ksp.setOptionsPrefix(prefix)
+        opts = PETSc.Options()
+        for key, value in {**DEFAULT_KSP_OPTIONS, **(ksp_options or {})}.items():
+            if not opts.hasName(f"{prefix}{key}"):  # command-line options win
+                opts[f"{prefix}{key}"] = value
+        self.ksp.setOperators(self.A)
+        self.ksp.setFromOptions()
+        self._extra_vectors: dict[str, tuple[dolfinx.fem.Form, PETSc.Vec]] = {}
+
+    # -- assembly ------------------------------------------------------------------------------
+    def assemble_residual(self) -> float:
+        """Assemble R(state) into ``self.b`` (Dirichlet rows set to 0); returns ||R||_2."""
+        with self.b.localForm() as loc:
+            loc.set(0.0)
+        dolfinx.fem.petsc.assemble_vector(self.b, self.F_form)
+        self.b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+        # constrained dofs already hold their (zero) values: their residual is g - x = 0
+        dolfinx.fem.petsc.set_bc(self.b, self.bcs, self.state.x.petsc_vec, -1.0)
+        return float(self.b.norm())
+
+    def assemble_jacobian(self) -> None:
+        self.A.zeroEntries()
+        dolfinx.fem.petsc.assemble_matrix(self.A, self.J_form, bcs=self.bcs)
+        self.A.assemble()
+
+    def linear_form_vector(self, name: str, form: ufl.Form) -> PETSc.Vec:
+        """Assemble a linear form (compiled on first use, cached by ``name``), Dirichlet rows 0."""
+        if name not in self._extra_vectors:
+            compiled = dolfinx.fem.form(form)
+            self._extra_vectors[name] = (compiled, dolfinx.fem.petsc.create_vector(self.state.function_space))
+        compiled, vec = self._extra_vectors[name]
+        with vec.localForm() as loc:
+            loc.set(0.0)
+        dolfinx.fem.petsc.assemble_vector(vec, compiled)
+        vec.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+        dolfinx.fem.petsc.set_bc(vec, self.bcs, None, 0.0)
+        return vec
+
+    def _linear_solve(self, rhs: PETSc.Vec, out: PETSc.Vec) -> None:
+        try:
+            self.ksp.solve(rhs, out)
+        except PETSc.Error as exc:
+            raise NewtonDiverged(f"linear solve failed ({exc})") from None
+
+    def _update(self, step: PETSc.Vec, scale: float) -> None:
+        self.state.x.petsc_vec.axpy(scale, step)
+        self.state.x.scatter_forward()
+        if not np.all(np.isfinite(self.state.x.array)):
+            raise NewtonDiverged("non-finite state")
+
+    def _finite_residual(self, step: PETSc.Vec, scale: float) -> tuple[float, float]:
+        """Apply ``scale * step``, halving it (up to 6 times) while the residual is not finite
+        (a full Newton step can invert elements, where J^(-2/3) is undefined). Returns
+        (residual norm, the scale kept)."""
+        for _ in range(7):
+            self._update(step, scale)
+            norm = self.assemble_residual()
+            finite = self.comm.allreduce(bool(np.isfinite(norm)), op=MPI.LAND)
+            if finite:
+                return norm, scale
+            self._update(step, -0.5 * scale)  # back to half the step
+            self._update(step, -0.5 * scale)
+            scale *= 0.5
+        raise NewtonDiverged("non-finite residual after step halving")
+
+    # -- plain Newton --------------------------------------------------------------------------
+    def solve(self) -> NewtonResult:
+        """Newton until ||R|| <= max(atol, rtol ||R_0||); raises NewtonDiverged otherwise."""
+        norm0 = norm = self.assemble_residual()
+        for it in range(self.max_it + 1):
+            if not np.isfinite(norm):
+                raise NewtonDiverged("non-finite residual")
+            if norm <= max(self.atol, self.rtol * norm0):
+                return NewtonResult(it, norm)
+            if it == self.max_it or norm > 1e6 * max(norm0, self.atol):
+                break
+            self.assemble_jacobian()
+            self._linear_solve(self.b, self.dx)
+            norm, _ = self._finite_residual(self.dx, -1.0)
+        raise NewtonDiverged(f"no convergence in {self.max_it} iterations (|R| {norm:.3g}, |R0| {norm0:.3g})")
+
+    # -- Newton with cavity pressures as unknowns ------------------------------------------------
+    def solve_bordered(
+        self,
+        *,
+        pressures: Sequence[dolfinx.fem.Constant],
+        pressure_load_forms: Sequence[ufl.Form],
+        volume_derivative_forms: Sequence[ufl.Form],
+        volumes_3d: Callable[[], np.ndarray],
+        volumes_0d: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+        volume_tol: float,
+        max_pressure_step: float = 2.0,
+    ) -> NewtonResult:
+        """Solve R(u, p) = 0 and V3D(u) = V0D(p) for the state u and the cavity pressures p.
+
+        pressure_load_forms[i]: dR/dp_i (linear forms); volume_derivative_forms[i]: dV3D_i/du
+        (linear forms, same volume units as ``volumes_3d``); volumes_0d(p) -> (V0D(p), dV0D/dp).
+        Convergence: ||R|| <= max(atol, rtol ||R_0||) and |V3D - V0D| <= volume_tol.
+        Pressure steps are limited to ``max_pressure_step`` (same units as p) per iteration.
+        """
+        n = len(pressures)
+        z2 = [self.dx.duplicate() for _ in range(n)]
+        p = np.array([float(c.value) for c in pressures])
+        norm0 = None
+        norm = self.assemble_residual()
+        for it in range(self.max_it + 1):
+            v0d, dv0d_dp = volumes_0d(p)
+            g = volumes_3d() - v0d
+            if not (np.isfinite(norm) and np.all(np.isfinite(g))):
+                raise NewtonDiverged("non-finite residual")
+            norm0 = norm if norm0 is None else norm0
+            if norm > 1e6 * max(norm0, self.atol):
+                raise NewtonDiverged(f"residual grew from {norm0:.3g} to {norm:.3g}")
+            if norm <= max(self.atol, self.rtol * norm0) and np.max(np.abs(g)) <= volume_tol:
+                return NewtonResult(it, norm)
+            if it == self.max_it:
+                break
+            self.assemble_jacobian()
+            self._linear_solve(self.b, self.dx)  # K dx = R, i.e. z1 = -dx
+            c_vecs = [self.linear_form_vector(f"dVdu{i}", f) for i, f in enumerate(volume_derivative_forms)]
+            for i, form in enumerate(pressure_load_forms):
+                self._linear_solve(self.linear_form_vector(f"dRdp{i}", form), z2[i])
+            # g + c.(z1 - sum_i z2_i dp_i) - D dp = 0  ->  (C Z2 + D) dp = g + C z1
+            M = np.array([[c_vecs[j].dot(z2[i]) for i in range(n)] for j in range(n)]) + dv0d_dp
+            rhs = g - np.array([c_vecs[j].dot(self.dx) for j in range(n)])
+            try:
+                dp = np.linalg.solve(M, rhs)
+            except np.linalg.LinAlgError:
+                raise NewtonDiverged("singular pressure-volume Schur complement") from None
+            scale = min(1.0, max_pressure_step / max(float(np.max(np.abs(dp))), 1e-300))
+            # du = z1 - sum_i z2_i dp_i = -(dx + sum_i z2_i dp_i)
+            for i in range(n):
+                self.dx.axpy(float(dp[i]), z2[i])
+            # the residual depends on p: set the pressures of the trial step before assembling
+            p_old = p.copy()
+            trial = scale
+            for _ in range(7):
+                for c, value in zip(pressures, p_old + trial * dp):
+                    c.value = float(value)
+                self._update(self.dx, -trial)
+                norm = self.assemble_residual()
+                if self.comm.allreduce(bool(np.isfinite(norm)), op=MPI.LAND):
+                    break
+                self._update(self.dx, trial)
+                trial *= 0.5
+            else:
+                raise NewtonDiverged("non-finite residual after step halving")
+            p = p_old + trial * dp
+        raise NewtonDiverged(f"coupled Newton: no convergence in {self.max_it} iterations")
+
+    def destroy(self) -> None:
+        for obj in (self.ksp, self.A, self.b, self.dx):
+            obj.destroy()
+        for _, vec in self._extra_vectors.values():
+            vec.destroy()
