@@ -242,12 +242,15 @@ def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = N
         stretch_hist = [stretch_ed]
         solves_total = 0
         fallbacks = 0
+        step_seconds: list[float] = []
+        step_its: list[int] = []
         names = np.array(cavities)
         for k in range(1, n_steps + 1):
             t, dt = float(grid[k]), float(grid[k] - grid[k - 1])
             ta = cfg.twitch.tension_kpa(t, act_values)
             start = mech.snapshot()
             label = f"time step {k} (t = {t:g} ms)"
+            step_t0, its0 = time.perf_counter(), sum(mech.monitor.iterations)
             try:
                 # one Newton loop for displacement and cavity pressures, warm-started
                 mech.solve_coupled(active_tension_kpa=ta, volume_tol_ml=coupled.volume_tolerance(),
@@ -274,6 +277,8 @@ def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = N
                     save_failure(mech)
                     raise
             solves_total += solves
+            step_seconds.append(round(time.perf_counter() - step_t0, 3))
+            step_its.append(sum(mech.monitor.iterations) - its0)
             times.append(t)
             pressures.append([coupled.pressures_kpa[c] for c in cavities])
             vols.append([mech.cavity_volume_ml(c) for c in cavities])
@@ -296,7 +301,7 @@ def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = N
     empty = np.zeros(0)
     meta = {
         "n_dofs": mech.n_dofs, "n_steps": n_steps, "dt_ms": cfg.dt, "diastolic_dt_ms": cfg.diastolic_dt,
-        "coupling_fallbacks": fallbacks, "cavities": list(cavities),
+        "coupling_fallbacks": fallbacks, "step_seconds": step_seconds, "newton_iterations_per_step": step_its, "cavities": list(cavities),
         "newton_iterations": int(sum(mech.monitor.iterations)), "newton_solves": len(mech.monitor.iterations),
         "newton_failures": mech.monitor.failures, "coupling_3d_solves": solves_total,
         "seconds": round(time.perf_counter() - t_start, 2), "mpi_ranks": comm.size,

@@ -109,14 +109,15 @@ def _beam_mesh(n: int, comm: MPI.Comm) -> tuple[dolfinx.mesh.Mesh, dolfinx.mesh.
 
 
 def solve_land(problem: int, *, resolution: float | None = None, comm: MPI.Comm = MPI.COMM_WORLD,
-               load_steps: int | None = None) -> LandResult:
+               load_steps: int | None = None, quadrature_degree: int = 4,
+               fibre_degree: int | None = None) -> LandResult:
     """Solve Land Problem 1, 2 or 3 and return the benchmark outputs.
 
     resolution: elements across the beam thickness for Problem 1 (default 2; 10x as many along
     x), or the mesh characteristic length in mm for Problems 2 and 3 (default 2.5).
     """
     t0 = time.perf_counter()
-    cfg = MechanicsConfig(formulation="mixed", quadrature_degree=4)
+    cfg = MechanicsConfig(formulation="mixed", quadrature_degree=quadrature_degree)
     if problem == 1:
         n = int(resolution or 2)
         mesh, ft = _beam_mesh(n, comm)
@@ -135,8 +136,11 @@ def solve_land(problem: int, *, resolution: float | None = None, comm: MPI.Comm 
         h = float(resolution or 2.5)
         heart = to_dolfinx(land_ellipsoid(char_length_mm=h) if comm.rank == 0 else None, comm)
         # fibres at the quadrature points: exact analytic field where the forms are evaluated
-        qe = basix.ufl.quadrature_element(heart.mesh.basix_cell(), value_shape=(3,), degree=cfg.quadrature_degree)
-        Vf = dolfinx.fem.functionspace(heart.mesh, qe)
+        if fibre_degree is None:
+            qe = basix.ufl.quadrature_element(heart.mesh.basix_cell(), value_shape=(3,), degree=cfg.quadrature())
+            Vf = dolfinx.fem.functionspace(heart.mesh, qe)
+        else:  # nodal Lagrange fibres, as most codes of the benchmark used
+            Vf = dolfinx.fem.functionspace(heart.mesh, ("Lagrange", fibre_degree, (3,)))
         f_fn = dolfinx.fem.Function(Vf, name="f0")
         if problem == 3:
             f_fn.interpolate(land_fibres)

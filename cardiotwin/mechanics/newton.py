@@ -187,6 +187,7 @@ class NewtonSolver:
         z2 = [self.dx.duplicate() for _ in range(n)]
         p = np.array([float(c.value) for c in pressures])
         norm0 = None
+        norm_ref = 0.0
         norm = self.assemble_residual()
         for it in range(self.max_it + 1):
             v0d, dv0d_dp = volumes_0d(p)
@@ -194,9 +195,14 @@ class NewtonSolver:
             if not (np.isfinite(norm) and np.all(np.isfinite(g))):
                 raise NewtonDiverged("non-finite residual")
             norm0 = norm if norm0 is None else norm0
-            if norm > 1e6 * max(norm0, self.atol):
-                raise NewtonDiverged(f"residual grew from {norm0:.3g} to {norm:.3g}")
-            if norm <= max(self.atol, self.rtol * norm0) and np.max(np.abs(g)) <= volume_tol:
+            if it == 1:
+                # the first residual can be ~0 when only the volume equations are violated;
+                # judge growth against the residual after the first update too
+                norm_ref = max(norm0, norm, self.atol)
+            if it > 1 and norm > 1e6 * norm_ref:
+                raise NewtonDiverged(f"residual grew from {norm_ref:.3g} to {norm:.3g}")
+            ref = norm0 if it == 0 else norm_ref
+            if norm <= max(self.atol, self.rtol * ref) and np.max(np.abs(g)) <= volume_tol:
                 return NewtonResult(it, norm)
             if it == self.max_it:
                 break

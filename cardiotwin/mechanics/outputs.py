@@ -3,7 +3,7 @@
 Input file (``activation.vtu`` of the EP stage): a tetrahedral mesh in LPS mm with point data
 ``activation_time_ms`` and ``f0`` (fibres; ``s0``/``n0`` optional), a ``triangle`` block with
 cell data ``facet_tags`` (``anatomy.FacetTag``) for the boundary, and optionally ``aha`` (cell
-data on the tetrahedra, segments 0-17).
+data on the tetrahedra or point data, segments 0-17).
 """
 
 from __future__ import annotations
@@ -44,6 +44,11 @@ def read_em_mesh(path: Path) -> tuple[HeartMesh, np.ndarray]:
     cell_data = {}
     if "aha" in m.cell_data:
         cell_data["aha"] = np.asarray(m.cell_data["aha"][ti]).astype(np.int32)
+    elif "aha" in m.point_data:
+        # the fibres stage writes AHA segments per node: a cell takes the segment most of its
+        # vertices carry (the median of the four sorted labels is a majority label whenever one exists)
+        per_vertex = np.rint(np.asarray(m.point_data["aha"], dtype=float))[np.asarray(tb.data)]
+        cell_data["aha"] = np.sort(per_vertex, axis=1)[:, 1].astype(np.int32)
     cell_tags = np.asarray(m.cell_data["cell_tags"][ti], dtype=np.int32) if "cell_tags" in m.cell_data \
         else np.ones(len(tb.data), dtype=np.int32)
     f0 = np.asarray(m.point_data["f0"], dtype=float)
