@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -18,7 +19,8 @@ def test_every_command_has_help():
     parser = build_parser()
     text = parser.format_help()
     for name in COMMANDS:
-        assert name in text
+        module = importlib.import_module(f"cardiotwin.commands.{name}")
+        assert module.NAME in text and callable(module.run)
     assert main([]) == 2  # no command: help and a usage exit code
 
 
