@@ -88,7 +88,7 @@ def bench_em(*, quick: bool) -> str:
         "Twin: `sample_scans/ct_sample_labels.nii.gz` -> `cardiotwin mesh --edge-mm 3` -> `cardiotwin fibers` -> "
         "eikonal activation from endocardial breakthrough sites (`mechanics.twin.sinus_sources`) -> "
         "`simulate_beat` with the default `EMConfig`: P1 penalty Guccione (C 2 kPa), fixed base, twitch peak "
-        "60 kPa, 3-element Windkessel per ventricle, one Newton loop for displacement and cavity pressures "
+        "90 kPa, 3-element Windkessel per ventricle, one Newton loop for displacement and cavity pressures "
         "(MUMPS, forms compiled once), dt 10 ms while any twitch is active and 40 ms after.", "",
         "| tets | dofs | ranks | steps | beat wall time (s) | s/step mean (max) | Newton its total (max/step) "
         "| LV EDV / ESV (mL) | LV EF | RV EF | LV peak (mmHg) | LV dP/dt max (mmHg/s) |",

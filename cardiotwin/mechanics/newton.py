@@ -13,8 +13,8 @@ per iteration and ``1 + n_cavities`` back-substitutions, the pressure update fro
 Schur complement (Newton for (u, p) together; no restore-and-resolve).
 
 Every PETSc object carries the options prefix given; ``<prefix>ksp_error_if_not_converged``
-is set, and options can be overridden from the PETSc options database (e.g.
-``-em_pc_type gamg -em_ksp_type cg``).
+is set, and options already in the PETSc options database win (e.g. from the environment:
+``PETSC_OPTIONS="-em_ksp_type cg -em_pc_type gamg"``).
 """
 
 from __future__ import annotations
