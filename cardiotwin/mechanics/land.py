@@ -8,6 +8,17 @@
   C = 2 kPa, b_f 8, b_t 2, b_fs 4, pressure 15 kPa and active tension 60 kPa along f0.
 
 All are solved incompressible (Taylor-Hood P2/P1). Lengths in mm, pressures in kPa.
+
+Problem 3 and the fibre field: the analytic fibres are singular on the long axis (e_u and e_v
+are undefined at x = y = 0), exactly where the outputs are read. The fibres are therefore
+evaluated at the quadrature points (never on the axis). Measured here (P2/P1, quadrature
+degree 4, endo / epi apex z in mm): 2.5 mm -11.55 / -15.66; 2.0 mm -11.56 / -15.51; 1.5 mm
+-11.97 / -15.58; 1.2 mm (54k dofs, 190 s) -11.91 / -15.57. Quadrature degree 6 instead of 4
+moves the 2.5 mm result by 0.05 mm; nodal P1 or P2 fibres instead of quadrature fibres move it
+by 0.1 and 2.0 mm (the apex node's arbitrary fibre then spreads over its elements). So the
+formulation converges, to about 0.1-0.3 mm (1-2 %) outside the published consensus (endo -12.0
+to -12.5, epi -15.2 to -15.5); straight-sided tetrahedra (a faceted apex) are the remaining
+suspect, not checked.
 """
 
 from __future__ import annotations
@@ -115,6 +126,8 @@ def solve_land(problem: int, *, resolution: float | None = None, comm: MPI.Comm 
 
     resolution: elements across the beam thickness for Problem 1 (default 2; 10x as many along
     x), or the mesh characteristic length in mm for Problems 2 and 3 (default 2.5).
+    quadrature_degree: of the forms; fibre_degree: None for fibres at the quadrature points
+    (default), or 1/2 for nodal Lagrange fibres (Problems 2-3).
     """
     t0 = time.perf_counter()
     cfg = MechanicsConfig(formulation="mixed", quadrature_degree=quadrature_degree)
