@@ -69,7 +69,7 @@ def _write_demo_stages(case, tmp: Path) -> dict:
     aha = np.clip((centroid_x / 20.0 * 17).astype(int) + 1, 1, 17)
     t = np.linspace(0.0, 200.0, 201)
     leads = {n: (k + 1) * 0.3 * np.exp(-((t - 60.0 - 5 * k) / 12.0) ** 2) for k, n in enumerate(("I", "II", "V1", "V6"))}
-    with case.stage("ep", inputs={"labels": case.stage_dir("segment")}, config={"dt": "0.05 ms", "ksp_rtol": 1e-8}) as st:
+    with case.stage("ep", inputs={"labels": case.stage_dir("segment")}, config={"dt": "0.05 ms", "cg_rtol": 1e-8}) as st:
         meshio.write(st.output("activation.vtu"), meshio.Mesh(slab.points, [("tetra", slab.cells)],
                                                               point_data={"activation_time_ms": act},
                                                               cell_data={"aha": [aha]}))
@@ -83,20 +83,38 @@ def _write_demo_stages(case, tmp: Path) -> dict:
                         edv_ml={"LV": 120.0}, esv_ml={"LV": 90.0}, stroke_volume_ml={"LV": 30.0},
                         ejection_fraction={"LV": 0.25}, dpdt_max_kpa_per_ms={"LV": 0.1371},
                         stroke_work_mj={"LV": 321.7})
-    with case.stage("em", inputs={"ep": case.stage_dir("ep")}, config={"newton_rtol": 1e-9}) as st:
+    with case.stage("em", inputs={"ep": case.stage_dir("ep")}, config={"dt": "10 ms", "mechanics": {"snes_atol": 1e-6}}) as st:
         write_outputs(result, st.dir)
-    ranking = {"candidates": [
-        {"id": "lv-lat-bas", "label": "LV basal lateral", "rank": 1, "position_mm": [1, 2, 3],
-         "metrics": {"tat_change_pct": -23.4, "qrs_ms": 112.0}, "concordance": "concordant",
+    # CRT-stage maps (therapy.outputs layout: point "aha", -1 where never activated): paced from the
+    # far corner as well, so the best map differs from the baseline and from the EP stage's map
+    crt_base = act + 5.0
+    crt_base[:3] = -1.0
+    crt_best = np.minimum(act, np.linalg.norm(slab.points - slab.points.max(axis=0), axis=1) / cv)
+    point_aha = np.clip((slab.points[:, 0] / 20.0 * 17).astype(int) + 1, 1, 17)
+    ranking = {"baseline": {"tat_ms": 41.25}, "metadata": {"segment_activation_ms": {str(k): 2.0 * k for k in range(1, 18)}},
+               "candidates": [
+        {"id": "lv-lat-bas", "name": "lv-lat-bas", "label": "LV basal lateral", "rank": 1, "position_mm": [1, 2, 3],
+         "activation": "activation/lv-lat-bas.vtu",
+         "metrics": {"tat_change_pct": -23.4, "qrs_ms": 112.0, "tat_ms": 31.6}, "concordance": "concordant",
          "uq": {"probability_best": 0.72, "tat_change_pct": [-27.0, -18.5]}},
+        {"id": "lv-lat-bas-av140", "label": "LV basal lateral, AV 140 / VV +20 ms", "rank": 4,
+         "metrics": {"tat_change_pct": -22.0},
+         "uq": {"probability_best": 0.0, "samples": 16, "dpdt_change_pct_ci95": [8.5, 14.25],
+                "stiffness_kpa": [1.5, 2.5]}},
         {"id": "lv-post-mid", "label": "LV mid posterior", "rank": 2, "position_mm": [4, 5, 6],
          "metrics": {"tat_change_pct": -17.9}, "uq": {"probability_best": 0.21}},
         {"id": "lv-ant-api", "label": "LV apical anterior", "rank": 3, "position_mm": [7, 8, 9],
          "metrics": {"tat_change_pct": -6.2}, "uq": {"probability_best": 0.07}},
     ]}
-    with case.stage("therapy", inputs={"ep": case.stage_dir("ep")}, config={"n_samples": 64}) as st:
+    therapy_cfg = {"em_top_k": 1, "electromechanics": {"dt": "5 ms", "beat_duration": "700 ms",
+                                                       "mechanics": {"snes_rtol": 1e-7}}}
+    with case.stage("therapy", inputs={"ep": case.stage_dir("ep")}, config=therapy_cfg) as st:
         st.output("ranking.json").write_text(json.dumps(ranking))
-    return {"act": act, "ranking": ranking}
+        for name, values in (("baseline", crt_base), ("lv-lat-bas", crt_best)):
+            (st.dir / "activation").mkdir(exist_ok=True)
+            meshio.write(st.dir / "activation" / f"{name}.vtu", meshio.Mesh(
+                slab.points, [("tetra", slab.cells)], point_data={"activation_time_ms": values, "aha": point_aha}))
+    return {"act": act, "ranking": ranking, "therapy_config": therapy_cfg}
 
 
 @pytest.fixture(scope="module")
@@ -144,16 +162,28 @@ def test_report_writes_all_sections_with_numbers_from_results(demo_case, tmp_pat
     n = data["numbers"]
     assert n["em.ejection_fraction.LV"] == metrics["ejection_fraction"]["LV"]
     assert n["em.dpdt_max_mmhg_per_s.LV"] == pytest.approx(metrics["dpdt_max_mmhg_per_s"]["LV"])
-    assert n["ep.tat_ms"] == pytest.approx(facts["act"].max() - facts["act"].min())
+    # activation maps from the CRT stage's outputs (not ep/), with the stage's own TATs and segment means
+    assert n["activation.sources"] == ["therapy/activation/baseline.vtu", "therapy/activation/lv-lat-bas.vtu"]
+    assert n["therapy.baseline.tat_ms"] == facts["ranking"]["baseline"]["tat_ms"]
+    assert n["therapy.best.tat_ms"] == facts["ranking"]["candidates"][0]["metrics"]["tat_ms"]
+    assert "ep.tat_ms" not in n
+    assert n["activation.aha.7"] == facts["ranking"]["metadata"]["segment_activation_ms"]["7"]
+    assert n["activation.renderer"].startswith("pyvista")
     assert n["ep.qrs_ms"] == 131.5
     assert n["uq.LV basal lateral.probability_best"] == 0.72
+    # UQ of every protocol that has one, whatever its entries (timing-sweep winner, stiffness input)
+    assert n["uq.protocols_with_uq"] == 4
+    assert n["uq.LV basal lateral, AV 140 / VV +20 ms.dpdt_change_pct_ci95"] == [8.5, 14.25]
+    assert n["uq.LV basal lateral, AV 140 / VV +20 ms.stiffness_kpa"] == [1.5, 2.5]
+    uq_html = html[html.index('<section id="uq"'):html.index('<section id="applicability"')]
+    assert "stiffness_kpa: [1.5, 2.5]" in uq_html and "samples: 16" in uq_html
     assert n["validation.qrs_ms.simulated"] == 131.5
     # model risk: medium influence x high consequence = 4 (V&V 40 5-level matrix)
     assert n["model_risk_level"] == 4
     ver = json.loads(Path(data["verification_results"]).read_text())
     land = next(c for c in ver["checks"] if c["name"] == "land_1")
     assert n["verify.land_1.beam_point_z_mm"] == land["quantities"][0]["value"]
-    for key in ("em.ejection_fraction.LV", "ep.tat_ms", "verify.land_1.beam_point_z_mm",
+    for key in ("em.ejection_fraction.LV", "therapy.baseline.tat_ms", "verify.land_1.beam_point_z_mm",
                 "uq.LV basal lateral.probability_best"):
         assert re.search(rf"[>\s]{re.escape(fmt(n[key]))}[<\s]", html), key
     assert html.count('class="missing"') == sum(len(v) for k, v in data["missing"].items() if k != "summary")
@@ -226,3 +256,113 @@ def test_missing_stages_are_reported_not_crashed(tmp_path):
     before = (root / "report" / "evidence.pdf").stat().st_mtime_ns
     assert main(["report", str(root), "--no-verify"]) == 0
     assert (root / "report" / "evidence.pdf").stat().st_mtime_ns == before
+
+
+def test_solver_tolerance_table_equals_the_case_configs(demo_case):
+    """Section 5 lists the tolerances and time steps each stage ran with: the recorded values where the
+    stage set them, the defaults of the configuration class it loaded them into otherwise."""
+    from cardiotwin.electrophysiology.eikonal import EikonalConfig
+    from cardiotwin.mechanics.newton import DEFAULT_KSP_OPTIONS
+    from cardiotwin.mechanics.problem import MechanicsConfig
+
+    root, facts = demo_case
+    n = json.loads((root / "report" / "report.json").read_text())["numbers"]
+    em = facts["therapy_config"]["electromechanics"]
+    assert n["solver.therapy.electromechanics time stepping.dt"] == float(em["dt"].split()[0]) == 5.0
+    assert n["solver.therapy.electromechanics time stepping.beat_duration"] == 700.0
+    assert n["solver.therapy.mechanics Newton.snes_rtol"] == em["mechanics"]["snes_rtol"]
+    assert n["solver.therapy.mechanics Newton.snes_atol"] == MechanicsConfig().snes_atol  # not set: class default
+    assert n["solver.therapy.mechanics linear solver.pc_factor_mat_solver_type"] == \
+        DEFAULT_KSP_OPTIONS["pc_factor_mat_solver_type"]
+    assert n["solver.therapy.eikonal.tolerance"] == EikonalConfig().tolerance
+    assert n["solver.ep.monodomain.dt"] == 0.05 and n["solver.ep.monodomain.cg_rtol"] == 1e-8
+    assert n["solver.em.electromechanics time stepping.dt"] == 10.0
+    assert n["solver.em.mechanics Newton.snes_atol"] == 1e-6
+    html = (root / "report" / "evidence.html").read_text()
+    calc = html[html.index('<section id="calculation-verification"'):html.index('<section id="use-error"')]
+    for text in ("snes_rtol", "1e-07", "mumps", "cg_rtol", "diastolic_dt"):
+        assert text in calc, text
+    # the studies not run say so, with the reason
+    assert "time-step refinement of the monodomain activation on this patient: not done" in calc
+
+
+def test_activation_maps_prefer_crt_outputs_and_fall_back_to_ep(tmp_path):
+    import meshio
+
+    from cardiotwin.meshing.analytic import niederer_slab
+    from cardiotwin.report.activation import load_case_activation
+
+    slab = niederer_slab(dx_mm=2.0)
+    act = slab.points[:, 0] / 0.6  # plane wave along x at 0.6 mm/ms: TAT = 20 mm / 0.6 mm/ms
+
+    def write(rel: str, values: np.ndarray) -> None:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        meshio.write(tmp_path / rel, meshio.Mesh(slab.points, [("tetra", slab.cells)],
+                                                 point_data={"activation_time_ms": values}))
+
+    write("ep/activation.vtu", act)
+    acts = load_case_activation(tmp_path, ranking=None, best=None)
+    assert acts.baseline.source == "ep/activation.vtu" and acts.best is None
+    assert acts.baseline.tat_ms == pytest.approx(20.0 / 0.6)
+    crt = act.copy()
+    crt[slab.points[:, 0] > 19.0] = -1.0  # never activated (scar core): excluded, not a time of -1 ms
+    write("therapy/activation/baseline.vtu", crt)
+    write("therapy/activation/p1.vtu", act / 2.0)
+    acts = load_case_activation(tmp_path, ranking={"candidates": []}, best={"name": "p1"}, best_name="p1")
+    assert acts.baseline.source == "therapy/activation/baseline.vtu"
+    assert acts.baseline.tat_ms == pytest.approx(act[slab.points[:, 0] <= 19.0].max())
+    assert np.isnan(acts.baseline.field.values[slab.points[:, 0] > 19.0]).all()
+    assert acts.best.source == "therapy/activation/p1.vtu"
+    assert acts.best.tat_ms == pytest.approx(20.0 / 1.2)
+
+
+def test_shipped_pipelines_state_question_and_context_of_use():
+    from cardiotwin.config import read_yaml
+    from cardiotwin.pipeline import load_recipe
+    from cardiotwin.report.casedata import pipeline_context
+
+    for name in ("crt_ct", "crt_mri"):
+        path = REPO / "pipelines" / f"{name}.yaml"
+        load_recipe(path)  # the runner accepts the keys
+        ctx = pipeline_context(read_yaml(path))
+        assert len(ctx["question_of_interest"]) > 100 and "LV lead" in ctx["question_of_interest"]
+        assert len(ctx["context_of_use"]) > 300 and "decision support" in ctx["context_of_use"]
+
+
+def test_case_from_given_labels_has_question_and_use_error_numbers(tmp_path):
+    """`cardiotwin run ... --labels` imports the labels as the segment stage without QC: the report
+    computes the QC itself, says where the labels came from, and shows the recipe's question of
+    interest and context of use (escaped: the shipped text contains '<=' and an apostrophe)."""
+    from markupsafe import escape
+
+    from cardiotwin.config import read_yaml
+    from cardiotwin.io.scans import read_labels
+    from cardiotwin.pipeline import load_recipe, run_pipeline
+    from cardiotwin.segmentation.qc import quality_report
+
+    shipped = read_yaml(REPO / "pipelines" / "crt_ct.yaml")
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(json.dumps({"name": "labels_only", "modality": "CT", "stages": ["segment"],
+                                       "question_of_interest": shipped["question_of_interest"],
+                                       "context_of_use": shipped["context_of_use"]}))
+    root = tmp_path / "case"
+    labels = REPO / "sample_scans" / "ct_sample_labels.nii.gz"
+    run_pipeline(load_recipe(recipe_path), scan_path=REPO / "sample_scans" / "ct_sample.nii.gz", out=root,
+                 labels_path=labels, workers=0)
+    assert not (root / "segment" / "qc.json").exists()
+    assert main(["report", str(root), "--no-verify"]) == 0
+    html = (root / "report" / "evidence.html").read_text()
+    data = json.loads((root / "report" / "report.json").read_text())
+    assert data["sections"]["question"] == "complete"
+    for key in ("question_of_interest", "context_of_use"):
+        assert str(escape(shipped[key])) in html, key
+    assert "LVEF &lt;= 35 %" in html
+    assert data["sections"]["use-error"] == "complete", data["missing"].get("use-error")
+    qc = quality_report(read_labels(labels))
+    n = data["numbers"]
+    assert n["segment.qc.volume lv_blood"] == qc["volumes_ml"]["lv_blood"] > 0
+    assert n["segment.qc.LV myocardial mass"] == qc["lv_myocardial_mass_g"]
+    assert n["segment.qc.LV wall thickness median"] == qc["lv_wall_thickness_mm"]["median"]
+    assert n["segment.qc.connected components lv_myo"] == qc["components"]["lv_myo"]
+    use = html[html.index('<section id="use-error"'):html.index('<section id="validation"')]
+    assert "label map given with --labels" in use and "computed by the report" in use

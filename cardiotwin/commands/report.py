@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="show the case name and source file names (default: pseudonymised)")
     parser.add_argument("--no-calc-verification", action="store_true",
                         help="skip the mesh-refinement study on this patient")
+    parser.add_argument("--timestep-study", action="store_true",
+                        help="also run the time-step refinement (dt, dt/2) of the baseline electromechanical beat: "
+                             "about twice the CRT stage's beat time")
     parser.add_argument("--no-verify", action="store_true", help="do not run the code-verification suite when absent")
     parser.add_argument("--force", action="store_true", help="rebuild even if inputs are unchanged")
 
@@ -36,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from cardiotwin.report.build import ReportConfig, build_report
 
     cfg = ReportConfig(include_identifiers=args.include_identifiers, calc_verification=not args.no_calc_verification,
-                       run_verification=not args.no_verify)
+                       run_verification=not args.no_verify, timestep_study=args.timestep_study)
     paths = build_report(
         args.case, config=cfg, force=args.force,
         pipeline=Path(args.pipeline) if args.pipeline else None,

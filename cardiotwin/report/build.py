@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from cardiotwin.errors import CaseError
 from cardiotwin.io.atomic import write_json_atomic
 from cardiotwin.report import casedata, figures
 from cardiotwin.report.context import ReportContext, Section, figure, fmt, p, table
@@ -52,11 +51,13 @@ _INPUT_STAGES = ("segment", "mesh", "fibers", "ep", "em", "therapy", "verify", "
 class ReportConfig:
     """Options of the report stage. include_identifiers: show case name and source file names;
     calc_verification: run the mesh / time-step refinement study when possible; run_verification:
-    run the CI code-verification suite into the case when no results are stored."""
+    run the CI code-verification suite into the case when no results are stored; timestep_study: also
+    refine the time step of the baseline electromechanical beat (minutes: opt-in)."""
 
     include_identifiers: bool = False
     calc_verification: bool = True
     run_verification: bool = True
+    timestep_study: bool = False
 
 
 def _load(ctx: ReportContext, *, reference_labels: Path | None) -> None:
@@ -70,6 +71,15 @@ def _load(ctx: ReportContext, *, reference_labels: Path | None) -> None:
 
         labels = read_labels(labels_path)
         c["perturbation"] = perturbation_spread(labels)
+        qc_path, _ = casedata.stage_file(root, "segment", "qc.json", "segment")
+        if qc_path is not None:
+            c["seg_qc"], c["seg_qc_source"] = casedata.read_json(qc_path), "segment/qc.json"
+        else:  # labels imported (pipeline --labels): the segment stage ran no QC, so the report runs it
+            from cardiotwin.segmentation.qc import quality_report
+
+            c["seg_qc"] = quality_report(labels)
+            c["seg_qc_source"] = ("computed by the report from segment/labels.nii.gz "
+                                  "(cardiotwin.segmentation.qc.quality_report; the segment stage stored no qc.json)")
     ref = reference_labels
     if ref is None and isinstance(ctx.context.get("reference_labels"), str):
         ref = Path(ctx.context["reference_labels"])
@@ -89,17 +99,6 @@ def _load(ctx: ReportContext, *, reference_labels: Path | None) -> None:
     else:
         c["dice_missing"] = ("no reference segmentation given (pipeline key 'reference_labels' or "
                              "`--reference-labels`)" if labels is not None else f"segmentation: {why}")
-    act_path, why = casedata.stage_file(root, "ep", "activation.vtu", "simulate ep")
-    if act_path is None:
-        c["activation_missing"] = f"activation map: {why}"
-    else:
-        act = casedata.read_point_field(act_path, "activation_time_ms")
-        ok = np.isfinite(act.values)
-        if not np.any(ok):
-            raise CaseError(f"{act_path}: activation_time_ms has no finite value")
-        c["activation"] = act
-        c["tat_ms"] = float(act.values[ok].max() - act.values[ok].min())
-        c["aha_means"] = casedata.aha_segment_means(act)
     ep_json, why = casedata.stage_file(root, "ep", "ep.json", "simulate ep")
     c["ep_json"] = casedata.read_json(ep_json) if ep_json else None
     c["ep_missing"] = None if ep_json else f"ECG: {why}"
@@ -114,14 +113,19 @@ def _load(ctx: ReportContext, *, reference_labels: Path | None) -> None:
     best = summary_numbers(ctx)
     if best.get("best") is not None:
         c["best_name"] = best["best_name"]
-        b = best["best"]
-        cid = str(b.get("id") or b.get("name") or (b.get("protocol") or {}).get("name") or "")
-        options = [root / "therapy" / str(b["activation"])] if isinstance(b.get("activation"), str) else []
-        options += [root / "therapy" / cid / "activation.vtu", root / "therapy" / "candidates" / cid / "activation.vtu"]
-        for opt in options:
-            if opt.is_file() and opt.resolve().is_relative_to(root.resolve()):
-                c["best_activation"] = casedata.read_point_field(opt, "activation_time_ms")
-                break
+    from cardiotwin.report.activation import load_case_activation
+
+    acts = load_case_activation(root, ranking=casedata.read_json(rk) if rk else None, best=best.get("best"),
+                                best_name=best.get("best_name", ""))
+    c["activation_maps"] = acts
+    if acts.baseline is None:
+        c["activation_missing"] = "; ".join(acts.missing)
+    else:
+        c["activation"] = acts.baseline.field
+        c["tat_ms"] = acts.baseline.tat_ms
+        c["aha_means"] = acts.segment_means_ms
+    if acts.best is not None:
+        c["best_activation"] = acts.best.field
     c["simulated"] = simulated_quantities(ctx)
 
 
@@ -152,11 +156,11 @@ def summary_sections(ctx: ReportContext) -> list[Section]:
         if rows:
             rec.blocks.append(table(["Metric (recommended site)", "Value"], rows))
     maps = Section("maps", "Activation: baseline vs best")
-    png = activation_figure(ctx, best=True)
-    if png is None:
+    block = activation_figure(ctx, best=True)
+    if block is None:
         maps.blocks.append(ctx.note_missing("summary", ctx.cache.get("activation_missing", "no activation map")))
     else:
-        maps.blocks.append(figure("activation", png, "Baseline (and best-site paced, when stored) activation."))
+        maps.blocks.append(block)
     if ctx.cache.get("aha_means"):
         maps.blocks.append(figure("bullseye", figures.bullseye(ctx.cache["aha_means"], label="activation (ms)"),
                                   "Baseline activation per AHA segment."))
@@ -200,7 +204,7 @@ def build_report(case_root: str | os.PathLike[str], *, config: ReportConfig = Re
     if config.calc_verification:
         from cardiotwin.report.calcver import run_calcver_stage
 
-        calc_reasons = run_calcver_stage(case)
+        calc_reasons = run_calcver_stage(case, timestep_study=config.timestep_study)
     manifest = case.manifest
     ctx = ReportContext(root=root, manifest=manifest, include_identifiers=config.include_identifiers)
     ctx.pipeline, ctx.pipeline_source, ctx.pipeline_missing = casedata.find_pipeline(root, manifest, pipeline)

@@ -169,6 +169,8 @@ def read_point_field(path: Path, name: str) -> SurfaceField:
     ti, tb = tets[0]
     cells = np.asarray(tb.data, dtype=np.int64)
     aha = np.asarray(m.cell_data["aha"][ti]).astype(int).ravel() if "aha" in m.cell_data else None
+    if aha is None and "aha" in m.point_data:  # fibres-stage meshes: AHA per point; a cell takes its nodes' max
+        aha = np.asarray(m.point_data["aha"]).astype(int).ravel()[cells].max(axis=1)
     values = np.asarray(m.point_data[name], dtype=float).ravel()
     return SurfaceField(points=np.asarray(m.points, dtype=float), faces=boundary_faces(cells), values=values,
                         cells=cells, aha=aha)

@@ -27,28 +27,65 @@ LIMITATIONS = (
 )
 
 
+def _uq_cells(uq: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(intervals "key: [lo, hi]", other scalar entries "key: value") of one candidate's UQ entry."""
+    intervals, others = [], []
+    for k, v in uq.items():
+        if isinstance(v, (list, tuple)) and len(v) == 2 and all(finite(x) is not None for x in v):
+            intervals.append(f"{k}: [{fmt(v[0])}, {fmt(v[1])}]")
+        elif k not in ("probability_best", "p_best", "prob_best", "confidence") and not isinstance(v, (dict, list)):
+            others.append(f"{k}: {fmt(v)}")
+    return intervals, others
+
+
 def uq_section(ctx: ReportContext) -> Section:
+    """Every protocol of ranking.json with a non-empty ``uq`` entry (lead sites, timing-sweep winners,
+    any other), the uncertain inputs and the first-order sensitivity indices of therapy/uq.json."""
     s = Section("uq", "8. Uncertainty quantification")
     cands = ctx.cache.get("ranking")
     rows = []
     for i, c in enumerate(cands or []):
         uq = c.get("uq") if isinstance(c.get("uq"), dict) else {}
+        if not uq:
+            continue
+        name = candidate_name(c, i)
         conf = candidate_confidence(c)
-        intervals = [f"{k}: [{fmt(v[0])}, {fmt(v[1])}]" for k, v in uq.items()
-                     if isinstance(v, (list, tuple)) and len(v) == 2 and all(finite(x) is not None for x in v)]
-        if conf or intervals:
-            if conf:
-                ctx.record(f"uq.{candidate_name(c, i)}.probability_best", conf[1])
-            rows.append([candidate_name(c, i), conf[1] if conf else None, "; ".join(intervals) or "—"])
+        intervals, others = _uq_cells(uq)
+        if conf:
+            ctx.record(f"uq.{name}.probability_best", conf[1])
+        for k, v in uq.items():
+            if isinstance(v, (list, tuple)) and len(v) == 2 and all(finite(x) is not None for x in v):
+                ctx.record(f"uq.{name}.{k}", [float(v[0]), float(v[1])])
+        rows.append([c.get("rank", i + 1), name, conf[1] if conf else None, "; ".join(intervals) or "—",
+                     "; ".join(others) or "—"])
     extra = ctx.cache.get("therapy_uq")
     if rows:
         ctx.evidence["uq"] = True
-        s.blocks.append(table(["Candidate", "P(best)", "95 % intervals"], rows,
-                              caption="From therapy/ranking.json (quasi-Monte Carlo over uncertain inputs)."))
+        ctx.record("uq.protocols_with_uq", len(rows))
+        s.blocks.append(table(["Rank", "Protocol", "P(best)", "95 % intervals", "Other UQ entries"], rows,
+                              caption=f"Every protocol of therapy/ranking.json with an uncertainty entry ({len(rows)} of "
+                                      f"{len(cands or [])}), best first (quasi-Monte Carlo over the uncertain inputs)."))
     if isinstance(extra, dict):
         ctx.evidence["uq"] = True
-        s.blocks.append(table(["UQ item", "Value"], [[k, v] for k, v in scalar_items(extra, depth=3)],
-                              caption="therapy/uq.json"))
+        inputs = extra.get("inputs") if isinstance(extra.get("inputs"), dict) else {}
+        in_rows = []
+        for k, v in inputs.items():
+            vals = np.asarray([x for x in (v if isinstance(v, list) else []) if finite(x) is not None], dtype=float)
+            if vals.size:
+                in_rows.append([k, vals.size, float(vals.min()), float(vals.max()), float(vals.mean())])
+        if in_rows:
+            s.blocks.append(table(["Uncertain input", "samples", "min", "max", "mean"], in_rows,
+                                  caption="Sampled inputs (therapy/uq.json 'inputs')."))
+        sens = extra.get("sensitivity_first_order") if isinstance(extra.get("sensitivity_first_order"), dict) else {}
+        names = sorted({k for d in sens.values() if isinstance(d, dict) for k in d})
+        if sens and names:
+            s.blocks.append(table(["Output"] + names, [[out] + [(d or {}).get(n) for n in names] for out, d in sens.items()
+                                                       if isinstance(d, dict)],
+                                  caption="First-order sensitivity indices (therapy/uq.json)."))
+        known = {"inputs", "sensitivity_first_order", "candidates"}
+        rest = [[k, v] for k, v in scalar_items({k: v for k, v in extra.items() if k not in known}, depth=3)]
+        if rest:
+            s.blocks.append(table(["UQ item", "Value"], rest, caption="therapy/uq.json"))
     if not rows and not isinstance(extra, dict):
         s.blocks.append(ctx.note_missing("uq", ctx.cache.get("ranking_missing") or
                                          "the therapy results carry no uncertainty quantification (no 'uq' entries)."))
@@ -86,35 +123,61 @@ def credibility_section(ctx: ReportContext) -> Section:
     return s
 
 
-def activation_figure(ctx: ReportContext, *, best: bool) -> bytes | None:
-    act = ctx.cache.get("activation")
-    if act is None:
+def activation_figure(ctx: ReportContext, *, best: bool) -> dict[str, Any] | None:
+    """Figure block of the baseline (and, with ``best``, the recommended protocol's) activation maps,
+    or None when the case has no activation map. Records the TATs and the files shown."""
+    acts = ctx.cache.get("activation_maps")
+    if acts is None or acts.baseline is None:
         return None
-    maps = [("baseline", act.points, act.faces, act.values)]
-    best_act = ctx.cache.get("best_activation")
-    if best and best_act is not None:
-        maps.append((f"best: {ctx.cache.get('best_name', '')}", best_act.points, best_act.faces, best_act.values))
-    return figures.activation_map(maps)
+    from cardiotwin.report.activation import activation_figure as render, tat_change_pct
+
+    maps = [acts.baseline] + ([acts.best] if best and acts.best is not None else [])
+    key = f"activation_png_{len(maps)}"  # evidence and summary show the same maps: render once
+    if key not in ctx.cache:
+        ctx.cache[key] = render(maps)
+    png, renderer = ctx.cache[key]
+    ctx.record("activation.renderer", renderer)
+    parts = []
+    for m in maps:
+        name = f" {ctx.cache.get('best_name', '')}" if m is acts.best else ""
+        parts.append(f"{m.title}{name}: {m.source} (TAT {fmt(m.tat_ms)} ms from {m.tat_source})")
+    if len(maps) == 2:
+        change = tat_change_pct(maps[0], maps[1])
+        if change is not None:
+            parts.append(f"TAT change {fmt(ctx.record('activation.best_tat_change_pct', change))} %")
+    ctx.record("activation.sources", [m.source for m in maps])
+    return figure("activation", png, "Activation maps on the ventricular surface, anterior and posterior views, shared "
+                  f"colour scale, grey: never activated; rendered by {renderer}. " + "; ".join(parts) + ".")
 
 
 def results_section(ctx: ReportContext) -> Section:
     s = Section("results", "11. Results")
-    act = ctx.cache.get("activation")
-    if act is None:
+    acts = ctx.cache.get("activation_maps")
+    block = activation_figure(ctx, best=True)
+    if block is None:
         s.blocks.append(ctx.note_missing("results", ctx.cache.get("activation_missing", "no activation map.")))
     else:
-        tat = ctx.record("ep.tat_ms", ctx.cache["tat_ms"])
-        s.blocks.append(p(f"Baseline total activation time (latest - earliest, ep/activation.vtu): {fmt(tat)} ms."))
-        s.blocks.append(figure("activation", activation_figure(ctx, best=True),
-                               "Activation maps on the ventricular surface (shared colour scale)."))
+        key = "therapy.baseline.tat_ms" if acts.baseline.source.startswith("therapy/") else "ep.tat_ms"
+        tat = ctx.record(key, acts.baseline.tat_ms)
+        s.blocks.append(p(f"Baseline total activation time (latest - earliest, {acts.baseline.tat_source}): "
+                          f"{fmt(tat)} ms."))
+        if acts.best is not None:
+            ctx.record("therapy.best.tat_ms", acts.best.tat_ms)
+            s.blocks.append(p(f"Recommended protocol {ctx.cache.get('best_name', '')}: total activation time "
+                              f"{fmt(acts.best.tat_ms)} ms ({acts.best.tat_source})."))
+        for reason in acts.missing:
+            s.blocks.append(ctx.note_missing("results", reason + "."))
+        s.blocks.append(block)
         seg = ctx.cache.get("aha_means") or {}
         if seg:
             s.blocks.append(figure("bullseye", figures.bullseye(seg, label="mean activation (ms)"),
-                                   "Mean baseline activation time per AHA segment."))
+                                   f"Mean baseline activation time per AHA segment ({acts.segment_source})."))
             s.blocks.append(table(["AHA segment", "mean activation (ms)"],
-                                  [[f"{k} {AHA_SEGMENT_NAMES[k]}", ctx.record(f"ep.aha.{k}", v)] for k, v in seg.items()]))
+                                  [[f"{k} {AHA_SEGMENT_NAMES[k]}", ctx.record(f"activation.aha.{k}", v)]
+                                   for k, v in sorted(seg.items())]))
         else:
-            s.blocks.append(ctx.note_missing("results", "no AHA segment field ('aha') on the activation mesh: no bullseye."))
+            s.blocks.append(ctx.note_missing("results", f"no AHA segment field ('aha') on {acts.baseline.source}: "
+                                                        "no bullseye."))
     ep = ctx.cache.get("ep_json")
     ecg = ep.get("ecg") if isinstance(ep, dict) else None
     if isinstance(ecg, dict) and isinstance(ecg.get("leads"), dict) and ecg.get("times_ms"):

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from cardiotwin.report import figures
-from cardiotwin.report.casedata import finite, first_number, read_json, scalar_items, stage_file
+from cardiotwin.report.casedata import finite, first_number, scalar_items, stage_file
 from cardiotwin.report.context import ReportContext, Section, figure, fmt, p, pre, table
 from cardiotwin.report.credibility import DEFAULT_CONSEQUENCE, DEFAULT_INFLUENCE, LEVELS, goal_for_risk, risk_level
 
@@ -158,11 +158,9 @@ def code_verification_section(ctx: ReportContext) -> Section:
 def calculation_verification_section(ctx: ReportContext) -> Section:
     s = Section("calculation-verification", "5. Calculation verification on this patient")
     cv = ctx.calcver
-    tol_rows = []
-    for stage, rec in ctx.manifest.get("stages", {}).items():
-        for key, value in scalar_items((rec or {}).get("config", {})):
-            if any(t in key.lower() for t in ("tol", "rtol", "atol", "max_it", "newton")):
-                tol_rows.append([stage, key, value])
+    from cardiotwin.report.solver_settings import solver_settings
+
+    tol_rows = solver_settings(ctx.manifest)
     if cv is None:
         for reason in ctx.cache.get("calcver_reasons") or ["no refinement study stored (calcver/calcver.json)."]:
             s.blocks.append(ctx.note_missing("calculation-verification", reason))
@@ -193,7 +191,12 @@ def calculation_verification_section(ctx: ReportContext) -> Section:
                                          for g in st["quantities"].values()), default=0)
     if tol_rows:
         ctx.evidence["solver_tolerances"] = True
-        s.blocks.append(table(["Stage", "Solver setting", "Value"], tol_rows, caption="Solver tolerances as run."))
+        for stage, solver, name, value, _unit, _src in tol_rows:
+            ctx.record(f"solver.{stage}.{solver.split(' (')[0]}.{name}", value)
+        s.blocks.append(table(["Stage", "Solver", "Setting", "Value", "Unit", "Source"], tol_rows,
+                              caption="Solver tolerances and time steps as run: each stage's recorded configuration "
+                                      "loaded into the configuration class the stage used (its defaults fill what the "
+                                      "stage did not set)."))
     else:
         s.blocks.append(ctx.note_missing("calculation-verification", "no solver tolerances recorded in the stage "
                                          "configurations of this case."))
@@ -202,17 +205,31 @@ def calculation_verification_section(ctx: ReportContext) -> Section:
 
 def use_error_section(ctx: ReportContext) -> Section:
     s = Section("use-error", "6. Use error")
-    qc_path, why = stage_file(ctx.root, "segment", "qc.json", "segment")
-    if qc_path is None:
-        s.blocks.append(ctx.note_missing("use-error", f"segmentation QC: {why}."))
+    from cardiotwin.report.use_error import label_origin, segmentation_qc_rows
+
+    qc = ctx.cache.get("seg_qc")
+    if not isinstance(qc, dict):
+        _, why = stage_file(ctx.root, "segment", "labels.nii.gz", "segment")
+        s.blocks.append(ctx.note_missing("use-error", f"segmentation QC: no label map ({why})."))
     else:
-        qc = read_json(qc_path)
-        items = scalar_items(qc)
         ctx.evidence["seg_qc"] = True
-        for k, v in items:
-            if finite(v) is not None:
-                ctx.record(f"segment.qc.{k}", v)
-        s.blocks.append(table(["QC item", "Value"], [[k, v] for k, v in items], caption="segment/qc.json"))
+        source = ctx.cache.get("seg_qc_source", "")
+        s.blocks.append(p(f"Label map origin: {label_origin(ctx.manifest)}. Segmentation QC source: {source}."))
+        ctx.record("segment.qc.source", source)
+        if "volumes_ml" in qc:
+            rows = segmentation_qc_rows(qc)
+            for item, value, _unit in rows:
+                if finite(value) is not None:
+                    ctx.record(f"segment.qc.{item}", value)
+            s.blocks.append(table(["QC item", "Value", "Unit"], rows, caption=source))
+        else:  # a qc.json in another layout: show its scalar entries as stored
+            items = scalar_items(qc)
+            for k, v in items:
+                if finite(v) is not None:
+                    ctx.record(f"segment.qc.{k}", v)
+            s.blocks.append(table(["QC item", "Value"], [[k, v] for k, v in items], caption=source))
+        if qc.get("errors"):
+            s.blocks.append(ctx.note_missing("use-error", "segmentation QC errors: " + "; ".join(map(str, qc["errors"]))))
     pert = ctx.cache.get("perturbation")
     if pert is None:
         s.blocks.append(ctx.note_missing("use-error", "segmentation perturbation: no segment/labels.nii.gz in this case."))

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from cardiotwin.anatomy import LABEL_NAMES, Label
+from cardiotwin.report.casedata import finite
 from cardiotwin.types import LabelMap
 
 log = logging.getLogger(__name__)
@@ -87,3 +88,36 @@ def dice_scores(pred: LabelMap, ref: LabelMap) -> dict[str, float]:
         if denom:
             out[name] = 2.0 * int(np.count_nonzero(a & b)) / denom
     return out
+
+
+def label_origin(manifest: dict[str, Any]) -> str:
+    """Where the case's label map came from, from the ``segment`` stage record of the manifest:
+    a label map given to the pipeline (``--labels``), or the segmentation model (name, weights hash)."""
+    rec = (manifest.get("stages") or {}).get("segment")
+    if not isinstance(rec, dict):
+        return "unknown (no segment stage recorded in manifest.json)"
+    cfg = rec.get("config") if isinstance(rec.get("config"), dict) else {}
+    if isinstance(cfg.get("source"), str):
+        return f"{cfg['source']} (segment stage, not segmented by cardiotwin: no model QC was run)"
+    if cfg.get("model"):
+        sha = str(cfg.get("model_weights_sha256") or "")[:12]
+        return f"segmentation model {cfg['model']}" + (f" (weights sha256 {sha}…)" if sha else "")
+    return "segment stage (origin not recorded in its configuration)"
+
+
+def segmentation_qc_rows(qc: dict[str, Any]) -> list[list[Any]]:
+    """Table rows (item, value, unit) of a ``segmentation.qc.quality_report`` mapping."""
+    rows: list[list[Any]] = []
+    for name, v in (qc.get("volumes_ml") or {}).items():
+        rows.append([f"volume {name}", v, "mL"])
+    if finite(qc.get("lv_myocardial_mass_g")) is not None:
+        rows.append(["LV myocardial mass", qc["lv_myocardial_mass_g"], "g"])
+    for k, v in (qc.get("lv_wall_thickness_mm") or {}).items():
+        rows.append([f"LV wall thickness {k}", v, "mm"])
+    for name, n in (qc.get("components") or {}).items():
+        rows.append([f"connected components {name}", n, ""])
+    for pair, ok in (qc.get("adjacency") or {}).items():
+        rows.append([f"touching {pair}", ok, ""])
+    rows.append(["errors", "; ".join(qc.get("errors") or []) or "none", ""])
+    rows.append(["warnings", "; ".join(qc.get("warnings") or []) or "none", ""])
+    return rows
