@@ -17,6 +17,7 @@ from test_therapy_support import biventricle_with_fibres, graph_activation, writ
 
 from cardiotwin.anatomy import CellTag
 from cardiotwin.therapy.candidates import SEPTAL_SEGMENTS, CandidateConfig
+from cardiotwin.therapy.protocols import ProtocolConfig
 from cardiotwin.therapy.stage import CRTConfig, run_crt
 from cardiotwin.therapy.uq import UQConfig
 
@@ -131,3 +132,32 @@ def test_candidate_sites_grid_and_user_coordinates(biv):
     assert user["LV_user1"].position_mm[0] > 5.0  # nearest epicardial node to a lateral point is lateral
     rot = mesh.point_data["uvc_rotational"][user["LV_uvc1"].node]
     assert abs(rot - 0.5) < 0.1  # rotational 0.5 = opposite the septum
+
+
+def test_timing_winners_get_the_same_uncertainty_as_lead_sites(biv, tmp_path):
+    # the AV/VV winner of each top site is re-solved for every QMC sample, so the protocols the
+    # ranking puts first carry P(best) and a TAT-change interval (issue #7: UQ "for each candidate")
+    mesh, path = biv
+    cfg = CRTConfig(uq=UQConfig(samples=4, seed=1), em_top_k=0, protocols=ProtocolConfig(timing_top_k=2))
+    result, _, _ = run_crt(mesh, mesh_path=path, cfg=cfg, work_dir=tmp_path / "tasks", solver=graph_activation)
+    winners = result.metadata["timing_winners"]
+    assert len(winners) == 2 and all("_AV" in w for w in winners)
+    by_name = {c.protocol.name: c for c in result.candidates}
+    sites = [by_name[w].protocol.lv_site.name for w in winners]
+    assert len(set(sites)) == 2
+    for w in winners:
+        c = by_name[w]
+        assert c.uq["samples"] == 4 and 0.0 <= c.uq["probability_best"] <= 1.0
+        lo, hi = c.uq["tat_change_pct_ci95"]
+        assert lo <= hi and np.isfinite([lo, hi]).all()
+        # the winner is the best timing of its site at nominal inputs
+        same_site = [o for o in result.candidates if o.protocol.lv_site is not None
+                     and o.protocol.lv_site.name == c.protocol.lv_site.name and "_AV" in o.protocol.name]
+        assert c.metrics["tat_change_pct"] == min(o.metrics["tat_change_pct"] for o in same_site)
+    # the overall best protocol is always among the sampled ones; P(best) sums to 1 over them
+    assert "probability_best" in result.candidates[0].uq
+    probs = [c.uq["probability_best"] for c in result.candidates if c.uq and c.recommended]
+    assert sum(probs) == pytest.approx(1.0)
+    # one task per (sample, winner) on top of phase 1 and the nominal timing grid
+    n_phase2 = sum(1 for c in result.candidates if "_AV" in c.protocol.name)
+    assert result.metadata["n_tasks"] == 5 * (len(result.candidates) - n_phase2 + 1) + n_phase2 + 4 * 2

@@ -85,3 +85,59 @@ def test_crt_config_reads_units_and_rejects_unknown_keys():
         load_config(CRTConfig, {"conduction": {"cv_fiber": 0.6}}, source="t.yaml:crt")
     with pytest.raises(ConfigError, match="cv_cross"):
         load_config(CRTConfig, {"conduction": {"cv_cross": "1 m/s"}}, source="t.yaml:crt")
+
+
+def test_stiffness_factors_are_seeded_stratified_and_within_the_range():
+    # +-30 % default (uq.py docstring: Xi et al. 2013, Asner et al. 2016); 0 samples disables
+    cfg = uq.UQConfig(stiffness_samples=4, seed=2)
+    f = uq.stiffness_factors(cfg)
+    assert np.array_equal(f, uq.stiffness_factors(cfg)) and f.shape == (4,)
+    assert np.all((f >= 0.7) & (f < 1.3))
+    # a scrambled Sobol net of 4 points: one point in each quarter of [0.7, 1.3)
+    assert np.array_equal(np.sort(((f - 0.7) / 0.6 * 4).astype(int)), np.arange(4))
+    two = uq.stiffness_factors(uq.UQConfig(stiffness_samples=2))
+    assert two.min() < 1.0 <= two.max()  # one softer, one stiffer than nominal
+    assert uq.stiffness_factors(uq.UQConfig(stiffness_samples=0)).size == 0
+    with pytest.raises(ValueError):
+        uq.UQConfig(stiffness_rel=1.0).validate()
+
+
+def test_scale_stiffness_scales_only_the_stress_parameters():
+    from mpi4py import MPI  # noqa: F401, I001 - before dolfinx (EMConfig)
+
+    from cardiotwin.mechanics.electromechanics import EMConfig
+    from cardiotwin.therapy.response import scale_stiffness
+
+    em = {"dt": "20 ms", "guccione": {"C": "3 kPa"}}
+    scaled = load_config(EMConfig, scale_stiffness(em, 1.25), source="t")
+    assert scaled.guccione.C == pytest.approx(3.75) and scaled.guccione.bf == 8.0 and scaled.dt == 20.0
+    assert em == {"dt": "20 ms", "guccione": {"C": "3 kPa"}}  # the caller's mapping is not changed
+    ho = load_config(EMConfig, scale_stiffness({"material": "holzapfel_ogden"}, 0.5), source="t").holzapfel_ogden
+    ref = EMConfig().holzapfel_ogden
+    assert (ho.a, ho.a_f, ho.a_s, ho.a_fs) == pytest.approx((ref.a / 2, ref.a_f / 2, ref.a_s / 2, ref.a_fs / 2))
+    assert (ho.b, ho.b_f, ho.b_s, ho.b_fs) == (ref.b, ref.b_f, ref.b_s, ref.b_fs)
+    with pytest.raises(ValueError):
+        scale_stiffness(em, 0.0)
+
+
+def test_stiffness_response_intervals_pair_each_sample_with_its_own_baseline():
+    from cardiotwin.therapy.response import stiffness_response_uq
+
+    def beat(dpdt, sv, ef, sw):
+        return {"result": {"dpdt_max_kpa_per_ms": {"LV": dpdt}, "stroke_volume_ml": {"LV": sv},
+                           "ejection_fraction": {"LV": ef}, "stroke_work_mj": {"LV": sw}}}
+
+    samples = [
+        {"baseline": beat(1.0, 50.0, 0.4, 500.0), "A": beat(1.2, 60.0, 0.5, 600.0)},   # +20 %: responder
+        {"baseline": beat(2.0, 40.0, 0.3, 400.0), "A": beat(2.1, 44.0, 0.35, 420.0)},  # +5 %
+        {"baseline": {"error": "diverged"}, "A": beat(9.0, 1.0, 0.1, 1.0)},            # left out
+    ]
+    out = stiffness_response_uq(samples, ["A"])
+    a = out["candidates"]["A"]
+    assert a["stiffness_samples"] == 2 and a["responder_probability"] == 0.5
+    # 2.5 / 97.5 percentiles of {5, 20} by linear interpolation: 5 + 0.025 * 15, 5 + 0.975 * 15
+    assert a["dpdt_change_pct_ci95"] == pytest.approx([5.375, 19.625])
+    assert a["stroke_volume_ml_ci95"] == pytest.approx([44.4, 59.6])
+    assert out["baseline"]["stiffness_samples"] == 2
+    assert out["baseline"]["dpdt_max_kpa_per_ms_ci95"] == pytest.approx([1.025, 1.975])
+    assert out["failures"] == {"baseline__stiffness03": "diverged"}

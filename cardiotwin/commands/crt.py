@@ -24,11 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "default: an embedded local cluster")
     parser.add_argument("--workers", type=int, default=2, help="workers of the embedded local cluster (0: no Dask)")
     parser.add_argument("--samples", type=int, help="quasi-Monte Carlo samples (overrides the config; 0: nominal only)")
+    parser.add_argument("--stiffness-samples", type=int, help="passive-stiffness samples for the electromechanics "
+                        "(overrides the config; 0: nominal stiffness only; each costs 1 + em_top_k beats)")
     parser.add_argument("--em-top-k", type=int, help="electromechanics for the best K protocols (0: none)")
     parser.add_argument("--force", action="store_true", help="rerun the stage even when inputs are unchanged")
 
 
-def load_crt_config(mapping: dict | None, *, source: str, samples: int | None = None, em_top_k: int | None = None):
+def load_crt_config(mapping: dict | None, *, source: str, samples: int | None = None, em_top_k: int | None = None,
+                    stiffness_samples: int | None = None):
     """CRTConfig from a mapping with command-line overrides."""
     import dataclasses
 
@@ -38,6 +41,8 @@ def load_crt_config(mapping: dict | None, *, source: str, samples: int | None = 
     cfg = load_config(CRTConfig, mapping or {}, source=source)
     if samples is not None:
         cfg = dataclasses.replace(cfg, uq=dataclasses.replace(cfg.uq, samples=samples))
+    if stiffness_samples is not None:
+        cfg = dataclasses.replace(cfg, uq=dataclasses.replace(cfg.uq, stiffness_samples=stiffness_samples))
     if em_top_k is not None:
         cfg = dataclasses.replace(cfg, em_top_k=em_top_k)
     cfg.validate()
@@ -58,6 +63,9 @@ def summary_lines(result) -> list[str]:  # noqa: ANN001 - TherapyResult
         extra = f", P(best) {c.uq['probability_best']:.2f}" if c.uq.get("probability_best") is not None else ""
         if m.get("dpdt_change_pct") is not None:
             extra += f", dP/dt max {m['dpdt_change_pct']:+.1f} % ({'responder' if m['responder'] else 'non-responder'})"
+            ci = c.uq.get("dpdt_change_pct_ci95")
+            if ci and all(v is not None and v == v for v in ci):
+                extra += f" [{ci[0]:+.1f}, {ci[1]:+.1f}] over stiffness"
         lines.append(f"#{c.rank} {candidate_label(c.protocol)}: TAT {m['tat_ms']:.0f} ms ({m['tat_change_pct']:+.1f} %), "
                      f"{c.concordance or '-'}{extra}")
     return lines
@@ -72,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     case = Case.open(args.case)
     cfg = load_crt_config(read_yaml(args.config) if args.config else {}, source=args.config or "defaults",
-                          samples=args.samples, em_top_k=args.em_top_k)
+                          samples=args.samples, em_top_k=args.em_top_k, stiffness_samples=args.stiffness_samples)
     import contextlib
 
     local = args.workers == 0 and not args.scheduler

@@ -1,7 +1,11 @@
 """Files of the CRT stage: ranking (JSON, CSV), bullseye plots, PV loops, activation maps.
 
-- ``ranking.json``: baseline, candidates best first (protocol, sites, metrics, concordance, UQ),
+- ``ranking.json``: baseline, candidates best first (protocol, sites, metrics, concordance, UQ:
+  P(best) and 95 % intervals over the QMC samples for lead sites and timing winners, and for the
+  electromechanics candidates intervals of dP/dt change, SV, EF, stroke work over stiffness samples),
   latest segment, scar segments, sensitivity indices, metadata.
+- ``uq.json``: sampled inputs, sensitivity indices, stiffness factors and baseline EM intervals,
+  per-candidate UQ.
 - ``ranking.csv``: one row per candidate.
 - ``bullseye_activation.png``: baseline mean activation time per AHA segment.
 - ``bullseye_response.png``: TAT change (%) of biventricular pacing from each segment's site.
@@ -78,7 +82,8 @@ def result_to_dict(result: TherapyResult) -> dict[str, Any]:
 CSV_COLUMNS = ("rank", "name", "recommended", "excluded_reason", "lv_segment", "lv_surface", "rv_site", "av_delay_ms",
                "vv_delay_ms", "tat_ms", "tat_change_pct", "lvat_ms", "lvat_change_pct", "t90_ms", "qrs_ms",
                "concordance", "probability_best", "tat_change_pct_ci_low", "tat_change_pct_ci_high",
-               "dpdt_change_pct", "stroke_volume_ml", "stroke_work_mj", "ejection_fraction", "responder")
+               "dpdt_change_pct", "stroke_volume_ml", "stroke_work_mj", "ejection_fraction", "responder",
+               "dpdt_change_pct_ci_low", "dpdt_change_pct_ci_high")
 
 
 def candidate_label(p: "PacingProtocol") -> str:
@@ -101,12 +106,14 @@ def ranking_csv(data: dict[str, Any]) -> str:
     for c in data["candidates"]:
         m, u = c["metrics"], c["uq"]
         ci = u.get("tat_change_pct_ci95") or [None, None]
+        ci_em = u.get("dpdt_change_pct_ci95") or [None, None]
         lv = c["lv_site"] or {}
         row = [c["rank"], c["name"], c["recommended"], c["excluded_reason"], lv.get("aha_segment", ""),
                lv.get("surface", ""), (c["rv_site"] or {}).get("name", ""), c["av_delay_ms"], c["vv_delay_ms"],
                m.get("tat_ms"), m.get("tat_change_pct"), m.get("lvat_ms"), m.get("lvat_change_pct"), m.get("t90_ms"),
                m.get("qrs_ms"), c["concordance"], u.get("probability_best"), ci[0], ci[1], m.get("dpdt_change_pct"),
-               m.get("stroke_volume_ml"), m.get("stroke_work_mj"), m.get("ejection_fraction"), m.get("responder")]
+               m.get("stroke_volume_ml"), m.get("stroke_work_mj"), m.get("ejection_fraction"), m.get("responder"),
+               ci_em[0], ci_em[1]]
         w.writerow(["" if v is None else (f"{v:.4g}" if isinstance(v, float) else v) for v in row])
     return buf.getvalue()
 
@@ -207,6 +214,8 @@ def write_outputs(
     write_json_atomic(paths["uq_json"], _clean({
         "inputs": result.metadata.get("uq_inputs", {}), "samples": result.metadata.get("n_samples", 0),
         "sensitivity_first_order": result.sensitivity,
+        "timing_winners": result.metadata.get("timing_winners", []),
+        "electromechanics": result.metadata.get("em_uq", {}),
         "candidates": {c["name"]: c["uq"] for c in data["candidates"] if c["uq"]},
     }))
 

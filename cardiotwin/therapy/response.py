@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ from cardiotwin.therapy.sweep import read_task_result
 log = logging.getLogger(__name__)
 
 RESPONDER_DPDT_PCT = 10.0
+
+EM_UQ_KEYS = ("dpdt_change_pct", "stroke_volume_ml", "ejection_fraction", "stroke_work_mj")
+BASELINE_EM_KEYS = ("dpdt_max_kpa_per_ms", "stroke_volume_ml", "ejection_fraction", "stroke_work_mj")
 
 
 def beat_digest(mesh_sha256: str, activation_times_ms: np.ndarray, em_config: dict[str, Any]) -> str:
@@ -95,6 +99,28 @@ def run_beat_task(
     return data
 
 
+def scale_stiffness(em_config: dict[str, Any], factor: float) -> dict[str, Any]:
+    """``em_config`` (EMConfig keys) with the active material's stress-scale parameters times
+    ``factor``: Guccione ``C``, or Holzapfel-Ogden ``a``, ``a_f``, ``a_s``, ``a_fs`` (exponents kept,
+    so passive stress scales linearly at a given strain). Other keys are kept as given."""
+    import dataclasses
+
+    from cardiotwin.config import config_to_dict, load_config
+    from cardiotwin.mechanics.electromechanics import EMConfig
+
+    if not factor > 0:
+        raise ValueError(f"stiffness factor must be > 0, got {factor}")
+    cfg = load_config(EMConfig, em_config, source="crt.electromechanics")
+    out = dict(em_config)
+    if cfg.material == "guccione":
+        out["guccione"] = config_to_dict(dataclasses.replace(cfg.guccione, C=cfg.guccione.C * factor))
+    else:
+        ho = cfg.holzapfel_ogden
+        out["holzapfel_ogden"] = config_to_dict(dataclasses.replace(
+            ho, a=ho.a * factor, a_f=ho.a_f * factor, a_s=ho.a_s * factor, a_fs=ho.a_fs * factor))
+    return out
+
+
 def lv_beat_metrics(beat: dict[str, Any]) -> dict[str, float]:
     """LV dP/dt max (kPa/ms), SV (mL), stroke work (mJ), EF of a stored beat, plus the p-V curves."""
     r = beat["result"]
@@ -112,3 +138,34 @@ def haemodynamic_response(paced: dict[str, float], baseline: dict[str, float]) -
     b = baseline["dpdt_max_kpa_per_ms"]
     change = 100.0 * (paced["dpdt_max_kpa_per_ms"] - b) / b if b > 0 else float("nan")
     return {**paced, "dpdt_change_pct": change, "responder": bool(change >= RESPONDER_DPDT_PCT)}
+
+
+def stiffness_response_uq(sample_beats: Sequence[dict[str, dict[str, Any]]], names: Sequence[str]) -> dict[str, Any]:
+    """Intervals of the electromechanical metrics over stiffness samples.
+
+    sample_beats: one mapping per stiffness sample, beat name -> stored beat (or ``{"error": ...}``),
+    holding "baseline" and every name in ``names``. A protocol's response in a sample is taken
+    against the baseline beat of the same sample; samples where either beat failed are left out.
+
+    Returns ``{"candidates": {name: {"stiffness_samples": n, "<key>_ci95": [lo, hi] for EM_UQ_KEYS,
+    "responder_probability": fraction}}, "baseline": {"<key>_ci95": ...}, "failures": {beat: error}}``
+    (central 95 % percentile intervals; with 2 samples they span nearly the sampled range).
+    """
+    from cardiotwin.therapy.uq import interval
+
+    failures = {f"{n}__stiffness{j:02d}": b["error"] for j, per in enumerate(sample_beats, start=1)
+                for n, b in per.items() if "error" in b}
+    base = [lv_beat_metrics(per["baseline"]) if "error" not in per["baseline"] else None for per in sample_beats]
+    ok_base = [b for b in base if b is not None]
+    out: dict[str, Any] = {"baseline": {"stiffness_samples": len(ok_base),
+                                        **{f"{k}_ci95": list(interval([b[k] for b in ok_base])) for k in BASELINE_EM_KEYS}},
+                           "candidates": {}, "failures": failures}
+    for name in names:
+        responses = [haemodynamic_response(lv_beat_metrics(per[name]), b) for per, b in zip(sample_beats, base)
+                     if b is not None and "error" not in per[name]]
+        entry: dict[str, Any] = {"stiffness_samples": len(responses)}
+        entry.update({f"{k}_ci95": list(interval([float(r[k]) for r in responses])) for k in EM_UQ_KEYS})
+        entry["responder_probability"] = (sum(bool(r["responder"]) for r in responses) / len(responses)
+                                          if responses else float("nan"))
+        out["candidates"][name] = entry
+    return out

@@ -2,9 +2,10 @@
 
 Steps: candidate sites -> phase 1 (baseline + every site at the nominal timing, for the nominal
 inputs and every quasi-Monte Carlo sample) -> nominal ranking -> phase 2 (AV x VV grid for the
-best LV sites, nominal inputs) -> ranking with TARGET concordance and uncertainty ->
+best LV sites, nominal inputs; then the best timing of each of those sites for every QMC sample)
+-> ranking with TARGET concordance and uncertainty (lead sites and timing winners alike) ->
 electromechanics of the baseline and of the best protocol at each of the best ``em_top_k`` LV
-sites -> TherapyResult.
+sites, at nominal stiffness and at each stiffness sample -> TherapyResult.
 All solves are idempotent tasks (``sweep``, ``response``) run on the given Dask client.
 """
 
@@ -27,9 +28,16 @@ from cardiotwin.therapy.conduction import ActivationSolver, ConductionConfig
 from cardiotwin.therapy.metrics import change_vs_baseline
 from cardiotwin.therapy.protocols import ProtocolConfig, baseline_protocol, site_protocols, timing_protocols
 from cardiotwin.therapy.ranking import concordance, exclusion_reason, latest_segment, rank_key
-from cardiotwin.therapy.response import haemodynamic_response, lv_beat_metrics, run_beat_task
+from cardiotwin.therapy.response import (
+    beat_digest,
+    haemodynamic_response,
+    lv_beat_metrics,
+    run_beat_task,
+    scale_stiffness,
+    stiffness_response_uq,
+)
 from cardiotwin.therapy.sweep import SweepTask, run_sweep, solve_protocol
-from cardiotwin.types import CandidateResult, HeartMesh, PacingProtocol, TherapyResult
+from cardiotwin.types import CandidateResult, HeartMesh, LeadSite, PacingProtocol, TherapyResult
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -141,18 +149,30 @@ def run_crt(
     if phase2:
         res2 = run_sweep([SweepTask(sample=0, conduction=cfg.conduction, protocol=p) for p in phase2], **sweep)
         for p in phase2:
-            m, why = evaluate(p, res2[f"s000_{p.name}"]["metrics"])
+            table[0][p.name] = res2[f"s000_{p.name}"]["metrics"]
+            m, why = evaluate(p, table[0][p.name])
             nominal[p.name] = (p, m, why)
     t = timer.add("sweep_timing", t)
 
-    # uncertainty over the phase-1 protocols
+    # the timing winner of each top site gets the QMC samples too, so the protocols the ranking puts
+    # first carry P(best) and intervals like the lead sites
+    winners = timing_winners(top_sites, phase2, nominal)
+    if winners and len(conductions) > 1:
+        res3 = run_sweep([SweepTask(sample=s, conduction=c, protocol=p) for s, c in enumerate(conductions)
+                          if s > 0 for p in winners], **sweep)
+        for r in res3.values():
+            table[r["sample"]][r["protocol"]] = r["metrics"]
+    t = timer.add("sweep_timing_uq", t)
+
+    # uncertainty over the phase-1 protocols and the timing winners
+    uq_protocols = [*phase1[1:], *winners]
     samples = sorted(s for s in table if s > 0)
     scores = {s: {name: 100.0 * (table[s][name]["tat_ms"] - table[s]["baseline"]["tat_ms"]) / table[s]["baseline"]["tat_ms"]
                   for name in table[s] if name != "baseline"} for s in samples}
-    eligible = [p.name for p in phase1[1:] if not nominal[p.name][2]]
+    eligible = [p.name for p in uq_protocols if not nominal[p.name][2]]
     p_best = uq.probability_best(scores, eligible) if samples else {}
     uq_by_name: dict[str, dict[str, Any]] = {}
-    for p in phase1[1:]:
+    for p in uq_protocols:
         if not samples:
             break
         entry: dict[str, Any] = {"probability_best": p_best.get(p.name, 0.0), "samples": len(samples)}
@@ -162,12 +182,12 @@ def run_crt(
         uq_by_name[p.name] = entry
     sensitivity: dict[str, dict[str, float]] = {}
     ranked_names = [v[0].name for v in sorted(nominal.values(), key=lambda v: rank_key(v[0].name, v[1], v[2]))]
-    best_phase1 = next((n for n in ranked_names if n in eligible), None)
-    if samples and best_phase1:
+    best_sampled = next((n for n in ranked_names if n in eligible), None)
+    if samples and best_sampled:
         x = uq.input_values(conductions[1:])
         outputs = {
-            "best_tat_change_pct": np.array([scores[s][best_phase1] for s in samples]),
-            "best_is_still_best": np.array([float(min((scores[s][k], k) for k in eligible)[1] == best_phase1)
+            "best_tat_change_pct": np.array([scores[s][best_sampled] for s in samples]),
+            "best_is_still_best": np.array([float(min((scores[s][k], k) for k in eligible)[1] == best_sampled)
                                             for s in samples]),
             "baseline_tat_ms": np.array([table[s]["baseline"]["tat_ms"] for s in samples]),
         }
@@ -191,21 +211,29 @@ def run_crt(
     t = timer.add("activation_maps", t)
 
     beats: dict[str, dict[str, Any]] = {}
+    sample_beats: list[dict[str, dict[str, Any]]] = []
+    em_uq: dict[str, Any] = {}
     if cfg.em_top_k > 0:
         names = ["baseline"] + [p.name for p in best_per_site[: cfg.em_top_k]]
-        kw = dict(mesh_path=str(mesh_path), mesh_sha256=mesh_sha, em_config=cfg.electromechanics, work_dir=str(work_dir))
-        if client is None:
-            for n in names:
-                beats[n] = run_beat_task(n, maps[n], **kw)
-        else:
-            futs = {n: client.submit(run_beat_task, n, maps[n], **kw, key=f"crt-em-{n}-{mesh_sha[:8]}", retries=1,
-                                     pure=False) for n in names}
-            beats = {n: f.result() for n, f in futs.items()}
+        factors = uq.stiffness_factors(cfg.uq)
+        # nominal beats first, then (1 + em_top_k) beats per stiffness sample, all in one batch
+        jobs = {n: (n, cfg.electromechanics) for n in names}
+        for j, factor in enumerate(factors, start=1):
+            scaled = scale_stiffness(cfg.electromechanics, float(factor))
+            jobs.update({f"{n}__stiffness{j:02d}": (n, scaled) for n in names})
+        done = run_beats(jobs, maps, mesh_path=mesh_path, mesh_sha256=mesh_sha, work_dir=work_dir, client=client)
+        beats = {n: done[n] for n in names}
+        sample_beats = [{n: done[f"{n}__stiffness{j:02d}"] for n in names} for j in range(1, len(factors) + 1)]
+        if len(factors):
+            em_uq = stiffness_response_uq(sample_beats, names[1:])
+            em_uq["stiffness_factors"] = [float(f) for f in factors]
+            em_uq["stiffness_rel"] = cfg.uq.stiffness_rel
     t = timer.add("electromechanics", t)
 
     failed = {n: b["error"] for n, b in beats.items() if "error" in b}
     beats = {n: b for n, b in beats.items() if "error" not in b}
     base_em = lv_beat_metrics(beats["baseline"]) if "baseline" in beats else None
+    em_by_name: dict[str, dict[str, Any]] = em_uq.pop("candidates", {})
     candidates = []
     for rank, (p, m, why) in enumerate(ranked, start=1):
         metrics: dict[str, Any] = dict(m)
@@ -216,7 +244,8 @@ def run_crt(
             metrics["em_error"] = failed.get(p.name) or f"baseline beat failed: {failed['baseline']}"
         conc = concordance(p.lv_site.aha_segment, latest) if p.lv_site is not None else ""
         candidates.append(CandidateResult(protocol=p, rank=rank, recommended=not why, excluded_reason=why,
-                                          metrics=metrics, concordance=conc, uq=uq_by_name.get(p.name, {})))
+                                          metrics=metrics, concordance=conc,
+                                          uq={**uq_by_name.get(p.name, {}), **em_by_name.get(p.name, {})}))
     baseline_metrics: dict[str, Any] = {k: base0[k] for k in ("tat_ms", "lvat_ms", "t90_ms", "unreached_fraction")}
     baseline_metrics["qrs_ms"] = base_qrs
     if base_em is not None:
@@ -228,12 +257,47 @@ def run_crt(
         scar_segments=tuple(scar),
         sensitivity=sensitivity,
         metadata={"n_sites": len(lv_sites), "rv_site": dataclasses.asdict(rv), "n_samples": len(samples),
-                  "n_tasks": len(tasks) + len(phase2), "segment_activation_ms": seg_times,
+                  "n_tasks": len(tasks) + len(phase2) + len(winners) * len(samples), "segment_activation_ms": seg_times,
                   "timings_s": timer.seconds, "mesh_sha256": mesh_sha, "em_failures": failed,
+                  "timing_winners": [p.name for p in winners], "em_uq": em_uq,
                   "uq_inputs": {n: list(map(float, col)) for n, col in zip(uq.INPUT_NAMES, uq.input_values(conductions[1:]).T)}
                   if samples else {}},
     )
     return result, maps, beats
+
+
+def timing_winners(
+    top_sites: list[LeadSite],
+    phase2: list[PacingProtocol],
+    nominal: dict[str, tuple[PacingProtocol, dict[str, Any], str]],
+) -> list[PacingProtocol]:
+    """The best phase-2 (AV x VV) protocol of each top LV site under the nominal inputs, in site order."""
+    out = []
+    for site in top_sites:
+        own = [p for p in phase2 if p.lv_site is not None and p.lv_site.name == site.name]
+        if own:
+            out.append(min(own, key=lambda p: rank_key(p.name, nominal[p.name][1], nominal[p.name][2])))
+    return out
+
+
+def run_beats(
+    jobs: dict[str, tuple[str, dict[str, Any]]],
+    maps: dict[str, np.ndarray],
+    *,
+    mesh_path: Path,
+    mesh_sha256: str,
+    work_dir: Path,
+    client: "Client | None" = None,
+) -> dict[str, dict[str, Any]]:
+    """Run (or reuse) electromechanical beats: job name -> (activation map name, EMConfig mapping).
+    Returns job name -> beat (``{"error": ...}`` for a diverged one). On Dask, one task per beat."""
+    kw = dict(mesh_path=str(mesh_path), mesh_sha256=mesh_sha256, work_dir=str(work_dir))
+    if client is None:
+        return {job: run_beat_task(job, maps[m], em_config=em, **kw) for job, (m, em) in jobs.items()}
+    futs = {job: client.submit(run_beat_task, job, maps[m], em_config=em, **kw, retries=1, pure=False,
+                               key=f"crt-em-{job}-{beat_digest(mesh_sha256, maps[m], em)[:12]}")
+            for job, (m, em) in jobs.items()}
+    return {job: f.result() for job, f in futs.items()}
 
 
 def crt_case_stage(

@@ -4,9 +4,18 @@ sensitivity indices.
 Uncertain inputs (uniform, around the nominal ``ConductionConfig``): fibre and cross-fibre
 conduction speeds +-``cv_rel`` (20 %), fibre angle +-``fibre_angle_deg`` (10 deg, rotation about
 the transmural axis) and the scar border-zone width +-``border_zone_rel``. Points come from a
-scrambled Sobol sequence (``scipy.stats.qmc``, Owen scrambling, seeded: deterministic). Myocardial
-stiffness enters only the electromechanics, which runs at nominal inputs for the best protocols,
-so it is not an input of the activation ranking.
+scrambled Sobol sequence (``scipy.stats.qmc``, Owen scrambling, seeded: deterministic). The same
+points are run for the lead sites and for the timing-sweep winner of each top site.
+
+Passive stiffness does not change activation, so it is no input of the activation ranking: it is
+sampled separately, for the electromechanics of the best protocols (``stiffness_samples`` points
+of a 1D scrambled Sobol sequence, the material's stress scale (Guccione C, or every Holzapfel-
+Ogden ``a``) times 1 +- ``stiffness_rel``). Why +-30 % by default: patient-specific estimates of
+the Guccione scale from clinical pressure and image data are weakly identifiable and scatter by
+tens of per cent (Xi et al., Med Image Anal 2013;17:133; Asner et al., Biomech Model Mechanobiol
+2016;15:1121); a uniform scale at fixed exponents keeps the shape of the law and scales passive
+stress linearly. Each sample needs its own baseline beat (dP/dt change is relative to the LBBB
+beat at the same stiffness): (1 + em_top_k) beats per sample.
 
 Sensitivity: first-order indices S_i = Var(E[Y | X_i]) / Var(Y), estimated from the same QMC
 points by binning X_i into equiprobable bins (the "given data" estimator of Plischke et al.,
@@ -35,18 +44,22 @@ INPUT_NAMES: tuple[str, ...] = ("cv_fibre", "cv_cross", "fibre_angle_offset", "b
 
 @dataclass(frozen=True)
 class UQConfig:
-    """Quasi-Monte Carlo design. ``samples`` 0 disables UQ (nominal only)."""
+    """Quasi-Monte Carlo design. ``samples`` 0 disables the activation UQ (nominal only);
+    ``stiffness_samples`` 0 disables the stiffness UQ of the electromechanics (each sample costs
+    1 + em_top_k beats, about 2 min each on the 5 mm CT twin on this 2-core CPU)."""
 
     samples: int = 16
     seed: int = 0
     cv_rel: float = quantity(0.2, "", doc="relative half-range of both conduction speeds")
     fibre_angle_deg: float = quantity(10.0, "deg", doc="half-range of the fibre rotation")
     border_zone_rel: float = quantity(0.5, "", doc="relative half-range of the border-zone width")
+    stiffness_samples: int = 2
+    stiffness_rel: float = quantity(0.3, "", doc="relative half-range of the passive stiffness scale")
 
     def validate(self) -> None:
-        if self.samples < 0:
-            raise ValueError("samples must be >= 0")
-        if not 0.0 <= self.cv_rel < 1.0 or not 0.0 <= self.border_zone_rel < 1.0:
+        if self.samples < 0 or self.stiffness_samples < 0:
+            raise ValueError("samples and stiffness_samples must be >= 0")
+        if not 0.0 <= self.cv_rel < 1.0 or not 0.0 <= self.border_zone_rel < 1.0 or not 0.0 <= self.stiffness_rel < 1.0:
             raise ValueError("relative half-ranges must lie in [0, 1)")
 
 
@@ -58,6 +71,18 @@ def design(cfg: UQConfig) -> np.ndarray:
     sampler = qmc.Sobol(d=len(INPUT_NAMES), scramble=True, seed=cfg.seed)
     m = math.ceil(math.log2(cfg.samples))
     return sampler.random_base2(m)[: cfg.samples]
+
+
+def stiffness_factors(cfg: UQConfig) -> np.ndarray:
+    """(stiffness_samples,) multipliers of the passive stress scale in [1 - rel, 1 + rel), from a
+    scrambled, seeded 1D Sobol sequence (seed offset from the activation design's)."""
+    cfg.validate()
+    if cfg.stiffness_samples == 0:
+        return np.zeros(0)
+    sampler = qmc.Sobol(d=1, scramble=True, seed=cfg.seed + 7919)
+    m = math.ceil(math.log2(cfg.stiffness_samples))
+    u = sampler.random_base2(m)[: cfg.stiffness_samples, 0]
+    return 1.0 + cfg.stiffness_rel * (2.0 * u - 1.0)
 
 
 def sample_conduction(nominal: ConductionConfig, unit_row: Sequence[float], cfg: UQConfig) -> ConductionConfig:
