@@ -366,3 +366,57 @@ def test_case_from_given_labels_has_question_and_use_error_numbers(tmp_path):
     assert n["segment.qc.connected components lv_myo"] == qc["components"]["lv_myo"]
     use = html[html.index('<section id="use-error"'):html.index('<section id="validation"')]
     assert "label map given with --labels" in use and "computed by the report" in use
+
+
+def test_em_timestep_study_reuses_the_stage_beat_and_extrapolates(tmp_path, monkeypatch):
+    """dt / (dt/2) study of the baseline beat: the beat at the stage's dt is reused from
+    therapy_tasks (digest match), the refined one is run with both steps halved, and the two-level
+    Richardson extrapolation with the formal order 1 of backward Euler (Celik et al. 2008) recovers
+    the dt -> 0 limit of an output whose error is exactly linear in dt."""
+    import meshio
+
+    import cardiotwin.therapy.response as response
+    from cardiotwin.cases import Case
+    from cardiotwin.io.atomic import sha256_file
+    from cardiotwin.meshing.analytic import niederer_slab
+    from cardiotwin.report.timestep import em_timestep_study, study_inputs
+
+    slab = niederer_slab(dx_mm=2.0)
+    case = Case.create(tmp_path / "c")
+    with case.stage("fibers", inputs={}, config={}) as st:
+        meshio.write(st.dir / "mesh.vtu", meshio.Mesh(slab.points, [("tetra", slab.cells)]))
+    act = slab.points[:, 0] / 0.6
+    em = {"dt": "20 ms", "beat_duration": "600 ms"}
+    with case.stage("therapy", inputs={}, config={"em_top_k": 1, "electromechanics": em}) as st:
+        (st.dir / "activation").mkdir()
+        meshio.write(st.dir / "activation" / "baseline.vtu", meshio.Mesh(
+            slab.points, [("tetra", slab.cells)], point_data={"activation_time_ms": act}))
+
+    def beat(dt_ms: float) -> dict:  # outputs with an error exactly linear in dt
+        return {"result": {"ejection_fraction": {"LV": 0.5 + 0.004 * dt_ms}, "dpdt_max_kpa_per_ms": {"LV": 0.2 - 0.001 * dt_ms},
+                           "stroke_volume_ml": {"LV": 60.0 + 0.1 * dt_ms}, "stroke_work_mj": {"LV": 800.0}},
+                "seconds": 100.0 / dt_ms}
+
+    inputs, why = study_inputs(case)
+    assert inputs is not None, why
+    digest = response.beat_digest(sha256_file(inputs["mesh"]), act, em)
+    (case.root / "therapy_tasks").mkdir()
+    (case.root / "therapy_tasks" / "em_baseline.json").write_text(json.dumps({"digest": digest, **beat(20.0)}))
+    calls = []
+
+    def fake_beat(name, activation_times_ms, *, mesh_path, mesh_sha256, em_config, work_dir):
+        calls.append(em_config)
+        np.testing.assert_allclose(activation_times_ms, act)
+        return beat(float(em_config["dt"].split()[0]))
+
+    monkeypatch.setattr(response, "run_beat_task", fake_beat)
+    study = em_timestep_study(case, inputs, levels=2)
+    assert calls == [{"dt": "10 ms", "beat_duration": "600 ms", "diastolic_dt": "20 ms"}]  # diastolic 40 ms halved
+    assert [lvl["dt_ms"] for lvl in study["levels"]] == [20.0, 10.0]
+    assert [lvl["reused_from_crt_stage"] for lvl in study["levels"]] == [True, False]
+    ef = study["quantities"]["ejection_fraction"]
+    assert ef["extrapolated"] == pytest.approx(0.5)
+    assert study["quantities"]["dpdt_max_kpa_per_ms"]["extrapolated"] == pytest.approx(0.2)
+    # GCI_fine = Fs |e_a| / (r^p - 1), Fs 3, r 2, p 1 (Celik et al. 2008, two levels)
+    assert ef["gci_fine"] == pytest.approx(3.0 * abs((0.54 - 0.58) / 0.54))
+    assert study["quantities"]["stroke_work_mj"]["convergence"] == "identical"

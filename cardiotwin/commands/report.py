@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timestep-study", action="store_true",
                         help="also run the time-step refinement (dt, dt/2) of the baseline electromechanical beat: "
                              "about twice the CRT stage's beat time")
+    parser.add_argument("--timestep-levels", type=int, choices=(2, 3), default=2,
+                        help="time steps of --timestep-study: 2 (dt, dt/2) or 3 (also dt/4: observed order)")
     parser.add_argument("--no-verify", action="store_true", help="do not run the code-verification suite when absent")
     parser.add_argument("--force", action="store_true", help="rebuild even if inputs are unchanged")
 
@@ -39,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     from cardiotwin.report.build import ReportConfig, build_report
 
     cfg = ReportConfig(include_identifiers=args.include_identifiers, calc_verification=not args.no_calc_verification,
-                       run_verification=not args.no_verify, timestep_study=args.timestep_study)
+                       run_verification=not args.no_verify, timestep_study=args.timestep_study,
+                       timestep_levels=args.timestep_levels)
     paths = build_report(
         args.case, config=cfg, force=args.force,
         pipeline=Path(args.pipeline) if args.pipeline else None,

@@ -52,12 +52,14 @@ class ReportConfig:
     """Options of the report stage. include_identifiers: show case name and source file names;
     calc_verification: run the mesh / time-step refinement study when possible; run_verification:
     run the CI code-verification suite into the case when no results are stored; timestep_study: also
-    refine the time step of the baseline electromechanical beat (minutes: opt-in)."""
+    refine the time step of the baseline electromechanical beat at ``timestep_levels`` (2: dt, dt/2;
+    3: also dt/4) steps (minutes: opt-in)."""
 
     include_identifiers: bool = False
     calc_verification: bool = True
     run_verification: bool = True
     timestep_study: bool = False
+    timestep_levels: int = 2
 
 
 def _load(ctx: ReportContext, *, reference_labels: Path | None) -> None:
@@ -204,7 +206,8 @@ def build_report(case_root: str | os.PathLike[str], *, config: ReportConfig = Re
     if config.calc_verification:
         from cardiotwin.report.calcver import run_calcver_stage
 
-        calc_reasons = run_calcver_stage(case, timestep_study=config.timestep_study)
+        calc_reasons = run_calcver_stage(case, timestep_study=config.timestep_study,
+                                         timestep_levels=config.timestep_levels)
     manifest = case.manifest
     ctx = ReportContext(root=root, manifest=manifest, include_identifiers=config.include_identifiers)
     ctx.pipeline, ctx.pipeline_source, ctx.pipeline_missing = casedata.find_pipeline(root, manifest, pipeline)

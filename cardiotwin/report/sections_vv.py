@@ -4,7 +4,6 @@ code verification, calculation verification, use error, validation (ASME V&V 40 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 

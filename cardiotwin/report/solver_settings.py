@@ -50,7 +50,8 @@ def eikonal_rows(stage: str, data: dict[str, Any] | None, *, source: str) -> lis
 
     cfg = load_config(EikonalConfig, data or {}, source=source)
     where = source if data else f"EikonalConfig defaults ({source} sets only the speeds)"
-    return [_row(stage, "eikonal (fast iterative method)", cfg, k, where) for k in ("tolerance", "max_sweeps")]
+    names = [k for k in ("backend", "tolerance", "max_sweeps", "factor_radius", "device") if hasattr(cfg, k)]
+    return [_row(stage, "eikonal", cfg, k, where) for k in names]
 
 
 def em_rows(stage: str, data: dict[str, Any], *, source: str) -> list[Row]:
