@@ -74,6 +74,10 @@ def test_probability_best_and_intervals():
     scores = {1: {"a": -10.0, "b": -5.0}, 2: {"a": -3.0, "b": -8.0}, 3: {"a": -9.0, "b": -1.0, "c": -50.0}}
     p = uq.probability_best(scores, ["a", "b"])  # c is not eligible (e.g. in scar)
     assert p == {"a": pytest.approx(2 / 3), "b": pytest.approx(1 / 3)}
+    # protocols tied within round-off share the sample's win
+    tied = uq.probability_best({1: {"a": -7.0, "b": -7.0 + 1e-12, "c": 0.0}, 2: {"a": -1.0, "b": -2.0, "c": 0.0}},
+                               ["a", "b", "c"])
+    assert tied == {"a": pytest.approx(0.25), "b": pytest.approx(0.75), "c": 0.0}
     lo, hi = uq.interval(list(range(101)))
     assert (lo, hi) == pytest.approx((2.5, 97.5))
 

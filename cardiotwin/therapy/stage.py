@@ -187,7 +187,7 @@ def run_crt(
         x = uq.input_values(conductions[1:])
         outputs = {
             "best_tat_change_pct": np.array([scores[s][best_sampled] for s in samples]),
-            "best_is_still_best": np.array([float(min((scores[s][k], k) for k in eligible)[1] == best_sampled)
+            "best_is_still_best": np.array([float(scores[s][best_sampled] <= min(scores[s][k] for k in eligible) + 1e-6)
                                             for s in samples]),
             "baseline_tat_ms": np.array([table[s]["baseline"]["tat_ms"] for s in samples]),
         }

@@ -104,19 +104,26 @@ def input_values(conductions: Sequence[ConductionConfig]) -> np.ndarray:
     return np.array([[getattr(c, n) for n in INPUT_NAMES] for c in conductions], dtype=float)
 
 
-def probability_best(scores: Mapping[int, Mapping[str, float]], eligible: Sequence[str]) -> dict[str, float]:
-    """Fraction of samples in which each eligible protocol has the lowest score (ties: name order).
+def probability_best(scores: Mapping[int, Mapping[str, float]], eligible: Sequence[str], *,
+                     tie_tol: float = 1e-6) -> dict[str, float]:
+    """Fraction of samples in which each eligible protocol has the lowest score.
 
-    scores: sample -> protocol name -> score (lower is better, e.g. TAT change %).
+    scores: sample -> protocol name -> score (lower is better, e.g. TAT change %). Protocols within
+    ``tie_tol`` of a sample's lowest score share that sample's win equally: timings that pace well
+    before the intrinsic breakthrough give the same activation pattern, shifted in time, so their
+    scores differ by round-off only.
     """
-    wins = {name: 0 for name in eligible}
+    wins = {name: 0.0 for name in eligible}
     n = 0
     for per in scores.values():
-        cand = [(per[k], k) for k in eligible if k in per and np.isfinite(per[k])]
+        cand = {k: per[k] for k in eligible if k in per and np.isfinite(per[k])}
         if not cand:
             continue
         n += 1
-        wins[min(cand)[1]] += 1
+        low = min(cand.values())
+        tied = [k for k, v in cand.items() if v <= low + tie_tol]
+        for k in tied:
+            wins[k] += 1.0 / len(tied)
     return {k: (v / n if n else float("nan")) for k, v in wins.items()}
 
 
