@@ -45,3 +45,45 @@ def test_outputs_are_complete_and_readable_by_the_viewer(tmp_path):
     assert cands[0].response == pytest.approx(-data["candidates"][0]["metrics"]["tat_change_pct"])
     lines = summary_lines(result)
     assert lines[0].startswith("baseline (LBBB)") and data["best"].split("_", 1)[1] in lines[1]
+
+
+def test_crt_mri_recipe_on_the_mr_sample(tmp_path, capsys):
+    # `cardiotwin run pipelines/crt_mri.yaml` on the thick-slice MR sample from its reference labels
+    # (as scripts/demo.sh does for CT), with the recipe's mesh, fibre and conduction settings and a
+    # smaller sweep (2 QMC samples, 2 timings for the best site, no electromechanics).
+    import yaml
+
+    from cardiotwin.therapy.candidates import SEPTAL_SEGMENTS
+
+    data = yaml.safe_load(open("pipelines/crt_mri.yaml"))
+    assert data["modality"] == "MR"
+    crt = next(stage["crt"] for stage in data["stages"] if "crt" in stage)
+    crt["uq"].update({"samples": 2, "stiffness_samples": 0})
+    crt["em_top_k"] = 0
+    crt["protocols"].update({"timing_top_k": 1, "av_delays_ms": [170.0], "vv_delays_ms": [0.0, 20.0]})
+    recipe = tmp_path / "crt_mri_small.yaml"
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    case = tmp_path / "mr_case"
+    assert main(["run", str(recipe), "--scan", "sample_scans/mr_sample.nii.gz", "--labels",
+                 "sample_scans/mr_sample_labels.nii.gz", "--out", str(case), "--workers", "0"]) == 0
+    assert "pipeline crt_mri" in capsys.readouterr().out
+    info = json.loads((case / "pipeline.json").read_text())
+    assert list(info["wall_s"]) == ["segment", "mesh", "fibers", "crt"]
+    # the recipe's mesh edge keeps the MR twin small (the mesher's fallback at >= 3.5 mm gave ~35k points)
+    assert json.loads((case / "mesh" / "quality.json").read_text())["n_points"] < 15_000
+    ranking = json.loads((case / "therapy" / "ranking.json").read_text())
+    best = ranking["candidates"][0]
+    assert ranking["best"] == best["name"] and best["recommended"]
+    # LBBB physics as on the CT twin (Lee et al., Europace 2019;21:1): pacing the best LV site
+    # shortens activation, and that site is not septal
+    assert best["metrics"]["tat_change_pct"] < -5.0
+    assert best["lv_site"]["aha_segment"] not in SEPTAL_SEGMENTS
+    assert ranking["latest_segment"] not in SEPTAL_SEGMENTS
+    assert ranking["metadata"]["n_samples"] == 2
+    winners = ranking["metadata"]["timing_winners"]
+    assert len(winners) == 1
+    uq = {c["name"]: c["uq"] for c in ranking["candidates"]}
+    assert 0.0 <= uq[winners[0]]["probability_best"] <= 1.0
+    assert "probability_best" in best["uq"]
+    for f in ("ranking.csv", "uq.json", "bullseye_activation.png", "activation_maps.png", "activation.vtu"):
+        assert (case / "therapy" / f).is_file(), f
