@@ -420,3 +420,6 @@ def test_em_timestep_study_reuses_the_stage_beat_and_extrapolates(tmp_path, monk
     # GCI_fine = Fs |e_a| / (r^p - 1), Fs 3, r 2, p 1 (Celik et al. 2008, two levels)
     assert ef["gci_fine"] == pytest.approx(3.0 * abs((0.54 - 0.58) / 0.54))
     assert study["quantities"]["stroke_work_mj"]["convergence"] == "identical"
+    # the error of the stage's own result (dt 20 ms) against the finest step, stated in the notes
+    assert ef["stage_dt_error_percent"] == pytest.approx(100.0 * (0.58 - 0.54) / 0.54)
+    assert any("ejection_fraction at the CRT stage's dt 20 ms differs" in note for note in study["notes"])

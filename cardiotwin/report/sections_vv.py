@@ -179,6 +179,15 @@ def calculation_verification_section(ctx: ReportContext) -> Section:
                              g["convergence"]])
                 plots.append((qname, g["sizes"], g["values"], g["extrapolated"]))
             s.blocks.append(p(f"{study['title']}: {study.get('description', '')} Wall time {fmt(study.get('seconds'))} s."))
+            if study.get("levels"):
+                cols = [k for k in study["levels"][0] if isinstance(study["levels"][0][k], (int, float, bool))]
+                s.blocks.append(table(cols, [[lvl.get(k) for k in cols] for lvl in study["levels"]],
+                                      caption=f"{study['title']}: every level as run."))
+            for note in study.get("notes") or []:
+                s.blocks.append(p(note))
+            for qname, g in study["quantities"].items():
+                if g.get("stage_dt_error_percent") is not None:
+                    ctx.record(f"calcver.{study['name']}.{qname}.stage_dt_error_percent", g["stage_dt_error_percent"])
             s.blocks.append(table(["Quantity", f"sizes: {study['size_label']}", "values", "observed order p", "extrapolated",
                                    "GCI fine (%)", "convergence"],
                                   rows, caption="GCI after Celik et al. 2008 (J Fluids Eng 130:078001), Fs = 1.25 "
