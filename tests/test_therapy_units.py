@@ -145,3 +145,13 @@ def test_stiffness_response_intervals_pair_each_sample_with_its_own_baseline():
     assert out["baseline"]["stiffness_samples"] == 2
     assert out["baseline"]["dpdt_max_kpa_per_ms_ci95"] == pytest.approx([1.025, 1.975])
     assert out["failures"] == {"baseline__stiffness03": "diverged"}
+
+
+def test_crt_command_overrides_the_uq_sample_counts():
+    from cardiotwin.commands.crt import load_crt_config
+
+    cfg = load_crt_config({"uq": {"samples": 4, "stiffness_rel": 0.2}}, source="t.yaml", stiffness_samples=3)
+    assert (cfg.uq.samples, cfg.uq.stiffness_samples, cfg.uq.stiffness_rel) == (4, 3, pytest.approx(0.2))
+    assert load_crt_config({}, source="defaults", samples=0).uq.stiffness_samples == 2
+    with pytest.raises(ValueError, match="stiffness_samples"):
+        load_crt_config({}, source="t", stiffness_samples=-1)
