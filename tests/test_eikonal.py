@@ -34,23 +34,75 @@ def test_plane_wave_is_exact(cube) -> None:  # noqa: ANN001
 
 
 def test_point_source_anisotropic_analytic(cube) -> None:  # noqa: ANN001
-    # T(x) = sqrt((x/v_l)^2 + (y/v_t)^2 + (z/v_t)^2) (shared/BENCHMARKS.md). The first-order
-    # tet eikonal at h = 0.5 mm: mean relative error measured 1.3%, max 3.8% (isotropic) and
-    # 10% (anisotropic, cross-fibre near the source plane). The issue asks < 2%: met in the mean only.
+    # T(x) = sqrt((x/v_l)^2 + (y/v_t)^2 + (z/v_t)^2) (shared/BENCHMARKS.md), issue 5: relative error
+    # < 2 % on a 0.5 mm mesh. With the source factorisation (default radius 10 mm) measured: mean
+    # 0.03 %, max 0.2 % beyond 2 mm; without it (plain first-order tet update) mean 1.3 %, max 10.6 %.
     res = simulate_eikonal(cube, [((0.0, 0.0, 0.0), 0.0)], cfg=EikonalConfig(v_l=V_L, v_t=V_T))
     x = cube.points
     exact = np.sqrt((x[:, 0] / V_L) ** 2 + (x[:, 1] ** 2 + x[:, 2] ** 2) / V_T**2)
     far = np.linalg.norm(x, axis=1) > 2.0
     rel = np.abs(res.activation_times_ms[far] - exact[far]) / exact[far]
-    assert rel.mean() < 0.02
-    assert rel.max() < 0.11
+    assert rel.max() < 0.02
+    plain = simulate_eikonal(cube, [((0.0, 0.0, 0.0), 0.0)], cfg=EikonalConfig(v_l=V_L, v_t=V_T, factor_radius=0.0))
+    rel_plain = np.abs(plain.activation_times_ms[far] - exact[far]) / exact[far]
+    assert rel_plain.mean() < 0.02 and rel_plain.max() > 5 * rel.max()
+
+
+def test_point_source_beyond_factorisation_radius() -> None:
+    # A 20 mm slab: nodes beyond the default 10 mm factorisation radius are updated by the plain
+    # scheme and must still meet the issue's 2 % (measured max 1.0 %; with a 5 mm radius 2.1 %).
+    m = niederer_slab(dx_mm=0.5, size_mm=(20.0, 10.0, 10.0))
+    x = m.points
+    exact = np.sqrt((x[:, 0] / V_L) ** 2 + (x[:, 1] ** 2 + x[:, 2] ** 2) / V_T**2)
+    res = simulate_eikonal(m, [((0.0, 0.0, 0.0), 0.0)], cfg=EikonalConfig(v_l=V_L, v_t=V_T))
+    r = np.linalg.norm(x, axis=1)
+    beyond = r > 10.0
+    rel = np.abs(res.activation_times_ms - exact) / np.maximum(exact, 1e-9)
+    assert beyond.sum() > 1000 and rel[beyond].max() < 0.02 and rel[r > 2.0].max() < 0.02
+
+
+def test_factorisation_converges_with_rotating_fibres() -> None:
+    # Heterogeneous medium (fibres rotating 120 deg through the wall, as in the ventricles): the
+    # factorised map is no longer exact, so check convergence to a fine-mesh solution on the
+    # shared nodes of nested structured meshes. Measured (12x12x4 mm slab, reference h 0.125):
+    # mean error 1.4 % (h 0.5) -> 0.5 % (h 0.25) factorised; plain scheme 4.7 % -> 3.6 %.
+    def slab(h: float):  # noqa: ANN202
+        m = niederer_slab(dx_mm=h, size_mm=(6.0, 6.0, 2.0))
+        a = np.radians(60.0 - 120.0 * m.points[:, 2] / 2.0)
+        return m.with_fields(point_data={"f0": np.stack([np.cos(a), np.sin(a), 0 * a], 1)})
+
+    src = [((3.0, 3.0, 1.0), 0.0)]
+    fine = slab(0.125)
+    ref = dict(zip(map(tuple, np.round(fine.points * 8).astype(int)), simulate_eikonal(fine, src).activation_times_ms))
+    errs = {}
+    for h in (0.5, 0.25):
+        m = slab(h)
+        r = np.array([ref[k] for k in map(tuple, np.round(m.points * 8).astype(int))])
+        far = np.linalg.norm(m.points - np.array([3.0, 3.0, 1.0]), axis=1) > 1.5
+        for radius in (0.0, 10.0):
+            t = simulate_eikonal(m, src, cfg=EikonalConfig(factor_radius=radius)).activation_times_ms
+            errs[h, radius] = float(np.mean(np.abs(t[far] - r[far]) / r[far]))
+    assert errs[0.25, 10.0] < 0.75 * errs[0.5, 10.0]  # converging
+    assert errs[0.25, 10.0] < 0.02
+    assert errs[0.25, 10.0] < errs[0.25, 0.0] and errs[0.5, 10.0] < errs[0.5, 0.0]
+
+
+def test_numba_and_torch_backends_agree() -> None:
+    # The CPU heap solver and the torch fast iterative method (the GPU path) share the local solver:
+    # without factorisation they reach the same fixed point (measured difference 2e-14 ms).
+    cube = niederer_slab(dx_mm=0.5, size_mm=(6.0, 6.0, 6.0))
+    cfg = dict(v_l=V_L, v_t=V_T, factor_radius=0.0)
+    a = simulate_eikonal(cube, [((0.0, 0.0, 0.0), 0.0)], cfg=EikonalConfig(**cfg, backend="numba"))
+    b = simulate_eikonal(cube, [((0.0, 0.0, 0.0), 0.0)], cfg=EikonalConfig(**cfg, backend="torch"))
+    assert np.max(np.abs(a.activation_times_ms - b.activation_times_ms)) < 1e-9
 
 
 def test_error_decreases_under_refinement() -> None:
     errs = []
     for h in (1.0, 0.5):
         m = niederer_slab(dx_mm=h, size_mm=(8.0, 4.0, 4.0))
-        r = simulate_eikonal(m, [((0.0, 0.0, 0.0), 0.0)], cfg=EikonalConfig(v_l=V_L, v_t=V_T))
+        # the plain first-order scheme (inside the factorisation radius the map is exact here)
+        r = simulate_eikonal(m, [((0.0, 0.0, 0.0), 0.0)], cfg=EikonalConfig(v_l=V_L, v_t=V_T, factor_radius=0.0))
         x = m.points
         ex = np.sqrt((x[:, 0] / V_L) ** 2 + (x[:, 1] ** 2 + x[:, 2] ** 2) / V_T**2)
         far = np.linalg.norm(x, axis=1) > 2.0

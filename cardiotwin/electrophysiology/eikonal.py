@@ -1,8 +1,10 @@
 """Anisotropic eikonal solver on tetrahedra: activation times T with sqrt(grad T . V grad T) = 1,
 V = v_l^2 f f^T + v_t^2 (I - f f^T) per cell (speeds in mm/ms).
 
-Method: a vectorised fast iterative method (Fu, Kirby & Whitaker 2013, SIAM J Sci Comput 35:C473).
-Every tet whose nodes changed in the last sweep proposes, for each of its four nodes, the exact
+Two backends share one discretisation. On the CPU (default) a compiled label-correcting heap
+solver (``eikonal_cpu``, numba) with source factorisation near point sources; on CUDA (or with
+``backend="torch"``) a vectorised fast iterative method (Fu, Kirby & Whitaker 2013, SIAM J Sci
+Comput 35:C473) in torch. Every tet whose nodes changed in the last sweep proposes, for each of its four nodes, the exact
 local solution min over the opposite face of T(p) + |x - p|_M (M = V^-1 in the cell): the
 stationary point on the face plane (closed form below) when it falls inside the triangle, else
 the three edge minima (closed form) and the three vertex values. Proposals are reduced with a
@@ -40,6 +42,8 @@ class EikonalConfig:
     device: str = "cpu"
     max_sweeps: int = 100000
     tolerance: float = quantity(1e-6, "ms")
+    backend: str = "auto"  # "auto" (numba heap on CPU, torch FIM on CUDA), "numba" or "torch"
+    factor_radius: float = quantity(10.0, "mm", doc="source factorisation radius (numba backend; 0 disables)")
 
 
 # Local node orderings: role k updates node k from the face formed by the other three.
@@ -73,6 +77,12 @@ class EikonalSolver:
         # M = V^-1 = f f^T / v_l^2 + (I - f f^T) / v_t^2, scaled by 1/scale^2 in slow tissue.
         il, it = 1.0 / cfg.v_l**2, 1.0 / cfg.v_t**2
         Mc = (it * np.eye(3)[None] + (il - it) * f[:, :, None] * f[:, None, :]) / scale[:, None, None] ** 2
+        if cfg.backend not in ("auto", "numba", "torch"):
+            raise ConfigError(f"eikonal backend {cfg.backend!r}: use auto, numba or torch")
+        if cfg.backend == "numba" and dev.type != "cpu":
+            raise ConfigError("the numba eikonal backend runs on the CPU only; use backend torch for CUDA")
+        self.backend = "torch" if cfg.backend == "torch" or dev.type != "cpu" else "numba"
+        self._cells_np = np.ascontiguousarray(cells, dtype=np.int64)
         self.device = dev
         self.cells = torch.as_tensor(cells, device=dev)
         self.M = torch.as_tensor(Mc, dtype=torch.float64, device=dev)
@@ -148,9 +158,14 @@ class EikonalSolver:
             vals_all.append(best)
         return torch.cat(nodes_all), torch.cat(vals_all)
 
-    def solve(self, sources: list[tuple[np.ndarray, np.ndarray | float]]) -> tuple[np.ndarray, int]:
-        """sources: (node indices, start times ms (scalar or per node)) pairs.
-        Returns (T (N,) ms with NaN where unreachable, number of sweeps)."""
+    def solve(self, sources: list[tuple[np.ndarray, np.ndarray | float]], *,
+              origins: list[tuple[np.ndarray, np.ndarray, float]] | None = None) -> tuple[np.ndarray, int]:
+        """sources: (node indices, start times ms (scalar or per node)) pairs. origins (optional,
+        one per source): (point (3,) mm, metric (3, 3) ms^2/mm^2, start ms) of a point source, for
+        the factorised update near it (numba backend).
+        Returns (T (N,) ms with NaN where unreachable, sweeps (torch) or heap pops (numba))."""
+        if self.backend == "numba":
+            return self._solve_numba(sources, origins)
         T = torch.full((self.n,), math.inf, dtype=torch.float64, device=self.device)
         for nodes, t_start in sources:
             idx = torch.as_tensor(np.asarray(nodes), device=self.device)
@@ -170,6 +185,33 @@ class EikonalSolver:
         out[~np.isfinite(out)] = np.nan
         return out, sweeps
 
+    def _solve_numba(self, sources: list[tuple[np.ndarray, np.ndarray | float]],
+                     origins: list[tuple[np.ndarray, np.ndarray, float]] | None) -> tuple[np.ndarray, int]:
+        from cardiotwin.electrophysiology.eikonal_cpu import solve_heap
+
+        if origins is not None and len(origins) != len(sources):
+            raise ValueError(f"{len(origins)} origins for {len(sources)} sources")
+        T = np.full(self.n, np.inf)
+        src = np.full(self.n, -1, dtype=np.int64)
+        for k, (nodes, t_start) in enumerate(sources):
+            idx = np.asarray(nodes, dtype=np.int64)
+            t0 = np.broadcast_to(np.asarray(t_start, dtype=float), idx.shape)
+            better = t0 < T[idx]
+            T[idx[better]] = t0[better]
+            src[idx[better]] = k if origins is not None else -1
+        k = max(1, len(sources))
+        xyz, mets, ts = np.zeros((k, 3)), np.zeros((k, 3, 3)), np.zeros(k)
+        for i, (p, m, t) in enumerate(origins or []):
+            xyz[i], mets[i], ts[i] = p, m, t
+        if not hasattr(self, "_numba_cache") or self._numba_cache[0] is not self.M:
+            self._numba_cache = (self.M, np.ascontiguousarray(self.M.cpu().numpy(), dtype=np.float64),
+                                 self.x.cpu().numpy(), self.inc_ptr.cpu().numpy(), self.inc_cells.cpu().numpy())
+        _, M, x, ptr, inc = self._numba_cache
+        pops = solve_heap(x, self._cells_np, M, ptr, inc, T, src, xyz, mets, ts,
+                          float(self.cfg.factor_radius), float(self.cfg.tolerance))
+        T[~np.isfinite(T)] = np.nan
+        return T, int(pops)
+
 
 def simulate_eikonal(mesh: HeartMesh, sources_mm: list[tuple[tuple[float, float, float], float]], *,
                      cfg: EikonalConfig = EikonalConfig(), radius_mm: float = 0.0,
@@ -183,7 +225,7 @@ def simulate_eikonal(mesh: HeartMesh, sources_mm: list[tuple[tuple[float, float,
 
     t0 = time.perf_counter()
     solver = solver or EikonalSolver(mesh, cfg=cfg)
-    srcs = []
+    srcs, origins = [], []
     h = float(np.median(np.linalg.norm(mesh.points[mesh.cells[:, 0]] - mesh.points[mesh.cells[:, 1]], axis=1)))
     for xyz, delay in sources_mm:
         st = Stimulus(kind="point", centre_mm=tuple(xyz), radius_mm=max(radius_mm, 2.0 * h), start_ms=delay)
@@ -194,7 +236,8 @@ def simulate_eikonal(mesh: HeartMesh, sources_mm: list[tuple[tuple[float, float,
         ring = solver._cells_of(torch.as_tensor([near], device=solver.device))
         Ms = solver.M[ring].mean(0).cpu().numpy() if ring.numel() else np.eye(3) / cfg.v_l**2
         srcs.append((nodes, delay + np.sqrt(np.einsum("ni,ij,nj->n", d, Ms, d))))
-    T, sweeps = solver.solve(srcs)
+        origins.append((np.asarray(xyz, dtype=float), Ms, float(delay)))
+    T, sweeps = solver.solve(srcs, origins=origins)
     return EPResult(activation_times_ms=T, stimuli=tuple(f"point {s} mm @ {d} ms" for s, d in sources_mm),
                     model="eikonal", metadata={"sweeps": sweeps, "seconds": time.perf_counter() - t0,
                                                "v_l_mm_per_ms": cfg.v_l, "v_t_mm_per_ms": cfg.v_t})
