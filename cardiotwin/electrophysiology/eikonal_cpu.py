@@ -157,27 +157,35 @@ def _heap_pop(keys, vals, size):  # noqa: ANN001, ANN202
     return key, val, size
 
 
-_OTHERS = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]], dtype=np.int64)
-
-
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def solve_heap(P, cells, M, inc_ptr, inc_cells, T, src, src_xyz, src_M, src_t, factor_radius, tol):  # noqa: ANN001, ANN201
     """Label-correcting heap solve. T (N,) holds the seeds (inf elsewhere), src (N,) their source
-    index (-1: no factorisation); both are updated in place. Returns the number of heap pops."""
+    index (-1: no factorisation); both are updated in place. Returns the number of heap pops.
+
+    When node i is popped, each neighbour j in a cell c of i is offered the candidates of c that
+    involve i (vertex i, the two edges from i and the face opposite j); the other candidates of c
+    were offered when their own nodes were last popped, so the fixed point is the same as that of
+    the full local solver (and of the torch fast iterative method)."""
     n = T.shape[0]
     keys = np.empty(4 * n + 16, np.float64)
     vals = np.empty(4 * n + 16, np.int64)
+    tau = np.zeros(n)  # T - T0 of the node's source (factorisation), valid where src >= 0
     size = 0
+    r2max = factor_radius * factor_radius
     for i in range(n):
         if T[i] < _INF:
             keys, vals, size = _heap_push(keys, vals, size, T[i], i)
+            s = src[i]
+            if s >= 0:
+                xs = src_xyz[s]
+                tau[i] = T[i] - src_t[s] - _norm(src_M[s], P[i, 0] - xs[0], P[i, 1] - xs[1], P[i, 2] - xs[2])
     pops = 0
-    others = _OTHERS
     while size > 0:
         t, i, size = _heap_pop(keys, vals, size)
         if t > T[i]:
             continue  # stale entry
         pops += 1
+        ti = T[i]
         for k in range(inc_ptr[i], inc_ptr[i + 1]):
             c = inc_cells[k]
             Mc = M[c]
@@ -185,58 +193,53 @@ def solve_heap(P, cells, M, inc_ptr, inc_cells, T, src, src_xyz, src_M, src_t, f
                 j = cells[c, r]
                 if j == i:
                     continue
-                a, b, d = cells[c, others[r, 0]], cells[c, others[r, 1]], cells[c, others[r, 2]]
+                # the face opposite j is (i, u, w)
+                u = -1
+                w = -1
+                for q in range(4):
+                    v = cells[c, q]
+                    if v != i and v != j:
+                        if u < 0:
+                            u = v
+                        else:
+                            w = v
                 x40, x41, x42 = P[j, 0], P[j, 1], P[j, 2]
-                t1, t2, t3 = T[a], T[b], T[d]
-                best = _INF
-                best_src = -1
-                if t1 < _INF:
-                    best, best_src = t1 + _norm(Mc, x40 - P[a, 0], x41 - P[a, 1], x42 - P[a, 2]), src[a]
-                if t2 < _INF:
-                    val = t2 + _norm(Mc, x40 - P[b, 0], x41 - P[b, 1], x42 - P[b, 2])
+                tu, tw = T[u], T[w]
+                ei0, ei1, ei2 = P[i, 0] - P[w, 0], P[i, 1] - P[w, 1], P[i, 2] - P[w, 2]
+                eu0, eu1, eu2 = P[u, 0] - P[w, 0], P[u, 1] - P[w, 1], P[u, 2] - P[w, 2]
+                e00, e01, e02 = x40 - P[w, 0], x41 - P[w, 1], x42 - P[w, 2]
+                best = ti + _norm(Mc, x40 - P[i, 0], x41 - P[i, 1], x42 - P[i, 2])
+                best_src = src[i]
+                val = _edge(Mc, e00, e01, e02, ei0, ei1, ei2, ti, tw)  # edge (i, w)
+                if val < best:
+                    best, best_src = val, src[w] if src[i] == src[w] else -1
+                val = _edge(Mc, x40 - P[u, 0], x41 - P[u, 1], x42 - P[u, 2], ei0 - eu0, ei1 - eu1, ei2 - eu2,
+                            ti, tu)  # edge (i, u)
+                if val < best:
+                    best, best_src = val, src[u] if src[i] == src[u] else -1
+                if tu < _INF and tw < _INF:
+                    val, l1, l2 = _face(Mc, ei0, ei1, ei2, eu0, eu1, eu2, e00, e01, e02, ti, tu, tw)
+                    same = src[i] >= 0 and src[i] == src[u] and src[i] == src[w]
                     if val < best:
-                        best, best_src = val, src[b]
-                if t3 < _INF:
-                    val = t3 + _norm(Mc, x40 - P[d, 0], x41 - P[d, 1], x42 - P[d, 2])
-                    if val < best:
-                        best, best_src = val, src[d]
-                if best == _INF:
-                    continue
-                e10, e11, e12 = P[a, 0] - P[d, 0], P[a, 1] - P[d, 1], P[a, 2] - P[d, 2]
-                e20, e21, e22 = P[b, 0] - P[d, 0], P[b, 1] - P[d, 1], P[b, 2] - P[d, 2]
-                e00, e01, e02 = x40 - P[d, 0], x41 - P[d, 1], x42 - P[d, 2]
-                val = _edge(Mc, e00, e01, e02, e10, e11, e12, t1, t3)
-                if val < best:
-                    best, best_src = val, src[d] if src[a] == src[d] else -1
-                val = _edge(Mc, e00, e01, e02, e20, e21, e22, t2, t3)
-                if val < best:
-                    best, best_src = val, src[d] if src[b] == src[d] else -1
-                val = _edge(Mc, x40 - P[b, 0], x41 - P[b, 1], x42 - P[b, 2], e10 - e20, e11 - e21, e12 - e22, t1, t2)
-                if val < best:
-                    best, best_src = val, src[b] if src[a] == src[b] else -1
-                val, l1, l2 = _face(Mc, e10, e11, e12, e20, e21, e22, e00, e01, e02, t1, t2, t3)
-                same = src[a] >= 0 and src[a] == src[b] and src[a] == src[d]
-                if val < best:
-                    best, best_src = val, src[a] if same else -1
-                if same and t1 < _INF and t2 < _INF and t3 < _INF:
-                    s = src[a]
-                    xs = src_xyz[s]
-                    if (x40 - xs[0]) ** 2 + (x41 - xs[1]) ** 2 + (x42 - xs[2]) ** 2 <= factor_radius * factor_radius:
-                        Ms = src_M[s]
-                        ts = src_t[s]
-                        tau1 = t1 - ts - _norm(Ms, P[a, 0] - xs[0], P[a, 1] - xs[1], P[a, 2] - xs[2])
-                        tau2 = t2 - ts - _norm(Ms, P[b, 0] - xs[0], P[b, 1] - xs[1], P[b, 2] - xs[2])
-                        tau3 = t3 - ts - _norm(Ms, P[d, 0] - xs[0], P[d, 1] - xs[1], P[d, 2] - xs[2])
-                        if l1 >= 0.0:
-                            val = _factored(Mc, Ms, P, xs, ts, a, b, d, j, tau1, tau2, tau3, l1, l2)
+                        best, best_src = val, src[i] if same else -1
+                    if same:
+                        s = src[i]
+                        xs = src_xyz[s]
+                        if (x40 - xs[0]) ** 2 + (x41 - xs[1]) ** 2 + (x42 - xs[2]) ** 2 <= r2max:
+                            Ms = src_M[s]
+                            if l1 >= 0.0:
+                                val = _factored(Mc, Ms, P, xs, src_t[s], i, u, w, j, tau[i], tau[u], tau[w], l1, l2)
+                                if val < best:
+                                    best, best_src = val, s
+                            r1, r2 = _ray_barycentric(P, xs, i, u, w, j)
+                            val = _factored(Mc, Ms, P, xs, src_t[s], i, u, w, j, tau[i], tau[u], tau[w], r1, r2)
                             if val < best:
                                 best, best_src = val, s
-                        r1, r2 = _ray_barycentric(P, xs, a, b, d, j)
-                        val = _factored(Mc, Ms, P, xs, ts, a, b, d, j, tau1, tau2, tau3, r1, r2)
-                        if val < best:
-                            best, best_src = val, s
                 if best < T[j] - tol:
                     T[j] = best
                     src[j] = best_src
+                    if best_src >= 0:
+                        xs = src_xyz[best_src]
+                        tau[j] = best - src_t[best_src] - _norm(src_M[best_src], x40 - xs[0], x41 - xs[1], x42 - xs[2])
                     keys, vals, size = _heap_push(keys, vals, size, best, j)
     return pops
