@@ -11,6 +11,11 @@ import numpy as np
 import torch
 
 from cardiotwin.bench import machine_description
+from cardiotwin.electrophysiology.torchcor_compare import (
+    TorchCorMissingError,
+    compare_niederer,
+    comparison_markdown,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +53,15 @@ def bench_ep(*, quick: bool) -> str:
             f"| Niederer slab dx {dx} mm, TTP06, {prec}, CPU | {m['n_nodes']} | {m['dt_ms']} | {t_end} | {m['loop_s']:.1f} | "
             f"{m['loop_s'] / t_end:.2f} | {m.get('ionic_s', 0):.1f} / {m.get('diffusion_s', 0):.1f} / {m.get('other_s', 0):.1f} | "
             f"{m['cg_iterations_total'] / max(1, m['n_steps']):.1f} |")
+    # Side by side with TorchCor (issue #5): same slab, dt and cell model, one run after the other.
     try:
-        import torchcor  # noqa: F401
-
-        lines.append("\nTorchCor is importable; its own Niederer setup was not run by this benchmark yet.")
-    except ImportError:
-        lines.append("\nTorchCor: not importable in this venv (`pip install torchcor` did not give a working "
-                     "package here), so no side-by-side ratio is reported.")
+        side = compare_niederer(dx_mm=dx, dt_ms=0.01 if not quick else 0.05, t_end_ms=t_end,
+                                threads=torch.get_num_threads())
+        lines.append(f"\nTorchCor side by side on the Niederer slab (dx {dx} mm, TorchCor set up as in "
+                     "its own demos; see `cardiotwin/electrophysiology/torchcor_compare.py`):\n")
+        lines.append(comparison_markdown(side))
+    except TorchCorMissingError as exc:
+        lines.append(f"\nTorchCor: {exc}. No side-by-side ratio is reported.")
 
     h = 3.0 if quick else 1.2
     t0 = time.perf_counter()

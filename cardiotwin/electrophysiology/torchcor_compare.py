@@ -116,9 +116,9 @@ def _vm_summary(vm_mv: np.ndarray) -> dict[str, Any]:
 
 def run_ours(mesh: HeartMesh, *, dt_ms: float, t_end_ms: float, device: str = "cpu") -> dict[str, Any]:
     """Our monodomain on ``mesh`` with the Niederer set-up of ``verify.run_niederer`` (TTP06 epi,
-    float64, default CG tolerance). Returns wall / setup / loop seconds, seconds of time stepping
-    per simulated ms, nodes, CG iterations per step, the final Vm range and activation at P1..P9 (ms,
-    NaN where not reached by ``t_end_ms``)."""
+    float64, default CG tolerance). Returns wall / setup / loop seconds (and the ionic / diffusion
+    split of the loop), seconds of time stepping per simulated ms, nodes, CG iterations per step,
+    the final Vm range and activation at P1..P9 (ms, NaN where not reached by ``t_end_ms``)."""
     cfg = replace(MonodomainConfig(), dt=dt_ms, t_end=t_end_ms, ionic_model="ttp06", cell_type="epi",
                   precision="float64", device=device, snapshot_interval=t_end_ms)
     final_vm: list[np.ndarray] = []
@@ -140,6 +140,8 @@ def run_ours(mesh: HeartMesh, *, dt_ms: float, t_end_ms: float, device: str = "c
         "jit_warmup_s": 0.0,  # nothing is compiled at run time
         "s_per_simulated_ms": float(m["loop_s"]) / t_end_ms,
         "cg_iterations_per_step": float(m["cg_iterations_total"]) / max(1, int(m["n_steps"])),
+        "ionic_s": float(m.get("ionic_s", math.nan)),
+        "diffusion_s": float(m.get("diffusion_s", math.nan)),
         "activation_ms": {k: float(res.activation_times_ms[i]) for k, i in idx.items()},
         **_vm_summary(final_vm[-1]),
     }
