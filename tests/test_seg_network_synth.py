@@ -112,3 +112,24 @@ def test_one_training_step_lowers_the_loss(volume):
         opt.step()
     with torch.no_grad():
         assert float(loss_fn(net(images), targets)) < first - 0.05
+
+
+def test_resume_accepts_runtime_settings_and_a_new_end_but_not_other_changes(tmp_path):
+    import dataclasses
+
+    from cardiotwin.errors import ConfigError
+    from cardiotwin.segmentation.train import TrainConfig, train
+
+    cfg = TrainConfig(n_label_volumes=1, label_volume_size=24, spacing_mm=4.0, patch=16, batch=1, steps=2,
+                      val_every=1000, n_val_per_modality=0, threads=1, workers=0, cache_dir=str(tmp_path / "cache"),
+                      network={"type": "monai.UNet", "channels": [4, 8], "strides": [2]})
+    run = tmp_path / "run"
+    assert train(cfg, out_dir=run, progress=False)["steps"] == 2
+    more = dataclasses.replace(cfg, steps=4, threads=2, max_minutes=5.0)
+    summary = train(more, out_dir=run, resume=True, progress=False)
+    assert summary["steps"] == 4
+    assert summary["schedule_changes"] == [{"at_step": 2, "steps_from": 2, "steps_to": 4}]
+    with pytest.raises(ConfigError, match="lr"):
+        train(dataclasses.replace(more, lr=1e-4), out_dir=run, resume=True, progress=False)
+    with pytest.raises(ConfigError, match="larger"):
+        train(dataclasses.replace(more, steps=3), out_dir=run, resume=True, progress=False)

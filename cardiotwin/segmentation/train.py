@@ -29,6 +29,9 @@ from cardiotwin.segmentation.synth import SynthLabels, make_label_volume, synth_
 
 log = logging.getLogger(__name__)
 
+# Settings that change how fast a run goes, not what it learns: a resumed run may change them.
+RUNTIME_KEYS = frozenset({"threads", "workers", "max_minutes", "val_every"})
+
 VAL_SEED_BASE = 700000  # validation phantoms; training label volumes use seeds 0..n-1; 900000+ is held out
 
 
@@ -158,12 +161,27 @@ def train(cfg: TrainConfig, *, out_dir: Path, resume: bool = False, progress: bo
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=False, smooth_nr=1e-5, smooth_dr=1e-5)
     step, best, elapsed_before = 0, -1.0, 0.0
+    schedule_changes: list[dict[str, int]] = []
     last = out_dir / "last.pt"
     cfg_dict = config_to_dict(cfg)
     if resume and last.is_file():
         ck = torch.load(last, map_location="cpu", weights_only=True)
-        if json.loads(ck["config_json"]) != json.loads(json.dumps(cfg_dict, default=str)):
-            raise ConfigError(f"{last}: was trained with another config; start a new --out folder")
+        saved = json.loads(ck["config_json"])
+        now = json.loads(json.dumps(cfg_dict, default=str))
+        changed = sorted(k for k in set(saved) | set(now)
+                         if saved.get(k) != now.get(k) and k not in RUNTIME_KEYS and k != "steps")
+        if changed:
+            raise ConfigError(f"{last}: was trained with another config ({', '.join(changed)} differ); "
+                              "start a new --out folder")
+        if int(saved.get("steps", cfg.steps)) != cfg.steps:
+            if cfg.steps <= int(ck["step"]):
+                raise ConfigError(f"{last}: already at step {ck['step']}; --steps must be larger")
+            # the poly learning-rate decay is re-aimed at the new end; recorded so a model card can say so
+            schedule_changes = list(ck.get("schedule_changes", [])) + [
+                {"at_step": int(ck["step"]), "steps_from": int(saved["steps"]), "steps_to": cfg.steps}]
+            log.info("resume: schedule changed from %s to %d steps at step %d", saved["steps"], cfg.steps, ck["step"])
+        else:
+            schedule_changes = list(ck.get("schedule_changes", []))
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         step, best, elapsed_before = int(ck["step"]), float(ck["best"]), float(ck["elapsed_s"])
@@ -181,7 +199,8 @@ def train(cfg: TrainConfig, *, out_dir: Path, resume: bool = False, progress: bo
         tmp = path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
                     "elapsed_s": elapsed_before + time.perf_counter() - t0,
-                    "config_json": json.dumps(cfg_dict, default=str), "network": spec.to_dict(), **extra}, tmp)
+                    "config_json": json.dumps(cfg_dict, default=str), "network": spec.to_dict(),
+                    "schedule_changes": schedule_changes, **extra}, tmp)
         tmp.replace(path)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -231,7 +250,8 @@ def train(cfg: TrainConfig, *, out_dir: Path, resume: bool = False, progress: bo
             save(out_dir / "best.pt", {"val": res})
     save(last, {})
     summary = {"steps": step, "best_val_mean_dice": best, "elapsed_s": elapsed_before + time.perf_counter() - t0,
-               "history": history, "config": cfg_dict, "network_parameters": count_parameters(model)}
+               "history": history, "config": cfg_dict, "network_parameters": count_parameters(model),
+               "schedule_changes": schedule_changes}
     write_json_atomic(out_dir / "summary.json", summary)
     return summary
 
