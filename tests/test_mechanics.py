@@ -243,3 +243,57 @@ def test_ct_twin_beat_is_physiological(tmp_path):
     assert 100.0 < r.edv_ml["LV"] < 200.0
     assert r.lv_pressure_kpa.max() / 0.133322387415 > 80.0
     assert r.ejection_fraction["LV"] > 0.2 and r.metadata["coupling_fallbacks"] <= 2
+
+
+# -- closed-loop circulation coupled to the 3D biventricle; base springs --------------------------
+
+def test_closed_loop_beat_on_the_biventricle_conserves_blood():
+    """Issue 6: closed loop (systemic + pulmonary, atria as elastances) coupled to both 3D cavities.
+
+    The 0D network conserves volume exactly (tests/test_circulation.py); coupled to the 3D cavities,
+    blood = 0D compartments outside the cavities + 3D cavity volumes may drift only by the
+    pressure-volume consistency tolerance (1e-3 of the cavity volume per step). Both ventricles
+    must eject (volume falls during systole, pressure rises above end diastole)."""
+    from cardiotwin.mechanics.electromechanics import simulate_beat
+
+    inputs = analytic_beat_inputs(geometry="biventricle", char_length_mm=5.0)
+    cfg = load_config(EMConfig, {"circulation": "closed_loop", "dt": "20 ms", "diastolic_dt": "40 ms",
+                                 "beat_duration": "400 ms"}, source="test")
+    res = simulate_beat(inputs, cfg)
+    blood = np.array(res.metadata["blood_volume_ml"])
+    n = len(res.times_ms) - 1
+    tol = 1e-3 * max(res.lv_volume_ml.max(), res.rv_volume_ml.max())
+    assert np.max(np.abs(blood - blood[0])) <= n * tol
+    for cav, p, v in (("LV", res.lv_pressure_kpa, res.lv_volume_ml), ("RV", res.rv_pressure_kpa, res.rv_volume_ml)):
+        assert res.stroke_volume_ml[cav] > 0.05 * res.edv_ml[cav], cav
+        assert p.max() > p[0] + 0.5, cav
+    assert res.lv_pressure_kpa.max() > res.rv_pressure_kpa.max()  # systemic vs pulmonary afterload
+
+
+def test_base_springs_let_the_base_move_and_stiffen_towards_fixed():
+    """Robin springs on the base (k u.v ds): under the same passive pressure the cavity grows more
+    than with a fixed base, the base moves, and a stiffer spring approaches the fixed base."""
+    base = int(FacetTag.BASE)
+
+    def inflate(k: float | None) -> tuple[float, float]:
+        inp = analytic_beat_inputs(geometry="ellipsoid", char_length_mm=5.0)
+        spring = k is not None
+        mech = CardiacMechanics(
+            inp.mesh, inp.facet_tags, material=Guccione(), fibres=inp.fibres,
+            boundaries=Boundaries(fixed=() if spring else (base,), base_springs=(base,) if spring else (),
+                                  cavities={"LV": int(FacetTag.LV_ENDO)}, base=base),
+            cfg=MechanicsConfig(base_bc="spring" if spring else "fixed", base_spring_kpa_per_mm=k or 1.0),
+            prefix=f"test_spring_{k}_",
+        )
+        mech.solve_to(pressures_kpa={"LV": 1.5}, label="spring test")
+        facets = inp.facet_tags.find(base)
+        dofs = dolfinx.fem.locate_dofs_topological(mech.u.function_space, 2, facets)
+        moved = float(np.max(np.linalg.norm(mech.u.x.array.reshape(-1, 3)[dofs], axis=1))) if len(dofs) else 0.0
+        return mech.cavity_volume_ml("LV"), moved
+
+    v_fixed, m_fixed = inflate(None)
+    v_soft, m_soft = inflate(0.5)
+    v_stiff, m_stiff = inflate(50.0)
+    assert m_fixed < 1e-12 and m_soft > 0.05 and m_stiff < m_soft
+    assert v_soft > v_stiff > v_fixed * 0.999
+    assert abs(v_stiff - v_fixed) < 0.5 * abs(v_soft - v_fixed)

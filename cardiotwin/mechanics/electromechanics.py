@@ -235,6 +235,14 @@ def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = N
         v0 = initial_volumes(network, {**init, **volumes})
         coupled = CoupledCirculation(network, v0, cavities, {c: edp[c] for c in cavities})
         times, pressures, vols = [0.0], [[edp[c] for c in cavities]], [[volumes[c] for c in cavities]]
+        # blood outside the 3D cavities (0D compartments) plus the 3D cavity volumes: constant for
+        # the closed loop up to the coupling tolerance per step
+        outside = [i for name, i in network.index.items() if name not in cavities]
+
+        def blood_ml() -> float:
+            return float(np.sum(coupled.volumes_ml[outside]) + sum(vols[-1]))
+
+        blood = [blood_ml()]
         write(0.0)
         act_max = comm.allreduce(float(np.max(act_values[np.isfinite(act_values)], initial=0.0)), op=MPI.MAX)
         grid = beat_times_ms(cfg, np.array([act_max]))
@@ -282,6 +290,7 @@ def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = N
             times.append(t)
             pressures.append([coupled.pressures_kpa[c] for c in cavities])
             vols.append([mech.cavity_volume_ml(c) for c in cavities])
+            blood.append(blood_ml())
             stretch_hist.append(segments.cell_stretch())
             if k % cfg.output_every == 0:
                 write(t)
@@ -305,7 +314,7 @@ def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = N
         "newton_iterations": int(sum(mech.monitor.iterations)), "newton_solves": len(mech.monitor.iterations),
         "newton_failures": mech.monitor.failures, "coupling_3d_solves": solves_total,
         "seconds": round(time.perf_counter() - t_start, 2), "mpi_ranks": comm.size,
-        "aha_strain_curves": strain_curves,
+        "aha_strain_curves": strain_curves, "circulation": cfg.circulation, "blood_volume_ml": blood,
     }
     return MechResult(
         times_ms=times_a,
