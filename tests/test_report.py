@@ -423,3 +423,28 @@ def test_em_timestep_study_reuses_the_stage_beat_and_extrapolates(tmp_path, monk
     # the error of the stage's own result (dt 20 ms) against the finest step, stated in the notes
     assert ef["stage_dt_error_percent"] == pytest.approx(100.0 * (0.58 - 0.54) / 0.54)
     assert any("ejection_fraction at the CRT stage's dt 20 ms differs" in note for note in study["notes"])
+
+
+def test_pv_loops_come_from_the_crt_beats_without_an_em_stage(tmp_path):
+    """A CRT-only case (no em/ stage): the summary and the results show the CRT stage's baseline vs
+    best PV loops from therapy/beats.json, with its numbers, instead of 'not available'."""
+    from cardiotwin.cases import Case
+
+    root = tmp_path / "crt_only"
+    case = Case.create(root)
+    t = np.linspace(0.0, 600.0, 31)
+    v = 120.0 - 50.0 * np.sin(np.pi * t / 600.0) ** 2
+    p = 1.0 + 14.0 * np.sin(np.pi * t / 600.0) ** 4
+    beats = {name: {"times_ms": t.tolist(), "lv_volume_ml": (v * s).tolist(), "lv_pressure_kpa": (p * s).tolist(),
+                    "ejection_fraction": {"LV": ef}, "dpdt_max_mmhg_per_s": {"LV": dpdt}}
+             for name, s, ef, dpdt in (("baseline", 1.0, 0.41, 900.0), ("BiV_LV_AHA06", 1.05, 0.47, 1010.0))}
+    ranking = {"candidates": [{"name": "BiV_LV_AHA06", "rank": 1, "metrics": {"tat_change_pct": -20.0}}]}
+    with case.stage("therapy", inputs={}, config={}) as st:
+        st.output("ranking.json").write_text(json.dumps(ranking))
+        st.output("beats.json").write_text(json.dumps(beats))
+    assert main(["report", str(root), "--no-verify"]) == 0
+    summary = (root / "report" / "summary.html").read_text()
+    assert "therapy/beats.json" in summary and "stage &#39;em&#39; has not been run" not in summary
+    recorded = json.loads((root / "report" / "report.json").read_text())["numbers"]
+    assert recorded["crt_beats.baseline.ejection_fraction"] == pytest.approx(0.41)
+    assert recorded["crt_beats.BiV_LV_AHA06.dpdt_max_mmhg_per_s"] == pytest.approx(1010.0)

@@ -107,6 +107,8 @@ def _load(ctx: ReportContext, *, reference_labels: Path | None) -> None:
     em, why = casedata.stage_file(root, "em", "metrics.json", "simulate em")
     c["em_metrics"] = casedata.read_json(em) if em else None
     c["em_missing"] = None if em else f"PV loops: {why}"
+    beats, _ = casedata.stage_file(root, "therapy", "beats.json", "crt")
+    c["crt_beats"] = casedata.read_json(beats) if beats else None
     rk, why = casedata.stage_file(root, "therapy", "ranking.json", "crt")
     c["ranking"] = casedata.read_ranking(rk) if rk else None
     c["ranking_missing"] = None if rk else f"lead ranking and its uncertainty: {why}"
@@ -171,9 +173,13 @@ def summary_sections(ctx: ReportContext) -> list[Section]:
     items = [f"{k} {fmt(v)}" for k, v in sim.items()]
     hemo.blocks.append(p("Simulated: " + ("; ".join(items) if items else "no EP/EM outputs yet") + "."))
     em = ctx.cache.get("em_metrics")
+    crt_loops = crt_pv_loops(ctx)
     if isinstance(em, dict) and em.get("lv_volume_ml"):
         hemo.blocks.append(figure("pv_loops", figures.pv_loops([("LV", np.asarray(em["lv_volume_ml"]),
                                                                  np.asarray(em["lv_pressure_kpa"]))]), "LV PV loop."))
+    elif crt_loops:
+        hemo.blocks.append(figure("pv_loops", figures.pv_loops(crt_loops),
+                                  "LV pressure-volume loops of the CRT stage's beats, baseline vs best (therapy/beats.json)."))
     else:
         hemo.blocks.append(ctx.note_missing("summary", ctx.cache.get("em_missing") or "no PV loops."))
     cav = Section("caveats", "Caveats")
@@ -253,3 +259,13 @@ def build_report(case_root: str | os.PathLike[str], *, config: ReportConfig = Re
         write_json_atomic(st.output("report.json"), data)
         st.metrics.update({"sections_complete": sum(s.status == "complete" for s in evidence)})
     return {name: root / REPORT_STAGE / name for name in OUTPUTS}
+
+
+def crt_pv_loops(ctx: ReportContext) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """LV (volume mL, pressure kPa) loops of the CRT stage's electromechanics beats (baseline first)."""
+    beats = ctx.cache.get("crt_beats")
+    if not isinstance(beats, dict):
+        return []
+    names = sorted(beats, key=lambda n: (n != "baseline", n))
+    return [(n, np.asarray(beats[n]["lv_volume_ml"], dtype=float), np.asarray(beats[n]["lv_pressure_kpa"], dtype=float))
+            for n in names if isinstance(beats[n], dict) and beats[n].get("lv_volume_ml")]

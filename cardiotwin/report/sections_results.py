@@ -201,6 +201,18 @@ def results_section(ctx: ReportContext) -> Section:
                 if finite(v) is not None:
                     rows.append([key, cav, ctx.record(f"em.{key}.{cav}", float(v))])
         s.blocks.append(table(["Metric", "Cavity", "Value"], rows, caption="em/metrics.json"))
+    elif isinstance(ctx.cache.get("crt_beats"), dict) and ctx.cache["crt_beats"]:
+        from cardiotwin.report.build import crt_pv_loops
+
+        s.blocks.append(figure("pv_loops", figures.pv_loops(crt_pv_loops(ctx)),
+                               "LV pressure-volume loops of the CRT stage's beats (therapy/beats.json)."))
+        rows = []
+        for name, beat in ctx.cache["crt_beats"].items():
+            for key in ("edv_ml", "esv_ml", "stroke_volume_ml", "ejection_fraction", "dpdt_max_mmhg_per_s", "stroke_work_mj"):
+                v = finite((beat.get(key) or {}).get("LV")) if isinstance(beat.get(key), dict) else finite(beat.get(key))
+                if v is not None:
+                    rows.append([name, key, ctx.record(f"crt_beats.{name}.{key}", v)])
+        s.blocks.append(table(["Beat", "Metric (LV)", "Value"], rows, caption="therapy/beats.json"))
     else:
         s.blocks.append(ctx.note_missing("results", ctx.cache.get("em_missing", "no PV loops.")))
     cands = ctx.cache.get("ranking")

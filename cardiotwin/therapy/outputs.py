@@ -10,6 +10,8 @@
 - ``bullseye_activation.png``: baseline mean activation time per AHA segment.
 - ``bullseye_response.png``: TAT change (%) of biventricular pacing from each segment's site.
 - ``pv_loops.png``: LV pressure-volume loops, baseline vs the best protocols (when simulated).
+- ``beats.json``: those beats' curves (times, LV/RV pressure and volume) and metrics, for the
+  report and the viewer.
 - ``activation_maps.png`` and ``activation.vtu``: activation times of baseline and best.
 
 Plots use matplotlib (Agg); 3D rendering stays in the viewer, which reads ``activation.vtu``.
@@ -242,6 +244,11 @@ def write_outputs(
     _save(fig, paths["bullseye_response"])
 
     if beats:
+        paths["beats_json"] = out_dir / "beats.json"
+        keys = ("times_ms", "lv_pressure_kpa", "lv_volume_ml", "rv_pressure_kpa", "rv_volume_ml", "edv_ml", "esv_ml",
+                "stroke_volume_ml", "ejection_fraction", "dpdt_max_kpa_per_ms", "dpdt_max_mmhg_per_s", "stroke_work_mj")
+        write_json_atomic(paths["beats_json"], _clean({name: {k: beat["result"][k] for k in keys if k in beat["result"]}
+                                                       for name, beat in beats.items()}))
         fig, ax = plt.subplots(figsize=(5, 4))
         for name, beat in beats.items():
             r = beat["result"]
