@@ -146,7 +146,7 @@ def niederer_exact_and_tables() -> dict[str, dict[str, float]]:
     out = {}
     for name, cfg in (("exact", MonodomainConfig(ionic_tables=False)), ("tables", MonodomainConfig()),
                       ("tables32", MonodomainConfig(precision="float32"))):
-        out[name], _ = run_niederer(dx_mm=0.5, dt_ms=0.05, t_end_ms=58.0, cfg=cfg)
+        out[name], _ = run_niederer(dx_mm=0.5, dt_ms=0.05, t_end_ms=60.0, cfg=cfg)  # P4 ~58.4 ms
     return out
 
 
