@@ -360,6 +360,39 @@ def build_tables(dt_ms: float, params: TTP06Params = TTP06Params(), *, dv_mv: fl
     return TTP06Tables(dt_ms=float(dt_ms), cell_type=params.cell_type, voltage=voltage, vek=vek)
 
 
+def _concentration_rates_lean(s: torch.Tensor, c: dict[str, torch.Tensor], i_stim: torch.Tensor | float,
+                              p: TTP06Params) -> dict[str, torch.Tensor]:
+    """``concentration_rates`` rearranged algebraically with in-place ops (about half the
+    temporaries: out-of-place ops on large tensors cost 2-3x an in-place one on the CPU)."""
+    Ca_i, Rp, Ca_SR, Ca_ss = s[13], s[14], s[15], s[16]
+    ca_sr2 = Ca_SR * Ca_SR
+    # max_sr - (max_sr - min_sr) / (1 + (EC/Ca_SR)^2) = max_sr - (max_sr - min_sr) Ca_SR^2 / (Ca_SR^2 + EC^2)
+    kcasr = (ca_sr2 + p.EC**2).reciprocal_().mul_(ca_sr2).mul_(-(p.max_sr - p.min_sr)).add_(p.max_sr)
+    k1_cass2 = (Ca_ss * Ca_ss).div_(kcasr).mul_(p.k1_prime)  # k1 Ca_ss^2
+    i_rel = (k1_cass2 * Rp).div_(k1_cass2.add_(p.k3)).mul_(Ca_SR - Ca_ss).mul_(p.V_rel)  # V_rel O (Ca_SR - Ca_ss)
+    ca_i2 = Ca_i * Ca_i
+    i_up = (ca_i2 + p.K_up**2).reciprocal_().mul_(ca_i2).mul_(p.Vmax_up)
+    i_leak = (Ca_SR - Ca_i).mul_(p.V_leak)
+    i_xfer = (Ca_ss - Ca_i).mul_(p.V_xfer)
+
+    def buffer_factor(conc: torch.Tensor, total: float, k: float) -> torch.Tensor:
+        sq = (conc + k).square_()  # 1 / (1 + total k / (conc + k)^2) = sq / (sq + total k)
+        return sq.div_(sq + total * k)
+
+    dCa_i = (i_leak - i_up).mul_(p.V_sr / p.V_c).add_(i_xfer).sub_(
+        (c["i_bCa"] + c["i_pCa"]).sub_(c["i_NaCa"], alpha=2.0).mul_(p.Cm / (2.0 * p.V_c * p.F)))
+    dCa_i.mul_(buffer_factor(Ca_i, p.Buf_c, p.K_buf_c))
+    dCa_SR = (i_up - i_rel).sub_(i_leak).mul_(buffer_factor(Ca_SR, p.Buf_sr, p.K_buf_sr))
+    dCa_ss = (i_rel * (p.V_sr / p.V_ss)).sub_(i_xfer, alpha=p.V_c / p.V_ss).sub_(
+        c["i_CaL"], alpha=p.Cm / (2.0 * p.V_ss * p.F)).mul_(buffer_factor(Ca_ss, p.Buf_ss, p.K_buf_ss))
+    dNa_i = (c["i_Na"] + c["i_bNa"]).add_(c["i_NaK"], alpha=3.0).add_(c["i_NaCa"], alpha=3.0).mul_(
+        -p.Cm / (p.V_c * p.F))
+    dK_i = (c["i_K1"] + c["i_to"]).add_(c["i_Kr"]).add_(c["i_Ks"]).add_(c["i_pK"]).sub_(
+        c["i_NaK"], alpha=2.0).add_(i_stim).mul_(-p.Cm / (p.V_c * p.F))
+    rp_rate = kcasr.mul_(Ca_ss).mul_(p.k2_prime).add_(p.k4)  # k2 Ca_ss + k4
+    return dict(Ca_i=dCa_i, Ca_SR=dCa_SR, Ca_ss=dCa_ss, Na_i=dNa_i, K_i=dK_i, rp_rate=rp_rate)
+
+
 def step_tabulated(s: torch.Tensor, dt_ms: float, *, tables: TTP06Tables,
                    stim_mv_per_ms: torch.Tensor | float = 0.0, params: TTP06Params = TTP06Params()) -> torch.Tensor:
     """``step`` with the V-only kinetics and current factors from ``tables`` (linear interpolation
@@ -377,18 +410,18 @@ def step_tabulated(s: torch.Tensor, dt_ms: float, *, tables: TTP06Tables,
         return tv.interpolate(tv.column(name), idx, w)
 
     RTF = p.R * p.T / p.F
-    E_Na = torch.log(p.Na_o / Na_i).mul_(RTF)
-    E_K = torch.log(p.K_o / K_i).mul_(RTF)
-    E_Ks = torch.log((p.K_o + p.p_KNa * p.Na_o) / (K_i + p.p_KNa * Na_i)).mul_(RTF)
-    E_Ca = torch.log(p.Ca_o / Ca_i).mul_(0.5 * RTF)
-    v_ek = V - E_K
+    # V - E_X = V - RTF/z ln(X_o / X_i) = V + RTF/z ln(X_i) - RTF/z ln(X_o)
+    v_ena = torch.log(Na_i).mul_(RTF).add_(V).sub_(RTF * math.log(p.Na_o))
+    v_ek = torch.log(K_i).mul_(RTF).add_(V).sub_(RTF * math.log(p.K_o))
+    v_eks = torch.add(K_i, Na_i, alpha=p.p_KNa).log_().mul_(RTF).add_(V).sub_(
+        RTF * math.log(p.K_o + p.p_KNa * p.Na_o))
+    v_eca = torch.log(Ca_i).mul_(0.5 * RTF).add_(V).sub_(0.5 * RTF * math.log(p.Ca_o))
     iu, wu = tables.vek.locate(v_ek)
-    v_ena = V - E_Na
     c = {
         "i_Na": (m * m * m).mul_(h).mul_(j).mul_(v_ena).mul_(p.g_Na),
         "i_to": (r * s_g).mul_(v_ek).mul_(p.g_to),
         "i_Kr": (Xr1 * Xr2).mul_(v_ek).mul_(p.g_Kr * math.sqrt(p.K_o / 5.4)),
-        "i_Ks": (Xs * Xs).mul_(V - E_Ks).mul_(p.g_Ks),
+        "i_Ks": (Xs * Xs).mul_(v_eks).mul_(p.g_Ks),
         "i_CaL": (d * f).mul_(f2).mul_(fCass).mul_(col("cal_ss").mul_(Ca_ss).sub_(col("cal_o"))),
         "i_K1": tables.vek.interpolate(0, iu, wu).mul_(v_ek),
         "i_NaCa": col("naca_na").mul_(Na_i * Na_i * Na_i).sub_(col("naca_ca").mul_(Ca_i)),
@@ -396,19 +429,19 @@ def step_tabulated(s: torch.Tensor, dt_ms: float, *, tables: TTP06Tables,
         "i_pCa": (Ca_i * p.g_pCa).div_(Ca_i + p.K_pCa),
         "i_pK": col("pk").mul_(v_ek),
         "i_bNa": v_ena.mul_(p.g_bNa),  # v_ena is not used after this point
-        "i_bCa": (V - E_Ca).mul_(p.g_bCa),
+        "i_bCa": v_eca.mul_(p.g_bCa),
     }
     i_ion = c["i_Na"] + c["i_to"]
     for name in ("i_Kr", "i_Ks", "i_CaL", "i_K1", "i_NaCa", "i_NaK", "i_pCa", "i_pK", "i_bNa", "i_bCa"):
         i_ion.add_(c[name])
     i_stim = -stim_mv_per_ms  # outward-positive convention of the model
-    rates = concentration_rates(s, c, i_stim, p)
-    cass2 = (Ca_ss * (1.0 / 0.05)) ** 2
-    fcass_inf = 0.6 / (1.0 + cass2) + 0.4
-    e_fcass = torch.exp(-dt_ms / (80.0 / (1.0 + cass2) + 2.0))
+    rates = _concentration_rates_lean(s, c, i_stim, p)
+    x = (Ca_ss * (1.0 / 0.05)).square_().add_(1.0).reciprocal_()  # 1 / (1 + (Ca_ss/0.05)^2)
+    fcass_inf = (x * 0.6).add_(0.4)
+    e_fcass = x.mul_(80.0).add_(2.0).reciprocal_().mul_(-dt_ms).exp_()  # exp(-dt / tau_fCass)
     rp_rate = rates["rp_rate"]
-    rp_inf = p.k4 / rp_rate
-    e_rp = torch.exp(-dt_ms * rp_rate)
+    rp_inf = rp_rate.reciprocal().mul_(p.k4)
+    e_rp = rp_rate.mul_(-dt_ms).exp_()
 
     # All rates are computed from the old states: now update in place.
     for name, row in TABLE_GATES:  # Rush-Larsen g+ = g_inf + (g - g_inf) e = a + e g
