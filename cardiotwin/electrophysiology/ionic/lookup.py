@@ -55,9 +55,15 @@ class LookupTable:
         idx = pos.to(torch.int64).clamp_(max=self.n_grid - 2)  # truncation == floor for pos >= 0
         return idx, pos.sub_(idx)
 
-    def interpolate(self, k: int, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """Column ``k`` linearly interpolated at the located points: (n,) tensor (a new one)."""
-        return torch.addcmul(self.values[k].index_select(0, idx), w, self.slopes[k].index_select(0, idx))
+    def interpolate(self, k: int, idx: torch.Tensor, w: torch.Tensor, *, out: torch.Tensor | None = None,
+                    scratch: torch.Tensor | None = None) -> torch.Tensor:
+        """Column ``k`` linearly interpolated at the located points: (n,) tensor, a new one or
+        ``out`` when given (then ``scratch``, (n,) like ``out``, is overwritten too)."""
+        if out is None or scratch is None:
+            return torch.addcmul(self.values[k].index_select(0, idx), w, self.slopes[k].index_select(0, idx))
+        torch.index_select(self.values[k], 0, idx, out=out)
+        torch.index_select(self.slopes[k], 0, idx, out=scratch)
+        return out.addcmul_(w, scratch)
 
     def __call__(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """Column ``name`` at ``x`` (n,): convenience for tests; the solvers locate once per step."""

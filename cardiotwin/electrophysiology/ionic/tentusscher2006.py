@@ -444,8 +444,10 @@ def step_tabulated(s: torch.Tensor, dt_ms: float, *, tables: TTP06Tables,
     e_rp = rp_rate.mul_(-dt_ms).exp_()
 
     # All rates are computed from the old states: now update in place.
+    buf, scratch = torch.empty_like(V), torch.empty_like(V)  # reused: no temporaries per gate
     for name, row in TABLE_GATES:  # Rush-Larsen g+ = g_inf + (g - g_inf) e = a + e g
-        s[row].mul_(col(f"e_{name}")).add_(col(f"a_{name}"))
+        s[row].mul_(tv.interpolate(tv.column(f"e_{name}"), idx, w, out=buf, scratch=scratch)).add_(
+            tv.interpolate(tv.column(f"a_{name}"), idx, w, out=buf, scratch=scratch))
     fCass.sub_(fcass_inf).mul_(e_fcass).add_(fcass_inf)
     Rp.sub_(rp_inf).mul_(e_rp).add_(rp_inf)
     V.sub_(i_ion.add_(i_stim), alpha=dt_ms)
