@@ -202,3 +202,29 @@ def test_ttp06_float32_lookup_tables_match_float64_upstroke() -> None:
     assert res[torch.float64][0] is not None
     assert res[torch.float32][0] == pytest.approx(res[torch.float64][0], abs=0.03)
     assert res[torch.float32][1] == pytest.approx(res[torch.float64][1], abs=0.5)
+
+
+def test_monodomain_model_selection_exact_tables_and_malloc_tuning() -> None:
+    # The ionic path is chosen by MonodomainConfig: tables (default) and exact TTP06 give the same
+    # activation on a small slab; the opt-in glibc malloc tuning changes timing, never results.
+    import sys
+    from dataclasses import replace
+
+    from cardiotwin.electrophysiology.monodomain import (
+        MonodomainConfig, keep_freed_memory_for_reuse, simulate_monodomain)
+    from cardiotwin.electrophysiology.stimulus import Stimulus
+    from cardiotwin.errors import ConfigError
+    from cardiotwin.meshing.analytic import niederer_slab
+
+    mesh = niederer_slab(dx_mm=0.5, size_mm=(4.0, 1.0, 1.0))
+    stim = [Stimulus(kind="box", lo_mm=(0, 0, 0), hi_mm=(1.0, 1.0, 1.0), strength_mv_per_ms=50.0)]
+    base = MonodomainConfig(dt=0.05, t_end=12.0, splitting="strang")  # Strang: tables for dt/2
+    tab = simulate_monodomain(mesh, stim, cfg=base).activation_times_ms
+    ex = simulate_monodomain(mesh, stim, cfg=replace(base, ionic_tables=False)).activation_times_ms
+    tuned = simulate_monodomain(mesh, stim, cfg=replace(base, cpu_malloc_tuning=True)).activation_times_ms
+    assert np.isfinite(tab).all() and tab.max() > 3.0  # the wave crossed the slab
+    assert np.max(np.abs(tab - ex)) < 0.01
+    assert np.array_equal(tab, tuned)
+    assert keep_freed_memory_for_reuse() == sys.platform.startswith("linux")
+    with pytest.raises(ConfigError, match="ionic_table_step"):
+        simulate_monodomain(mesh, stim, cfg=replace(base, ionic_table_step=0.0))
