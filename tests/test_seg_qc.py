@@ -65,6 +65,13 @@ def test_implausible_results_are_errors_or_warnings():
     rep = quality_report(LabelMap(labels=lab, geometry=geom))
     assert any("2 disconnected pieces" in w for w in rep["warnings"])
     assert any("no lv_myo" in w for w in rep["warnings"])
+    # an LV blood pool away from its myocardium is no heart (what a model paints onto noise): error
+    lab = np.zeros(geom.shape, dtype=np.uint8)
+    lab[np.linalg.norm(xyz - np.array([-15.0, 0, 0]), axis=-1) <= 12.0] = 1
+    shell = np.linalg.norm(xyz - np.array([15.0, 0, 0]), axis=-1)
+    lab[(shell > 6.0) & (shell <= 12.0)] = 2
+    rep = quality_report(LabelMap(labels=lab, geometry=geom))
+    assert any("lv_blood and lv_myo do not touch" in e for e in rep["errors"])
 
 
 def test_dice_hd95_assd_of_shifted_spheres():

@@ -82,7 +82,10 @@ def quality_report(label_map: LabelMap, *, lv_range_ml: tuple[float, float] = LV
             ok = bool(near.any())
             adjacency[f"{LABEL_NAMES[a]}-{LABEL_NAMES[b]}"] = ok
             if not ok:
-                warnings.append(f"{LABEL_NAMES[a]} and {LABEL_NAMES[b]} do not touch (chambers disconnected)")
+                msg = f"{LABEL_NAMES[a]} and {LABEL_NAMES[b]} do not touch (chambers disconnected)"
+                # an LV blood pool outside its own myocardium is no heart at all (e.g. a model that
+                # paints labels onto non-cardiac texture): an error; other gaps are warnings
+                (errors if (a, b) == (Label.LV_BLOOD, Label.LV_MYO) else warnings).append(msg)
     for k in (Label.LV_MYO, Label.RV_BLOOD):
         if counts[1] and not counts[k]:
             warnings.append(f"no {LABEL_NAMES[k]} found")
