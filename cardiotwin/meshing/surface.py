@@ -263,10 +263,22 @@ def myocardium_surface(
         coarse = surf.decimate(reduction, volume_preservation=True)
         if not _is_closed(coarse):
             # Quadric decimation can pinch walls thinner than the target edge into non-manifold
-            # edges; the topology-preserving decimation cannot.
-            log.info("quadric decimation broke the surface; using topology-preserving decimation")
-            coarse = surf.decimate_pro(reduction, preserve_topology=True, splitting=False,
-                                       boundary_vertex_deletion=False)
+            # edges. Decimate in halving steps instead and keep the coarsest surface that is still
+            # closed (a network's label map often has one thin spot that only the last step breaks),
+            # then try the topology-preserving decimation, which often cannot reduce much.
+            log.info("quadric decimation broke the surface; decimating in steps")
+            coarse = surf
+            while coarse.n_cells > 1.2 * target_tris:
+                step = float(np.clip(1.0 - target_tris / coarse.n_cells, 0.0, 0.25))
+                nxt = coarse.decimate(step, volume_preservation=True)
+                if not _is_closed(nxt):
+                    break
+                coarse = nxt
+            if coarse.n_cells > 2.0 * target_tris:
+                pro = surf.decimate_pro(reduction, preserve_topology=True, splitting=False,
+                                        boundary_vertex_deletion=False)
+                if _is_closed(pro) and pro.n_cells < coarse.n_cells:
+                    coarse = pro
         surf = coarse if _is_closed(coarse) else surf
     surf = surf.clean().triangulate()
     if relax:
