@@ -11,10 +11,10 @@ SCAN=sample_scans/ct_sample.nii.gz
 ARGS=()
 if [ -z "${DEMO_SEGMENT:-}" ]; then
   # The shipped bundle models/heart_seg_v1 segments the sample well (Dice LV blood 0.95, LV myo 0.90,
-  # RV blood 0.95; its MODEL_CARD.md), but at the recipe's 5 mm edge the mesher's surface decimation
-  # fails on the network's label map and falls back to the full-resolution surface (208k tets instead
-  # of ~15k), which puts the demo's electromechanics far over its 15 min budget. Until the mesher
-  # handles that, the demo starts from the sample's reference labels; DEMO_SEGMENT=1 runs the network.
+  # RV blood 0.95; its MODEL_CARD.md), but its label map has thin spots that stop the mesher's surface
+  # decimation early: at the recipe's 5 mm edge it gives 34k tets instead of the reference labels'
+  # 15k, and the electromechanics of 4 beats then takes the demo past its 15 min budget. The demo
+  # therefore starts from the sample's reference labels; DEMO_SEGMENT=1 runs the network.
   echo "note: using sample_scans/ct_sample_labels.nii.gz as the segmentation (DEMO_SEGMENT=1 to run the model)"
   ARGS+=(--labels sample_scans/ct_sample_labels.nii.gz)
 fi
