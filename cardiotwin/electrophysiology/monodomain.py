@@ -65,8 +65,6 @@ class MonodomainConfig:
     # on a grid of ionic_table_step over -120..80 mV), as openCARP does; False: exact exp() per node.
     ionic_tables: bool = True
     ionic_table_step: float = quantity(0.02, "mV")
-    # CPU: let glibc keep freed memory for reuse (see keep_freed_memory_for_reuse); process-wide.
-    cpu_malloc_tuning: bool = False
     cell_type: Literal["endo", "mid", "epi"] = "epi"
     splitting: Literal["godunov", "strang"] = "godunov"
     theta: float = 0.5
@@ -83,40 +81,6 @@ class MonodomainConfig:
     border_zone_factor: float = 0.25
     check_every_steps: int = 20
     snapshot_interval: float = quantity(0.0, "ms")
-
-
-_MALLOC_TUNED = False
-
-
-def keep_freed_memory_for_reuse() -> bool:
-    """Ask glibc malloc (Linux) to serve blocks up to 64 MiB from the heap and not to trim it
-    below 128 MiB, so that the per-step temporaries of eager torch on the CPU (0.5 MB each at
-    58k nodes) reuse warm pages instead of a fresh mmap + page faults per op. Measured at 58k
-    nodes, 1 thread, on a shared 2-core machine: TTP06 table step alone 16.5-17 -> 9-13 ms,
-    exact step 43-47 -> 27-31 ms; the whole dx 0.2 Niederer run only 5-12 % faster (2.27 / 1.96
-    -> 1.99 / 1.87 s per simulated ms), so it is opt-in (``cpu_malloc_tuning``): it changes the
-    allocator for the whole process (memory goes back to the OS later). The PyTorch CPU tuning
-    guide recommends jemalloc / tcmalloc for the same reason. Returns True when applied (glibc
-    found), False elsewhere."""
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED:
-        return True
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc malloc.h
-        ok = libc.mallopt(m_mmap_threshold, 64 << 20) == 1 and libc.mallopt(m_trim_threshold, 128 << 20) == 1
-    except (OSError, AttributeError):
-        return False
-    _MALLOC_TUNED = ok
-    if ok:
-        log.info("glibc malloc: mmap threshold 64 MiB, trim threshold 128 MiB (reuse of torch CPU temporaries)")
-    return ok
 
 
 def _resolve_device(name: str) -> torch.device:
@@ -202,8 +166,6 @@ def simulate_monodomain(
     if cfg.dt <= 0 or cfg.t_end <= 0:
         raise ConfigError(f"dt and t_end must be positive (got dt {cfg.dt} ms, t_end {cfg.t_end} ms)")
     device = _resolve_device(cfg.device)
-    if device.type == "cpu" and cfg.cpu_malloc_tuning:
-        keep_freed_memory_for_reuse()
     dtype = torch.float64 if cfg.precision == "float64" else torch.float32
     t_setup = time.perf_counter()
     with monitor.phase("assembly"):
