@@ -181,11 +181,22 @@ def render_maps(maps: Sequence[ActivationMap], *, width_px: int = 900) -> bytes:
     return _png(img)
 
 
+def _render_in_child(maps: Sequence[ActivationMap]) -> bytes:
+    """``render_maps`` in a fresh (spawned) process. VTK's off-screen OpenGL stack (Mesa llvmpipe
+    threads, its own LLVM) left in the report's process made a later torch CPU convolution crash
+    with SIGSEGV in the same process (seen in the test suite); a child keeps it out."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(render_maps, list(maps)).result(timeout=600)
+
+
 def activation_figure(maps: Sequence[ActivationMap]) -> tuple[bytes, str]:
     """PNG of the maps and the renderer used: pyvista off screen, or (when VTK cannot open an
     off-screen context) the matplotlib surface rendering of ``report.figures``."""
     try:
-        return render_maps(maps), "pyvista (VTK, off screen)"
+        return _render_in_child(maps), "pyvista (VTK, off screen)"
     except Exception as exc:  # VTK raises RuntimeError/ValueError; any failure falls back
         log.warning("pyvista off-screen rendering failed (%s); using matplotlib", exc)
     from cardiotwin.report import figures
