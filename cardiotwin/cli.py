@@ -81,6 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
+    # h5py's HDF5 must load before the dolfinx wheel's (a stage may import dolfinx first); the other
+    # order makes h5py bind to the wheel's older library and fail on datatypes (viewer deformation)
+    try:
+        import h5py  # noqa: F401
+    except ImportError:
+        pass
     sys.exit(main())
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import h5py  # noqa: F401 - before any dolfinx import: its own HDF5 first, or h5py binds to the wheel's
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
