@@ -87,6 +87,15 @@ def test_factorisation_converges_with_rotating_fibres() -> None:
     assert errs[0.25, 10.0] < errs[0.25, 0.0] and errs[0.5, 10.0] < errs[0.5, 0.0]
 
 
+def test_bad_backend_or_factor_radius_is_refused(cube) -> None:  # noqa: ANN001
+    from cardiotwin.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="backend"):
+        EikonalSolver(cube, cfg=EikonalConfig(backend="fast"))
+    with pytest.raises(ConfigError, match="factor_radius"):
+        EikonalSolver(cube, cfg=EikonalConfig(factor_radius=-1.0))
+
+
 def test_numba_and_torch_backends_agree() -> None:
     # The CPU heap solver and the torch fast iterative method (the GPU path) share the local solver:
     # without factorisation they reach the same fixed point (measured difference 2e-14 ms).

@@ -94,6 +94,8 @@ def _simulate(mesh, vtu: Path, args: argparse.Namespace, out: Path, *, ecg: bool
 
     if "f0" not in mesh.point_data and "f0" not in mesh.cell_data:
         raise CaseError(f"{vtu}: no fibre field 'f0' (run `cardiotwin fibers` first)")
+    if args.snapshot_interval < 0:
+        raise ConfigError(f"--snapshot-interval must be >= 0 ms, got {args.snapshot_interval}")
     if args.snapshot_interval and args.model != "monodomain":
         raise ConfigError("--snapshot-interval writes the monodomain Vm; the eikonal model has none")
     if args.pace:

@@ -4,8 +4,8 @@ V = v_l^2 f f^T + v_t^2 (I - f f^T) per cell (speeds in mm/ms).
 Two backends share one discretisation. On the CPU (default) a compiled label-correcting heap
 solver (``eikonal_cpu``, numba) with source factorisation near point sources; on CUDA (or with
 ``backend="torch"``) a vectorised fast iterative method (Fu, Kirby & Whitaker 2013, SIAM J Sci
-Comput 35:C473) in torch. Every tet whose nodes changed in the last sweep proposes, for each of its four nodes, the exact
-local solution min over the opposite face of T(p) + |x - p|_M (M = V^-1 in the cell): the
+Comput 35:C473) in torch: every tet whose nodes changed in the last sweep proposes, for each of
+its four nodes, the exact local solution min over the opposite face of T(p) + |x - p|_M (M = V^-1 in the cell): the
 stationary point on the face plane (closed form below) when it falls inside the triangle, else
 the three edge minima (closed form) and the three vertex values. Proposals are reduced with a
 scatter-min; sweeps repeat until no node changes. Several sources with delays initialise T.
@@ -79,10 +79,13 @@ class EikonalSolver:
         Mc = (it * np.eye(3)[None] + (il - it) * f[:, :, None] * f[:, None, :]) / scale[:, None, None] ** 2
         if cfg.backend not in ("auto", "numba", "torch"):
             raise ConfigError(f"eikonal backend {cfg.backend!r}: use auto, numba or torch")
+        if cfg.factor_radius < 0:
+            raise ConfigError(f"eikonal factor_radius must be >= 0 mm, got {cfg.factor_radius}")
         if cfg.backend == "numba" and dev.type != "cpu":
             raise ConfigError("the numba eikonal backend runs on the CPU only; use backend torch for CUDA")
         self.backend = "torch" if cfg.backend == "torch" or dev.type != "cpu" else "numba"
         self._cells_np = np.ascontiguousarray(cells, dtype=np.int64)
+        self._numba_arrays: tuple | None = None  # (M tensor it was made from, M, x, inc_ptr, inc_cells) as numpy
         self.device = dev
         self.cells = torch.as_tensor(cells, device=dev)
         self.M = torch.as_tensor(Mc, dtype=torch.float64, device=dev)
@@ -203,10 +206,11 @@ class EikonalSolver:
         xyz, mets, ts = np.zeros((k, 3)), np.zeros((k, 3, 3)), np.zeros(k)
         for i, (p, m, t) in enumerate(origins or []):
             xyz[i], mets[i], ts[i] = p, m, t
-        if not hasattr(self, "_numba_cache") or self._numba_cache[0] is not self.M:
-            self._numba_cache = (self.M, np.ascontiguousarray(self.M.cpu().numpy(), dtype=np.float64),
-                                 self.x.cpu().numpy(), self.inc_ptr.cpu().numpy(), self.inc_cells.cpu().numpy())
-        _, M, x, ptr, inc = self._numba_cache
+        # numpy views of the tensors, rebuilt when a caller replaces the metric (therapy.solver does)
+        if self._numba_arrays is None or self._numba_arrays[0] is not self.M:
+            self._numba_arrays = (self.M, np.ascontiguousarray(self.M.cpu().numpy(), dtype=np.float64),
+                                  self.x.cpu().numpy(), self.inc_ptr.cpu().numpy(), self.inc_cells.cpu().numpy())
+        _, M, x, ptr, inc = self._numba_arrays
         pops = solve_heap(x, self._cells_np, M, ptr, inc, T, src, xyz, mets, ts,
                           float(self.cfg.factor_radius), float(self.cfg.tolerance))
         T[~np.isfinite(T)] = np.nan
