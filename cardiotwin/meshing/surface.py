@@ -263,7 +263,7 @@ def myocardium_surface(
         coarse = surf.decimate(reduction, volume_preservation=True)
         if not _is_closed(coarse):
             # Quadric decimation can pinch walls thinner than the target edge into non-manifold
-            # edges. Decimate in halving steps instead and keep the coarsest surface that is still
+            # edges. Decimate in steps of at most 25 % instead and keep the coarsest surface that is still
             # closed (a network's label map often has one thin spot that only the last step breaks),
             # then try the topology-preserving decimation, which often cannot reduce much.
             log.info("quadric decimation broke the surface; decimating in steps")
