@@ -53,13 +53,16 @@ class ReportConfig:
     calc_verification: run the mesh / time-step refinement study when possible; run_verification:
     run the CI code-verification suite into the case when no results are stored; timestep_study: also
     refine the time step of the baseline electromechanical beat at ``timestep_levels`` (2: dt, dt/2;
-    3: also dt/4) steps (minutes: opt-in)."""
+    3: also dt/4) steps (minutes: opt-in); em_mesh_study: also repeat that beat on re-meshed levels
+    of the patient at target edges x / em_mesh_factors (``report.em_mesh``; minutes: opt-in)."""
 
     include_identifiers: bool = False
     calc_verification: bool = True
     run_verification: bool = True
     timestep_study: bool = False
     timestep_levels: int = 2
+    em_mesh_study: bool = False
+    em_mesh_factors: tuple[float, ...] = (1.5, 2.25)
 
 
 def _load(ctx: ReportContext, *, reference_labels: Path | None) -> None:
@@ -213,7 +216,8 @@ def build_report(case_root: str | os.PathLike[str], *, config: ReportConfig = Re
         from cardiotwin.report.calcver import run_calcver_stage
 
         calc_reasons = run_calcver_stage(case, timestep_study=config.timestep_study,
-                                         timestep_levels=config.timestep_levels)
+                                         timestep_levels=config.timestep_levels, em_mesh_study=config.em_mesh_study,
+                                         em_mesh_factors=config.em_mesh_factors)
     manifest = case.manifest
     ctx = ReportContext(root=root, manifest=manifest, include_identifiers=config.include_identifiers)
     ctx.pipeline, ctx.pipeline_source, ctx.pipeline_missing = casedata.find_pipeline(root, manifest, pipeline)

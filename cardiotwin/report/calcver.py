@@ -157,15 +157,19 @@ MONODOMAIN_NOT_DONE = (
 
 
 def run_calcver_stage(case: "Case", *, levels: int = 2, force: bool = False, timestep_study: bool = False,
-                      timestep_levels: int = 2) -> list[str]:
+                      timestep_levels: int = 2, em_mesh_study: bool = False,
+                      em_mesh_factors: tuple[float, ...] | None = None) -> list[str]:
     """Run the studies whose inputs and solvers exist into the case's ``calcver`` stage: the mesh
-    refinement of the baseline activation (always) and, with ``timestep_study``, the time-step
-    refinement of the baseline electromechanical beat (``report.timestep``; minutes).
+    refinement of the baseline activation (always), with ``timestep_study`` the time-step
+    refinement of the baseline electromechanical beat (``report.timestep``; minutes) and with
+    ``em_mesh_study`` its mesh refinement (``report.em_mesh``, edge factors ``em_mesh_factors``,
+    default ``em_mesh.DEFAULT_FACTORS``; minutes).
 
     Returns the reasons of the studies that could not run (also stored in calcver.json).
     """
     from cardiotwin.errors import StageError
     from cardiotwin.io.atomic import write_json_atomic
+    from cardiotwin.report import em_mesh  # (module: its study function shares the flag's name)
     from cardiotwin.report.timestep import baseline_beat_seconds, em_timestep_study, study_inputs
 
     unavailable: list[str] = []
@@ -185,15 +189,31 @@ def run_calcver_stage(case: "Case", *, levels: int = 2, force: bool = False, tim
                            f"time-step refinement of the electromechanics beat (EF, dP/dt_max): cannot run: {ts_why}.")
     elif ts_inputs is None:
         unavailable.append(f"time-step refinement of the electromechanics beat (EF, dP/dt_max): cannot run: {ts_why}.")
+    em_factors = tuple(float(f) for f in (em_mesh_factors or em_mesh.DEFAULT_FACTORS))
+    mm_inputs, mm_why = em_mesh.em_mesh_inputs(case)
+    mm_title = "mesh refinement of the electromechanics beat (EF, dP/dt_max)"
+    if mm_inputs is None:
+        unavailable.append(f"{mm_title}: cannot run: {mm_why}.")
+    elif not em_mesh_study:
+        secs = baseline_beat_seconds(case)
+        cost = f"; the CRT stage's baseline beat took {secs:.0f} s" if secs else ""
+        unavailable.append(f"{mm_title}: not run; it is opt-in (`cardiotwin report CASE --em-mesh-study`) because it "
+                           "re-meshes the segmentation at other edge lengths and re-simulates the baseline beat on each "
+                           f"(a coarser level costs less than the stage's beat, a finer one about its tet-count ratio "
+                           f"times more{cost}).")
+    elif solver is None:
+        mm_inputs = None
+        unavailable.append(f"{mm_title}: cannot run: no activation solver installed (looked for {where}).")
     mesh_ok = solver is not None and mesh_path.is_file()
     run_ts = timestep_study and ts_inputs is not None
+    run_mm = em_mesh_study and mm_inputs is not None
     edge = "unknown"
     if mesh_path.is_file():
         from cardiotwin.io.meshes import read_mesh
 
         edge = f"{mean_edge_mm(read_mesh(mesh_path)):.2g}"
     unavailable.append(MONODOMAIN_NOT_DONE.format(edge=edge))
-    if not mesh_ok and not run_ts:
+    if not mesh_ok and not run_ts and not run_mm:
         return unavailable
     from cardiotwin.config import config_to_dict
     from cardiotwin.io.meshes import read_mesh
@@ -205,6 +225,11 @@ def run_calcver_stage(case: "Case", *, levels: int = 2, force: bool = False, tim
     if run_ts:
         inputs["baseline_activation"] = ts_inputs["activation"]
         config.update({"timestep_levels": timestep_levels, "electromechanics": ts_inputs["electromechanics"]})
+    if run_mm:  # (key absent otherwise: unchanged stage hash for cases that never ran it)
+        config["em_mesh_study"] = True
+        inputs.update({"baseline_activation": mm_inputs["activation"], "labels": mm_inputs["labels"]})
+        config.update({"em_mesh_factors": list(em_factors), "electromechanics": mm_inputs["electromechanics"],
+                       "mesh_config": mm_inputs["mesh_config"], "fiber_config": mm_inputs["fiber_config"]})
     with case.stage(CALCVER_STAGE, inputs=inputs, config=config, force=force) as st:
         if st.skipped:
             return unavailable
@@ -218,6 +243,12 @@ def run_calcver_stage(case: "Case", *, levels: int = 2, force: bool = False, tim
                 studies.append(em_timestep_study(case, ts_inputs, levels=timestep_levels))
             except StageError as exc:
                 unavailable.append(f"time-step refinement of the electromechanics beat: failed: {exc}")
+        if run_mm:
+            try:
+                studies.append(em_mesh.em_mesh_study(case, mm_inputs, factors=em_factors, solver=solver,
+                                                     conduction=conduction))
+            except StageError as exc:
+                unavailable.append(f"{mm_title}: failed: {exc}")
         write_json_atomic(st.output("calcver.json"), {"studies": studies, "unavailable": unavailable})
         st.metrics.update({"studies": [x["name"] for x in studies]})
     return unavailable

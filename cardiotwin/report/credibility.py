@@ -56,8 +56,9 @@ def credibility_factors(*, risk: int, evidence: dict[str, Any]) -> list[Factor]:
     """The 13 factors with achieved levels from ``evidence`` (facts gathered by the report):
 
     code_checks: {'pass', 'fail', 'error', 'unavailable'} counts; code_suite: 'ci'|'full'|None;
-    gci_max_percent: largest GCI over patient outputs or None; calc_runs: number of refinement
-    levels; solver_tolerances: bool; seg_qc: bool; perturbation: bool; dice_mean: float|None;
+    gci_max_percent: largest GCI over patient outputs or None; calc_runs: fewest refinement levels of
+    a study; calc_studies: names of the studies with results ('mesh_activation', 'timestep_em',
+    'mesh_em'); em_outputs: the case has EF / dP/dt_max outputs; solver_tolerances: bool; seg_qc: bool; perturbation: bool; dice_mean: float|None;
     measured_comparisons: int; uq: bool; software_recorded: bool; tests_exist: bool.
     """
     g = goal_for_risk(risk)
@@ -74,14 +75,21 @@ def credibility_factors(*, risk: int, evidence: dict[str, Any]) -> list[Factor]:
         code = ("medium", f"{n_pass} checks passed ({e.get('code_suite')} suite); {n_unavail} unavailable in this "
                           "installation.")
     gci = e.get("gci_max_percent")
+    studies = set(e.get("calc_studies") or ())
+    # EF and dP/dt_max (the response metric) need their own mesh and time-step studies where the case has them
+    gaps = [what for name, what in (("mesh_em", "mesh refinement of EF / dP/dt_max"),
+                                    ("timestep_em", "time-step refinement of EF / dP/dt_max"))
+            if e.get("em_outputs") and name not in studies]
+    gap_txt = f" Not covered: {'; '.join(gaps)}." if gaps else ""
     if gci is None:
         disc = ("low", "No mesh / time-step refinement on this patient is available.")
-    elif e.get("calc_runs", 0) >= 3 and gci <= 5.0:
-        disc = ("high", f"Three-level refinement; largest GCI {gci:.3g} % (<= 5 %).")
+    elif e.get("calc_runs", 0) >= 3 and gci <= 5.0 and not gaps:
+        disc = ("high", f"Three-level refinement in every study; largest GCI {gci:.3g} % (<= 5 %).")
     elif gci <= 10.0:
-        disc = ("medium", f"Largest GCI {gci:.3g} % (<= 10 %) from {e.get('calc_runs')} refinement levels.")
+        disc = ("medium", f"Largest GCI {gci:.3g} % (<= 10 %); fewest refinement levels in a study: "
+                          f"{e.get('calc_runs')}.{gap_txt}")
     else:
-        disc = ("low", f"Largest GCI {gci:.3g} % exceeds 10 %.")
+        disc = ("low", f"Largest GCI {gci:.3g} % exceeds 10 %.{gap_txt}")
     solver = (("medium", "Linear/nonlinear solver tolerances recorded with each stage's configuration; "
                          "solves error out when not converged (ksp_error_if_not_converged).")
               if e.get("solver_tolerances") else ("low", "Solver tolerances are not recorded for this case."))

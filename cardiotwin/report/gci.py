@@ -7,7 +7,8 @@ with representative sizes h_1 < h_2 < h_3 give the observed order p, the Richard
 extrapolation phi_ext and GCI_fine = 1.25 e_a / (r^p - 1). With only two solutions the formal
 order of the method is assumed and Roache's safety factor 3 is used instead of 1.25.
 
-The same formulae serve time-step refinement (h = dt).
+The same formulae serve time-step refinement (h = dt) and non-nested (re-meshed) grids with
+non-constant refinement ratios r21 != r32 (Celik 2008 eqs. 4-6, h = (V / N)^(1/3) in 3D).
 """
 
 from __future__ import annotations
@@ -50,11 +51,19 @@ def _rel(a: float, b: float) -> float:
     return abs(a - b) / scale
 
 
+def _order_equation(p: float, r21: float, r32: float) -> float:
+    """ln(r21^p (r32^p - 1) / (r21^p - 1)): ln(e32 / e21) of an exact power law e ~ h^p (p > 0)."""
+    return p * math.log(r21) + math.log(math.expm1(p * math.log(r32))) - math.log(math.expm1(p * math.log(r21)))
+
+
 def observed_order(sizes: tuple[float, float, float], values: tuple[float, float, float]) -> tuple[float, int]:
     """Observed order p and sign s of Celik 2008 eqs. (4)-(6); sizes finest first.
 
-    Solves p = |ln|e32/e21| + q(p)| / ln r21 with q(p) = ln((r21^p - s)/(r32^p - s)) by
-    fixed-point iteration (q = 0 for a constant refinement ratio).
+    Celik's equation p = |ln|e32/e21| + q(p)| / ln r21 with q(p) = ln((r21^p - s)/(r32^p - s)).
+    For monotone convergence (s = +1) it is the same as r21^p (r32^p - 1) / (r21^p - 1) = e32/e21,
+    whose left side increases strictly with p (from ln r32 / ln r21 at p -> 0), so it is solved
+    by bisection, which always converges (q = 0 and p = ln(e32/e21) / ln r for a constant ratio);
+    oscillatory sequences (s = -1) keep the fixed-point iteration of the paper.
     """
     h1, h2, h3 = sizes
     f1, f2, f3 = values
@@ -62,6 +71,20 @@ def observed_order(sizes: tuple[float, float, float], values: tuple[float, float
     e21, e32 = f2 - f1, f3 - f2
     s = 1 if e32 / e21 >= 0 else -1
     ratio = abs(e32 / e21)
+    if s == 1 and ratio > math.log(r32) / math.log(r21):
+        target = math.log(ratio)
+        lo, hi = 0.0, 1.0
+        while _order_equation(hi, r21, r32) < target and hi < 1e3:
+            lo, hi = hi, 2.0 * hi
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            if _order_equation(mid, r21, r32) < target:
+                lo = mid
+            else:
+                hi = mid
+            if hi - lo < 1e-13 * max(1.0, hi):
+                break
+        return 0.5 * (lo + hi), s
     p = abs(math.log(ratio)) / math.log(r21)
     for _ in range(200):
         q = math.log((r21**p - s) / (r32**p - s))
@@ -104,7 +127,10 @@ def grid_convergence(sizes: list[float] | tuple[float, ...], values: list[float]
         # Oscillatory convergence: no meaningful order; report the spread as the uncertainty.
         spread = (max(vs) - min(vs)) / 2.0
         return GCIResult(hs, vs, None, None, e_a, abs(spread / vs[0]) if vs[0] else None, "oscillatory", 1.25)
-    if abs(e32) < abs(e21):  # differences grow as the grid is refined: not in the asymptotic range
+    # A positive order exists only when e32/e21 exceeds ln r32 / ln r21 (its p -> 0 limit; 1 for a
+    # constant ratio, where this is |e32| > |e21|): otherwise the differences do not shrink as the
+    # grid is refined fast enough for any p > 0: not in the asymptotic range.
+    if e32 / e21 <= math.log(hs[2] / hs[1]) / math.log(r21):
         return GCIResult(hs, vs, None, None, e_a, None, "divergent", 1.25)
     p, _ = observed_order(hs, vs)  # type: ignore[arg-type]
     ext = (r21**p * vs[0] - vs[1]) / (r21**p - 1.0)

@@ -186,8 +186,9 @@ def calculation_verification_section(ctx: ReportContext) -> Section:
             for note in study.get("notes") or []:
                 s.blocks.append(p(note))
             for qname, g in study["quantities"].items():
-                if g.get("stage_dt_error_percent") is not None:
-                    ctx.record(f"calcver.{study['name']}.{qname}.stage_dt_error_percent", g["stage_dt_error_percent"])
+                for key in ("stage_dt_error_percent", "stage_mesh_error_percent"):
+                    if g.get(key) is not None:
+                        ctx.record(f"calcver.{study['name']}.{qname}.{key}", g[key])
             s.blocks.append(table(["Quantity", f"sizes: {study['size_label']}", "values", "observed order p", "extrapolated",
                                    "GCI fine (%)", "convergence"],
                                   rows, caption="GCI after Celik et al. 2008 (J Fluids Eng 130:078001), Fs = 1.25 "
@@ -195,8 +196,16 @@ def calculation_verification_section(ctx: ReportContext) -> Section:
             s.blocks.append(figure(f"convergence_{study['name']}", figures.convergence(plots, xlabel=study["size_label"]),
                                    f"{study['title']}: outputs against {study['size_label']}."))
         ctx.evidence["gci_max_percent"] = worst
-        ctx.evidence["calc_runs"] = max((len(g["sizes"]) for st in cv.get("studies", [])
+        # the weakest study decides: "three-level" must hold for every refinement shown
+        ctx.evidence["calc_runs"] = min((len(g["sizes"]) for st in cv.get("studies", [])
                                          for g in st["quantities"].values()), default=0)
+        ctx.evidence["calc_studies"] = [st["name"] for st in cv.get("studies", []) if st.get("quantities")]
+    stages = ctx.manifest.get("stages") or {}
+    therapy, em_stage = stages.get("therapy") or {}, stages.get("em") or {}
+    # EF and dP/dt_max are outputs of this case: their refinement studies count for the credibility factor
+    ctx.evidence["em_outputs"] = bool(
+        (therapy.get("status") == "ok" and int((therapy.get("config") or {}).get("em_top_k", 0) or 0) > 0)
+        or em_stage.get("status") == "ok")
     if tol_rows:
         ctx.evidence["solver_tolerances"] = True
         for stage, solver, name, value, _unit, _src in tol_rows:
