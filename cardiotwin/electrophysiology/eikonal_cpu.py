@@ -205,6 +205,16 @@ def solve_heap(P, cells, M, inc_ptr, inc_cells, T, src, src_xyz, src_M, src_t, f
                             w = v
                 x40, x41, x42 = P[j, 0], P[j, 1], P[j, 2]
                 tu, tw = T[u], T[w]
+                # Every plain candidate of this cell is min T on the face (i, u, w) plus a positive
+                # distance, so a node already at or below that minimum cannot improve: skip it, unless
+                # a factorised candidate (which can undercut the linear interpolation) applies.
+                if T[j] <= min(ti, tu, tw):
+                    s = src[i]
+                    if s < 0 or src[u] != s or src[w] != s:
+                        continue
+                    xs = src_xyz[s]
+                    if (x40 - xs[0]) ** 2 + (x41 - xs[1]) ** 2 + (x42 - xs[2]) ** 2 > r2max:
+                        continue
                 ei0, ei1, ei2 = P[i, 0] - P[w, 0], P[i, 1] - P[w, 1], P[i, 2] - P[w, 2]
                 eu0, eu1, eu2 = P[u, 0] - P[w, 0], P[u, 1] - P[w, 1], P[u, 2] - P[w, 2]
                 e00, e01, e02 = x40 - P[w, 0], x41 - P[w, 1], x42 - P[w, 2]

@@ -1,11 +1,15 @@
 """Monodomain solver: operator splitting of dV/dt = div(D grad V) - I_ion + I_stim on P1 tets.
 
-Reaction: the ionic model's ``step`` (Rush-Larsen gates) over all nodes at once, in torch.
+Reaction: the ionic model's ``step`` (Rush-Larsen gates) over all nodes at once.
 Diffusion: theta scheme (M + theta dt K) V+ = (M - (1 - theta) dt K) V + dt F(t + dt/2) with
-Jacobi-preconditioned CG in torch (theta = 0.5 Crank-Nicolson by default, 1 backward Euler), or
-explicit (theta = 0, lumped mass only) after a Gershgorin stability check. Godunov (R dt, D dt) or Strang
-(R dt/2, D dt, R dt/2) splitting. Everything runs on ``device`` ("cpu" or "cuda") in float64 or
-float32; the same code path on both.
+Jacobi-preconditioned CG (theta = 0.5 Crank-Nicolson by default, 1 backward Euler), started from V
+plus the previous step's diffusion increment, or explicit (theta = 0, lumped mass only) after a
+Gershgorin stability check. Godunov (R dt, D dt) or Strang (R dt/2, D dt, R dt/2) splitting.
+
+Two backends run the same scheme: ``torch`` (tensor operations on ``device``, "cpu" or "cuda", float64
+or float32; the GPU path) and ``fused`` (compiled CPU kernels in ``cpu_kernels``: the TTP06 update in
+one pass over the nodes, CG in three passes per iteration; the CPU default). They agree to the CG
+tolerance (tests/test_ep_fused.py).
 
 Stimuli are a finite-element source in the diffusion step, F_i = sum_s strength_s int_{Omega_s} phi_i
 (``Stimulus.load_mm3``), evaluated at the step midpoint, as in fenicsx-beat's P1 reference for the
@@ -75,6 +79,9 @@ class MonodomainConfig:
     cg_max_iterations: int = 200
     precision: Literal["float64", "float32"] = "float64"
     device: str = "cpu"
+    # "fused": compiled CPU kernels (cpu_kernels.py: one pass per phase); "torch": tensor operations
+    # (the CUDA path, and the reference the fused kernels are tested against); "auto": fused on the CPU.
+    backend: Literal["auto", "fused", "torch"] = "auto"
     activation_threshold: float = quantity(0.0, "mV")
     repolarisation_threshold: float = quantity(-70.0, "mV")
     border_zone: float = quantity(0.0, "mm")
@@ -144,6 +151,117 @@ class _Recorder:
         self.rep = torch.where(down, t_old + dt * frac_d, self.rep)
 
 
+class _TorchStepper:
+    """One monodomain step in torch tensor operations (any device)."""
+
+    def __init__(self, *, cfg: MonodomainConfig, model, params, states: torch.Tensor, A, B,  # noqa: ANN001
+                 lumped_mass: np.ndarray, passive: torch.Tensor, rec: _Recorder, explicit: bool) -> None:
+        self.cfg, self.model, self.params, self.states, self.rec, self.explicit = cfg, model, params, states, rec, explicit
+        dtype, device = states.dtype, states.device
+        self.A = to_torch_csr(A, dtype=dtype, device=device)
+        self.B = to_torch_csr(B, dtype=dtype, device=device)
+        self.inv_diag = torch.as_tensor(1.0 / A.diagonal(), dtype=dtype, device=device)
+        self.ml = torch.as_tensor(lumped_mass, dtype=dtype, device=device)
+        self.passive = passive
+        self.any_passive = bool(passive.any())
+        self.tables: dict[float, object] = {}  # reaction step (ms) -> TTP06Tables (Strang uses dt/2)
+        self.use_tables = cfg.ionic_model == "ttp06" and cfg.ionic_tables
+        self.v_old = torch.empty_like(states[0])  # V before the step, for the threshold crossings
+        self.delta = torch.zeros_like(states[0])  # last step's diffusion increment (CG initial guess)
+
+    def save_old(self) -> None:
+        self.v_old.copy_(self.states[0])
+
+    def react(self, h: float) -> None:
+        states, cfg = self.states, self.cfg
+        v_keep = states[0][self.passive] if self.any_passive else None
+        if self.use_tables:
+            if h not in self.tables:
+                self.tables[h] = self.model.build_tables(h, self.params, dv_mv=cfg.ionic_table_step,
+                                                         dtype=states.dtype, device=states.device)
+            self.model.step_tabulated(states, h, tables=self.tables[h], params=self.params)
+        else:
+            self.model.step(states, h, params=self.params)
+        if v_keep is not None:
+            states[0][self.passive] = v_keep
+
+    def diffuse(self, f: torch.Tensor | None) -> int:
+        """(theta scheme) V+ from V and the FE source ``f``; returns the CG iterations."""
+        cfg, v = self.cfg, self.states[0]
+        rhs = self.B @ v
+        if f is not None:
+            rhs = rhs + cfg.dt * f
+        if self.explicit:
+            self.states[0] = rhs / self.ml  # forward Euler with lumped mass: M_L V+ = (M_L - dt K) V + dt F
+            return 0
+        # initial guess: V plus the previous step's diffusion increment (saves 1-2 CG iterations)
+        x, its = pcg(self.A, rhs, v + self.delta, self.inv_diag, rtol=cfg.cg_rtol, max_iterations=cfg.cg_max_iterations)
+        torch.sub(x, v, out=self.delta)
+        self.states[0] = x
+        return its
+
+    def record(self, t_old: float) -> None:
+        self.rec.update(self.v_old, self.states[0], t_old, self.cfg.dt)
+
+    def max_abs_vm(self) -> float:
+        return float(torch.max(torch.abs(self.states[0])))
+
+
+class _FusedStepper(_TorchStepper):
+    """The same step with compiled CPU kernels (``cpu_kernels``) on NumPy views of the CPU tensors:
+    TTP06 with lookup tables as one fused pass, CG in three passes per iteration. Other ionic
+    models (and TTP06 without tables) keep the torch reaction step."""
+
+    def __init__(self, **kw) -> None:  # noqa: ANN003 - as _TorchStepper
+        from cardiotwin.electrophysiology import cpu_kernels
+
+        super().__init__(**kw)
+        self.k = cpu_kernels
+        cpu_kernels.use_torch_threads()
+        self.S = self.states.numpy()  # shares memory with the tensor
+        np_dtype = self.S.dtype
+        self.A_np = cpu_kernels.CSRMatrix(kw["A"], np_dtype)
+        self.B_np = cpu_kernels.CSRMatrix(kw["B"], np_dtype)
+        self.ml_np = np.asarray(kw["lumped_mass"], dtype=np_dtype)
+        self.rhs = np.empty(self.S.shape[1], dtype=np_dtype)
+        self.v_react = np.empty_like(self.rhs)
+        self.delta = self.delta.numpy()
+        self.v_old_np = self.v_old.numpy()
+        self.passive_np = self.passive.numpy()
+        self.kernels: dict[float, object] = {}
+
+    def save_old(self) -> None:
+        np.copyto(self.v_old_np, self.S[0])
+
+    def react(self, h: float) -> None:
+        if not self.use_tables:
+            super().react(h)
+            return
+        if h not in self.kernels:
+            tables = self.model.build_tables(h, self.params, dv_mv=self.cfg.ionic_table_step)
+            self.kernels[h] = self.k.TTP06Kernel(tables, self.params, self.S.dtype)
+        self.kernels[h].step(self.S, self.passive_np)
+
+    def diffuse(self, f: torch.Tensor | None) -> int:
+        cfg, v = self.cfg, self.S[0]
+        self.B_np.matvec_plus(v, None if f is None else f.numpy(), cfg.dt, out=self.rhs)
+        if self.explicit:
+            np.divide(self.rhs, self.ml_np, out=v)
+            return 0
+        self.k.extrapolate_guess(v, self.v_react, self.delta)
+        its = self.A_np.pcg(self.rhs, v, rtol=cfg.cg_rtol, max_iterations=cfg.cg_max_iterations)
+        self.k.increment(v, self.v_react, self.delta)
+        return its
+
+    def record(self, t_old: float) -> None:
+        rec = self.rec
+        self.k.record_crossings(self.v_old_np, self.S[0], rec.act.numpy(), rec.rep.numpy(), t_old, self.cfg.dt,
+                                rec.thr_up, rec.thr_down)
+
+    def max_abs_vm(self) -> float:
+        return float(np.max(np.abs(self.S[0])))
+
+
 def simulate_monodomain(
     mesh: HeartMesh,
     stimuli: list[Stimulus],
@@ -189,22 +307,14 @@ def simulate_monodomain(
         if cfg.dt > dt_max:
             raise ConfigError(f"explicit diffusion unstable: dt {cfg.dt} ms exceeds the stability limit "
                               f"{dt_max:.4g} ms (Gershgorin bound of 2/lambda_max(M_L^-1 K)); use theta 0.5 or a smaller dt")
-    K = to_torch_csr(ops.stiffness, dtype=dtype, device=device)
-    ml = torch.as_tensor(ops.lumped_mass, dtype=dtype, device=device)
     if cfg.mass == "consistent":
-        M = to_torch_csr(ops.mass, dtype=dtype, device=device)
         A_sp = (ops.mass + theta * cfg.dt * ops.stiffness).tocsr()
         B_sp = (ops.mass - (1.0 - theta) * cfg.dt * ops.stiffness).tocsr()
     else:
-        M = None
         import scipy.sparse as sp
 
         A_sp = (sp.diags(ops.lumped_mass) + theta * cfg.dt * ops.stiffness).tocsr()
         B_sp = (sp.diags(ops.lumped_mass) - (1.0 - theta) * cfg.dt * ops.stiffness).tocsr()
-    A = to_torch_csr(A_sp, dtype=dtype, device=device)
-    B = to_torch_csr(B_sp, dtype=dtype, device=device)
-    inv_diag = torch.as_tensor(1.0 / A_sp.diagonal(), dtype=dtype, device=device)
-    del M, K  # A and B carry everything the time loop needs
 
     conducting_cells = conductivity_scale(mesh, border_zone_mm=0.0) > 0
     stim_loads = [torch.as_tensor(s.load_mm3(mesh.points, mesh.cells, ops.lumped_mass, conducting_cells),
@@ -214,6 +324,16 @@ def simulate_monodomain(
     rec = _Recorder(act=torch.full((n,), float("nan"), dtype=dtype, device=device),
                     rep=torch.full((n,), float("nan"), dtype=dtype, device=device),
                     thr_up=cfg.activation_threshold, thr_down=cfg.repolarisation_threshold)
+    if cfg.ionic_model == "ttp06" and cfg.ionic_tables and cfg.ionic_table_step <= 0:
+        raise ConfigError(f"ionic_table_step must be positive (got {cfg.ionic_table_step} mV)")
+    if cfg.backend not in ("auto", "fused", "torch"):
+        raise ConfigError(f"unknown monodomain backend {cfg.backend!r}; choose auto, fused or torch")
+    if cfg.backend == "fused" and device.type != "cpu":
+        raise ConfigError(f"backend 'fused' runs on the CPU only (device {cfg.device!r}); use auto or torch")
+    fused = device.type == "cpu" and cfg.backend != "torch"
+    stepper_cls = _FusedStepper if fused else _TorchStepper
+    stepper = stepper_cls(cfg=cfg, model=model, params=params, states=states, A=A_sp, B=B_sp,
+                          lumped_mass=ops.lumped_mass, passive=passive, rec=rec, explicit=explicit)
     n_steps = int(round(cfg.t_end / cfg.dt))
     snap_every = int(round(cfg.snapshot_interval / cfg.dt)) if cfg.snapshot_interval > 0 else 0
     setup_s = time.perf_counter() - t_setup
@@ -228,53 +348,23 @@ def simulate_monodomain(
             stim_vec.add_(w, alpha=s.strength_mv_per_ms)
         return stim_vec
 
-    any_passive = bool(passive.any())
-    tables: dict[float, object] = {}  # reaction step (ms) -> TTP06Tables (Strang uses dt/2)
-    use_tables = cfg.ionic_model == "ttp06" and cfg.ionic_tables
-    if use_tables and cfg.ionic_table_step <= 0:
-        raise ConfigError(f"ionic_table_step must be positive (got {cfg.ionic_table_step} mV)")
-
-    def react(t: float, h: float) -> None:
-        with monitor.phase("ionic"):
-            v_keep = states[0][passive] if any_passive else None
-            if use_tables:
-                if h not in tables:
-                    tables[h] = model.build_tables(h, params, dv_mv=cfg.ionic_table_step, dtype=dtype, device=device)
-                model.step_tabulated(states, h, tables=tables[h], params=params)
-            else:
-                model.step(states, h, params=params)
-            if v_keep is not None:
-                states[0][passive] = v_keep
-
     cg_total = 0
     t_loop = time.perf_counter()
     t = 0.0
-    v_old = torch.empty_like(states[0])  # V before the step, for the threshold crossings
     for k in range(n_steps):
-        v_old.copy_(states[0])
-        if cfg.splitting == "strang":
-            react(t, 0.5 * cfg.dt)
-        else:
-            react(t, cfg.dt)
+        stepper.save_old()
+        with monitor.phase("ionic"):
+            stepper.react(0.5 * cfg.dt if cfg.splitting == "strang" else cfg.dt)
         with monitor.phase("diffusion"):
-            v = states[0]
-            rhs = B @ v
-            f = stimulus_load(t + 0.5 * cfg.dt)
-            if f is not None:
-                rhs = rhs + cfg.dt * f
-            if explicit:
-                states[0] = rhs / ml  # forward Euler with lumped mass: M_L V+ = (M_L - dt K) V + dt F
-            else:
-                x, its = pcg(A, rhs, v, inv_diag, rtol=cfg.cg_rtol, max_iterations=cfg.cg_max_iterations)
-                states[0] = x
-                cg_total += its
+            cg_total += stepper.diffuse(stimulus_load(t + 0.5 * cfg.dt))
         if cfg.splitting == "strang":
-            react(t + 0.5 * cfg.dt, 0.5 * cfg.dt)
+            with monitor.phase("ionic"):
+                stepper.react(0.5 * cfg.dt)
         with monitor.phase("other"):
-            rec.update(v_old, states[0], t, cfg.dt)
+            stepper.record(t)
             t = (k + 1) * cfg.dt
             if (k + 1) % cfg.check_every_steps == 0 or k + 1 == n_steps:
-                vmax = float(torch.max(torch.abs(states[0])))
+                vmax = stepper.max_abs_vm()
                 if not math.isfinite(vmax) or vmax > 1000.0:
                     partial = _result(mesh, rec, stimuli, cfg, {"failed_at_ms": t})
                     raise EPDivergenceError(
@@ -286,7 +376,8 @@ def simulate_monodomain(
     loop_s = time.perf_counter() - t_loop
     meta = {"n_nodes": n, "n_steps": n_steps, "dt_ms": cfg.dt, "setup_s": setup_s, "loop_s": loop_s,
             "cg_iterations_total": cg_total, "device": str(device), "precision": cfg.precision,
-            "splitting": cfg.splitting, "theta": theta, "mass": cfg.mass, **monitor.summary()}
+            "splitting": cfg.splitting, "theta": theta, "mass": cfg.mass, "backend": "fused" if fused else "torch",
+            **monitor.summary()}
     if isinstance(monitor, PerformanceMonitor):
         meta["s_per_simulated_ms"] = loop_s / cfg.t_end
     return _result(mesh, rec, stimuli, cfg, meta)
