@@ -179,8 +179,8 @@ def test_missing_prerequisites_are_stated_not_crashed(studied, tmp_path, monkeyp
     Case.create(empty)
     assert main(["report", str(empty), "--no-verify", "--em-mesh-study"]) == 0
     html = (empty / "report" / "evidence.html").read_text()
-    assert ("mesh refinement of the electromechanics beat (EF, dP/dt_max): cannot run: no successful CRT stage "
-            "(therapy) in this case") in html
+    assert ("grid refinement (re-meshed levels) of the electromechanics beat (EF, dP/dt_max): cannot run: "
+            "no successful CRT stage (therapy) in this case") in html
     # the studied case without its label map (activation solver switched off so nothing re-runs)
     root = studied[0]
     copy = tmp_path / "copy"
@@ -230,3 +230,41 @@ def test_em_mesh_study_on_the_demo_case(tmp_path):
     for lvl in study["levels"]:
         assert 0.05 < lvl["ejection_fraction"] < 0.8 and lvl["dpdt_max_kpa_per_ms"] > 0
     assert set(study["quantities"]) == {"ejection_fraction", "dpdt_max_kpa_per_ms", "stroke_volume_ml", "stroke_work_mj"}
+
+
+def test_a_failed_remesh_is_stated_and_the_other_side_tried(studied, monkeypatch):
+    """A level the mesher fails on (StageError) is a note, not a failed study; the cached levels
+    (calcver_tasks/em_mesh_edge*/level.json digests) are reused without re-meshing."""
+    import cardiotwin.report.em_mesh as em_mesh
+    import cardiotwin.therapy.response as response
+    from cardiotwin.cases import Case
+    from cardiotwin.errors import StageError
+    from cardiotwin.io.meshes import read_mesh
+
+    root, study, _, _ = studied
+    real = em_mesh.level_mesh
+    made = []
+
+    def level_mesh(labels_path, *, edge_mm, **kw):
+        if edge_mm > 5.0:
+            raise StageError(f"{labels_path.name}: the mesh has no BASE surface")
+        path, info = real(labels_path, edge_mm=edge_mm, **kw)
+        made.append(info["seconds"])
+        return path, info
+
+    monkeypatch.setattr(em_mesh, "level_mesh", level_mesh)
+    monkeypatch.setattr(response, "run_beat_task", lambda name, act, *, mesh_path, **kw:
+                        _law_beat(em_mesh.representative_size_mm(read_mesh(mesh_path))[0]))
+    case = Case.open(root)
+    inputs, why = em_mesh.em_mesh_inputs(case)
+    assert inputs is not None, why
+    again = em_mesh.em_mesh_study(case, inputs, factors=(1.5,))
+    assert [lvl["direction"] for lvl in again["levels"]] == ["case mesh", "finer"]
+    assert again["levels"][1]["h_mm"] == study["levels"][1]["h_mm"]  # the cached level, not re-meshed
+    assert any("coarser re-mesh (target edge 7.5 mm) failed: labels.nii.gz: the mesh has no BASE surface" in n
+               for n in again["notes"])
+    # two levels: formal order 1 and Fs = 3 (Celik 2008): GCI = 3 e_a / (r - 1)
+    g = again["quantities"]["ejection_fraction"]
+    r = again["levels"][0]["h_mm"] / again["levels"][1]["h_mm"]
+    assert g["convergence"] == "two-level"
+    assert g["gci_fine"] == pytest.approx(3.0 * g["rel_error_fine"] / (r - 1.0))

@@ -191,7 +191,7 @@ def run_calcver_stage(case: "Case", *, levels: int = 2, force: bool = False, tim
         unavailable.append(f"time-step refinement of the electromechanics beat (EF, dP/dt_max): cannot run: {ts_why}.")
     em_factors = tuple(float(f) for f in (em_mesh_factors or em_mesh.DEFAULT_FACTORS))
     mm_inputs, mm_why = em_mesh.em_mesh_inputs(case)
-    mm_title = "mesh refinement of the electromechanics beat (EF, dP/dt_max)"
+    mm_title = "grid refinement (re-meshed levels) of the electromechanics beat (EF, dP/dt_max)"
     if mm_inputs is None:
         unavailable.append(f"{mm_title}: cannot run: {mm_why}.")
     elif not em_mesh_study:

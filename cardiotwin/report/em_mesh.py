@@ -209,8 +209,13 @@ def em_mesh_study(case: "Case", inputs: dict[str, Any], *, factors: tuple[float,
             if edge < MIN_EDGE_MM:
                 notes.append(f"factor {f:g}: edge {edge:.3g} mm is below the mesher's {MIN_EDGE_MM:g} mm: not made.")
                 continue
-            path, info = level_mesh(inputs["labels"], mesh_config=inputs["mesh_config"],
-                                    fiber_config=inputs["fiber_config"], edge_mm=edge, work_dir=work_dir, source=source)
+            try:
+                path, info = level_mesh(inputs["labels"], mesh_config=inputs["mesh_config"],
+                                        fiber_config=inputs["fiber_config"], edge_mm=edge, work_dir=work_dir,
+                                        source=source)
+            except StageError as exc:  # the mesher or the fibres failed at this edge: try the other side
+                notes.append(f"factor {f:g}: the {direction} re-mesh (target edge {edge:.3g} mm) failed: {exc}")
+                continue
             if _distinct(info["h_mm"], taken):
                 chosen = (path, info, direction)
                 break
