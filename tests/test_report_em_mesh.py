@@ -268,3 +268,25 @@ def test_a_failed_remesh_is_stated_and_the_other_side_tried(studied, monkeypatch
     r = again["levels"][0]["h_mm"] / again["levels"][1]["h_mm"]
     assert g["convergence"] == "two-level"
     assert g["gci_fine"] == pytest.approx(3.0 * g["rel_error_fine"] / (r - 1.0))
+
+
+def test_a_level_at_the_case_edge_is_the_case_mesh(studied, tmp_path):
+    """The levels are made exactly as the stages made the case's mesh: re-meshing at the mesh stage's
+    own edge reproduces fibers/mesh.vtu (points, cells, tags, fibres, AHA segments)."""
+    from cardiotwin.cases import Case
+    from cardiotwin.io.meshes import read_mesh
+    from cardiotwin.report.em_mesh import em_mesh_inputs, level_mesh
+
+    root = studied[0]
+    inputs, why = em_mesh_inputs(Case.open(root))
+    assert inputs is not None, why
+    path, info = level_mesh(inputs["labels"], mesh_config=inputs["mesh_config"], fiber_config=inputs["fiber_config"],
+                            edge_mm=5.0, work_dir=tmp_path, source="test")
+    made, case = read_mesh(path), read_mesh(root / "fibers" / "mesh.vtu")
+    np.testing.assert_array_equal(made.cells, case.cells)
+    np.testing.assert_array_equal(made.cell_tags, case.cell_tags)
+    np.testing.assert_array_equal(made.facet_tags, case.facet_tags)
+    np.testing.assert_allclose(made.points, case.points, atol=1e-9)
+    np.testing.assert_allclose(made.point_data["f0"], case.point_data["f0"], atol=1e-6)
+    np.testing.assert_array_equal(made.point_data["aha"], case.point_data["aha"])
+    assert info["n_cells"] == case.n_cells
