@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--splitting", choices=("godunov", "strang"), default="godunov")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--precision", choices=("float64", "float32"), default="float64")
+    parser.add_argument("--backend", choices=("auto", "fused", "torch"), default="auto",
+                        help="auto: compiled CPU kernels on the CPU, torch on CUDA; torch: tensor operations everywhere")
     parser.add_argument("--json", dest="json_out", help="write {\"P1\": ms, ..., \"P9\": ms} here")
 
 
@@ -30,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from cardiotwin.electrophysiology.monodomain import MonodomainConfig
     from cardiotwin.electrophysiology.verify import NIEDERER_REFERENCE_MS, run_niederer
 
-    cfg = MonodomainConfig(mass=args.mass, splitting=args.splitting, device=args.device, precision=args.precision)
+    cfg = MonodomainConfig(mass=args.mass, splitting=args.splitting, device=args.device, precision=args.precision,
+                           backend=args.backend)
     times, _ = run_niederer(dx_mm=args.dx, dt_ms=args.dt, t_end_ms=args.t_end, cfg=cfg)
     for name, t in times.items():
         print(f"{name}: {t:8.3f} ms")

@@ -154,14 +154,17 @@ class _Recorder:
 class _TorchStepper:
     """One monodomain step in torch tensor operations (any device)."""
 
+    torch_operators = True  # build torch CSR copies of the diffusion matrices
+
     def __init__(self, *, cfg: MonodomainConfig, model, params, states: torch.Tensor, A, B,  # noqa: ANN001
                  lumped_mass: np.ndarray, passive: torch.Tensor, rec: _Recorder, explicit: bool) -> None:
         self.cfg, self.model, self.params, self.states, self.rec, self.explicit = cfg, model, params, states, rec, explicit
         dtype, device = states.dtype, states.device
-        self.A = to_torch_csr(A, dtype=dtype, device=device)
-        self.B = to_torch_csr(B, dtype=dtype, device=device)
-        self.inv_diag = torch.as_tensor(1.0 / A.diagonal(), dtype=dtype, device=device)
-        self.ml = torch.as_tensor(lumped_mass, dtype=dtype, device=device)
+        if self.torch_operators:
+            self.A = to_torch_csr(A, dtype=dtype, device=device)
+            self.B = to_torch_csr(B, dtype=dtype, device=device)
+            self.inv_diag = torch.as_tensor(1.0 / A.diagonal(), dtype=dtype, device=device)
+            self.ml = torch.as_tensor(lumped_mass, dtype=dtype, device=device)
         self.passive = passive
         self.any_passive = bool(passive.any())
         self.tables: dict[float, object] = {}  # reaction step (ms) -> TTP06Tables (Strang uses dt/2)
@@ -211,6 +214,8 @@ class _FusedStepper(_TorchStepper):
     """The same step with compiled CPU kernels (``cpu_kernels``) on NumPy views of the CPU tensors:
     TTP06 with lookup tables as one fused pass, CG in three passes per iteration. Other ionic
     models (and TTP06 without tables) keep the torch reaction step."""
+
+    torch_operators = False
 
     def __init__(self, **kw) -> None:  # noqa: ANN003 - as _TorchStepper
         from cardiotwin.electrophysiology import cpu_kernels
