@@ -1,4 +1,7 @@
-"""`cardiotwin verify land --problem 1|2|3 --json OUT.json`: Land et al. 2015 mechanics benchmark."""
+"""`cardiotwin verify land --problem 1|2|3 [--resolution MM | --grid 4x16x24] [--geometry-degree 1|2] --json OUT.json`.
+
+Land et al. 2015 mechanics benchmark.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--problem", type=int, choices=(1, 2, 3), required=True)
     parser.add_argument("--resolution", type=float, default=None,
                         help="problem 1: elements across the beam (default 2); problems 2-3: mesh size in mm (default 2.5)")
+    parser.add_argument("--geometry-degree", type=int, choices=(1, 2), default=2,
+                        help="problems 2-3: 1 straight-sided tetrahedra, 2 curved endo/epi surfaces (default)")
+    parser.add_argument("--grid", default=None, metavar="NWALLxNLONGxNCIRC",
+                        help="problems 2-3: structured prolate mesh (e.g. 4x16x24 elements through the wall, "
+                             "apex to base, around) instead of the gmsh mesh of --resolution")
     parser.add_argument("--json", dest="json_out", default=None, help="write the outputs (mm) to this JSON file")
 
 
@@ -29,7 +37,18 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resolution is not None and args.resolution <= 0:
         raise ConfigError(f"--resolution must be > 0, got {args.resolution}")
-    result = solve_land(args.problem, resolution=args.resolution)
+    grid = None
+    if args.grid is not None:
+        if args.problem == 1 or args.resolution is not None:
+            raise ConfigError("--grid applies to problems 2-3 and replaces --resolution")
+        try:
+            grid = tuple(int(n) for n in args.grid.lower().split("x"))
+        except ValueError:
+            grid = ()
+        if len(grid) != 3 or min(grid) < 1 or grid[2] < 3:
+            raise ConfigError(f"--grid must read NWALLxNLONGxNCIRC with positive integers (NCIRC >= 3), got {args.grid!r}")
+    result = solve_land(args.problem, resolution=args.resolution, geometry_degree=args.geometry_degree,
+                        prolate_grid=grid)
     data = {**result.to_dict(), "reference_range_mm": {k: list(v) for k, v in REFERENCE[args.problem].items()},
             "reference": "Land et al. 2015, Proc R Soc A 471:20150641", "mpi_ranks": MPI.COMM_WORLD.size}
     if MPI.COMM_WORLD.rank == 0:

@@ -30,11 +30,15 @@ from dataclasses import dataclass
 import numpy as np
 from mpi4py import MPI  # noqa: I001 - before dolfinx
 
+import basix
 import basix.ufl
 import dolfinx
+import dolfinx.graph
+import dolfinx.io
 import ufl
 
 from cardiotwin.anatomy import FacetTag
+from cardiotwin.errors import StageError
 from cardiotwin.mechanics.materials import Guccione
 from cardiotwin.mechanics.problem import Boundaries, CardiacMechanics, MechanicsConfig
 
@@ -47,7 +51,7 @@ ENDO_RS, ENDO_RL, EPI_RS, EPI_RL, BASE_Z = 7.0, 17.0, 10.0, 20.0, 5.0
 REFERENCE = {
     1: {"beam_point_z_mm": (4.10, 4.25)},
     2: {"endo_apex_z_mm": (-26.9, -26.1), "epi_apex_z_mm": (-28.6, -27.8)},
-    3: {"endo_apex_z_mm": (-12.6, -11.9), "epi_apex_z_mm": (-15.6, -15.1)},
+    3: {"endo_apex_z_mm": (-12.5, -12.0), "epi_apex_z_mm": (-15.5, -15.2)},
 }
 
 
@@ -61,10 +65,13 @@ class LandResult:
     n_dofs: int
     newton_iterations: int
     seconds: float
+    mesh: str = ""  # "beam", "gmsh h=<mm>" or "prolate <n_wall>x<n_long>x<n_circ>"
+    geometry_degree: int = 1
 
     def to_dict(self) -> dict[str, object]:
         return {"problem": self.problem, "resolution": self.resolution, **self.outputs_mm,
-                "n_dofs": self.n_dofs, "newton_iterations": self.newton_iterations, "seconds": round(self.seconds, 3)}
+                "n_dofs": self.n_dofs, "newton_iterations": self.newton_iterations, "seconds": round(self.seconds, 3),
+                "mesh": self.mesh, "geometry_degree": self.geometry_degree}
 
 
 def land_fibres(x: np.ndarray, *, alpha_endo_deg: float = 90.0, alpha_epi_deg: float = -90.0) -> np.ndarray:
@@ -119,16 +126,78 @@ def _beam_mesh(n: int, comm: MPI.Comm) -> tuple[dolfinx.mesh.Mesh, dolfinx.mesh.
     return mesh, dolfinx.mesh.meshtags(mesh, fdim, idx.astype(np.int32), val[first])
 
 
+def land_ellipsoid_mesh(*, char_length_mm: float, geometry_degree: int = 1,
+                        prolate_grid: tuple[int, int, int] | None = None, comm: MPI.Comm = MPI.COMM_WORLD) -> tuple[dolfinx.mesh.Mesh, dolfinx.mesh.MeshTags]:
+    """The Land truncated ellipsoid as a distributed dolfinx mesh with its facet tags.
+
+    geometry_degree 1: straight-sided tetrahedra (``meshing.analytic.land_ellipsoid``);
+    2: the same tetrahedra with a quadratic coordinate element whose endo/epi edge mid-nodes
+    lie on the analytic ellipsoids (``land_ellipsoid_quadratic``). Facet tags BASE, LV_ENDO, EPI.
+    """
+    from cardiotwin.meshing.analytic import land_ellipsoid, land_ellipsoid_prolate, land_ellipsoid_quadratic
+    from cardiotwin.meshing.fem import to_dolfinx
+
+    if geometry_degree not in (1, 2):
+        raise ValueError(f"geometry_degree must be 1 or 2, got {geometry_degree}")
+    if comm.rank != 0:
+        linear = None
+    elif prolate_grid is not None:
+        linear = land_ellipsoid_prolate(n_wall=prolate_grid[0], n_long=prolate_grid[1], n_circ=prolate_grid[2])
+    else:
+        linear = land_ellipsoid(char_length_mm=char_length_mm)
+    if geometry_degree == 1:
+        heart = to_dolfinx(linear, comm)
+        return heart.mesh, heart.facet_tags
+    if comm.rank == 0:
+        x, cells, facets = land_ellipsoid_quadratic(linear)
+        tags = np.asarray(linear.facet_tags, dtype=np.int32)
+    else:
+        x, cells = np.empty((0, 3)), np.empty((0, 10), dtype=np.int64)
+        facets, tags = np.empty((0, 6), dtype=np.int64), np.empty(0, dtype=np.int32)
+    element = basix.ufl.element("Lagrange", "tetrahedron", 2, shape=(3,), dtype=np.float64)
+    partitioner = dolfinx.mesh.create_cell_partitioner(dolfinx.mesh.GhostMode.none, 2)
+    mesh = dolfinx.mesh.create_mesh(comm, cells, ufl.Mesh(element), x, partitioner=partitioner)
+    fdim = mesh.topology.dim - 1
+    mesh.topology.create_connectivity(fdim, mesh.topology.dim)
+    local, values = dolfinx.io.distribute_entity_data(mesh, fdim, facets, tags)
+    ft = dolfinx.mesh.meshtags_from_entities(mesh, fdim, dolfinx.graph.adjacencylist(local),
+                                             values.astype(np.int32, copy=False))
+    ft.name = "facet_tags"
+    ratio = min_jacobian_ratio(mesh)
+    if ratio <= 0.0:
+        raise StageError(f"Land ellipsoid at {char_length_mm:g} mm / grid {prolate_grid}: the quadratic geometry "
+                         f"inverts an element (min det J / max det J {ratio:.3g}); refine the mesh")
+    return mesh, ft
+
+
+def min_jacobian_ratio(mesh: dolfinx.mesh.Mesh, *, degree: int = 4) -> float:
+    """Smallest det(dx/dX) over the quadrature points (degree ``degree``) of each cell divided by that
+    cell's largest, minimised over all cells (1 for affine cells, <= 0 for an inverted curved cell)."""
+    points, _ = basix.make_quadrature(mesh.basix_cell(), degree)
+    expr = dolfinx.fem.Expression(ufl.JacobianDeterminant(mesh), points)
+    n_cells = mesh.topology.index_map(mesh.topology.dim).size_local
+    det = expr.eval(mesh, np.arange(n_cells, dtype=np.int32)).reshape(n_cells, -1)
+    orient = np.sign(det[:, :1])  # straight cells may be given in either orientation
+    local = float(np.min(det * orient / np.max(np.abs(det), axis=1, keepdims=True))) if n_cells else 1.0
+    return float(mesh.comm.allreduce(local, op=MPI.MIN))
+
+
 def solve_land(problem: int, *, resolution: float | None = None, comm: MPI.Comm = MPI.COMM_WORLD,
                load_steps: int | None = None, quadrature_degree: int = 4,
-               fibre_degree: int | None = None) -> LandResult:
+               fibre_degree: int | None = None, geometry_degree: int = 2,
+               prolate_grid: tuple[int, int, int] | None = None) -> LandResult:
     """Solve Land Problem 1, 2 or 3 and return the benchmark outputs.
 
     resolution: elements across the beam thickness for Problem 1 (default 2; 10x as many along
     x), or the mesh characteristic length in mm for Problems 2 and 3 (default 2.5).
     quadrature_degree: of the forms; fibre_degree: None for fibres at the quadrature points
-    (default), or 1/2 for nodal Lagrange fibres (Problems 2-3).
+    (default), or 1/2 for nodal Lagrange fibres (Problems 2-3); geometry_degree: 1 for
+    straight-sided tetrahedra, 2 (default) for curved (quadratic) endo/epi surfaces
+    (Problems 2-3); prolate_grid: (n_wall, n_long, n_circ) for the structured prolate mesh
+    (``land_ellipsoid_prolate``) instead of the gmsh mesh of size ``resolution`` (Problems 2-3).
     """
+    if prolate_grid is not None and (len(prolate_grid) != 3 or min(prolate_grid) < 1):
+        raise ValueError(f"prolate_grid must be three positive integers, got {prolate_grid}")
     t0 = time.perf_counter()
     cfg = MechanicsConfig(formulation="mixed", quadrature_degree=quadrature_degree)
     if problem == 1:
@@ -141,19 +210,17 @@ def solve_land(problem: int, *, resolution: float | None = None, comm: MPI.Comm 
                             initial_fraction=1.0 / (load_steps or 1))
         z = mech.point_values(np.array([10.0, 0.5, 1.0]))[0, 2] + 1.0
         outputs = {"beam_point_z_mm": float(z)}
-        res = float(n)
+        res, mesh_name, degree = float(n), "beam", 1
     elif problem in (2, 3):
-        from cardiotwin.meshing.analytic import land_ellipsoid
-        from cardiotwin.meshing.fem import to_dolfinx
-
         h = float(resolution or 2.5)
-        heart = to_dolfinx(land_ellipsoid(char_length_mm=h) if comm.rank == 0 else None, comm)
+        mesh, facet_tags = land_ellipsoid_mesh(char_length_mm=h, geometry_degree=geometry_degree,
+                                                prolate_grid=prolate_grid, comm=comm)
         # fibres at the quadrature points: exact analytic field where the forms are evaluated
         if fibre_degree is None:
-            qe = basix.ufl.quadrature_element(heart.mesh.basix_cell(), value_shape=(3,), degree=cfg.quadrature())
-            Vf = dolfinx.fem.functionspace(heart.mesh, qe)
+            qe = basix.ufl.quadrature_element(mesh.basix_cell(), value_shape=(3,), degree=cfg.quadrature())
+            Vf = dolfinx.fem.functionspace(mesh, qe)
         else:  # nodal Lagrange fibres, as most codes of the benchmark used
-            Vf = dolfinx.fem.functionspace(heart.mesh, ("Lagrange", fibre_degree, (3,)))
+            Vf = dolfinx.fem.functionspace(mesh, ("Lagrange", fibre_degree, (3,)))
         f_fn = dolfinx.fem.Function(Vf, name="f0")
         if problem == 3:
             f_fn.interpolate(land_fibres)
@@ -162,7 +229,7 @@ def solve_land(problem: int, *, resolution: float | None = None, comm: MPI.Comm 
             f_fn.interpolate(lambda x: np.vstack([np.ones_like(x[0]), np.zeros_like(x[0]), np.zeros_like(x[0])]))
             material = Guccione(C=10.0, bf=1.0, bt=1.0, bfs=1.0)
         mech = CardiacMechanics(
-            heart.mesh, heart.facet_tags, material=material, fibres=_orthonormal_frame(f_fn),
+            mesh, facet_tags, material=material, fibres=_orthonormal_frame(f_fn),
             boundaries=Boundaries(fixed=(int(FacetTag.BASE),), cavities={"LV": int(FacetTag.LV_ENDO)},
                                   base=int(FacetTag.BASE)),
             cfg=cfg, prefix=f"land{problem}_",
@@ -175,11 +242,14 @@ def solve_land(problem: int, *, resolution: float | None = None, comm: MPI.Comm 
                                 initial_fraction=1.0 / steps)
         u = mech.point_values(np.array([[0.0, 0.0, -ENDO_RL], [0.0, 0.0, -EPI_RL]]))
         outputs = {"endo_apex_z_mm": float(u[0, 2] - ENDO_RL), "epi_apex_z_mm": float(u[1, 2] - EPI_RL)}
-        res = h
+        res, degree = h, geometry_degree
+        mesh_name = f"prolate {'x'.join(map(str, prolate_grid))}" if prolate_grid else f"gmsh h={h:g}"
     else:
         raise ValueError(f"Land problem must be 1, 2 or 3, got {problem}")
     result = LandResult(problem=problem, resolution=res, outputs_mm=outputs, n_dofs=mech.n_dofs,
-                        newton_iterations=its, seconds=time.perf_counter() - t0)
-    log.info("Land problem %d at %g: %s (%d dofs, %d Newton its, %.1f s)", problem, res, outputs,
+                        newton_iterations=its, seconds=time.perf_counter() - t0, mesh=mesh_name,
+                        geometry_degree=degree)
+    log.info("Land problem %d on %s (geometry degree %d): %s (%d dofs, %d Newton its, %.1f s)", problem,
+             mesh_name, degree, outputs,
              mech.n_dofs, its, result.seconds)
     return result
