@@ -8,8 +8,8 @@ import torch
 
 from cardiotwin.anatomy import Label
 from cardiotwin.segmentation.network import NetworkSpec, build_network
-from cardiotwin.segmentation.synth import (CODE_TO_CLASS, CT_WINDOW_HU, PAPILLARY, make_label_volume,
-                                           normalise_intensities, synth_batch, synth_sample)
+from cardiotwin.segmentation.synth import (CODE_TO_CLASS, CT_WINDOW_HU, DISTRACTORS, PAPILLARY, add_distractors,
+                                           make_label_volume, normalise_intensities, synth_batch, synth_sample)
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +133,66 @@ def test_resume_accepts_runtime_settings_and_a_new_end_but_not_other_changes(tmp
         train(dataclasses.replace(more, lr=1e-4), out_dir=run, resume=True, progress=False)
     with pytest.raises(ConfigError, match="larger"):
         train(dataclasses.replace(more, steps=3), out_dir=run, resume=True, progress=False)
+
+
+def test_distractors_change_the_background_appearance_but_never_the_classes(volume):
+    # SynthSeg-style extra labels (Billot et al. 2023): random non-cardiac structures belong to the
+    # background class, and painting them may only replace thorax tissue, never a heart label.
+    assert all(CODE_TO_CLASS[c] == 0 for c in DISTRACTORS)
+    codes = torch.from_numpy(volume.codes[8:40, 8:40, 8:40].astype(np.int64))
+    ax = (torch.arange(32, dtype=torch.float32) - 15.5) * 4.0
+    u = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), dim=-1)
+    out = add_distractors(codes, u, torch.Generator().manual_seed(0), n=7)
+    changed = out != codes
+    assert changed.any()  # something was painted
+    assert set(torch.unique(out[changed]).tolist()) <= set(DISTRACTORS)
+    assert torch.equal(torch.from_numpy(CODE_TO_CLASS)[out], torch.from_numpy(CODE_TO_CLASS)[codes])
+    assert (codes[changed] >= 20).all() and (codes[changed] <= 24).all()
+
+
+def test_synth_sample_with_distractors_keeps_labels(volume):
+    gen_a, gen_b = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    img, cls = synth_sample(volume, gen_a, patch=32, mode="mr", p_distractors=1.0)
+    assert float(img.min()) >= 0.0 and float(img.max()) <= 1.0 and int(cls.max()) <= 8
+    img2, cls2 = synth_sample(volume, gen_b, patch=32, mode="mr", p_distractors=1.0)
+    assert torch.equal(img, img2) and torch.equal(cls, cls2)
+
+
+def test_train_config_checks_sampling_settings_and_init_weights(tmp_path):
+    from cardiotwin.errors import ConfigError
+    from cardiotwin.segmentation.train import TrainConfig, load_init_weights
+
+    with pytest.raises(ValueError, match="mode_weights"):
+        TrainConfig(mode_weights=(0.5, -0.1, 0.6)).validate()
+    with pytest.raises(ValueError, match="p_distractors"):
+        TrainConfig(p_distractors=1.5).validate()
+    with pytest.raises(ValueError, match="scale_range"):
+        TrainConfig(scale_range=(1.2, 0.8)).validate()
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_init_weights(tmp_path / "missing.pt")
+
+
+def test_fine_tuning_starts_from_the_given_weights(tmp_path):
+    """A run with init_weights starts from exactly those weights (the first step is from them, not random)."""
+    from safetensors.torch import save_file
+
+    from cardiotwin.errors import ConfigError
+    from cardiotwin.segmentation.train import TrainConfig, train
+
+    net_cfg = {"type": "monai.UNet", "channels": [4, 8], "strides": [2]}
+    torch.manual_seed(123)
+    source = build_network(NetworkSpec.from_dict(net_cfg))
+    weights = tmp_path / "init.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(weights))
+    cfg = TrainConfig(n_label_volumes=1, label_volume_size=24, spacing_mm=4.0, patch=16, batch=1, steps=1, lr=1e-12,
+                      val_every=1000, n_val_per_modality=0, threads=1, workers=0, cache_dir=str(tmp_path / "cache"),
+                      network=net_cfg, init_weights=str(weights), p_distractors=0.5)
+    train(cfg, out_dir=tmp_path / "run", progress=False)
+    trained = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)["model"]
+    for k, v in source.state_dict().items():
+        assert torch.allclose(trained[k].float(), v.float(), atol=1e-6), k  # lr 1e-12: one step moves nothing
+    import dataclasses
+
+    wrong = dataclasses.replace(cfg, network={"type": "monai.UNet", "channels": [4, 16], "strides": [2]})
+    with pytest.raises(ConfigError, match="does not fit"):
+        train(wrong, out_dir=tmp_path / "run2", progress=False)

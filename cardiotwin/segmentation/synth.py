@@ -35,7 +35,12 @@ log = logging.getLogger(__name__)
 
 # Tissue codes above the label table (thorax codes as in cardiotwin.phantom).
 AIR, LUNG, FAT, SOFT, BONE, PAPILLARY = 20, 21, 22, 23, 24, 25
-N_CODES = 26
+# Non-cardiac structures of random shape and appearance painted on the fly (background class):
+# real thoracic MR/CT shows many bright or ring-shaped non-cardiac structures (liver and its vessels,
+# stomach, descending aorta, IVC, chest-wall fat, breasts, arms) that the plain thorax model lacks;
+# SynthSeg adds random extra-cerebral labels for the same reason (Billot et al. 2023, sec. 3.1).
+DISTRACTORS = tuple(range(26, 32))
+N_CODES = 32
 N_CLASSES = 9  # background + labels 1-8 (scar is not predicted: it needs LGE contrast)
 _BLOOD = (int(Label.LV_BLOOD), int(Label.RV_BLOOD), int(Label.LA), int(Label.RA), int(Label.AORTA),
           int(Label.PULMONARY_ARTERY))
@@ -184,9 +189,56 @@ def _intensity_table(gen: torch.Generator, mode: str) -> torch.Tensor:
             myo = _u(gen, 0.0, 1.0)
             for c in _MYO:
                 vals[c] = myo + _u(gen, -0.04, 0.04)
+    if mode != "random":  # distractors: anything from dark to as bright as blood, often exactly blood-like
+        lo, hi = (-150.0, 700.0) if mode == "ct" else (0.0, 1.0)
+        blood = vals[int(Label.LV_BLOOD)]
+        for c in DISTRACTORS:
+            vals[c] = blood * _u(gen, 0.85, 1.1) if _u(gen, 0, 1) < 0.35 else _u(gen, lo, hi)
     for c, v in vals.items():
         t[c] = v
     return t
+
+
+def add_distractors(code_p: torch.Tensor, u: torch.Tensor, gen: torch.Generator, *, n: int) -> torch.Tensor:
+    """Paint ``n`` random non-cardiac structures into the thorax tissue of a patch of tissue codes.
+
+    code_p: (p, p, p) int64 codes; u: (p, p, p, 3) patch coordinates in mm. Each structure is an
+    ellipsoid (optionally with a wall of another code: vessels and bowel look like a blood pool in a
+    ring), a straight tube (vessels) or a smooth random blob (organs), with one code of
+    ``DISTRACTORS``. Only thorax codes (AIR..BONE) are replaced: heart labels are never touched, so
+    the classes do not change; only what the background looks like does.
+    """
+    out = code_p.clone()
+    free = (code_p >= AIR) & (code_p <= BONE)
+    p = code_p.shape[0]
+    extent = float(u.abs().max())
+    for i in range(n):
+        code = DISTRACTORS[i % len(DISTRACTORS)]
+        kind = _u(gen, 0, 1)
+        centre = _rand(gen, -extent, extent, (3,)).float()
+        if kind < 0.45:  # ellipsoid, maybe with a wall
+            rot = _random_rotation(gen, 180.0).float()
+            radii = _rand(gen, 4.0, 30.0, (3,)).float()
+            q = ((u - centre) @ rot) / radii
+            r2 = (q * q).sum(-1)
+            out[free & (r2 <= 1.0)] = code
+            if _u(gen, 0, 1) < 0.5:
+                wall = _u(gen, 2.0, 6.0) / float(radii.min())
+                shell = (r2 > 1.0) & (r2 <= (1.0 + wall) ** 2)
+                out[free & shell] = DISTRACTORS[(i + 3) % len(DISTRACTORS)]
+        elif kind < 0.7:  # tube
+            d = torch.randn(3, generator=gen).float()
+            d = d / d.norm()
+            rel = u - centre
+            along = rel @ d
+            dist2 = (rel * rel).sum(-1) - along * along
+            out[free & (dist2 <= _u(gen, 3.0, 14.0) ** 2)] = code
+        else:  # smooth random blob: thresholded coarse noise
+            coarse = torch.randn((1, 1, 4, 4, 4), generator=gen)
+            field = F.interpolate(coarse, size=(p,) * 3, mode="trilinear", align_corners=True)[0, 0]
+            thr = torch.quantile(field.flatten()[:: max(1, field.numel() // 20000)], _u(gen, 0.8, 0.97))
+            out[free & (field > thr)] = code
+    return out
 
 
 CT_WINDOW_HU = (-200.0, 800.0)
@@ -215,9 +267,14 @@ def normalise_intensities(img: torch.Tensor, fov: torch.Tensor, *, modality: str
     return torch.where(fov, out, torch.zeros_like(out))
 
 
-def synth_sample(labels: SynthLabels, gen: torch.Generator, *, patch: int = 64,
-                 mode: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def synth_sample(labels: SynthLabels, gen: torch.Generator, *, patch: int = 64, mode: str | None = None,
+                 mode_weights: tuple[float, float, float] = (0.3, 0.35, 0.35), p_distractors: float = 0.0,
+                 scale_range: tuple[float, float] = (0.85, 1.2)) -> tuple[torch.Tensor, torch.Tensor]:
     """One synthetic training pair from a label volume.
+
+    mode: "ct", "mr" or "random" appearance, or None to draw one with ``mode_weights`` (ct, mr,
+    random). p_distractors: probability of painting random non-cardiac structures
+    (``add_distractors``). scale_range: zoom of the patch (> 1 shows the heart larger).
 
     Returns image (1, patch, patch, patch) float32 in [0, 1] and classes (patch, patch, patch)
     int64 (0 background, 1-8 labels; 0 outside the simulated field of view).
@@ -226,17 +283,19 @@ def synth_sample(labels: SynthLabels, gen: torch.Generator, *, patch: int = 64,
     codes = torch.from_numpy(labels.codes)
     n = codes.shape[0]
     if mode is None:
-        mode = ["ct", "mr", "random"][int(torch.multinomial(torch.tensor([0.3, 0.35, 0.35]), 1, generator=gen))]
+        mode = ["ct", "mr", "random"][int(torch.multinomial(torch.tensor(mode_weights), 1, generator=gen))]
     # Patch grid (mm, patch frame) -> source voxel indices through a random similarity transform.
     ax = (torch.arange(patch, dtype=torch.float32) - (patch - 1) / 2.0) * sp
     u = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), dim=-1)  # (p, p, p, 3) mm
     rot = _random_rotation(gen, 25.0)
-    scale = _u(gen, 0.85, 1.2)
+    scale = _u(gen, *scale_range)
     shift = _rand(gen, -18.0, 18.0, (3,))
     src_mm = (u / scale) @ rot.T.float() + shift.float()
     src_idx = src_mm / sp + (n - 1) / 2.0
     code_p = _sample(codes[None].float(), src_idx, mode="nearest")[0].round().long()  # (p, p, p)
     fov = code_p > 0  # outside the label volume: not acquired
+    if _u(gen, 0, 1) < p_distractors:
+        code_p = add_distractors(code_p, u, gen, n=int(torch.randint(1, 8, (1,), generator=gen)))
 
     # Appearance: mean per code + texture, then blur.
     table = _intensity_table(gen, mode)
@@ -301,13 +360,16 @@ def _thick_slices(img: torch.Tensor, u: torch.Tensor, normal: torch.Tensor, thic
     return (1 - w) * lower + w * upper
 
 
-def synth_batch(volumes: list[SynthLabels], gen: torch.Generator, *, batch: int, patch: int = 64
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch of synthetic pairs: images (B, 1, p, p, p) float32, classes (B, 1, p, p, p) int64."""
+def synth_batch(volumes: list[SynthLabels], gen: torch.Generator, *, batch: int, patch: int = 64,
+                **sample_kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of synthetic pairs: images (B, 1, p, p, p) float32, classes (B, 1, p, p, p) int64.
+
+    sample_kwargs go to ``synth_sample`` (mode_weights, p_distractors, scale_range).
+    """
     images, targets = [], []
     for _ in range(batch):
         vol = volumes[int(torch.randint(len(volumes), (1,), generator=gen))]
-        img, cls = synth_sample(vol, gen, patch=patch)
+        img, cls = synth_sample(vol, gen, patch=patch, **sample_kwargs)  # type: ignore[arg-type]
         images.append(img)
         targets.append(cls[None])
     return torch.stack(images), torch.stack(targets)

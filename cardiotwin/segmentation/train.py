@@ -55,6 +55,12 @@ class TrainConfig:
     workers: int = 1
     cache_dir: str = ".cache/seg_synth"
     network: dict[str, Any] = field(default_factory=lambda: NetworkSpec().to_dict())
+    # appearance mix (ct, mr, random), probability of random non-cardiac structures, patch zoom range
+    mode_weights: tuple[float, float, float] = (0.3, 0.35, 0.35)
+    p_distractors: float = 0.0
+    scale_range: tuple[float, float] = (0.85, 1.2)
+    # fine-tuning: start from these weights (a run's .pt checkpoint or a bundle's model.safetensors)
+    init_weights: str = ""
 
     def validate(self) -> None:
         if self.patch % 16:
@@ -62,6 +68,32 @@ class TrainConfig:
         if self.n_label_volumes < 1 or self.batch < 1 or self.steps < 1:
             raise ValueError("n_label_volumes, batch and steps must be >= 1")
         NetworkSpec.from_dict(self.network)
+        if len(self.mode_weights) != 3 or min(self.mode_weights) < 0 or sum(self.mode_weights) <= 0:
+            raise ValueError(f"mode_weights must be three non-negative weights (ct, mr, random), got {self.mode_weights}")
+        if not 0.0 <= self.p_distractors <= 1.0:
+            raise ValueError(f"p_distractors must be in [0, 1], got {self.p_distractors}")
+        if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}")
+
+    def sample_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``synth.synth_sample`` set by this config."""
+        return {"mode_weights": tuple(float(w) for w in self.mode_weights), "p_distractors": float(self.p_distractors),
+                "scale_range": tuple(float(s) for s in self.scale_range)}
+
+
+def load_init_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Model state dict from a run checkpoint (.pt, key "model") or a bundle's .safetensors file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"init_weights: {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ck, dict) or "model" not in ck:
+        raise ConfigError(f"init_weights: {path} is not a cardiotwin training checkpoint (no 'model' entry)")
+    return ck["model"]
 
 
 class _SynthStream(torch.utils.data.IterableDataset):
@@ -105,7 +137,7 @@ class _SynthStream(torch.utils.data.IterableDataset):
                 pool.append(self._volume(seeds[nxt]))
                 nxt += 1
             k += 1
-            yield synth_batch(pool, gen, batch=cfg.batch, patch=cfg.patch)
+            yield synth_batch(pool, gen, batch=cfg.batch, patch=cfg.patch, **cfg.sample_kwargs())
 
 
 def validation_cases(cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -186,6 +218,12 @@ def train(cfg: TrainConfig, *, out_dir: Path, resume: bool = False, progress: bo
         opt.load_state_dict(ck["optimizer"])
         step, best, elapsed_before = int(ck["step"]), float(ck["best"]), float(ck["elapsed_s"])
         log.info("resumed from %s at step %d", last, step)
+    elif cfg.init_weights:
+        try:
+            model.load_state_dict(load_init_weights(Path(cfg.init_weights)))
+        except RuntimeError as exc:
+            raise ConfigError(f"init_weights: {cfg.init_weights} does not fit the network of the config ({exc})") from None
+        log.info("initialised from %s", cfg.init_weights)
     log.info("network %s, %d parameters", spec.type, count_parameters(model))
     val_cases = validation_cases(cfg)
     stream = _SynthStream(cfg, step)
