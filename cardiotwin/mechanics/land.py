@@ -11,14 +11,42 @@ All are solved incompressible (Taylor-Hood P2/P1). Lengths in mm, pressures in k
 
 Problem 3 and the fibre field: the analytic fibres are singular on the long axis (e_u and e_v
 are undefined at x = y = 0), exactly where the outputs are read. The fibres are therefore
-evaluated at the quadrature points (never on the axis). Measured here (P2/P1, quadrature
-degree 4, endo / epi apex z in mm): 2.5 mm -11.55 / -15.66; 2.0 mm -11.56 / -15.51; 1.5 mm
--11.97 / -15.58; 1.2 mm (54k dofs, 190 s) -11.91 / -15.57. Quadrature degree 6 instead of 4
-moves the 2.5 mm result by 0.05 mm; nodal P1 or P2 fibres instead of quadrature fibres move it
-by 0.1 and 2.0 mm (the apex node's arbitrary fibre then spreads over its elements). So the
-formulation converges, to about 0.1-0.3 mm (1-2 %) outside the published consensus (endo -12.0
-to -12.5, epi -15.2 to -15.5); straight-sided tetrahedra (a faceted apex) are the remaining
-suspect, not checked.
+evaluated at the quadrature points (never on the axis). Quadrature degree 6 instead of 4 moves
+the 2.5 mm result by 0.05 mm; nodal P1 or P2 fibres instead of quadrature fibres move it by 0.1
+and 2.0 mm (the apex node's arbitrary fibre then spreads over its elements).
+
+Geometry. Straight-sided tetrahedra facet the convex endo/epi surfaces: at 4 / 2.5 mm the
+cavity is 5.4 / 2.6 % and the wall 1.0 / 0.4 % too small. ``geometry_degree=2`` (the default
+for Problems 2-3) gives the tetrahedra a quadratic coordinate map with the endo/epi edge
+mid-nodes on the analytic ellipsoids (cavity 0.04 / 0.01 %, wall 0.01 / 0.002 %); same dofs,
+about the same cost. ``prolate_grid=(n_wall, n_long, n_circ)`` replaces the gmsh mesh (about one
+element across the 3 mm wall at 2-2.5 mm) by a structured grid in the benchmark's prolate
+coordinates, every mid-node on the parametric map.
+
+Measured here (P2/P1, quadrature degree 4, quadrature fibres; apex z in mm, endo / epi;
+published: P2 about -26.5 / -28.2, P3 -12.0 to -12.5 / -15.2 to -15.5):
+
+    mesh                 dofs    P2 straight      P2 curved        P3 straight      P3 curved
+    gmsh 4.0 mm          4155    -26.05 / -27.86  -26.51 / -28.27  -11.43 / -16.04  -11.55 / -15.49
+    gmsh 2.5 mm          9263    -26.34 / -28.06  -26.57 / -28.25  -11.55 / -15.66  -11.58 / -15.44
+    gmsh 2.0 mm         14537                                      -11.56 / -15.51  -11.59 / -15.40
+    gmsh 1.5 mm         33863                     (see BENCHMARKS) -11.97 / -15.58  -11.98 / -15.56
+    gmsh 1.2 mm         54k                                        -11.91 / -15.57
+    prolate 2x8x12       5886                                                       -11.85 / -15.59
+    prolate 3x12x16     16585                                      -12.26 / -15.79  -12.02 / -15.49
+    prolate 4x16x24     42776                                                       -12.23 / -15.49
+
+So curved geometry closes Problem 2 (within 0.07 mm at 2.5 mm) and moves the Problem 3 epi
+apex into the published range, but not the endo apex: on the gmsh meshes it stalls at -11.6
+until the wall holds two elements (1.5 mm), i.e. the gap was transmural resolution. With 3 and 4
+curved elements across the wall both outputs lie inside the published ranges (endo -12.02,
+-12.23, still moving down by ~0.2 mm per step, i.e. first order or slower: the fibre field is
+singular at the apex; epi -15.49, converged). Curved vs straight on 3x12x16 differs by 0.24 /
+0.30 mm, so straight-sided tetrahedra are not adequate there either.
+
+Open: Problem 2 does not converge on the prolate grids (Newton stalls near 2-4 kPa with
+straight or curved geometry, same with finer load steps; the gmsh meshes are fine): not
+understood, so Problem 2 stays on gmsh meshes. Problem 3 converges on the prolate grids.
 """
 
 from __future__ import annotations
@@ -127,12 +155,15 @@ def _beam_mesh(n: int, comm: MPI.Comm) -> tuple[dolfinx.mesh.Mesh, dolfinx.mesh.
 
 
 def land_ellipsoid_mesh(*, char_length_mm: float, geometry_degree: int = 1,
-                        prolate_grid: tuple[int, int, int] | None = None, comm: MPI.Comm = MPI.COMM_WORLD) -> tuple[dolfinx.mesh.Mesh, dolfinx.mesh.MeshTags]:
+                        prolate_grid: tuple[int, int, int] | None = None,
+                        comm: MPI.Comm = MPI.COMM_WORLD) -> tuple[dolfinx.mesh.Mesh, dolfinx.mesh.MeshTags]:
     """The Land truncated ellipsoid as a distributed dolfinx mesh with its facet tags.
 
     geometry_degree 1: straight-sided tetrahedra (``meshing.analytic.land_ellipsoid``);
     2: the same tetrahedra with a quadratic coordinate element whose endo/epi edge mid-nodes
-    lie on the analytic ellipsoids (``land_ellipsoid_quadratic``). Facet tags BASE, LV_ENDO, EPI.
+    lie on the analytic ellipsoids (``land_ellipsoid_quadratic``). prolate_grid (n_wall, n_long,
+    n_circ): the structured ``land_ellipsoid_prolate`` mesh instead of gmsh at ``char_length_mm``.
+    Facet tags BASE, LV_ENDO, EPI. Raises StageError if the quadratic map inverts a cell.
     """
     from cardiotwin.meshing.analytic import land_ellipsoid, land_ellipsoid_prolate, land_ellipsoid_quadratic
     from cardiotwin.meshing.fem import to_dolfinx

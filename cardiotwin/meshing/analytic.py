@@ -311,7 +311,9 @@ def _project_onto(e: Ellipsoid, x: np.ndarray, *, keep_z: np.ndarray) -> np.ndar
     return out + c
 
 
-def land_ellipsoid_quadratic(mesh: HeartMesh, *, base_z_mm: float = LAND_BASE_Z_MM) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def land_ellipsoid_quadratic(
+    mesh: HeartMesh, *, base_z_mm: float = LAND_BASE_Z_MM
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Second-order (10-node) geometry of a ``land_ellipsoid`` mesh: curved endo/epi faces.
 
     Every edge gets a mid-node: at the edge midpoint inside the wall and on the base plane, and
