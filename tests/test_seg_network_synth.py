@@ -166,6 +166,8 @@ def test_train_config_checks_sampling_settings_and_init_weights(tmp_path):
         TrainConfig(mode_weights=(0.5, -0.1, 0.6)).validate()
     with pytest.raises(ValueError, match="p_distractors"):
         TrainConfig(p_distractors=1.5).validate()
+    with pytest.raises(ValueError, match="p_reflect"):
+        TrainConfig(p_reflect=-0.1).validate()
     with pytest.raises(ValueError, match="scale_range"):
         TrainConfig(scale_range=(1.2, 0.8)).validate()
     with pytest.raises(ConfigError, match="does not exist"):
@@ -196,3 +198,21 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path):
     wrong = dataclasses.replace(cfg, network={"type": "monai.UNet", "channels": [4, 16], "strides": [2]})
     with pytest.raises(ConfigError, match="does not fit"):
         train(wrong, out_dir=tmp_path / "run2", progress=False)
+
+
+def test_off_centre_patches_with_mirrored_thorax_have_no_heart_beyond_the_cube(volume):
+    """Patches far off the heart: the thorax is mirrored beyond the label cube, hearts there are removed,
+    so no heart label appears outside the label cube."""
+    from cardiotwin.segmentation.synth import SynthLabels
+
+    # a cube that is all heart: anything sampled beyond it must become background (soft tissue)
+    allheart = SynthLabels(codes=np.full((24, 24, 24), int(Label.LV_BLOOD), dtype=np.uint8), long_axis=(0.0, 0.0, 1.0),
+                           spacing_mm=4.0, seed=0)
+    n_beyond = 0
+    for seed in range(6):
+        gen = torch.Generator().manual_seed(seed)
+        img, cls = synth_sample(allheart, gen, patch=32, mode="ct", p_off_centre=1.0, off_centre_mm=200.0,
+                                p_reflect=1.0)
+        n_beyond += int((cls == 0).sum())
+        assert int(cls.max()) <= int(Label.LV_BLOOD)
+    assert n_beyond > 0  # shifted by up to 200 mm: part of some patch lies beyond the 96 mm cube

@@ -127,13 +127,13 @@ def _random_rotation(gen: torch.Generator, max_deg: float) -> torch.Tensor:
     return torch.eye(3, dtype=torch.float64) + math.sin(angle) * k + (1 - math.cos(angle)) * (k @ k)
 
 
-def _sample(volume: torch.Tensor, idx: torch.Tensor, *, mode: str) -> torch.Tensor:
-    """Sample a (C, X, Y, Z) volume at continuous voxel indices idx (..., 3) -> (C, ...)."""
+def _sample(volume: torch.Tensor, idx: torch.Tensor, *, mode: str, padding: str = "zeros") -> torch.Tensor:
+    """Sample a (C, X, Y, Z) volume at continuous voxel indices idx (..., 3) -> (C, ...); padding as grid_sample."""
     shape = torch.tensor(volume.shape[1:], dtype=torch.float32)
     scale = (2.0 / (shape - 1)).flip(0)
     grid = idx.float().flip(-1) * scale - 1.0  # grid_sample wants (z, y, x) in [-1, 1]
     grid = grid.reshape(1, *idx.shape[:-1], 3)
-    out = F.grid_sample(volume[None].float(), grid, mode=mode, padding_mode="zeros", align_corners=True)
+    out = F.grid_sample(volume[None].float(), grid, mode=mode, padding_mode=padding, align_corners=True)
     return out[0]
 
 
@@ -269,12 +269,16 @@ def normalise_intensities(img: torch.Tensor, fov: torch.Tensor, *, modality: str
 
 def synth_sample(labels: SynthLabels, gen: torch.Generator, *, patch: int = 64, mode: str | None = None,
                  mode_weights: tuple[float, float, float] = (0.3, 0.35, 0.35), p_distractors: float = 0.0,
-                 scale_range: tuple[float, float] = (0.85, 1.2)) -> tuple[torch.Tensor, torch.Tensor]:
+                 scale_range: tuple[float, float] = (0.85, 1.2), p_off_centre: float = 0.0,
+                 off_centre_mm: float = 90.0, p_reflect: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """One synthetic training pair from a label volume.
 
     mode: "ct", "mr" or "random" appearance, or None to draw one with ``mode_weights`` (ct, mr,
     random). p_distractors: probability of painting random non-cardiac structures
     (``add_distractors``). scale_range: zoom of the patch (> 1 shows the heart larger).
+    p_off_centre: probability of shifting the patch up to ``off_centre_mm`` per axis (instead of
+    18 mm), so the heart may lie at the edge of or outside the patch. p_reflect: probability of
+    continuing the thorax beyond the label cube by mirroring its non-cardiac tissue (else not acquired).
 
     Returns image (1, patch, patch, patch) float32 in [0, 1] and classes (patch, patch, patch)
     int64 (0 background, 1-8 labels; 0 outside the simulated field of view).
@@ -289,11 +293,21 @@ def synth_sample(labels: SynthLabels, gen: torch.Generator, *, patch: int = 64, 
     u = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), dim=-1)  # (p, p, p, 3) mm
     rot = _random_rotation(gen, 25.0)
     scale = _u(gen, *scale_range)
-    shift = _rand(gen, -18.0, 18.0, (3,))
+    # usually the heart near the centre; sometimes far off it or outside the patch, as most windows
+    # of a sliding-window pass over a whole thorax are (without these the network learns that every
+    # patch holds a heart and paints one into chest wall, liver or air)
+    off = off_centre_mm if _u(gen, 0, 1) < p_off_centre else 18.0
+    shift = _rand(gen, -off, off, (3,))
     src_mm = (u / scale) @ rot.T.float() + shift.float()
     src_idx = src_mm / sp + (n - 1) / 2.0
-    code_p = _sample(codes[None].float(), src_idx, mode="nearest")[0].round().long()  # (p, p, p)
-    fov = code_p > 0  # outside the label volume: not acquired
+    if _u(gen, 0, 1) < p_reflect:  # thorax continues beyond the cube: mirrored tissue, hearts there removed
+        code_p = _sample(codes[None].float(), src_idx, mode="nearest", padding="reflection")[0].round().long()
+        beyond = ((src_idx < -0.5) | (src_idx > n - 0.5)).any(dim=-1)
+        heart = (code_p >= 1) & ((code_p <= int(Label.SCAR)) | (code_p == PAPILLARY))
+        code_p = torch.where(beyond & heart, torch.full_like(code_p, SOFT), code_p)
+    else:
+        code_p = _sample(codes[None].float(), src_idx, mode="nearest")[0].round().long()  # (p, p, p)
+    fov = code_p > 0  # outside the label volume (when not mirrored): not acquired
     if _u(gen, 0, 1) < p_distractors:
         code_p = add_distractors(code_p, u, gen, n=int(torch.randint(1, 8, (1,), generator=gen)))
 

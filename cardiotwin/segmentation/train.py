@@ -59,6 +59,10 @@ class TrainConfig:
     mode_weights: tuple[float, float, float] = (0.3, 0.35, 0.35)
     p_distractors: float = 0.0
     scale_range: tuple[float, float] = (0.85, 1.2)
+    # patches far off the heart (probability, maximum shift per axis) and thorax mirrored beyond the cube
+    p_off_centre: float = 0.0
+    off_centre_mm: float = quantity(90.0, "mm")
+    p_reflect: float = 0.0
     # fine-tuning: start from these weights (a run's .pt checkpoint or a bundle's model.safetensors)
     init_weights: str = ""
 
@@ -70,15 +74,17 @@ class TrainConfig:
         NetworkSpec.from_dict(self.network)
         if len(self.mode_weights) != 3 or min(self.mode_weights) < 0 or sum(self.mode_weights) <= 0:
             raise ValueError(f"mode_weights must be three non-negative weights (ct, mr, random), got {self.mode_weights}")
-        if not 0.0 <= self.p_distractors <= 1.0:
-            raise ValueError(f"p_distractors must be in [0, 1], got {self.p_distractors}")
+        for name in ("p_distractors", "p_off_centre", "p_reflect"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
             raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}")
 
     def sample_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``synth.synth_sample`` set by this config."""
         return {"mode_weights": tuple(float(w) for w in self.mode_weights), "p_distractors": float(self.p_distractors),
-                "scale_range": tuple(float(s) for s in self.scale_range)}
+                "scale_range": tuple(float(s) for s in self.scale_range), "p_off_centre": float(self.p_off_centre),
+                "off_centre_mm": float(self.off_centre_mm), "p_reflect": float(self.p_reflect)}
 
 
 def load_init_weights(path: Path) -> dict[str, torch.Tensor]:
