@@ -290,3 +290,35 @@ def test_a_level_at_the_case_edge_is_the_case_mesh(studied, tmp_path):
     np.testing.assert_allclose(made.point_data["f0"], case.point_data["f0"], atol=1e-6)
     np.testing.assert_array_equal(made.point_data["aha"], case.point_data["aha"])
     assert info["n_cells"] == case.n_cells
+
+
+def test_levels_outside_the_asymptotic_range_count_with_the_two_finer_gci(tmp_path):
+    """Three levels with an observed order far above any formal order (EF of the demo case's study:
+    0.2938 / 0.5237 / 0.5454 at h 2.228 / 1.769 / 1.316 mm, p = 10.4, GCI_fine 0.24 %) do not make
+    the discretisation error small: the two finer levels at p = 1 with Fs = 3 (Celik et al. 2008,
+    two-level rule) give 3 * |0.5454 - 0.5237| / 0.5454 / (1.769 / 1.316 - 1) = 34.7 %, and that is
+    the GCI the credibility factor scores."""
+    from cardiotwin.cases import Case
+    from cardiotwin.report.em_mesh import _gci
+
+    hs, ef = [2.228, 1.769, 1.316], [0.2938, 0.5237, 0.5454]
+    levels = [{"h_mm": h, "case_mesh": i == 0, "ejection_fraction": v, "dpdt_max_kpa_per_ms": float("nan"),
+               "stroke_volume_ml": float("nan"), "stroke_work_mj": float("nan")} for i, (h, v) in enumerate(zip(hs, ef))]
+    notes: list[str] = []
+    g = _gci(levels, notes)["ejection_fraction"]
+    assert g["convergence"] == "monotone" and g["observed_order"] > 3.0 and g["gci_fine"] < 0.01
+    two = 3.0 * abs(0.5454 - 0.5237) / 0.5454 / (1.769 / 1.316 - 1.0)
+    assert g["gci_two_finest"] == pytest.approx(two, rel=1e-9) and abs(two - 0.347) < 5e-4
+    assert g["stage_mesh_error_percent"] == pytest.approx(100.0 * (0.2938 - 0.5454) / 0.5454)
+    assert any("not in the asymptotic range" in n and "GCI 35 %" in n for n in notes)
+    root = tmp_path / "case"
+    Case.create(root)
+    (root / "calcver").mkdir()
+    study = {"name": "mesh_em", "title": "Mesh refinement of the baseline beat (electromechanics)",
+             "size_label": "h (mm)", "levels": [], "quantities": {"ejection_fraction": g}, "notes": notes}
+    (root / "calcver" / "calcver.json").write_text(json.dumps({"studies": [study], "unavailable": []}))
+    assert main(["report", str(root), "--no-verify", "--no-calc-verification"]) == 0
+    n = json.loads((root / "report" / "report.json").read_text())["numbers"]
+    assert n["calcver.mesh_em.ejection_fraction.gci_two_finest"] == g["gci_two_finest"]
+    cred = (root / "report" / "evidence.html").read_text()
+    assert f"Largest GCI {100.0 * two:.3g} % exceeds 10 %" in cred
