@@ -18,9 +18,10 @@ conduction, ``therapy.solver.eikonal_solver``). Everything else (EM configuratio
 the stage's.
 
 Why re-meshing and not uniform 1:8 refinement (as the activation study does): one beat costs
-roughly in proportion to the tet count, so a refined level costs 8x+ the stage's beat (~20 min on
-the demo), and a uniform refinement keeps the coarse polyhedral boundary, so it measures the FE
-error on a fixed faceted geometry, not the error of the mesh resolution the pipeline chooses.
+at least in proportion to the tet count, so a refined level costs 8x+ the stage's beat (the demo's
+117k-tet refinement: over 30 min; its 71k-tet re-mesh took 22 min against 2.4 min for the stage's
+15k), and a uniform refinement keeps the coarse polyhedral boundary, so it measures the FE error
+on a fixed faceted geometry, not the error of the mesh resolution the pipeline chooses.
 Re-meshed levels are not nested: each approximates the segmented geometry anew, so their
 differences include the geometric approximation; the representative size is
 h = (V_total / N_cells)^(1/3) and the GCI uses Celik's procedure for non-constant ratios.
