@@ -164,23 +164,25 @@ def _ttp06_step(S, dt, vv, vs, kv, ks, grid, c, gate_rows, passive):  # noqa: AN
 
 # --- Sparse linear algebra ------------------------------------------------------------------------
 
+@numba.njit(cache=True, inline="always")
+def _row_dot(indptr, indices, data, x, i):  # noqa: ANN001, ANN202 - (A x)_i of a CSR matrix
+    acc = 0.0
+    for jj in range(indptr[i], indptr[i + 1]):
+        acc += data[jj] * x[indices[jj]]
+    return acc
+
+
 @numba.njit(cache=True, parallel=True)
 def _spmv(indptr, indices, data, x, y):  # noqa: ANN001, ANN202 - y = A x
     for i in numba.prange(indptr.shape[0] - 1):
-        acc = 0.0
-        lo, hi = indptr[i], indptr[i + 1]
-        for jj in range(lo, hi):
-            acc += data[jj] * x[indices[jj]]
+        acc = _row_dot(indptr, indices, data, x, i)
         y[i] = acc
 
 
 @numba.njit(cache=True, parallel=True)
 def _spmv_axpy(indptr, indices, data, x, f, alpha, y):  # noqa: ANN001, ANN202 - y = A x + alpha f
     for i in numba.prange(indptr.shape[0] - 1):
-        acc = 0.0
-        lo, hi = indptr[i], indptr[i + 1]
-        for jj in range(lo, hi):
-            acc += data[jj] * x[indices[jj]]
+        acc = _row_dot(indptr, indices, data, x, i)
         y[i] = acc + alpha * f[i]
 
 
@@ -188,10 +190,7 @@ def _spmv_axpy(indptr, indices, data, x, f, alpha, y):  # noqa: ANN001, ANN202 -
 def _spmv_dot(indptr, indices, data, p, ap):  # noqa: ANN001, ANN202 - ap = A p; return p.ap
     total = 0.0
     for i in numba.prange(indptr.shape[0] - 1):
-        acc = 0.0
-        lo, hi = indptr[i], indptr[i + 1]
-        for jj in range(lo, hi):
-            acc += data[jj] * p[indices[jj]]
+        acc = _row_dot(indptr, indices, data, p, i)
         ap[i] = acc
         total += p[i] * acc
     return total
@@ -204,10 +203,7 @@ def _residual_start(indptr, indices, data, b, x, inv_diag, r, z, p):  # noqa: AN
     rr = 0.0
     bb = 0.0
     for i in numba.prange(indptr.shape[0] - 1):
-        acc = 0.0
-        lo, hi = indptr[i], indptr[i + 1]
-        for jj in range(lo, hi):
-            acc += data[jj] * x[indices[jj]]
+        acc = _row_dot(indptr, indices, data, x, i)
         ri = b[i] - acc
         zi = inv_diag[i] * ri
         r[i] = ri
