@@ -152,9 +152,9 @@ def test_distractors_change_the_background_appearance_but_never_the_classes(volu
 
 def test_synth_sample_with_distractors_keeps_labels(volume):
     gen_a, gen_b = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
-    img, cls = synth_sample(volume, gen_a, patch=32, mode="mr", p_distractors=1.0)
+    img, cls = synth_sample(volume, gen_a, patch=32, mode="mr", p_distractors=1.0, p_trabeculae=1.0)
     assert float(img.min()) >= 0.0 and float(img.max()) <= 1.0 and int(cls.max()) <= 8
-    img2, cls2 = synth_sample(volume, gen_b, patch=32, mode="mr", p_distractors=1.0)
+    img2, cls2 = synth_sample(volume, gen_b, patch=32, mode="mr", p_distractors=1.0, p_trabeculae=1.0)
     assert torch.equal(img, img2) and torch.equal(cls, cls2)
 
 
@@ -216,3 +216,20 @@ def test_off_centre_patches_with_mirrored_thorax_have_no_heart_beyond_the_cube(v
         n_beyond += int((cls == 0).sum())
         assert int(cls.max()) <= int(Label.LV_BLOOD)
     assert n_beyond > 0  # shifted by up to 200 mm: part of some patch lies beyond the 96 mm cube
+
+
+def test_trabeculae_only_turn_lv_blood_next_to_the_wall_into_blood_class_tissue():
+    """Trabeculae (Sunnybrook/ACDC convention: inside the endocardial contour, labelled blood pool)
+    appear only in the LV blood pool within depth_vox voxels of the LV myocardium, and keep class 1."""
+    from cardiotwin.segmentation.synth import add_trabeculae
+
+    codes = torch.zeros((32, 32, 32), dtype=torch.int64)
+    codes[4:28, 4:28, 4:28] = int(Label.LV_MYO)
+    codes[8:24, 8:24, 8:24] = int(Label.LV_BLOOD)
+    out = add_trabeculae(codes, torch.Generator().manual_seed(0), depth_vox=2)
+    changed = out != codes
+    assert changed.any()
+    assert (codes[changed] == int(Label.LV_BLOOD)).all() and (out[changed] == PAPILLARY).all()
+    assert not changed[10:22, 10:22, 10:22].any()  # deeper than 2 voxels from the wall: untouched
+    cls = torch.from_numpy(CODE_TO_CLASS)
+    assert torch.equal(cls[out], cls[codes])
