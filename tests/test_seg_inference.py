@@ -82,10 +82,29 @@ def test_postprocess_keeps_largest_component_and_fills_holes():
     lab[24:26, 24:26, 24:26] = 2  # papillary-like island inside the blood pool -> LV blood
     lab[50:53, 50:53, 50:53] = 1  # stray fragment -> removed
     lab[38:40, 20:22, 20:22] = 0  # hole in the wall opening outside: not filled
-    out, notes = postprocess(lab, g, SegConfig(rv_myocardium="never"))
+    out, notes = postprocess(lab, g, SegConfig(rv_myocardium="never", lv_component="largest"))
     assert not (out[50:53, 50:53, 50:53] == 1).any()
     assert (out[24:26, 24:26, 24:26] == 1).all()
     assert notes["removed_voxels_not_largest_component"] == {1: 27, 2: 8}  # the island is its own piece
+
+
+def test_postprocess_keeps_the_lv_blood_pool_enclosed_by_myocardium_not_the_largest_blob():
+    # A thoracic MR shows bright non-cardiac structures (liver, stomach) that a network can label LV
+    # blood pool; the cavity is the blood component walled by LV myocardium (Sunnybrook diagnosis, issue 3).
+    g = _geom()
+    lab = np.zeros(g.shape, dtype=np.uint8)
+    lab[2:24, 2:24, 2:24] = 1  # large blob, no wall (10,648 voxels)
+    lab[32:52, 32:52, 32:52] = 2  # the LV: 20^3 wall ...
+    lab[36:48, 36:48, 36:48] = 1  # ... around a 12^3 (1,728 voxel) cavity
+    lab[2:6, 40:44, 40:44] = 2  # a stray myocardium fragment far from the cavity
+    out, notes = postprocess(lab, g, SegConfig(rv_myocardium="never", lv_component="myocardium_contact"))
+    assert (out[36:48, 36:48, 36:48] == 1).all() and not (out[2:24, 2:24, 2:24] == 1).any()
+    assert notes["lv_removed_voxels_by_contact"] == {1: 22**3, 2: 64}
+    assert (out[32:52, 32:52, 32:52] > 0).all() and not out[2:6, 40:44, 40:44].any()
+    largest, _ = postprocess(lab, g, SegConfig(rv_myocardium="never"))  # default: the largest
+    assert (largest[2:24, 2:24, 2:24] == 1).all() and not (largest[36:48, 36:48, 36:48] == 1).any()
+    with pytest.raises(ValueError, match="lv_component"):
+        SegConfig(lv_component="nearest").validate()
 
 
 def test_postprocess_builds_rv_myocardium_shell():

@@ -11,7 +11,8 @@ Steps (``segment``):
 3. The probabilities are resampled trilinearly onto the input's own voxel grid (in chunks, so
    large scans stay within memory) and the argmax is taken there: the output has the input's
    shape, spacing, origin and direction exactly, with sub-voxel boundaries.
-4. Post-processing: largest connected component per label, holes inside the heart and the LV
+4. Post-processing: one connected component per label (for the LV blood pool the one enclosed
+   by LV myocardium, for the LV myocardium the one around it, else the largest), holes inside the heart and the LV
    blood pool filled, RV myocardium built as a shell around the RV blood pool when the model
    finds (almost) none, and a "no heart found" StageError when no plausible LV is present.
 """
@@ -49,6 +50,10 @@ class SegConfig:
     overlap: float = 0.25
     sw_batch_size: int = 2
     largest_component: bool = True
+    # which LV blood / LV myocardium component is kept: the largest, or the blood pool with the most
+    # contact with LV myocardium and the myocardium around it (a bright non-cardiac structure larger
+    # than the LV, e.g. liver or stomach in a thoracic MR, can be mislabelled as LV blood pool)
+    lv_component: Literal["largest", "myocardium_contact"] = "largest"
     fill_holes: bool = True
     rv_myocardium: Literal["auto", "always", "never"] = "auto"
     rv_wall_mm: float = quantity(3.5, "mm")
@@ -60,6 +65,8 @@ class SegConfig:
     def validate(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
+        if self.lv_component not in ("largest", "myocardium_contact"):
+            raise ValueError(f"lv_component must be 'largest' or 'myocardium_contact', got {self.lv_component!r}")
         if self.rv_wall_mm <= 0:
             raise ValueError("rv_wall_mm must be positive")
 
@@ -205,6 +212,44 @@ def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
 
 
+def select_lv_components(lab: np.ndarray) -> dict[str, int]:
+    """Keep one LV blood pool and one LV myocardium component, chosen by contact (in place).
+
+    LV blood pool: the connected component (6-connectivity) with the most face contacts with LV
+    myocardium voxels (the cavity is enclosed by its wall; ties go to the larger component).
+    LV myocardium: the component with the most voxels within 2 voxels of that blood pool (the
+    largest when none is near). Returns the numbers of voxels removed per label.
+    """
+    removed = {}
+    face = ndimage.generate_binary_structure(3, 1)
+    blood = lab == Label.LV_BLOOD
+    myo = lab == Label.LV_MYO
+    cc, n = ndimage.label(blood, face)
+    if n > 1:
+        best, best_score = 1, (-1, -1)
+        for i, sl in enumerate(ndimage.find_objects(cc), start=1):
+            grown = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in sl)
+            comp = cc[grown] == i
+            shell = ndimage.binary_dilation(comp, face) & ~comp
+            score = (int((shell & myo[grown]).sum()), int(comp.sum()))
+            if score > best_score:
+                best, best_score = i, score
+        drop = blood & (cc != best)
+        removed[int(Label.LV_BLOOD)] = int(drop.sum())
+        lab[drop] = 0
+        blood = cc == best
+    cc, n = ndimage.label(myo, face)
+    if n > 1:
+        near = ndimage.binary_dilation(blood, face, iterations=2) if blood.any() else np.zeros_like(blood)
+        counts = np.bincount(cc[near].ravel(), minlength=n + 1)
+        counts[0] = 0
+        keep = int(np.argmax(counts)) if counts.max() > 0 else int(np.argmax(np.bincount(cc.ravel())[1:])) + 1
+        drop = myo & (cc != keep)
+        removed[int(Label.LV_MYO)] = int(drop.sum())
+        lab[drop] = 0
+    return removed
+
+
 def postprocess(labels: np.ndarray, geometry: ImageGeometry, cfg: SegConfig,
                 predicted: tuple[int, ...] = tuple(range(1, 9))) -> tuple[np.ndarray, dict[str, object]]:
     """Clean a label map (see module docstring, step 4). Returns (labels, notes on what changed)."""
@@ -217,6 +262,8 @@ def postprocess(labels: np.ndarray, geometry: ImageGeometry, cfg: SegConfig,
     lab = labels[box].copy()
     if cfg.largest_component:
         removed = {}
+        if cfg.lv_component == "myocardium_contact" and Label.LV_BLOOD in predicted and Label.LV_MYO in predicted:
+            notes["lv_removed_voxels_by_contact"] = select_lv_components(lab)
         for k in predicted:
             mask = lab == k
             if not mask.any():
