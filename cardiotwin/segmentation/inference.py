@@ -313,6 +313,16 @@ def check_heart_found(labels: np.ndarray, geometry: ImageGeometry, cfg: SegConfi
         )
 
 
+def predict_raw_labels(scan: Scan, model: "SegModel", *, cfg: SegConfig) -> np.ndarray:
+    """Network argmax labels (uint8, scan.shape) on the scan's own grid, before post-processing."""
+    work = to_working_grid(scan, spacing_mm=model.spacing_mm)
+    probs = predict_probabilities(model.network, work.image, roi=model.roi, overlap=cfg.overlap,
+                                  sw_batch_size=cfg.sw_batch_size, fov=work.fov)
+    probs[:, ~torch.from_numpy(work.fov)] = 0.0
+    probs[0, ~torch.from_numpy(work.fov)] = 1.0  # nothing is labelled where nothing was acquired
+    return probabilities_to_geometry(probs, work.geometry, scan.geometry)
+
+
 def segment(scan: Scan, model: "SegModel", *, cfg: SegConfig | None = None) -> LabelMap:
     """Label map (labels of the bundle's table) of ``scan`` on exactly the scan's voxel grid.
 
@@ -324,15 +334,10 @@ def segment(scan: Scan, model: "SegModel", *, cfg: SegConfig | None = None) -> L
     if float(np.ptp(scan.voxels)) <= 0.0:
         raise StageError(f"{scan.source or 'scan'}: no heart found (the image is blank: every voxel is "
                          f"{float(scan.voxels.flat[0]):g})")
-    work = to_working_grid(scan, spacing_mm=model.spacing_mm)
-    probs = predict_probabilities(model.network, work.image, roi=model.roi, overlap=cfg.overlap,
-                                  sw_batch_size=cfg.sw_batch_size, fov=work.fov)
-    probs[:, ~torch.from_numpy(work.fov)] = 0.0
-    probs[0, ~torch.from_numpy(work.fov)] = 1.0  # nothing is labelled where nothing was acquired
+    raw = predict_raw_labels(scan, model, cfg=cfg)
     t1 = time.perf_counter()
-    raw = probabilities_to_geometry(probs, work.geometry, scan.geometry)
     labels, notes = postprocess(raw, scan.geometry, cfg, predicted=model.predicted_labels)
     check_heart_found(labels, scan.geometry, cfg, source=scan.source or "scan")
-    log.info("segmented %s in %.1f s (network %.1f s); post-processing: %s", scan.source or "scan",
+    log.info("segmented %s in %.1f s (network and resampling %.1f s); post-processing: %s", scan.source or "scan",
              time.perf_counter() - t0, t1 - t0, notes)
     return LabelMap(labels=labels, geometry=scan.geometry, source=f"segment:{model.name}:{scan.source}")
