@@ -6,6 +6,41 @@ activation time (``active.TwitchConfig``) and finds the cavity pressures for whi
 volumes equal the 0D circulation's (``circulation.CoupledCirculation``). Outputs: pressure and
 volume curves, metrics (EDV, ESV, SV, EF, dP/dt max, stroke work), end-systolic fibre strain per
 AHA segment, displacement over the beat (XDMF).
+
+Discretisation error on the demo CT twin (measured 2026-11-27, 2 shared cores, OMP_NUM_THREADS=1;
+LBBB baseline beat, Guccione C 2 kPa, twitch peak 90 kPa, P1 penalty kappa 500 kPa, fixed base):
+
+- The "EF 0.29 on the case mesh vs 0.52-0.55 on re-meshes" of the em mesh study (and the "EF 42 %
+  low at dt 20 ms" of the earlier time-step study) were a stale cached beat, not the numerics: the
+  case's ``therapy_tasks/em_baseline.json`` was computed at 02:33 with the old twitch peak 60 kPa
+  (the default became 90 kPa at 02:34) and both studies reused it, because
+  ``therapy.response.beat_digest`` hashes the recipe's ``electromechanics`` mapping, not the
+  resolved ``EMConfig``. Rerunning it with ``twitch: {peak_tension: 60 kPa}`` reproduces EF
+  0.29383 exactly; with the current defaults the case mesh gives:
+
+  | mesh (tets, h mm)      | dt ms | EDV mL | ESV mL | EF    | dP/dt_max kPa/ms | beat s |
+  | case 14,615, 2.23      | 20    | 140.9  | 70.5   | 0.500 | 0.157            | 98     |
+  | case 14,615, 2.23      | 10    | 140.9  | 70.1   | 0.503 | 0.164            | 191    |
+  | case 14,615, 2.23      | 5     | 140.9  | 69.9   | 0.504 | 0.166            | 274    |
+  | re-mesh 29,217, 1.77   | 20    | 146.8  | 69.9   | 0.524 | 0.159            | 432    |
+  | re-mesh 71,010, 1.32   | 20    | 152.4  | 69.3   | 0.545 | 0.156            | 1310   |
+
+  So dt 10 ms is within 0.2 % (EF) / 1.5 % (dP/dt_max) of dt 5 ms; ESV and dP/dt_max are within
+  2 % across meshes; EF still rises 5 % / 9 % under refinement, all of it through EDV.
+- That EDV (passive filling) dependence is volumetric locking of P1 tetrahedra with the stiff
+  penalty (1-2 cells across the wall): passive filling of the case mesh to 1 / 0.5 kPa (LV volume
+  change) is 33.6 mL with P1 kappa 500 (9 s), 39.5 mL on the 29k re-mesh (24 s), 53.0 mL with P2
+  kappa 500 on the case mesh (76,824 dofs, 193 s for the filling alone); mixed P2/P1 did not
+  finish the filling in 400 s. P1 with kappa 100 kPa fills 45.4 / 48.8 mL (case / 29k mesh) but
+  lets the wall lose 2-3 % of its volume (rms J - 1): a different material, not a remedy (its
+  case-mesh beat: EF 0.563, EDV 152.7 mL, 59 s). Active contraction at fixed cavity pressure
+  (LV 10, RV 3 kPa, uniform tension) barely depends on the mesh: 16.7 vs 16.5 mL ejected at 40 kPa,
+  83.6 vs 93.2 mL at 90 kPa. ``tests/test_em_locking.py`` shows the mechanism on the Land ellipsoid.
+- A P2 beat would cost roughly 10x the P1 one (~5.7 s per Newton iteration vs ~0.5 s, ~200
+  iterations a beat), far over the demo's budget of 4 beats in ~8 min, so the defaults stay P1
+  kappa 500: EF carries a mesh error of about -10 % (EDV low) on the 5 mm demo mesh, dP/dt_max and
+  ESV about 2 %. Cheaper remedies to try next: an averaged-dilatation P1 (J projected onto P1 or
+  DG0 in the volumetric term, Bonet & Burton 1998) or quadrature degree 2 for the P2 beat.
 """
 
 from __future__ import annotations
