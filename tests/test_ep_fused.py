@@ -116,3 +116,16 @@ def test_fused_explicit_lumped_matches_torch() -> None:
     assert np.isfinite(a).sum() > 50
     assert np.allclose(a, b, equal_nan=True, atol=1e-9)
 
+
+
+def test_numba_threading_layer_leaves_torch_thread_count() -> None:
+    # numba's OpenMP layer, started by the first parallel kernel, resets the shared OpenMP thread count
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cpu_kernels.use_torch_threads() == 1
+        x = np.zeros(8)
+        cpu_kernels.increment(x, x, x)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

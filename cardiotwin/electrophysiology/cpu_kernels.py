@@ -37,9 +37,16 @@ _C_NACA_NA, _C_NACA_CA, _C_NAK, _C_PK, _C_CAL_SS, _C_CAL_O = range(2 * _N_GATES,
 
 
 def use_torch_threads() -> int:
-    """Make numba's parallel loops use as many threads as torch (capped at numba's maximum)."""
-    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    """Make numba's parallel loops use as many threads as torch (capped at numba's maximum).
+
+    numba's OpenMP layer starts on the first parallel call and then sets the process-wide OpenMP
+    thread count (which torch shares) to numba's maximum: start it here, then restore torch's."""
+    n_torch = torch.get_num_threads()
+    tiny = np.zeros(1)
+    increment(tiny, tiny, tiny)  # starts numba's threading layer
+    n = max(1, min(n_torch, numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(n)
+    torch.set_num_threads(n_torch)
     return n
 
 
