@@ -233,3 +233,15 @@ def test_trabeculae_only_turn_lv_blood_next_to_the_wall_into_blood_class_tissue(
     assert not changed[10:22, 10:22, 10:22].any()  # deeper than 2 voxels from the wall: untouched
     cls = torch.from_numpy(CODE_TO_CLASS)
     assert torch.equal(cls[out], cls[codes])
+
+
+def test_texture_negatives_are_all_background(volume):
+    from cardiotwin.segmentation.synth import texture_negative
+
+    img, cls = texture_negative(torch.Generator().manual_seed(2), patch=32)
+    assert img.shape == (1, 32, 32, 32) and float(img.min()) >= 0.0 and float(img.max()) <= 1.0
+    assert float(img.std()) > 0.05 and int(cls.abs().sum()) == 0
+    img, cls = synth_sample(volume, torch.Generator().manual_seed(2), patch=32, p_negative=1.0)
+    assert int(cls.abs().sum()) == 0
+    _, cls = synth_sample(volume, torch.Generator().manual_seed(2), patch=32, p_negative=0.0)
+    assert (cls > 0).any()

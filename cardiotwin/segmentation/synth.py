@@ -291,11 +291,30 @@ def add_trabeculae(code_p: torch.Tensor, gen: torch.Generator, *, depth_vox: int
     return torch.where(zone & (noise > thr), torch.full_like(code_p, PAPILLARY), code_p)
 
 
+def texture_negative(gen: torch.Generator, *, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A hard negative: smooth random texture without anatomy, every voxel background.
+
+    A network trained only on patches that hold a heart paints one into any input (a smooth noise
+    volume gets a 60 mL "LV"); a share of such patches teaches it that texture alone is no heart.
+    Returns image (1, p, p, p) in [0, 1] and classes (p, p, p) zeros, as ``synth_sample``.
+    """
+    grain = int(torch.randint(3, 13, (1,), generator=gen))
+    coarse = torch.randn((1, 1, grain, grain, grain), generator=gen)
+    img = F.interpolate(coarse, size=(patch,) * 3, mode="trilinear", align_corners=True)[0, 0]
+    img = img + _u(gen, 0.0, 0.3) * torch.randn(img.shape, generator=gen)
+    img = _gaussian_blur(img, (_u(gen, 0.3, 1.5),) * 3)
+    fov = torch.ones(img.shape, dtype=torch.bool)
+    img = normalise_intensities(img, fov, modality="MR")
+    if _u(gen, 0, 1) < 0.5:
+        img = img.clamp(min=0) ** math.exp(_u(gen, -0.5, 0.5))
+    return img[None].float(), torch.zeros(img.shape, dtype=torch.int64)
+
+
 def synth_sample(labels: SynthLabels, gen: torch.Generator, *, patch: int = 64, mode: str | None = None,
                  mode_weights: tuple[float, float, float] = (0.3, 0.35, 0.35), p_distractors: float = 0.0,
                  scale_range: tuple[float, float] = (0.85, 1.2), p_off_centre: float = 0.0,
-                 off_centre_mm: float = 90.0, p_reflect: float = 0.0, p_trabeculae: float = 0.0
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+                 off_centre_mm: float = 90.0, p_reflect: float = 0.0, p_trabeculae: float = 0.0,
+                 p_negative: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """One synthetic training pair from a label volume.
 
     mode: "ct", "mr" or "random" appearance, or None to draw one with ``mode_weights`` (ct, mr,
@@ -305,10 +324,13 @@ def synth_sample(labels: SynthLabels, gen: torch.Generator, *, patch: int = 64, 
     18 mm), so the heart may lie at the edge of or outside the patch. p_reflect: probability of
     continuing the thorax beyond the label cube by mirroring its non-cardiac tissue (else not acquired).
     p_trabeculae: probability of a trabeculated LV rim (``add_trabeculae``, 1-3 voxels deep).
+    p_negative: probability of a texture-only hard negative instead (``texture_negative``).
 
     Returns image (1, patch, patch, patch) float32 in [0, 1] and classes (patch, patch, patch)
     int64 (0 background, 1-8 labels; 0 outside the simulated field of view).
     """
+    if p_negative > 0.0 and _u(gen, 0, 1) < p_negative:
+        return texture_negative(gen, patch=patch)
     sp = labels.spacing_mm
     codes = torch.from_numpy(labels.codes)
     n = codes.shape[0]
