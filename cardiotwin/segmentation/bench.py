@@ -201,7 +201,9 @@ def run_seg_bench(*, quick: bool) -> str:
         lvm = [r.get("lv_myo", 0.0) for r in sb if r["case"].endswith("ED")]
         lines += [f"| **mean** (failures count as 0) | **{np.mean(lvb):.3f}** | **{np.mean(lvm):.3f}** | |", "",
                   "Targets: LV blood >= 0.85, LV myocardium >= 0.70. nnU-Net-class models reach about 0.93 / 0.88 "
-                  "on similar data (ACDC); these cases were never used for training or tuning.", ""]
+                  "on similar data (ACDC). These cases were never used for training; they were looked at to diagnose "
+                  "the real-MR gap of the first weights and decide whether fine-tuned weights ship (MODEL_CARD.md), "
+                  "so they are not a fully blind test set any more.", ""]
     if (SHARED_DATA / "real_ct").is_dir():
         ct = real_ct_scores(model)
         lines += ["### Real contrast CT crop (reference: TotalSegmentator masks, a model output, not manual)", "",

@@ -204,13 +204,18 @@ def export_bundle(run_dir: Path, bundle_dir: Path, *, config_path: Path | None =
             "data": "synthetic only: label volumes from the cardiotwin phantom shape model (random shape, "
                     "affine and smooth deformation, papillary muscles, thorax tissues) painted with SynthSeg-style "
                     "random appearances (CT-like, bSSFP-like, fully random; bias field, blur, thick slices, slab "
-                    "field of view, noise, gamma)",
+                    "field of view, noise, gamma)" + (
+                        "; fine-tuning adds random non-cardiac structures, patches off the heart with the thorax "
+                        "mirrored beyond the label cube, a trabeculated LV rim labelled blood pool"
+                        + (" and texture-only negatives" if float(cfg.get("p_negative", 0.0) or 0.0) > 0 else "")
+                        if cfg.get("init_weights") else ""),
             "label_volume_seeds": [int(cfg["seed"]) * 100000, int(cfg["seed"]) * 100000 + int(cfg["n_label_volumes"]) - 1],
             "validation_phantom_seeds": "700000+ (CT and MR)",
             "held_out_seeds": "900000-999999 (never used in training)",
             "config": cfg,
             "command": command or f"cardiotwin train-seg --config {config_path or 'configs/seg_train.yaml'} "
                                   f"--out {run_dir} --export {bundle_dir}",
+            "initialised_from": cfg.get("init_weights") or None,
             "best_step": int(ck["step"]),
             "steps_run": summary.get("steps"),
             "wall_time_s": round(float(summary.get("elapsed_s", ck.get("elapsed_s", 0.0))), 1),
