@@ -28,19 +28,30 @@ LBBB baseline beat, Guccione C 2 kPa, twitch peak 90 kPa, P1 penalty kappa 500 k
   So dt 10 ms is within 0.2 % (EF) / 1.5 % (dP/dt_max) of dt 5 ms; ESV and dP/dt_max are within
   2 % across meshes; EF still rises 5 % / 9 % under refinement, all of it through EDV.
 - That EDV (passive filling) dependence is volumetric locking of P1 tetrahedra with the stiff
-  penalty (1-2 cells across the wall): passive filling of the case mesh to 1 / 0.5 kPa (LV volume
-  change) is 33.6 mL with P1 kappa 500 (9 s), 39.5 mL on the 29k re-mesh (24 s), 53.0 mL with P2
-  kappa 500 on the case mesh (76,824 dofs, 193 s for the filling alone); mixed P2/P1 did not
-  finish the filling in 400 s. P1 with kappa 100 kPa fills 45.4 / 48.8 mL (case / 29k mesh) but
-  lets the wall lose 2-3 % of its volume (rms J - 1): a different material, not a remedy (its
-  case-mesh beat: EF 0.563, EDV 152.7 mL, 59 s). Active contraction at fixed cavity pressure
-  (LV 10, RV 3 kPa, uniform tension) barely depends on the mesh: 16.7 vs 16.5 mL ejected at 40 kPa,
-  83.6 vs 93.2 mL at 90 kPa. ``tests/test_em_locking.py`` shows the mechanism on the Land ellipsoid.
-- A P2 beat would cost roughly 10x the P1 one (~5.7 s per Newton iteration vs ~0.5 s, ~200
-  iterations a beat), far over the demo's budget of 4 beats in ~8 min, so the defaults stay P1
-  kappa 500: EF carries a mesh error of about -10 % (EDV low) on the 5 mm demo mesh, dP/dt_max and
-  ESV about 2 %. Cheaper remedies to try next: an averaged-dilatation P1 (J projected onto P1 or
-  DG0 in the volumetric term, Bonet & Burton 1998) or quadrature degree 2 for the P2 beat.
+  penalty (1-2 cells across the wall). LV volume change of passive filling to 1 / 0.5 kPa (mL,
+  seconds for the filling alone):
+
+  | formulation         | case mesh (14,615 tets) | re-mesh 29,217 tets |
+  | P1 kappa 500 kPa    | 33.6 (9 s)              | 39.5 (24 s)         |
+  | P1 kappa 100 kPa    | 45.4 (7 s)              | 48.8 (19 s)         |
+  | P2 kappa 500 kPa    | 53.0 (193 s, 76,824 dofs) |                   |
+  | P2 kappa 100 kPa    | 55.1 (94 s)             |                     |
+
+  Mixed P2/P1 did not finish the filling in 400 s. P2 changes little with kappa (4 %), P1 loses
+  18-37 % of it: discretisation, not material. A smaller kappa is no remedy: P1 kappa 100 still
+  locks (45.4 vs 55.1 mL) and lets the wall lose 17 % of its volume (rms J - 1) at 90 kPa tension,
+  against 6 % at kappa 500; its beats agree across meshes (EF 0.563 / 0.568, EDV 152.7 / 156.1 mL
+  on the case mesh / 29k re-mesh, 59 / 151 s) only because the spurious compressibility offsets the
+  locking. Active contraction at fixed cavity pressure (LV 10, RV 3 kPa, uniform tension) barely
+  depends on the mesh with P1 kappa 500: 16.7 vs 16.5 mL ejected at 40 kPa, 83.6 vs 93.2 mL at
+  90 kPa. ``tests/test_em_locking.py`` shows the mechanism on the Land ellipsoid.
+- A P2 beat (kappa 500, dt 20 ms) on the case mesh did not finish in 45 min (killed; the P1 beat
+  takes 98 s; ~5.7 s per Newton iteration in the P2 filling vs ~0.5 s), far over the demo's budget
+  of 4 beats in ~8 min, so the defaults stay P1 kappa 500: on the
+  5 mm demo mesh EF is 4-8 % below the 3.3 / 2.2 mm re-meshes (EDV low; P2 filling suggests the
+  converged EDV is higher still), dP/dt_max and ESV within 2 %. Cheaper remedies to try next: an
+  averaged-nodal-dilatation P1 tetrahedron (Bonet & Burton, Commun Numer Meth Eng 14:437, 1998)
+  or a stabilised P1/P1 displacement-pressure form, each to be checked against the P2 filling above.
 """
 
 from __future__ import annotations
