@@ -82,3 +82,21 @@ def test_stiffness_samples_give_intervals_of_the_em_metrics(tmp_path):
     assert json.loads((out / "uq.json").read_text())["electromechanics"]["stiffness_factors"] == pytest.approx(factors)
     row = next(csv.DictReader((out / "ranking.csv").open()))
     assert float(row["dpdt_change_pct_ci_low"]) == pytest.approx(best.uq["dpdt_change_pct_ci95"][0], rel=1e-3)
+
+
+def test_beat_digest_hashes_the_resolved_config() -> None:
+    # A stored beat must be reused exactly when the resolved settings match: a default written out
+    # equals the default left implicit, and any resolved difference (here dt) gives a new digest.
+    # (Hashing the mapping as written once reused a beat computed under an old default twitch peak.)
+    import numpy as np
+
+    from cardiotwin.mechanics.electromechanics import EMConfig
+    from cardiotwin.therapy.response import beat_digest
+
+    act = np.linspace(0.0, 80.0, 5)
+    implicit = beat_digest("m", act, {})
+    explicit = beat_digest("m", act, {"dt": f"{EMConfig().dt} ms",
+                                      "twitch": {"peak_tension": f"{EMConfig().twitch.peak_tension} kPa"}})
+    assert implicit == explicit
+    assert beat_digest("m", act, {"dt": "5 ms"}) != implicit
+    assert beat_digest("m", act + 1.0, {}) != implicit

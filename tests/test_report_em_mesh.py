@@ -293,8 +293,10 @@ def test_a_level_at_the_case_edge_is_the_case_mesh(studied, tmp_path):
 
 
 def test_levels_outside_the_asymptotic_range_count_with_the_two_finer_gci(tmp_path):
-    """Three levels with an observed order far above any formal order (EF of the demo case's study:
-    0.2938 / 0.5237 / 0.5454 at h 2.228 / 1.769 / 1.316 mm, p = 10.4, GCI_fine 0.24 %) do not make
+    """Three levels with an observed order far above any formal order (EF of the first demo-case study:
+    0.2938 / 0.5237 / 0.5454 at h 2.228 / 1.769 / 1.316 mm, p = 10.4, GCI_fine 0.24 %; the 0.2938 was a
+    stale stored beat with an older default twitch peak, see mechanics/electromechanics.py, but the
+    numbers remain a valid input for the rule tested here) do not make
     the discretisation error small: the two finer levels at p = 1 with Fs = 3 (Celik et al. 2008,
     two-level rule) give 3 * |0.5454 - 0.5237| / 0.5454 / (1.769 / 1.316 - 1) = 34.7 %, and that is
     the GCI the credibility factor scores."""

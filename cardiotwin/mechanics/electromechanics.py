@@ -14,8 +14,8 @@ LBBB baseline beat, Guccione C 2 kPa, twitch peak 90 kPa, P1 penalty kappa 500 k
   low at dt 20 ms" of the earlier time-step study) were a stale cached beat, not the numerics: the
   case's ``therapy_tasks/em_baseline.json`` was computed at 02:33 with the old twitch peak 60 kPa
   (the default became 90 kPa at 02:34) and both studies reused it, because
-  ``therapy.response.beat_digest`` hashes the recipe's ``electromechanics`` mapping, not the
-  resolved ``EMConfig``. Rerunning it with ``twitch: {peak_tension: 60 kPa}`` reproduces EF
+  ``therapy.response.beat_digest`` hashed the recipe's ``electromechanics`` mapping, not the
+  resolved ``EMConfig`` (fixed: it now hashes the resolved configuration). Rerunning it with ``twitch: {peak_tension: 60 kPa}`` reproduces EF
   0.29383 exactly; with the current defaults the case mesh gives:
 
   | mesh (tets, h mm)      | dt ms | EDV mL | ESV mL | EF    | dP/dt_max kPa/ms | beat s |

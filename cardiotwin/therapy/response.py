@@ -32,10 +32,17 @@ BASELINE_EM_KEYS = ("dpdt_max_kpa_per_ms", "stroke_volume_ml", "ejection_fractio
 
 
 def beat_digest(mesh_sha256: str, activation_times_ms: np.ndarray, em_config: dict[str, Any]) -> str:
+    """Identity of a beat task: mesh, activation map and the RESOLVED electromechanics configuration
+    (``em_config`` with every default filled in), so a changed code default invalidates stored beats
+    (hashing the recipe's mapping as written once reused a beat computed with an old twitch peak)."""
+    from cardiotwin.config import config_to_dict, load_config
+    from cardiotwin.mechanics.electromechanics import EMConfig
+
+    resolved = config_to_dict(load_config(EMConfig, em_config, source="crt.electromechanics"))
     h = hashlib.sha256()
     h.update(mesh_sha256.encode())
     h.update(np.ascontiguousarray(np.round(activation_times_ms, 6), dtype=np.float64).tobytes())
-    h.update(json.dumps(em_config, sort_keys=True, default=str).encode())
+    h.update(json.dumps(resolved, sort_keys=True, default=str).encode())
     return h.hexdigest()
 
 
