@@ -144,3 +144,19 @@ def test_verify_niederer_cli_json(tmp_path) -> None:  # noqa: ANN001
     data = json.loads(out.read_text())
     assert list(data) == [f"P{k}" for k in range(1, 10)]
     assert data["P1"] is not None and data["P1"] < 2.0
+
+
+def test_p1_interpolation_at_points_and_niederer_stimulus_cells() -> None:
+    from cardiotwin.electrophysiology.stimulus import niederer_stimulus
+    from cardiotwin.electrophysiology.verify import NIEDERER_POINTS_MM, interpolate_p1
+
+    mesh = niederer_slab(dx_mm=0.2)
+    f = 2.0 * mesh.points[:, 0] - 3.0 * mesh.points[:, 1] + 0.5 * mesh.points[:, 2] + 1.0
+    xs = np.array(list(NIEDERER_POINTS_MM.values()))
+    # P1 reproduces a linear field exactly, also at P9, which is no node at dx 0.2
+    assert np.allclose(interpolate_p1(mesh.points, mesh.cells, f, xs), 2 * xs[:, 0] - 3 * xs[:, 1] + 0.5 * xs[:, 2] + 1)
+    with pytest.raises(ValueError):
+        interpolate_p1(mesh.points, mesh.cells, f, np.array([[30.0, 0.0, 0.0]]))
+    # the reference tags the tets with all vertices in [0, 1.5]^3: [0, 1.4]^3 at dx 0.2 (centroids: 3.58 mm^3)
+    load = niederer_stimulus().load_mm3(mesh.points, mesh.cells, np.ones(mesh.n_points))
+    assert load.sum() == pytest.approx(1.4**3)

@@ -4,6 +4,7 @@ pacing trains. Strength is a source on dV/dt in mV/ms (Niederer: 50,000 uA/cm^3 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -28,7 +29,7 @@ class Stimulus:
     count: int = 1
     # Which tets make up the region for the FE source (``load_mm3``): "centroid" (centroid inside) or
     # "all_vertices" (every vertex inside, as dolfinx.mesh.locate_entities tags cells).
-    cells_by: str = "centroid"
+    cells_by: Literal["centroid", "all_vertices"] = "centroid"
 
     def nodes(self, points_mm: np.ndarray, *, tol_mm: float | None = None) -> np.ndarray:
         """Indices of the stimulated nodes; ConfigError if the region holds none (outside the mesh)."""
