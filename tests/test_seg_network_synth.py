@@ -170,6 +170,10 @@ def test_train_config_checks_sampling_settings_and_init_weights(tmp_path):
         TrainConfig(p_reflect=-0.1).validate()
     with pytest.raises(ValueError, match="scale_range"):
         TrainConfig(scale_range=(1.2, 0.8)).validate()
+    with pytest.raises(ValueError, match="dim_range"):
+        TrainConfig(dim_range=(0.5, 1.5)).validate()
+    with pytest.raises(ValueError, match="p_pericardium"):
+        TrainConfig(p_pericardium=2.0).validate()
     with pytest.raises(ConfigError, match="does not exist"):
         load_init_weights(tmp_path / "missing.pt")
 
@@ -245,3 +249,34 @@ def test_texture_negatives_are_all_background(volume):
     assert int(cls.abs().sum()) == 0
     _, cls = synth_sample(volume, torch.Generator().manual_seed(2), patch=32, p_negative=0.0)
     assert (cls > 0).any()
+
+
+def test_pericardium_replaces_only_thorax_tissue_next_to_the_outer_wall():
+    """add_pericardium paints PERICARDIUM only over thorax codes within depth_vox voxels of the
+    LV/RV myocardium: heart labels, deeper tissue and the classes stay as they were."""
+    from cardiotwin.segmentation.synth import FAT, LUNG, PERICARDIUM, add_pericardium
+
+    codes = torch.full((32, 32, 32), FAT, dtype=torch.int64)
+    codes[:, :, 24:] = LUNG
+    codes[8:24, 8:24, 8:24] = int(Label.LV_MYO)
+    codes[12:20, 12:20, 12:20] = int(Label.LV_BLOOD)
+    out = add_pericardium(codes, torch.Generator().manual_seed(0), depth_vox=2)
+    changed = out != codes
+    assert changed.any() and (out[changed] == PERICARDIUM).all()
+    assert ((codes[changed] == FAT) | (codes[changed] == LUNG)).all()
+    dist = torch.zeros_like(codes)  # Chebyshev distance to the myocardium block
+    idx = torch.arange(32)
+    d1 = torch.clamp(torch.maximum(8 - idx, idx - 23), min=0)
+    dist = torch.maximum(torch.maximum(d1[:, None, None], d1[None, :, None]), d1[None, None, :])
+    assert int(dist[changed].max()) <= 2
+    cls = torch.from_numpy(CODE_TO_CLASS)
+    assert torch.equal(cls[out], cls[codes])
+
+
+def test_dimmed_mr_samples_stay_below_the_dim_factor(volume):
+    """dim_range scales MR-normalised patches (whole-scan normalisation puts blood well below 1)."""
+    img, _ = synth_sample(volume, torch.Generator().manual_seed(5), patch=32, mode="mr", dim_range=(0.3, 0.3))
+    ref, _ = synth_sample(volume, torch.Generator().manual_seed(5), patch=32, mode="mr")
+    assert float(img.max()) <= 0.3 + 1e-6 and float(ref.max()) > 0.9
+    ct, _ = synth_sample(volume, torch.Generator().manual_seed(5), patch=32, mode="ct", dim_range=(0.3, 0.3))
+    assert float(ct.max()) > 0.3  # CT is windowed in absolute HU: never dimmed

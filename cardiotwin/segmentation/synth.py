@@ -40,7 +40,11 @@ AIR, LUNG, FAT, SOFT, BONE, PAPILLARY = 20, 21, 22, 23, 24, 25
 # stomach, descending aorta, IVC, chest-wall fat, breasts, arms) that the plain thorax model lacks;
 # SynthSeg adds random extra-cerebral labels for the same reason (Billot et al. 2023, sec. 3.1).
 DISTRACTORS = tuple(range(26, 32))
-N_CODES = 32
+# Tissue in contact with the heart's outer wall (painted on the fly over the phantom's pericardial
+# fat shell and mediastinum): in real cine MRI the epicardium often borders lung, pericardium or
+# thin fat of myocardial darkness, so the wall's outer edge has little or no contrast.
+PERICARDIUM = 32
+N_CODES = 33
 N_CLASSES = 9  # background + labels 1-8 (scar is not predicted: it needs LGE contrast)
 _BLOOD = (int(Label.LV_BLOOD), int(Label.RV_BLOOD), int(Label.LA), int(Label.RA), int(Label.AORTA),
           int(Label.PULMONARY_ARTERY))
@@ -189,6 +193,12 @@ def _intensity_table(gen: torch.Generator, mode: str) -> torch.Tensor:
             myo = _u(gen, 0.0, 1.0)
             for c in _MYO:
                 vals[c] = myo + _u(gen, -0.04, 0.04)
+    # Pericardial contact tissue: dark (lung- or myocardium-like, no epicardial edge) or fat-like.
+    if mode == "ct":
+        vals[PERICARDIUM] = _u(gen, -150.0, 80.0)
+    elif mode == "mr":
+        dark = _u(gen, 0, 1) < 0.6
+        vals[PERICARDIUM] = vals[int(Label.LV_MYO)] * _u(gen, 0.3, 1.4) if dark else _u(gen, 0.3, 1.0)
     if mode != "random":  # distractors: anything from dark to as bright as blood, often exactly blood-like
         lo, hi = (-150.0, 700.0) if mode == "ct" else (0.0, 1.0)
         blood = vals[int(Label.LV_BLOOD)]
@@ -291,6 +301,30 @@ def add_trabeculae(code_p: torch.Tensor, gen: torch.Generator, *, depth_vox: int
     return torch.where(zone & (noise > thr), torch.full_like(code_p, PAPILLARY), code_p)
 
 
+def add_pericardium(code_p: torch.Tensor, gen: torch.Generator, *, depth_vox: int) -> torch.Tensor:
+    """Turn a random, patchy part of the thorax tissue within ``depth_vox`` voxels of the heart's
+    outer wall (LV / RV myocardium) into ``PERICARDIUM`` (a class-0 code with its own intensity).
+
+    The phantom wraps the ventricles in a shell of fat, bright in bSSFP; a network trained on it
+    learns that the myocardium ends at a bright edge and, on real cine MRI (lateral wall against
+    lung, thin pericardium), stops inside the real epicardium (Sunnybrook: most of the missed
+    myocardium was the outer wall). Only thorax codes are replaced, so the classes do not change.
+    code_p: (p, p, p) int64 codes; returns a new tensor.
+    """
+    wall = (code_p == int(Label.LV_MYO)) | (code_p == int(Label.RV_MYO)) | (code_p == int(Label.SCAR))
+    free = (code_p >= AIR) & (code_p <= BONE)
+    if depth_vox < 1 or not wall.any():
+        return code_p
+    k = 2 * depth_vox + 1
+    near = F.max_pool3d(wall[None, None].float(), kernel_size=k, stride=1, padding=depth_vox)[0, 0] > 0
+    p = code_p.shape[0]
+    m = max(3, p // int(torch.randint(4, 12, (1,), generator=gen)))  # coarse patches, 4-12 voxels
+    noise = F.interpolate(torch.randn((1, 1, m, m, m), generator=gen), size=(p,) * 3, mode="trilinear",
+                          align_corners=True)[0, 0]
+    thr = torch.quantile(noise.flatten()[:: max(1, noise.numel() // 20000)], _u(gen, 0.0, 0.6))
+    return torch.where(near & free & (noise > thr), torch.full_like(code_p, PERICARDIUM), code_p)
+
+
 def texture_negative(gen: torch.Generator, *, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A hard negative: smooth random texture without anatomy, every voxel background.
 
@@ -314,7 +348,8 @@ def synth_sample(labels: SynthLabels, gen: torch.Generator, *, patch: int = 64, 
                  mode_weights: tuple[float, float, float] = (0.3, 0.35, 0.35), p_distractors: float = 0.0,
                  scale_range: tuple[float, float] = (0.85, 1.2), p_off_centre: float = 0.0,
                  off_centre_mm: float = 90.0, p_reflect: float = 0.0, p_trabeculae: float = 0.0,
-                 p_negative: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+                 p_negative: float = 0.0, p_pericardium: float = 0.0,
+                 dim_range: tuple[float, float] = (1.0, 1.0)) -> tuple[torch.Tensor, torch.Tensor]:
     """One synthetic training pair from a label volume.
 
     mode: "ct", "mr" or "random" appearance, or None to draw one with ``mode_weights`` (ct, mr,
@@ -325,6 +360,11 @@ def synth_sample(labels: SynthLabels, gen: torch.Generator, *, patch: int = 64, 
     continuing the thorax beyond the label cube by mirroring its non-cardiac tissue (else not acquired).
     p_trabeculae: probability of a trabeculated LV rim (``add_trabeculae``, 1-3 voxels deep).
     p_negative: probability of a texture-only hard negative instead (``texture_negative``).
+    p_pericardium: probability of dark or bright tissue against the outer wall (``add_pericardium``).
+    dim_range: MR-normalised images are multiplied by a factor drawn from this range. Inference
+    normalises over the whole scan, whose 99.5th percentile is often fat near a surface coil far
+    brighter than blood (Sunnybrook: blood pool median 0.27-0.37 after normalisation), while a
+    training patch is normalised over itself, where blood is the brightest tissue (about 0.6-1.0).
 
     Returns image (1, patch, patch, patch) float32 in [0, 1] and classes (patch, patch, patch)
     int64 (0 background, 1-8 labels; 0 outside the simulated field of view).
@@ -358,6 +398,8 @@ def synth_sample(labels: SynthLabels, gen: torch.Generator, *, patch: int = 64, 
     fov = code_p > 0  # outside the label volume (when not mirrored): not acquired
     if _u(gen, 0, 1) < p_trabeculae:
         code_p = add_trabeculae(code_p, gen, depth_vox=int(torch.randint(1, 4, (1,), generator=gen)))
+    if _u(gen, 0, 1) < p_pericardium:
+        code_p = add_pericardium(code_p, gen, depth_vox=int(torch.randint(1, 5, (1,), generator=gen)))
     if _u(gen, 0, 1) < p_distractors:
         code_p = add_distractors(code_p, u, gen, n=int(torch.randint(1, 8, (1,), generator=gen)))
 
@@ -402,6 +444,8 @@ def synth_sample(labels: SynthLabels, gen: torch.Generator, *, patch: int = 64, 
     if _u(gen, 0, 1) < 0.5:
         img = img.clamp(min=0) ** math.exp(_u(gen, -0.35, 0.35))
         img = torch.where(fov, img, torch.zeros_like(img))
+    if mode != "ct" and dim_range[0] < 1.0:  # brighter tissue elsewhere in the scan's field of view
+        img = img * _u(gen, *dim_range)
     classes = torch.where(fov, classes, torch.zeros_like(classes))
     return img[None].float(), classes
 

@@ -65,6 +65,8 @@ class TrainConfig:
     p_reflect: float = 0.0
     p_trabeculae: float = 0.0  # trabeculated LV rim, labelled blood pool as expert contours do
     p_negative: float = 0.0  # texture-only patches without a heart (all background)
+    p_pericardium: float = 0.0  # dark or bright patchy tissue against the heart's outer wall
+    dim_range: tuple[float, float] = (1.0, 1.0)  # MR images scaled by a factor from this range after normalisation
     # fine-tuning: start from these weights (a run's .pt checkpoint or a bundle's model.safetensors)
     init_weights: str = ""
 
@@ -76,18 +78,21 @@ class TrainConfig:
         NetworkSpec.from_dict(self.network)
         if len(self.mode_weights) != 3 or min(self.mode_weights) < 0 or sum(self.mode_weights) <= 0:
             raise ValueError(f"mode_weights must be three non-negative weights (ct, mr, random), got {self.mode_weights}")
-        for name in ("p_distractors", "p_off_centre", "p_reflect", "p_trabeculae", "p_negative"):
+        for name in ("p_distractors", "p_off_centre", "p_reflect", "p_trabeculae", "p_negative", "p_pericardium"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
             raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}")
+        if len(self.dim_range) != 2 or not 0 < self.dim_range[0] <= self.dim_range[1] <= 1.0:
+            raise ValueError(f"dim_range must be (low, high) with 0 < low <= high <= 1, got {self.dim_range}")
 
     def sample_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``synth.synth_sample`` set by this config."""
         return {"mode_weights": tuple(float(w) for w in self.mode_weights), "p_distractors": float(self.p_distractors),
                 "scale_range": tuple(float(s) for s in self.scale_range), "p_off_centre": float(self.p_off_centre),
                 "off_centre_mm": float(self.off_centre_mm), "p_reflect": float(self.p_reflect),
-                "p_trabeculae": float(self.p_trabeculae), "p_negative": float(self.p_negative)}
+                "p_trabeculae": float(self.p_trabeculae), "p_negative": float(self.p_negative),
+                "p_pericardium": float(self.p_pericardium), "dim_range": tuple(float(d) for d in self.dim_range)}
 
 
 def load_init_weights(path: Path) -> dict[str, torch.Tensor]:
