@@ -162,6 +162,39 @@ def clean_labels(labels: LabelMap) -> LabelMap:
     return LabelMap(labels=lab, geometry=labels.geometry, source=labels.source)
 
 
+def thicken_thin_walls(labels: LabelMap, *, min_wall_mm: float) -> tuple[LabelMap, int]:
+    """Thicken the myocardium outwards by ``min_wall_mm / 2`` where it is thinner than ``min_wall_mm``.
+
+    Local wall thickness at a myocardial voxel: twice the largest distance (voxel centre to the
+    nearest background centre) within ``min_wall_mm / 2`` of it, i.e. the inscribed sphere of the
+    wall around it; on a grid a sheet of n voxels measures n (n even) or n + 1 (n odd). Background
+    voxels within ``min_wall_mm / 2`` of a thinner spot take its label; blood pools and other labels
+    are never touched, so cavities keep their volume. A segmented RV free wall of 3-4 mm is a single
+    layer at a 5 mm target edge, and after anti-aliasing and smoothing it is thinner still: quadric
+    decimation pinches it into non-manifold edges and the surface stays fine (the network's label
+    map of the demo sample: 24.7k instead of 15k tets). Growing by the measured deficit only was
+    tried and is not enough for that. Returns the new labels and the number of voxels added.
+    """
+    lab = np.asarray(labels.labels).copy()
+    sp = np.asarray(labels.geometry.spacing_mm, dtype=float)
+    myo = np.isin(lab, MYO_LABELS)
+    inside = ndimage.distance_transform_edt(myo, sampling=sp)
+    r = np.maximum(np.round(0.5 * min_wall_mm / sp).astype(int), 1)
+    local = 2.0 * ndimage.maximum_filter(inside, size=tuple(int(v) for v in 2 * r + 1))
+    thin = myo & (local < min_wall_mm)
+    if not thin.any():
+        return labels, 0
+    dist, nearest = ndimage.distance_transform_edt(~thin, sampling=sp, return_indices=True)
+    grow = (lab == Label.BACKGROUND) & (dist <= 0.5 * min_wall_mm)
+    lab[grow] = lab[tuple(i[grow] for i in nearest)]
+    return LabelMap(labels=lab, geometry=labels.geometry, source=labels.source), int(grow.sum())
+
+
+def decimation_shortfall(surface, *, edge_mm: float) -> float:
+    """Triangles of ``surface`` per triangle of an ideal surface of the same area at ``edge_mm``."""
+    return float(surface.n_cells / (surface.area / (np.sqrt(3.0) / 4.0 * edge_mm**2)))
+
+
 def find_base_plane(labels: LabelMap, *, margin_mm: float = 2.0) -> BasePlane:
     """Base plane from the ventricle / valve (atria, aorta, pulmonary artery) interface.
 

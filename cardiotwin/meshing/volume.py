@@ -36,9 +36,11 @@ from cardiotwin.meshing.surface import (
     MYO_LABELS,
     BasePlane,
     clean_labels,
+    decimation_shortfall,
     find_base_plane,
     myocardium_surface,
     resample_thick_slices,
+    thicken_thin_walls,
 )
 from cardiotwin.meshing.optimize import improve_tets
 from cardiotwin.meshing.tetgen_run import SelfIntersectionError, run_tetgen
@@ -58,12 +60,17 @@ class MeshConfig:
     min_dihedral_deg: float = quantity(5.0, "deg", doc="tets below this are improved (interior vertices moved, surface caps removed)")
     max_volume_error: float = quantity(0.05, "", doc="allowed |mesh - label| / label myocardial volume")
     smoothing_iterations: int = 30
+    min_wall_fraction: float = quantity(
+        0.8, "", doc="where decimation stops short of the target edge, walls thinner than this fraction of edge_mm "
+        "are thickened outwards first (0: never)")
     base_point_mm: tuple[float, float, float] | None = None
     base_normal: tuple[float, float, float] | None = None
 
     def validate(self) -> None:
         if not 0.5 <= self.edge_mm <= 5.0:
             raise ValueError(f"edge_mm must be within 0.5-5 mm, got {self.edge_mm}")
+        if not 0.0 <= self.min_wall_fraction <= 1.0:
+            raise ValueError(f"min_wall_fraction must be within 0-1, got {self.min_wall_fraction}")
         if (self.base_point_mm is None) != (self.base_normal is None):
             raise ValueError("give both base_point_mm and base_normal, or neither")
         if self.base_normal is not None and np.linalg.norm(self.base_normal) < 1e-9:
@@ -166,10 +173,25 @@ def mesh_labels(labels: LabelMap, *, cfg: MeshConfig) -> tuple[HeartMesh, BasePl
     attempts = ((True, True, n_smooth), (True, False, n_smooth), (False, False, n_smooth),
                 (False, False, n_smooth // 3), (False, False, 0))
     timings["surface_s"] = timings["tetgen_s"] = 0.0
+    timings["thickened_wall_ml"] = 0.0
     for i, (decimate, relax, iterations) in enumerate(attempts):
         t = time.perf_counter()
         surface = myocardium_surface(cleaned, base, edge_mm=cfg.edge_mm, smoothing_iterations=iterations,
                                      decimate=decimate, relax=relax)
+        if i == 0 and cfg.min_wall_fraction > 0 and decimation_shortfall(surface, edge_mm=cfg.edge_mm) > 1.5:
+            # A wall thinner than the edge stopped the decimation: thicken such spots outwards (their
+            # growth is part of the volume error in quality.json) and keep that surface if it is coarser.
+            thick, added = thicken_thin_walls(cleaned, min_wall_mm=cfg.min_wall_fraction * cfg.edge_mm)
+            if added:
+                retry = myocardium_surface(thick, base, edge_mm=cfg.edge_mm, smoothing_iterations=iterations,
+                                           decimate=decimate, relax=relax)
+                if retry.n_cells < 0.8 * surface.n_cells:
+                    added_ml = added * thick.geometry.voxel_volume_ml
+                    log.info("%s: walls thinner than %.1f mm thickened outwards (%.1f mL); surface %d -> %d "
+                             "triangles", source, cfg.min_wall_fraction * cfg.edge_mm, added_ml, surface.n_cells,
+                             retry.n_cells)
+                    cleaned, surface = thick, retry
+                    timings["thickened_wall_ml"] = float(added_ml)
         timings["surface_s"] += time.perf_counter() - t
         t = time.perf_counter()
         try:
