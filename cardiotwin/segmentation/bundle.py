@@ -208,6 +208,10 @@ def export_bundle(run_dir: Path, bundle_dir: Path, *, config_path: Path | None =
                         "; fine-tuning adds random non-cardiac structures, patches off the heart with the thorax "
                         "mirrored beyond the label cube, a trabeculated LV rim labelled blood pool"
                         + (" and texture-only negatives" if float(cfg.get("p_negative", 0.0) or 0.0) > 0 else "")
+                        + ("; dark or fat-like tissue against the outer wall (pericardium)"
+                           if float(cfg.get("p_pericardium", 0.0) or 0.0) > 0 else "")
+                        + ("; MR images dimmed after normalisation (whole-scan percentiles)"
+                           if min(cfg.get("dim_range") or [1.0]) < 1.0 else "")
                         if cfg.get("init_weights") else ""),
             "label_volume_seeds": [int(cfg["seed"]) * 100000, int(cfg["seed"]) * 100000 + int(cfg["n_label_volumes"]) - 1],
             "validation_phantom_seeds": "700000+ (CT and MR)",
