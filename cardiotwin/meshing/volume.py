@@ -38,6 +38,7 @@ from cardiotwin.meshing.surface import (
     clean_labels,
     decimation_shortfall,
     find_base_plane,
+    labelled_volume_below_plane_ml,
     myocardium_surface,
     resample_thick_slices,
     thicken_thin_walls,
@@ -62,7 +63,7 @@ class MeshConfig:
     smoothing_iterations: int = 30
     min_wall_fraction: float = quantity(
         0.8, "", doc="where decimation stops short of the target edge, walls thinner than this fraction of edge_mm "
-        "are thickened outwards first (0: never)")
+        "(then than one edge) are thickened outwards first (0: never)")
     base_point_mm: tuple[float, float, float] | None = None
     base_normal: tuple[float, float, float] | None = None
 
@@ -180,18 +181,30 @@ def mesh_labels(labels: LabelMap, *, cfg: MeshConfig) -> tuple[HeartMesh, BasePl
                                      decimate=decimate, relax=relax)
         if i == 0 and cfg.min_wall_fraction > 0 and decimation_shortfall(surface, edge_mm=cfg.edge_mm) > 1.5:
             # A wall thinner than the edge stopped the decimation: thicken such spots outwards (their
-            # growth is part of the volume error in quality.json) and keep that surface if it is coarser.
-            thick, added = thicken_thin_walls(cleaned, min_wall_mm=cfg.min_wall_fraction * cfg.edge_mm)
-            if added:
+            # growth is part of the volume error in quality.json), first walls under min_wall_fraction
+            # x edge, then under one edge, and keep the first surface that reaches the target.
+            myo_ml = labelled_volume_below_plane_ml(cleaned, base, MYO_LABELS)
+            for fraction in sorted({cfg.min_wall_fraction, 1.0}):
+                thick, added = thicken_thin_walls(cleaned, min_wall_mm=fraction * cfg.edge_mm)
+                growth = labelled_volume_below_plane_ml(thick, base, MYO_LABELS) / myo_ml - 1.0
+                if not added or growth > 0.7 * cfg.max_volume_error:  # keep the volume check's margin
+                    log.info("%s: thickening walls under %.1f mm would add %.1f %% of the myocardium; not used",
+                             source, fraction * cfg.edge_mm, 100 * growth)
+                    break
                 retry = myocardium_surface(thick, base, edge_mm=cfg.edge_mm, smoothing_iterations=iterations,
                                            decimate=decimate, relax=relax)
                 if retry.n_cells < 0.8 * surface.n_cells:
                     added_ml = added * thick.geometry.voxel_volume_ml
                     log.info("%s: walls thinner than %.1f mm thickened outwards (%.1f mL); surface %d -> %d "
-                             "triangles", source, cfg.min_wall_fraction * cfg.edge_mm, added_ml, surface.n_cells,
-                             retry.n_cells)
-                    cleaned, surface = thick, retry
+                             "triangles", source, fraction * cfg.edge_mm, added_ml, surface.n_cells, retry.n_cells)
+                    surface, thickened = retry, thick
                     timings["thickened_wall_ml"] = float(added_ml)
+                    timings["thickened_below_mm"] = float(fraction * cfg.edge_mm)
+                    timings["thickened_wall_fraction"] = float(growth)
+                if decimation_shortfall(surface, edge_mm=cfg.edge_mm) <= 1.5:
+                    break
+            if timings["thickened_wall_ml"] > 0:
+                cleaned = thickened
         timings["surface_s"] += time.perf_counter() - t
         t = time.perf_counter()
         try:
