@@ -9,13 +9,10 @@ CT=.venv/bin/cardiotwin
 CASE=${CASE:-cases/demo}
 SCAN=sample_scans/ct_sample.nii.gz
 ARGS=()
-if [ -z "${DEMO_SEGMENT:-}" ]; then
-  # The shipped bundle models/heart_seg_v1 segments the sample well (Dice LV blood 0.95, LV myo 0.90,
-  # RV blood 0.95; its MODEL_CARD.md), but its label map has thin spots that stop the mesher's surface
-  # decimation early: at the recipe's 5 mm edge it gives 34k tets instead of the reference labels'
-  # 15k, and the electromechanics of 4 beats then takes the demo past its 15 min budget. The demo
-  # therefore starts from the sample's reference labels; DEMO_SEGMENT=1 runs the network.
-  echo "note: using sample_scans/ct_sample_labels.nii.gz as the segmentation (DEMO_SEGMENT=1 to run the model)"
+if [ "${DEMO_LABELS:-network}" = reference ]; then
+  # DEMO_LABELS=reference starts from the sample's reference labels instead of the shipped network
+  # (models/heart_seg_v1; on this sample Dice LV blood 0.96, LV myo 0.91, RV blood 0.95: MODEL_CARD.md).
+  echo "note: using sample_scans/ct_sample_labels.nii.gz as the segmentation (DEMO_LABELS=reference)"
   ARGS+=(--labels sample_scans/ct_sample_labels.nii.gz)
 fi
 if [ -n "${FORCE:-}" ]; then ARGS+=(--force); fi
