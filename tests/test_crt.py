@@ -49,7 +49,7 @@ def test_outputs_are_complete_and_readable_by_the_viewer(tmp_path):
 
 def test_crt_mri_recipe_on_the_mr_sample(tmp_path, capsys):
     # `cardiotwin run pipelines/crt_mri.yaml` on the thick-slice MR sample from its reference labels
-    # (as scripts/demo.sh does for CT), with the recipe's mesh, fibre and conduction settings and a
+    # (as scripts/demo.sh does for CT with DEMO_LABELS=reference), with the recipe's mesh, fibre and conduction settings and a
     # smaller sweep (2 QMC samples, 2 timings for the best site, no electromechanics).
     import yaml
 
