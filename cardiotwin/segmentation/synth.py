@@ -349,7 +349,8 @@ def synth_sample(labels: SynthLabels, gen: torch.Generator, *, patch: int = 64, 
                  scale_range: tuple[float, float] = (0.85, 1.2), p_off_centre: float = 0.0,
                  off_centre_mm: float = 90.0, p_reflect: float = 0.0, p_trabeculae: float = 0.0,
                  p_negative: float = 0.0, p_pericardium: float = 0.0,
-                 dim_range: tuple[float, float] = (1.0, 1.0)) -> tuple[torch.Tensor, torch.Tensor]:
+                 dim_range: tuple[float, float] = (1.0, 1.0),
+                 log_gamma_range: tuple[float, float] = (-0.35, 0.35)) -> tuple[torch.Tensor, torch.Tensor]:
     """One synthetic training pair from a label volume.
 
     mode: "ct", "mr" or "random" appearance, or None to draw one with ``mode_weights`` (ct, mr,
@@ -365,6 +366,8 @@ def synth_sample(labels: SynthLabels, gen: torch.Generator, *, patch: int = 64, 
     normalises over the whole scan, whose 99.5th percentile is often fat near a surface coil far
     brighter than blood (Sunnybrook: blood pool median 0.27-0.37 after normalisation), while a
     training patch is normalised over itself, where blood is the brightest tissue (about 0.6-1.0).
+    log_gamma_range: half of the MR and random-appearance patches get intensity ** exp(u), u drawn
+    from this range (after normalisation; gamma < 1 brightens dark tissue; CT: -0.35..0.35).
 
     Returns image (1, patch, patch, patch) float32 in [0, 1] and classes (patch, patch, patch)
     int64 (0 background, 1-8 labels; 0 outside the simulated field of view).
@@ -442,7 +445,7 @@ def synth_sample(labels: SynthLabels, gen: torch.Generator, *, patch: int = 64, 
         img = img + sigma * torch.randn(img.shape, generator=gen)
     img = normalise_intensities(img, fov, modality="CT" if mode == "ct" else "MR")
     if _u(gen, 0, 1) < 0.5:
-        img = img.clamp(min=0) ** math.exp(_u(gen, -0.35, 0.35))
+        img = img.clamp(min=0) ** math.exp(_u(gen, *(log_gamma_range if mode != "ct" else (-0.35, 0.35))))
         img = torch.where(fov, img, torch.zeros_like(img))
     if mode != "ct" and dim_range[0] < 1.0:  # brighter tissue elsewhere in the scan's field of view
         img = img * _u(gen, *dim_range)

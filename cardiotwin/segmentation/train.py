@@ -67,6 +67,7 @@ class TrainConfig:
     p_negative: float = 0.0  # texture-only patches without a heart (all background)
     p_pericardium: float = 0.0  # dark or bright patchy tissue against the heart's outer wall
     dim_range: tuple[float, float] = (1.0, 1.0)  # MR images scaled by a factor from this range after normalisation
+    log_gamma_range: tuple[float, float] = (-0.35, 0.35)  # half of the patches: intensity ** exp(u), u in this range
     # fine-tuning: start from these weights (a run's .pt checkpoint or a bundle's model.safetensors)
     init_weights: str = ""
 
@@ -85,6 +86,8 @@ class TrainConfig:
             raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}")
         if len(self.dim_range) != 2 or not 0 < self.dim_range[0] <= self.dim_range[1] <= 1.0:
             raise ValueError(f"dim_range must be (low, high) with 0 < low <= high <= 1, got {self.dim_range}")
+        if len(self.log_gamma_range) != 2 or not -2.0 <= self.log_gamma_range[0] <= self.log_gamma_range[1] <= 2.0:
+            raise ValueError(f"log_gamma_range must be (low, high) within -2..2, got {self.log_gamma_range}")
 
     def sample_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``synth.synth_sample`` set by this config."""
@@ -92,7 +95,8 @@ class TrainConfig:
                 "scale_range": tuple(float(s) for s in self.scale_range), "p_off_centre": float(self.p_off_centre),
                 "off_centre_mm": float(self.off_centre_mm), "p_reflect": float(self.p_reflect),
                 "p_trabeculae": float(self.p_trabeculae), "p_negative": float(self.p_negative),
-                "p_pericardium": float(self.p_pericardium), "dim_range": tuple(float(d) for d in self.dim_range)}
+                "p_pericardium": float(self.p_pericardium), "dim_range": tuple(float(d) for d in self.dim_range),
+                "log_gamma_range": tuple(float(g) for g in self.log_gamma_range)}
 
 
 def load_init_weights(path: Path) -> dict[str, torch.Tensor]:
