@@ -174,6 +174,8 @@ def test_train_config_checks_sampling_settings_and_init_weights(tmp_path):
         TrainConfig(dim_range=(0.5, 1.5)).validate()
     with pytest.raises(ValueError, match="p_pericardium"):
         TrainConfig(p_pericardium=2.0).validate()
+    with pytest.raises(ValueError, match="log_gamma_range"):
+        TrainConfig(log_gamma_range=(0.3, -0.3)).validate()
     with pytest.raises(ConfigError, match="does not exist"):
         load_init_weights(tmp_path / "missing.pt")
 
