@@ -186,8 +186,10 @@ def mesh_labels(labels: LabelMap, *, cfg: MeshConfig) -> tuple[HeartMesh, BasePl
             myo_ml = labelled_volume_below_plane_ml(cleaned, base, MYO_LABELS)
             for fraction in sorted({cfg.min_wall_fraction, 1.0}):
                 thick, added = thicken_thin_walls(cleaned, min_wall_mm=fraction * cfg.edge_mm)
+                if not added:
+                    continue
                 growth = labelled_volume_below_plane_ml(thick, base, MYO_LABELS) / myo_ml - 1.0
-                if not added or growth > 0.7 * cfg.max_volume_error:  # keep the volume check's margin
+                if growth > 0.7 * cfg.max_volume_error:  # keep the volume check's margin
                     log.info("%s: thickening walls under %.1f mm would add %.1f %% of the myocardium; not used",
                              source, fraction * cfg.edge_mm, 100 * growth)
                     break
