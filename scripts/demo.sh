@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make demo`: virtual CRT on the shipped CT sample scan, end to end:
+# `make demo`: virtual CRT on the shipped CT sample scan, end to end (then the evidence report):
 #   segment -> mesh -> fibres -> LBBB baseline -> lead/timing sweep on Dask (with uncertainty)
 #   -> electromechanics of the best 3 -> ranking, bullseyes, PV loops, activation maps.
 # A rerun reuses every finished stage and sweep task (use FORCE=1 to recompute).
@@ -9,15 +9,20 @@ CT=.venv/bin/cardiotwin
 CASE=${CASE:-cases/demo}
 SCAN=sample_scans/ct_sample.nii.gz
 ARGS=()
+REPORT_ARGS=(--reference-labels sample_scans/ct_sample_labels.nii.gz)  # validation: Dice of the segmentation
 if [ "${DEMO_LABELS:-network}" = reference ]; then
   # DEMO_LABELS=reference starts from the sample's reference labels instead of the shipped network
-  # (models/heart_seg_v1; on this sample Dice LV blood 0.96, LV myo 0.91, RV blood 0.95: MODEL_CARD.md).
+  # (models/heart_seg_v1 1.2.0; on this sample Dice LV blood 0.93, LV myo 0.87, RV blood 0.95: MODEL_CARD.md).
   echo "note: using sample_scans/ct_sample_labels.nii.gz as the segmentation (DEMO_LABELS=reference)"
   ARGS+=(--labels sample_scans/ct_sample_labels.nii.gz)
+  REPORT_ARGS=()
 fi
 if [ -n "${FORCE:-}" ]; then ARGS+=(--force); fi
 echo "== cardiotwin demo: virtual CRT on $SCAN =="
 $CT info "$SCAN"
 time $CT run pipelines/crt_ct.yaml --scan "$SCAN" --out "$CASE" "${ARGS[@]}"
 $CT case show "$CASE"
+$CT report "$CASE" "${REPORT_ARGS[@]}"
 echo "results: $CASE/therapy/ (ranking.json, ranking.csv, uq.json, bullseye_*.png, pv_loops.png, activation_maps.png)"
+echo "evidence report (ASME V&V 40): $CASE/report/evidence.html and .pdf; clinical summary: $CASE/report/summary.html"
+echo "review in the browser: .venv/bin/cardiotwin view $CASE"
