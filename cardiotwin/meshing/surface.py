@@ -172,8 +172,9 @@ def thicken_thin_walls(labels: LabelMap, *, min_wall_mm: float) -> tuple[LabelMa
     are never touched, so cavities keep their volume. A segmented RV free wall of 3-4 mm is a single
     layer at a 5 mm target edge, and after anti-aliasing and smoothing it is thinner still: quadric
     decimation pinches it into non-manifold edges and the surface stays fine (the network's label
-    map of the demo sample at 5 mm: 33k tets; thickened under 5 mm: 12k, +2.8 % volume). Growing by the measured deficit only was
-    tried and is not enough for that. Returns the new labels and the number of voxels added.
+    map of the demo sample at 5 mm: 33k tets; thickened under 5 mm: 12k, +2.8 % volume). Growing by
+    the measured deficit only was tried and is not enough for that. Returns the new labels and the
+    number of voxels added.
     """
     lab = np.asarray(labels.labels).copy()
     sp = np.asarray(labels.geometry.spacing_mm, dtype=float)
@@ -190,9 +191,14 @@ def thicken_thin_walls(labels: LabelMap, *, min_wall_mm: float) -> tuple[LabelMa
     return LabelMap(labels=lab, geometry=labels.geometry, source=labels.source), int(grow.sum())
 
 
+def target_triangles(area_mm2: float, edge_mm: float) -> float:
+    """Equilateral triangles of edge ``edge_mm`` that tile ``area_mm2``."""
+    return float(area_mm2 / (np.sqrt(3.0) / 4.0 * edge_mm**2))
+
+
 def decimation_shortfall(surface, *, edge_mm: float) -> float:
     """Triangles of ``surface`` per triangle of an ideal surface of the same area at ``edge_mm``."""
-    return float(surface.n_cells / (surface.area / (np.sqrt(3.0) / 4.0 * edge_mm**2)))
+    return float(surface.n_cells / target_triangles(surface.area, edge_mm))
 
 
 def find_base_plane(labels: LabelMap, *, margin_mm: float = 2.0) -> BasePlane:
@@ -290,7 +296,7 @@ def myocardium_surface(
     mean_edge = _mean_edge(surf)
     # Quadric decimation towards the target edge, then tangential relaxation: marching cubes
     # leaves needle triangles that would force slivers into the tetrahedra next to the surface.
-    target_tris = surf.area / (np.sqrt(3.0) / 4.0 * edge_mm**2)
+    target_tris = target_triangles(surf.area, edge_mm)
     if decimate and surf.n_cells > 1.2 * target_tris:
         reduction = float(np.clip(1.0 - target_tris / surf.n_cells, 0.0, 0.95))
         coarse = surf.decimate(reduction, volume_preservation=True)

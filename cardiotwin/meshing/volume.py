@@ -184,6 +184,7 @@ def mesh_labels(labels: LabelMap, *, cfg: MeshConfig) -> tuple[HeartMesh, BasePl
             # growth is part of the volume error in quality.json), first walls under min_wall_fraction
             # x edge, then under one edge, and keep the first surface that reaches the target.
             myo_ml = labelled_volume_below_plane_ml(cleaned, base, MYO_LABELS)
+            thickened = cleaned
             for fraction in sorted({cfg.min_wall_fraction, 1.0}):
                 thick, added = thicken_thin_walls(cleaned, min_wall_mm=fraction * cfg.edge_mm)
                 if not added:
@@ -205,8 +206,7 @@ def mesh_labels(labels: LabelMap, *, cfg: MeshConfig) -> tuple[HeartMesh, BasePl
                     timings["thickened_wall_fraction"] = float(growth)
                 if decimation_shortfall(surface, edge_mm=cfg.edge_mm) <= 1.5:
                     break
-            if timings["thickened_wall_ml"] > 0:
-                cleaned = thickened
+            cleaned = thickened
         timings["surface_s"] += time.perf_counter() - t
         t = time.perf_counter()
         try:

@@ -114,8 +114,9 @@ def bench_crt(*, quick: bool) -> str:
         f"Command: `{cmd}`. Machine: {machine_description()}; 1-min load average {load_1min:.1f} before the run "
         "(above 0 when other jobs share the CPU).", "",
         "Pipeline: `cardiotwin run pipelines/crt_ct.yaml --scan "
-        "sample_scans/ct_sample.nii.gz`" + (" with `--labels sample_scans/ct_sample_labels.nii.gz` (DEMO_LABELS=reference)"
-                                              if labels else " (segmented by the shipped network, as `make demo`)")
+        "sample_scans/ct_sample.nii.gz`"
+        + (" with `--labels sample_scans/ct_sample_labels.nii.gz` (DEMO_LABELS=reference)" if labels
+           else " (segmented by the shipped network, as `make demo`)")
         + (" (quick: pipelines/crt_ct.yaml with 2 QMC samples and no electromechanics)" if quick else "") + ".", "",
         f"Total wall time {total_s:.0f} s" + (" (quick recipe: not comparable with the 15 min target)" if quick
                                               else f": {ok} the 15 min target") + ".", "",
