@@ -282,3 +282,30 @@ def test_dimmed_mr_samples_stay_below_the_dim_factor(volume):
     assert float(img.max()) <= 0.3 + 1e-6 and float(ref.max()) > 0.9
     ct, _ = synth_sample(volume, torch.Generator().manual_seed(5), patch=32, mode="ct", dim_range=(0.3, 0.3))
     assert float(ct.max()) > 0.3  # CT is windowed in absolute HU: never dimmed
+
+
+def test_dark_fat_gives_fat_a_myocardium_like_signal_in_mr_only():
+    """p_dark_fat=1: MR fat within 0.4-1.3x the LV myocardium's signal (no bright shell round the wall);
+    0 keeps bSSFP fat bright and draws no extra random number (older configs give the same data)."""
+    from cardiotwin.segmentation.synth import FAT, _intensity_table
+
+    for seed in range(20):
+        t = _intensity_table(torch.Generator().manual_seed(seed), "mr", p_dark_fat=1.0)
+        assert 0.4 * float(t[int(Label.LV_MYO)]) / 1.15 - 1e-9 <= float(t[FAT]) <= 1.3 * float(t[int(Label.LV_MYO)]) / 0.85
+        bright = _intensity_table(torch.Generator().manual_seed(seed), "mr")
+        assert float(bright[FAT]) >= 0.5
+        assert torch.equal(_intensity_table(torch.Generator().manual_seed(seed), "mr", p_dark_fat=0.0), bright)
+        ct = _intensity_table(torch.Generator().manual_seed(seed), "ct", p_dark_fat=1.0)
+        assert -130.0 <= float(ct[FAT]) <= -60.0
+
+
+def test_train_config_checks_dark_fat_and_pericardium_depth(volume):
+    from cardiotwin.segmentation.train import TrainConfig
+
+    with pytest.raises(ValueError, match="p_dark_fat"):
+        TrainConfig(p_dark_fat=1.5).validate()
+    with pytest.raises(ValueError, match="pericardium_depth_vox"):
+        TrainConfig(pericardium_depth_vox=0).validate()
+    kw = TrainConfig(p_dark_fat=0.5, pericardium_depth_vox=6).sample_kwargs()
+    img, cls = synth_sample(volume, torch.Generator().manual_seed(2), patch=32, **kw)
+    assert img.shape == (1, 32, 32, 32) and cls.shape == (32, 32, 32)

@@ -159,8 +159,13 @@ def _gaussian_blur(img: torch.Tensor, sigmas: tuple[float, float, float]) -> tor
     return out[0, 0]
 
 
-def _intensity_table(gen: torch.Generator, mode: str) -> torch.Tensor:
-    """Mean intensity per tissue code (N_CODES,) for one synthetic scan."""
+def _intensity_table(gen: torch.Generator, mode: str, *, p_dark_fat: float = 0.0) -> torch.Tensor:
+    """Mean intensity per tissue code (N_CODES,) for one synthetic scan.
+
+    p_dark_fat (MR appearance): probability that the fat codes (the phantom's pericardial fat shell
+    and the body wall) get a myocardium-like signal instead of bright bSSFP fat, so the outer wall
+    has no edge at all (no random draw when 0, so older configs give the same data).
+    """
     t = torch.zeros(N_CODES, dtype=torch.float64)
     if mode == "ct":
         blood_l = _u(gen, 150.0, 550.0)
@@ -183,6 +188,8 @@ def _intensity_table(gen: torch.Generator, mode: str) -> torch.Tensor:
             vals[c] = blood * _u(gen, 0.85, 1.1)
         for c in _MYO:
             vals[c] = myo * _u(gen, 0.85, 1.15)
+        if p_dark_fat > 0.0 and _u(gen, 0, 1) < p_dark_fat:
+            vals[FAT] = myo * _u(gen, 0.4, 1.3)
     else:  # fully random, with blood (and myocardium) usually tied as in any real contrast
         vals = {c: _u(gen, 0.0, 1.0) for c in range(1, N_CODES)}
         if _u(gen, 0, 1) < 0.7:
@@ -350,7 +357,8 @@ def synth_sample(labels: SynthLabels, gen: torch.Generator, *, patch: int = 64, 
                  off_centre_mm: float = 90.0, p_reflect: float = 0.0, p_trabeculae: float = 0.0,
                  p_negative: float = 0.0, p_pericardium: float = 0.0,
                  dim_range: tuple[float, float] = (1.0, 1.0),
-                 log_gamma_range: tuple[float, float] = (-0.35, 0.35)) -> tuple[torch.Tensor, torch.Tensor]:
+                 log_gamma_range: tuple[float, float] = (-0.35, 0.35), p_dark_fat: float = 0.0,
+                 pericardium_depth_vox: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     """One synthetic training pair from a label volume.
 
     mode: "ct", "mr" or "random" appearance, or None to draw one with ``mode_weights`` (ct, mr,
@@ -361,7 +369,9 @@ def synth_sample(labels: SynthLabels, gen: torch.Generator, *, patch: int = 64, 
     continuing the thorax beyond the label cube by mirroring its non-cardiac tissue (else not acquired).
     p_trabeculae: probability of a trabeculated LV rim (``add_trabeculae``, 1-3 voxels deep).
     p_negative: probability of a texture-only hard negative instead (``texture_negative``).
-    p_pericardium: probability of dark or bright tissue against the outer wall (``add_pericardium``).
+    p_pericardium: probability of dark or bright tissue against the outer wall (``add_pericardium``),
+    1 to ``pericardium_depth_vox`` voxels deep.
+    p_dark_fat: probability (MR appearance) of fat with a myocardium-like signal (``_intensity_table``).
     dim_range: MR-normalised images are multiplied by a factor drawn from this range. Inference
     normalises over the whole scan, whose 99.5th percentile is often fat near a surface coil far
     brighter than blood (Sunnybrook: blood pool median 0.27-0.37 after normalisation), while a
@@ -402,12 +412,13 @@ def synth_sample(labels: SynthLabels, gen: torch.Generator, *, patch: int = 64, 
     if _u(gen, 0, 1) < p_trabeculae:
         code_p = add_trabeculae(code_p, gen, depth_vox=int(torch.randint(1, 4, (1,), generator=gen)))
     if _u(gen, 0, 1) < p_pericardium:
-        code_p = add_pericardium(code_p, gen, depth_vox=int(torch.randint(1, 5, (1,), generator=gen)))
+        depth = int(torch.randint(1, pericardium_depth_vox + 1, (1,), generator=gen))
+        code_p = add_pericardium(code_p, gen, depth_vox=depth)
     if _u(gen, 0, 1) < p_distractors:
         code_p = add_distractors(code_p, u, gen, n=int(torch.randint(1, 8, (1,), generator=gen)))
 
     # Appearance: mean per code + texture, then blur.
-    table = _intensity_table(gen, mode)
+    table = _intensity_table(gen, mode, p_dark_fat=p_dark_fat)
     img = table[code_p].float()
     rng_range = float(table[1:].max() - table[1:].min()) or 1.0
     tex = _rand(gen, 0.0, 0.03 if mode == "ct" else 0.06, (N_CODES,)).float() * rng_range

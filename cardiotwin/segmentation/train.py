@@ -66,6 +66,8 @@ class TrainConfig:
     p_trabeculae: float = 0.0  # trabeculated LV rim, labelled blood pool as expert contours do
     p_negative: float = 0.0  # texture-only patches without a heart (all background)
     p_pericardium: float = 0.0  # dark or bright patchy tissue against the heart's outer wall
+    pericardium_depth_vox: int = 4  # ... 1 to this many voxels deep
+    p_dark_fat: float = 0.0  # MR appearance: fat (pericardial shell, body wall) as dark as myocardium
     dim_range: tuple[float, float] = (1.0, 1.0)  # MR images scaled by a factor from this range after normalisation
     log_gamma_range: tuple[float, float] = (-0.35, 0.35)  # half of the patches: intensity ** exp(u), u in this range
     # fine-tuning: start from these weights (a run's .pt checkpoint or a bundle's model.safetensors)
@@ -79,9 +81,12 @@ class TrainConfig:
         NetworkSpec.from_dict(self.network)
         if len(self.mode_weights) != 3 or min(self.mode_weights) < 0 or sum(self.mode_weights) <= 0:
             raise ValueError(f"mode_weights must be three non-negative weights (ct, mr, random), got {self.mode_weights}")
-        for name in ("p_distractors", "p_off_centre", "p_reflect", "p_trabeculae", "p_negative", "p_pericardium"):
+        for name in ("p_distractors", "p_off_centre", "p_reflect", "p_trabeculae", "p_negative", "p_pericardium",
+                     "p_dark_fat"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.pericardium_depth_vox < 1:
+            raise ValueError(f"pericardium_depth_vox must be >= 1, got {self.pericardium_depth_vox}")
         if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
             raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}")
         if len(self.dim_range) != 2 or not 0 < self.dim_range[0] <= self.dim_range[1] <= 1.0:
@@ -96,7 +101,8 @@ class TrainConfig:
                 "off_centre_mm": float(self.off_centre_mm), "p_reflect": float(self.p_reflect),
                 "p_trabeculae": float(self.p_trabeculae), "p_negative": float(self.p_negative),
                 "p_pericardium": float(self.p_pericardium), "dim_range": tuple(float(d) for d in self.dim_range),
-                "log_gamma_range": tuple(float(g) for g in self.log_gamma_range)}
+                "log_gamma_range": tuple(float(g) for g in self.log_gamma_range), "p_dark_fat": float(self.p_dark_fat),
+                "pericardium_depth_vox": int(self.pericardium_depth_vox)}
 
 
 def load_init_weights(path: Path) -> dict[str, torch.Tensor]:
