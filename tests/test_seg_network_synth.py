@@ -299,13 +299,33 @@ def test_dark_fat_gives_fat_a_myocardium_like_signal_in_mr_only():
         assert -130.0 <= float(ct[FAT]) <= -60.0
 
 
-def test_train_config_checks_dark_fat_and_pericardium_depth(volume):
+def test_train_config_checks_dark_fat_ramp_and_pericardium_depth(volume):
     from cardiotwin.segmentation.train import TrainConfig
 
     with pytest.raises(ValueError, match="p_dark_fat"):
         TrainConfig(p_dark_fat=1.5).validate()
+    with pytest.raises(ValueError, match="p_endo_ramp"):
+        TrainConfig(p_endo_ramp=-0.1).validate()
     with pytest.raises(ValueError, match="pericardium_depth_vox"):
         TrainConfig(pericardium_depth_vox=0).validate()
-    kw = TrainConfig(p_dark_fat=0.5, pericardium_depth_vox=6).sample_kwargs()
+    kw = TrainConfig(p_dark_fat=0.5, pericardium_depth_vox=6, p_endo_ramp=1.0).sample_kwargs()
     img, cls = synth_sample(volume, torch.Generator().manual_seed(2), patch=32, **kw)
     assert img.shape == (1, 32, 32, 32) and cls.shape == (32, 32, 32)
+
+
+def test_endocardial_ramp_darkens_only_lv_blood_next_to_the_wall_most_at_the_wall():
+    """add_endocardial_ramp: LV blood within depth voxels of the LV myocardium moves towards the
+    myocardium's signal, linearly less with distance; nothing else changes (classes are untouched)."""
+    from cardiotwin.segmentation.synth import add_endocardial_ramp
+
+    codes = torch.full((24, 24, 24), 23, dtype=torch.int64)  # soft tissue
+    codes[4:20, 4:20, 4:20] = int(Label.LV_MYO)
+    codes[8:16, 8:16, 8:16] = int(Label.LV_BLOOD)
+    img = torch.where(codes == int(Label.LV_BLOOD), torch.tensor(1.0), torch.tensor(0.2))
+    out = add_endocardial_ramp(img, codes, torch.Generator().manual_seed(0), depth_vox=2, myo_value=0.2)
+    changed = out != img
+    assert bool((codes[changed] == int(Label.LV_BLOOD)).all())
+    wall_row = out[8:16, 12, 12]  # across the cavity: darkest at both walls, untouched in the middle
+    assert float(wall_row[0]) < float(wall_row[1]) < float(wall_row[3]) == 1.0
+    assert float(wall_row[7]) == float(wall_row[0]) and 0.2 < float(wall_row[0]) < 0.8
+    assert torch.equal(out[10:14, 10:14, 10:14], img[10:14, 10:14, 10:14])

@@ -68,6 +68,7 @@ class TrainConfig:
     p_pericardium: float = 0.0  # dark or bright patchy tissue against the heart's outer wall
     pericardium_depth_vox: int = 4  # ... 1 to this many voxels deep
     p_dark_fat: float = 0.0  # MR appearance: fat (pericardial shell, body wall) as dark as myocardium
+    p_endo_ramp: float = 0.0  # LV blood signal falling towards the wall (trabeculae, slow flow), still blood
     dim_range: tuple[float, float] = (1.0, 1.0)  # MR images scaled by a factor from this range after normalisation
     log_gamma_range: tuple[float, float] = (-0.35, 0.35)  # half of the patches: intensity ** exp(u), u in this range
     # fine-tuning: start from these weights (a run's .pt checkpoint or a bundle's model.safetensors)
@@ -82,7 +83,7 @@ class TrainConfig:
         if len(self.mode_weights) != 3 or min(self.mode_weights) < 0 or sum(self.mode_weights) <= 0:
             raise ValueError(f"mode_weights must be three non-negative weights (ct, mr, random), got {self.mode_weights}")
         for name in ("p_distractors", "p_off_centre", "p_reflect", "p_trabeculae", "p_negative", "p_pericardium",
-                     "p_dark_fat"):
+                     "p_dark_fat", "p_endo_ramp"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.pericardium_depth_vox < 1:
@@ -102,7 +103,7 @@ class TrainConfig:
                 "p_trabeculae": float(self.p_trabeculae), "p_negative": float(self.p_negative),
                 "p_pericardium": float(self.p_pericardium), "dim_range": tuple(float(d) for d in self.dim_range),
                 "log_gamma_range": tuple(float(g) for g in self.log_gamma_range), "p_dark_fat": float(self.p_dark_fat),
-                "pericardium_depth_vox": int(self.pericardium_depth_vox)}
+                "pericardium_depth_vox": int(self.pericardium_depth_vox), "p_endo_ramp": float(self.p_endo_ramp)}
 
 
 def load_init_weights(path: Path) -> dict[str, torch.Tensor]:
