@@ -212,6 +212,9 @@ def export_bundle(run_dir: Path, bundle_dir: Path, *, config_path: Path | None =
                            if float(cfg.get("p_pericardium", 0.0) or 0.0) > 0 else "")
                         + ("; MR images dimmed after normalisation (whole-scan percentiles)"
                            if min(cfg.get("dim_range") or [1.0]) < 1.0 else "")
+                        + ("; MR fat as dark as the myocardium" if float(cfg.get("p_dark_fat", 0.0) or 0.0) > 0 else "")
+                        + ("; LV blood signal falling towards the wall (trabeculae, slow flow), labelled blood pool"
+                           if float(cfg.get("p_endo_ramp", 0.0) or 0.0) > 0 else "")
                         if cfg.get("init_weights") else ""),
             "label_volume_seeds": [int(cfg["seed"]) * 100000, int(cfg["seed"]) * 100000 + int(cfg["n_label_volumes"]) - 1],
             "validation_phantom_seeds": "700000+ (CT and MR)",
