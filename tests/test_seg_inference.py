@@ -139,3 +139,41 @@ def test_sliding_window_skips_windows_outside_the_field_of_view():
     assert torch.allclose(probs.sum(0), torch.ones(40, 30, 20), atol=1e-5)
     assert (probs[0, 30:, 20:, :] == 1.0).all()  # never inside any evaluated window: background
     assert (probs[0, :16, :16, :16] < 1.0).all()  # evaluated by the network
+
+
+class _ConstantNet(torch.nn.Module):
+    """Logits favouring one class everywhere (a stand-in network for window bookkeeping tests)."""
+
+    def __init__(self, cls: int) -> None:
+        super().__init__()
+        self.cls = cls
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros((x.shape[0], 9, *x.shape[2:]))
+        out[:, self.cls] = 10.0
+        return out
+
+
+def test_refinement_windows_are_centred_on_the_lv_and_averaged_in():
+    """refine_around_heart: 27 windows round the first pass's LV, averaged with weight 1 for the first
+    pass; voxels outside every refinement window keep their probabilities; no LV -> unchanged."""
+    from cardiotwin.segmentation.inference import refine_around_heart
+
+    shape = (64, 64, 64)
+    first = torch.zeros((9, *shape))
+    first[0] = 1.0
+    first[:, 28:36, 28:36, 28:36] = 0.0
+    first[1, 28:36, 28:36, 28:36] = 1.0  # an LV in the middle
+    image = torch.zeros(shape)
+    out = refine_around_heart(_ConstantNet(3), image, first, roi=16, step_vox=4)
+    assert torch.allclose(out.sum(0), torch.ones(shape), atol=1e-5)
+    # the LV centre (31.5 -> 32) +- 4 voxels, windows of 16: voxels 20..43 are covered
+    assert float(out[3, 32, 32, 32]) > 0.5  # covered by all 27 windows: mostly the new class
+    assert torch.equal(out[:, :18, :, :], first[:, :18, :, :])  # never in a refinement window
+    assert torch.equal(out[:, 46:, :, :], first[:, 46:, :, :])
+    no_lv = torch.zeros((9, *shape))
+    no_lv[0] = 1.0
+    assert refine_around_heart(_ConstantNet(3), image, no_lv, roi=16, step_vox=4) is no_lv
+    with pytest.raises(ValueError, match="centred_windows_mm"):
+        SegConfig(centred_windows_mm=-1.0).validate()
