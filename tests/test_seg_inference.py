@@ -172,6 +172,11 @@ def test_refinement_windows_are_centred_on_the_lv_and_averaged_in():
     assert float(out[3, 32, 32, 32]) > 0.5  # covered by all 27 windows: mostly the new class
     assert torch.equal(out[:, :18, :, :], first[:, :18, :, :])  # never in a refinement window
     assert torch.equal(out[:, 46:, :, :], first[:, 46:, :, :])
+    stray = first.clone()
+    stray[:, 2:4, 2:4, 2:4] = 0.0
+    stray[1, 2:4, 2:4, 2:4] = 1.0  # a small LV-labelled blob far away: the windows stay on the big one
+    assert torch.equal(refine_around_heart(_ConstantNet(3), image, stray, roi=16, step_vox=4)[:, 20:44, 20:44, 20:44],
+                       out[:, 20:44, 20:44, 20:44])
     no_lv = torch.zeros((9, *shape))
     no_lv[0] = 1.0
     assert refine_around_heart(_ConstantNet(3), image, no_lv, roi=16, step_vox=4) is no_lv

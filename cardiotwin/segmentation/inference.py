@@ -192,19 +192,20 @@ def predict_probabilities(model: torch.nn.Module, image: torch.Tensor, *, roi: i
 @torch.no_grad()
 def refine_around_heart(model: torch.nn.Module, image: torch.Tensor, probs: torch.Tensor, *, roi: int,
                         step_vox: int) -> torch.Tensor:
-    """Add a 3 x 3 x 3 block of windows, ``step_vox`` apart, centred on the LV (blood pool and
-    myocardium) of ``probs`` (C, X, Y, Z): their softmax outputs are averaged in with the same
-    Gaussian window weight, the first pass counting as weight 1. Returns new probabilities;
-    ``probs`` itself when no LV was found.
+    """Add a 3 x 3 x 3 block of windows, ``step_vox`` apart, centred on the LV (the largest connected
+    piece of blood pool and myocardium) of ``probs`` (C, X, Y, Z): their softmax outputs are averaged
+    in with the same Gaussian window weight, the first pass counting as weight 1. Returns new
+    probabilities; ``probs`` itself when no LV was found.
     """
-    lab = probs.argmax(0)
+    lab = probs.argmax(0).numpy()
     lv = (lab == Label.LV_BLOOD) | (lab == Label.LV_MYO)
-    if not lv.any() or step_vox < 1:
-        return probs
     shape = tuple(int(n) for n in image.shape)
-    if min(shape) < roi:
+    if not lv.any() or step_vox < 1 or min(shape) < roi:
         return probs
-    centre = torch.nonzero(lv).float().mean(0)
+    cc, n = ndimage.label(lv)
+    if n > 1:  # a stray LV-labelled blob elsewhere must not pull the windows off the heart
+        lv = cc == int(np.argmax(np.bincount(cc.ravel())[1:])) + 1
+    centre = np.argwhere(lv).mean(axis=0)
     device = next(model.parameters()).device
     weight = _gaussian_importance(roi)
     acc = probs.clone()
@@ -213,7 +214,7 @@ def refine_around_heart(model: torch.nn.Module, image: torch.Tensor, probs: torc
     for da in offsets:
         for db in offsets:
             for dc in offsets:
-                start = [min(max(int(round(float(centre[k]))) + d - roi // 2, 0), shape[k] - roi)
+                start = [min(max(int(round(centre[k])) + d - roi // 2, 0), shape[k] - roi)
                          for k, d in enumerate((da, db, dc))]
                 box = tuple(slice(a, a + roi) for a in start)
                 out = model(image[box][None, None].float().to(device))[0].float().cpu()
