@@ -190,13 +190,20 @@ def dice_per_label(pred: np.ndarray, ref: np.ndarray, labels: range | list[int])
     return out
 
 
-def evaluate(model: torch.nn.Module, cases: list[dict[str, Any]], *, roi: int) -> dict[str, Any]:
-    from cardiotwin.segmentation.inference import predict_probabilities
+def evaluate(model: torch.nn.Module, cases: list[dict[str, Any]], *, roi: int, spacing_mm: float) -> dict[str, Any]:
+    """Dice per label on the validation phantoms, with the sliding-window settings a bundle is
+    exported with (``SegConfig`` defaults: overlap and the windows centred on the heart), so best.pt
+    is chosen by the inference that ships."""
+    from cardiotwin.segmentation.inference import SegConfig, predict_probabilities, refine_around_heart
 
+    windows = SegConfig()
     model.eval()
     per_case = {}
     for c in cases:
-        probs = predict_probabilities(model, c["image"], roi=roi, overlap=0.25)
+        probs = predict_probabilities(model, c["image"], roi=roi, overlap=windows.overlap)
+        if windows.centred_windows_mm > 0:
+            probs = refine_around_heart(model, c["image"], probs, roi=roi,
+                                        step_vox=int(round(windows.centred_windows_mm / spacing_mm)))
         pred = probs.argmax(0).numpy()
         per_case[c["name"]] = dice_per_label(pred, c["ref"], range(1, 9))
     mean = {k: float(np.nanmean([d[k] for d in per_case.values()])) for k in range(1, 9)}
@@ -288,7 +295,7 @@ def train(cfg: TrainConfig, *, out_dir: Path, resume: bool = False, progress: bo
             running = lv if running is None else 0.95 * running + 0.05 * lv
             bar.update(task, completed=step, info=f"loss {running:.3f} best {best:.3f}")
             if step % cfg.val_every == 0 or step == cfg.steps:
-                res = evaluate(model, val_cases, roi=cfg.patch)
+                res = evaluate(model, val_cases, roi=cfg.patch, spacing_mm=cfg.spacing_mm)
                 rec = {"step": step, "loss": running, "lr": lr, "val_dice": res["mean_per_label"],
                        "val_mean": res["mean"], "elapsed_s": round(elapsed_before + time.perf_counter() - t0, 1)}
                 history.append(rec)
@@ -301,7 +308,7 @@ def train(cfg: TrainConfig, *, out_dir: Path, resume: bool = False, progress: bo
                     save(out_dir / "best.pt", {"val": res})
                 save(last, {})
     if not history or history[-1]["step"] != step:  # stopped by time: score the final weights too
-        res = evaluate(model, val_cases, roi=cfg.patch)
+        res = evaluate(model, val_cases, roi=cfg.patch, spacing_mm=cfg.spacing_mm)
         rec = {"step": step, "loss": running, "val_dice": res["mean_per_label"], "val_mean": res["mean"],
                "elapsed_s": round(elapsed_before + time.perf_counter() - t0, 1)}
         history.append(rec)
