@@ -279,7 +279,7 @@ def write_outputs(
                             cmap=matplotlib.colormaps["jet_r"].with_extremes(bad="0.6"), vmin=0.0, vmax=vmax,
                             plotnonfinite=True)
             tat = np.nanmax(np.where(np.isfinite(t), t, np.nan))
-            ax.set_title(f"{name}, {view_name}\nTAT {tat:.0f} ms" if row == 0 else view_name, fontsize=8)
+            ax.set_title(f"{name}\n{view_name}, TAT {tat:.0f} ms" if row == 0 else view_name, fontsize=8)
             ax.set_aspect("equal")
             ax.axis("off")
     fig.colorbar(sc, ax=axes.ravel().tolist(), label="activation time (ms), grey: scar")
