@@ -12,7 +12,7 @@ ARGS=()
 REPORT_ARGS=(--reference-labels sample_scans/ct_sample_labels.nii.gz)  # validation: Dice of the segmentation
 if [ "${DEMO_LABELS:-network}" = reference ]; then
   # DEMO_LABELS=reference starts from the sample's reference labels instead of the shipped network
-  # (models/heart_seg_v1 1.2.0; on this sample Dice LV blood 0.93, LV myo 0.87, RV blood 0.95: MODEL_CARD.md).
+  # (models/heart_seg_v1; its Dice on this sample: models/heart_seg_v1/MODEL_CARD.md).
   echo "note: using sample_scans/ct_sample_labels.nii.gz as the segmentation (DEMO_LABELS=reference)"
   ARGS+=(--labels sample_scans/ct_sample_labels.nii.gz)
   REPORT_ARGS=()
