@@ -129,13 +129,21 @@ def _polyline_distance(p: np.ndarray, nodes: np.ndarray) -> np.ndarray:
     return d
 
 
-def _vessel_paths(params: HeartShapeParams) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Centre lines (heart frame, mm) of the aorta and of the pulmonary trunk and branches."""
+VesselModel = Literal["short", "thoracic"]
+
+
+def _vessel_paths(params: HeartShapeParams, vessels: VesselModel = "short",
+                  ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Centre lines (heart frame, mm) of the aorta and of the pulmonary trunk and branches.
+
+    "short": the compact vessels of the sample phantoms (ascending aorta about 0.35 LV lengths, an arch
+    of 0.3 LV lengths, descending aorta 0.9 LV lengths; pulmonary trunk and two short branches).
+    "thoracic": adult thoracic proportions (see ``_thoracic_vessel_paths``).
+    """
+    if vessels == "thoracic":
+        return _thoracic_vessel_paths(params)
     r, l = params.lv_radius_mm, params.lv_length_mm
-    rot = np.asarray(params.rotation).reshape(3, 3)
-    sup = rot.T @ np.array([0.0, 0.0, 1.0])  # world superior in the heart frame
-    post = rot.T @ np.array([0.0, 1.0, 0.0])  # world posterior in the heart frame
-    left = rot.T @ np.array([1.0, 0.0, 0.0])
+    sup, post, left = _world_axes_in_heart_frame(params)
     root = np.array([0.25 * r, 0.45 * r, 2.0])  # aortic root: LV outflow, towards the RV side
     asc_top = root + 0.35 * l * sup + 0.1 * l * (-post)
     arch = [asc_top + 0.3 * l * (np.sin(t) * post + (1 - np.cos(t)) * 0.15 * left) + 0.12 * l * np.sin(t) * sup
@@ -149,8 +157,54 @@ def _vessel_paths(params: HeartShapeParams) -> tuple[np.ndarray, np.ndarray, lis
     return aorta, pa, branches
 
 
-def heart_labels_at(points_lps: np.ndarray, params: HeartShapeParams) -> np.ndarray:
-    """Labels (uint8, ARCHITECTURE.md table) of the heart model at (N, 3) LPS points."""
+def _world_axes_in_heart_frame(params: HeartShapeParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """World superior, posterior and left (LPS +z, +y, +x) as unit vectors of the heart frame."""
+    rot = np.asarray(params.rotation).reshape(3, 3)
+    return rot.T @ np.array([0.0, 0.0, 1.0]), rot.T @ np.array([0.0, 1.0, 0.0]), rot.T @ np.array([1.0, 0.0, 0.0])
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def _thoracic_vessel_paths(params: HeartShapeParams) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Aorta and pulmonary arteries with adult thoracic proportions, deterministic in ``params``.
+
+    Ascending aorta 50-70 mm from the root, rising with a slight anterior and rightward lean; an arch
+    that runs 45-65 mm backwards and 10-25 mm to the left over the pulmonary bifurcation, 15-25 mm
+    high; descending aorta straight down beside the spine for 220 mm (through any field of view).
+    Pulmonary trunk 35-50 mm upwards, backwards and to the left from the RV outflow; the right
+    pulmonary artery runs 55 mm to the right behind the ascending aorta, the left one 40 mm
+    backwards and to the left. Typical adult values (ascending aorta about 5-7 cm to the
+    brachiocephalic trunk, pulmonary trunk about 5 cm): Gray's Anatomy, 41st ed., ch. 56 and 57.
+    The lengths are drawn from a generator seeded by the shape parameters, so the labels stay a
+    pure function of ``params``.
+    """
+    r, l = params.lv_radius_mm, params.lv_length_mm
+    key = np.frombuffer(np.asarray([r, l, params.aorta_radius_mm, params.pa_radius_mm]).tobytes(), dtype=np.uint32)
+    rng = np.random.default_rng(key)
+    sup, post, left = _world_axes_in_heart_frame(params)
+    root = np.array([0.25 * r, 0.45 * r, 2.0])
+    asc_top = root + rng.uniform(50.0, 70.0) * _unit(sup - 0.15 * post - 0.2 * left)
+    back, side, height = rng.uniform(45.0, 65.0), rng.uniform(10.0, 25.0), rng.uniform(15.0, 25.0)
+    arch = [asc_top + 0.5 * (1 - np.cos(t)) * (back * post + side * left) + height * np.sin(t) * sup
+            for t in np.linspace(0, np.pi, 9)]
+    desc = arch[-1] - 220.0 * sup
+    aorta = np.vstack([root - 2.0 * np.array([0, 0, 1.0]), asc_top, *arch, desc])
+    pa_root = np.array([0.6 * r, 1.25 * r, 2.0])
+    pa_top = pa_root + rng.uniform(35.0, 50.0) * _unit(0.75 * sup + 0.5 * post + 0.3 * left)
+    pa = np.vstack([pa_root - 2.0 * np.array([0, 0, 1.0]), pa_top])
+    branches = [np.vstack([pa_top, pa_top + 40.0 * _unit(0.7 * left + 0.6 * post - 0.2 * sup)]),
+                np.vstack([pa_top, pa_top + 55.0 * _unit(-0.85 * left + 0.4 * post - 0.1 * sup)])]
+    return aorta, pa, branches
+
+
+def heart_labels_at(points_lps: np.ndarray, params: HeartShapeParams, *, vessels: VesselModel = "short") -> np.ndarray:
+    """Labels (uint8, ARCHITECTURE.md table) of the heart model at (N, 3) LPS points.
+
+    vessels: "short" (the sample phantoms' compact great vessels) or "thoracic" (adult lengths:
+    ascending aorta, arch and descending aorta, pulmonary trunk and branches; ``_vessel_paths``).
+    """
     rot = np.asarray(params.rotation).reshape(3, 3)
     q = (points_lps - np.asarray(params.base_centre_lps_mm)) @ rot  # heart frame
     x, y, z = q[:, 0], q[:, 1], q[:, 2]
@@ -176,9 +230,11 @@ def heart_labels_at(points_lps: np.ndarray, params: HeartShapeParams) -> np.ndar
     ra_mask = np.sum(((q - ra_c) / np.array([ra, 1.05 * ra, 0.95 * ra])) ** 2, axis=1) <= 1.0
     out[above & ra_mask] = Label.RA
     out[above & la] = Label.LA
-    aorta, pa, branches = _vessel_paths(params)
-    near = np.linalg.norm(q, axis=1) < 3.5 * l  # skip far points for speed
-    idx = np.flatnonzero(near & (z > -1.0))
+    aorta, pa, branches = _vessel_paths(params, vessels)
+    near = np.linalg.norm(q, axis=1) < (3.5 * l if vessels == "short" else 400.0)  # skip far points for speed
+    # the short vessels stay above the base plane; the thoracic descending aorta runs down beside the
+    # ventricles (which overwrite it where they overlap)
+    idx = np.flatnonzero(near & (z > -1.0)) if vessels == "short" else np.flatnonzero(near)
     if idx.size:
         qn = q[idx]
         pa_d = _polyline_distance(qn, pa)

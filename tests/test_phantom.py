@@ -82,3 +82,30 @@ def test_cli_writes_scan_and_labels(tmp_path):
     assert labels.geometry.same_space(scan.geometry)
     assert labels.labels.max() <= 8
     assert main(["phantom", "--seed", "7", str(tmp_path / "bad.txt")]) == 2
+
+
+def test_thoracic_vessels_have_adult_lengths_and_leave_the_heart_unchanged():
+    """vessels="thoracic": ascending aorta, arch and descending aorta beside the spine, pulmonary trunk
+    and branches with adult lengths (Gray's Anatomy, 41st ed., ch. 56-57: ascending aorta about 5 cm,
+    descending thoracic aorta about 20 cm, pulmonary trunk about 5 cm); the ventricles and atria are
+    those of the short model, and the labels are a pure function of the shape parameters."""
+    from cardiotwin.phantom import heart_labels_at, sample_heart_params
+
+    params = sample_heart_params(np.random.default_rng(11))
+    axis = np.arange(-120.0, 120.0, 2.5)
+    pts = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3) + params.base_centre_lps_mm
+    short = heart_labels_at(pts, params)
+    thoracic = heart_labels_at(pts, params, vessels="thoracic")
+    np.testing.assert_array_equal(thoracic, heart_labels_at(pts, params, vessels="thoracic"))
+    for lab in (Label.LV_BLOOD, Label.LV_MYO, Label.RV_BLOOD, Label.RV_MYO):  # written last: identical
+        np.testing.assert_array_equal(short == lab, thoracic == lab)
+    voxel_ml = 2.5**3 / 1000.0
+    aorta = pts[thoracic == Label.AORTA] - params.base_centre_lps_mm
+    assert (thoracic == Label.AORTA).sum() * voxel_ml > 3 * (short == Label.AORTA).sum() * voxel_ml
+    # world z (LPS: +z superior): from above the heart's base far down beside the ventricles
+    assert aorta[:, 2].max() > 60.0 and aorta[:, 2].min() < -100.0
+    # the descending part lies behind the heart (LPS +y posterior)
+    low = aorta[aorta[:, 2] < -60.0]
+    lv = pts[thoracic == Label.LV_BLOOD] - params.base_centre_lps_mm
+    assert low[:, 1].mean() > lv[:, 1].mean() + 20.0
+    assert 15.0 < (thoracic == Label.PULMONARY_ARTERY).sum() * voxel_ml < 150.0

@@ -329,3 +329,54 @@ def test_endocardial_ramp_darkens_only_lv_blood_next_to_the_wall_most_at_the_wal
     assert float(wall_row[0]) < float(wall_row[1]) < float(wall_row[3]) == 1.0
     assert float(wall_row[7]) == float(wall_row[0]) and 0.2 < float(wall_row[0]) < 0.8
     assert torch.equal(out[10:14, 10:14, 10:14], img[10:14, 10:14, 10:14])
+
+
+def test_myocardial_heterogeneity_changes_only_the_wall_and_brightens_the_outer_lv_wall_most():
+    """add_myocardial_heterogeneity: only LV / RV myocardium voxels change (classes untouched); with
+    an outer band, the LV wall's outermost layer is brighter than its inner layer, as the grey outer
+    layer of a real cine-MRI wall (Sunnybrook SCD0000201) that heart_seg_v1 1.3.0 called background."""
+    from cardiotwin.segmentation.synth import add_myocardial_heterogeneity
+
+    codes = torch.full((24, 24, 24), 23, dtype=torch.int64)  # soft tissue
+    codes[4:20, 4:20, 4:20] = int(Label.LV_MYO)
+    codes[8:16, 8:16, 8:16] = int(Label.LV_BLOOD)
+    img = torch.where(codes == int(Label.LV_BLOOD), torch.tensor(1.0), torch.tensor(0.2))
+    img = torch.where(codes == 23, torch.tensor(0.4), img)
+    for seed in range(5):
+        out = add_myocardial_heterogeneity(img, codes, torch.Generator().manual_seed(seed), myo_value=0.2,
+                                           epi_depth_vox=3)
+        changed = out != img
+        assert bool((codes[changed] == int(Label.LV_MYO)).all()) and bool(changed.any())
+        row = out[4:8, 12, 12]  # wall from the epicardium (index 0) to the endocardium (index 3)
+        assert float(row[0]) > float(row[3])
+        assert float(out[codes == int(Label.LV_MYO)].min()) > 0.0  # multiplicative: the signal stays positive
+    flat = add_myocardial_heterogeneity(img, torch.full_like(codes, 23), torch.Generator().manual_seed(0),
+                                        myo_value=0.2, epi_depth_vox=3)
+    assert torch.equal(flat, img)  # no myocardium: nothing to do
+
+
+def test_myo_hetero_draws_nothing_when_off(volume):
+    """p_myo_hetero=0 (the default) gives exactly the samples of configs written before it existed."""
+    a, ca = synth_sample(volume, torch.Generator().manual_seed(3), patch=32, mode="mr", p_endo_ramp=0.7)
+    b, cb = synth_sample(volume, torch.Generator().manual_seed(3), patch=32, mode="mr", p_endo_ramp=0.7,
+                         p_myo_hetero=0.0)
+    assert torch.equal(a, b) and torch.equal(ca, cb)
+    c, cc = synth_sample(volume, torch.Generator().manual_seed(3), patch=32, mode="mr", p_endo_ramp=0.7,
+                         p_myo_hetero=1.0)
+    assert not torch.equal(c, a)
+
+
+def test_train_config_vessels_option_and_its_own_label_volume_cache(tmp_path):
+    """vessels: "short" keeps the cache names of earlier runs; "thoracic" label volumes are cached
+    under their own names (a stale short-vessel volume must never be reused for a thoracic run)."""
+    from cardiotwin.segmentation.train import TrainConfig, _SynthStream
+
+    with pytest.raises(ValueError, match="vessels"):
+        TrainConfig(vessels="long").validate()
+    short = _SynthStream(TrainConfig(cache_dir=str(tmp_path)), 0)._cache_file(7)
+    thoracic = _SynthStream(TrainConfig(cache_dir=str(tmp_path), vessels="thoracic"), 0)._cache_file(7)
+    assert short.name == "vol_80_2.5mm_000007.npz" and thoracic != short
+    cfg = TrainConfig(cache_dir=str(tmp_path), vessels="thoracic", label_volume_size=32, spacing_mm=7.5)
+    vol = _SynthStream(cfg, 0)._volume(3)
+    assert _SynthStream(cfg, 0)._cache_file(3).is_file()
+    assert int((vol.codes == int(Label.AORTA)).sum()) > 0

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from cardiotwin.anatomy import Label
-from cardiotwin.phantom import _thorax_tissue_at, heart_labels_at, sample_heart_params
+from cardiotwin.phantom import VesselModel, _thorax_tissue_at, heart_labels_at, sample_heart_params
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,13 @@ class SynthLabels:
     seed: int
 
 
-def make_label_volume(seed: int, *, size: int = 80, spacing_mm: float = 2.5) -> SynthLabels:
-    """Random heart + thorax tissue codes on a ``size``^3 cube, deterministic in ``seed``."""
+def make_label_volume(seed: int, *, size: int = 80, spacing_mm: float = 2.5,
+                      vessels: VesselModel = "short") -> SynthLabels:
+    """Random heart + thorax tissue codes on a ``size``^3 cube, deterministic in ``seed``.
+
+    vessels: the shape model's great vessels ("short" as the sample phantoms, or "thoracic" with
+    adult lengths; ``cardiotwin.phantom.heart_labels_at``).
+    """
     rng = np.random.default_rng(seed)
     params = sample_heart_params(rng, pose_jitter_deg=30.0)
     rot = np.asarray(params.rotation).reshape(3, 3)
@@ -92,7 +97,7 @@ def make_label_volume(seed: int, *, size: int = 80, spacing_mm: float = 2.5) -> 
         for _ in range(3)
     ], axis=-1).reshape(-1, 3)
     pts = pts + disp
-    heart = heart_labels_at(pts, params)
+    heart = heart_labels_at(pts, params, vessels=vessels)
     tissue = _thorax_tissue_at(pts, params, seed + 1)
     codes = np.where(heart > 0, heart, tissue).astype(np.uint8)
     # Papillary muscles: elongated blobs near the LV free wall, inside the blood pool.
@@ -360,6 +365,45 @@ def add_endocardial_ramp(img: torch.Tensor, code_p: torch.Tensor, gen: torch.Gen
     return out
 
 
+def add_myocardial_heterogeneity(img: torch.Tensor, code_p: torch.Tensor, gen: torch.Generator, *,
+                                 myo_value: float, epi_depth_vox: int) -> torch.Tensor:
+    """Make the ventricular myocardium's signal uneven (class unchanged): a smooth random
+    multiplicative field over the LV and RV myocardium, and the outer ``epi_depth_vox`` voxels of the
+    LV wall brightened towards 1.3-2.2x ``myo_value`` (most at the epicardium, linearly less inwards).
+
+    The phantom paints the myocardium with one signal. Real cine MRI does not (coil sensitivity,
+    through-slice partial volume with epicardial fat and blood at 8-10 mm slices): on Sunnybrook ED
+    (SCD0000201) the expert's wall is a dark inner layer and a grey outer layer, and the network
+    trained on flat walls (heart_seg_v1 1.3.0) called the grey layer background. Replacing each real
+    expert myocardium by its median signal (a counterfactual, not a method) raised LV myocardium Dice
+    0.588 -> 0.648 (SCD0000201 0.462 -> 0.575).
+    img: (p, p, p) mean intensities before blur; code_p: (p, p, p) tissue codes. Returns a new tensor.
+    """
+    wall = (code_p == int(Label.LV_MYO)) | (code_p == int(Label.RV_MYO)) | (code_p == int(Label.SCAR))
+    if not wall.any():
+        return img
+    p = code_p.shape[0]
+    m = max(3, p // int(torch.randint(3, 9, (1,), generator=gen)))  # grain of 3-8 voxels
+    field = F.interpolate(torch.randn((1, 1, m, m, m), generator=gen), size=(p,) * 3, mode="trilinear",
+                          align_corners=True)[0, 0]
+    out = torch.where(wall, img * torch.exp(_u(gen, 0.1, 0.4) * field), img)
+    lv_wall = (code_p == int(Label.LV_MYO)) | (code_p == int(Label.SCAR))
+    if epi_depth_vox < 1 or not lv_wall.any():
+        return out
+    target = myo_value * _u(gen, 1.3, 2.2)
+    strength = _u(gen, 0.4, 1.0)
+    # the LV's outside: anything that is neither LV wall nor LV cavity (papillary muscles count as cavity)
+    outside = ~(lv_wall | (code_p == int(Label.LV_BLOOD)) | (code_p == PAPILLARY))
+    grown = outside
+    for i in range(1, epi_depth_vox + 1):
+        nxt = F.max_pool3d(grown[None, None].float(), kernel_size=3, stride=1, padding=1)[0, 0] > 0
+        ring = nxt & ~grown & lv_wall
+        a = strength * (1.0 - (i - 1) / epi_depth_vox)
+        out[ring] = (1.0 - a) * out[ring] + a * target
+        grown = nxt
+    return out
+
+
 def texture_negative(gen: torch.Generator, *, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A hard negative: smooth random texture without anatomy, every voxel background.
 
@@ -386,7 +430,8 @@ def synth_sample(labels: SynthLabels, gen: torch.Generator, *, patch: int = 64, 
                  p_negative: float = 0.0, p_pericardium: float = 0.0,
                  dim_range: tuple[float, float] = (1.0, 1.0),
                  log_gamma_range: tuple[float, float] = (-0.35, 0.35), p_dark_fat: float = 0.0,
-                 pericardium_depth_vox: int = 4, p_endo_ramp: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+                 pericardium_depth_vox: int = 4, p_endo_ramp: float = 0.0,
+                 p_myo_hetero: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """One synthetic training pair from a label volume.
 
     mode: "ct", "mr" or "random" appearance, or None to draw one with ``mode_weights`` (ct, mr,
@@ -402,6 +447,8 @@ def synth_sample(labels: SynthLabels, gen: torch.Generator, *, patch: int = 64, 
     p_dark_fat: probability (MR appearance) of fat with a myocardium-like signal (``_intensity_table``).
     p_endo_ramp: probability of LV blood signal falling towards the wall over 1-3 voxels
     (``add_endocardial_ramp``; no random draw when 0).
+    p_myo_hetero: probability (MR and random appearance) of an uneven myocardial signal with a
+    brighter outer LV wall (``add_myocardial_heterogeneity``; no random draw when 0).
     dim_range: MR-normalised images are multiplied by a factor drawn from this range. Inference
     normalises over the whole scan, whose 99.5th percentile is often fat near a surface coil far
     brighter than blood (Sunnybrook: blood pool median 0.27-0.37 after normalisation), while a
@@ -456,6 +503,10 @@ def synth_sample(labels: SynthLabels, gen: torch.Generator, *, patch: int = 64, 
     if p_endo_ramp > 0.0 and _u(gen, 0, 1) < p_endo_ramp:
         depth = int(torch.randint(1, 4, (1,), generator=gen))
         img = add_endocardial_ramp(img, code_p, gen, depth_vox=depth, myo_value=float(table[int(Label.LV_MYO)]))
+    if p_myo_hetero > 0.0 and mode != "ct" and _u(gen, 0, 1) < p_myo_hetero:
+        depth = int(torch.randint(0, 4, (1,), generator=gen))
+        img = add_myocardial_heterogeneity(img, code_p, gen, myo_value=float(table[int(Label.LV_MYO)]),
+                                           epi_depth_vox=depth)
     img = _gaussian_blur(img, (_u(gen, 0.3, 1.2),) * 3)
     if mode != "ct" or _u(gen, 0, 1) < 0.3:  # multiplicative bias field (smooth, coarse)
         coarse = torch.randn((1, 1, 4, 4, 4), generator=gen) * _u(gen, 0.0, 0.35)

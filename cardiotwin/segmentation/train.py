@@ -69,6 +69,9 @@ class TrainConfig:
     pericardium_depth_vox: int = 4  # ... 1 to this many voxels deep
     p_dark_fat: float = 0.0  # MR appearance: fat (pericardial shell, body wall) as dark as myocardium
     p_endo_ramp: float = 0.0  # LV blood signal falling towards the wall (trabeculae, slow flow), still blood
+    p_myo_hetero: float = 0.0  # MR / random appearance: uneven myocardial signal, brighter outer LV wall
+    # shape model's great vessels: "short" (as the sample phantoms) or "thoracic" (adult lengths)
+    vessels: str = "short"
     dim_range: tuple[float, float] = (1.0, 1.0)  # MR images scaled by a factor from this range after normalisation
     log_gamma_range: tuple[float, float] = (-0.35, 0.35)  # half of the patches: intensity ** exp(u), u in this range
     # fine-tuning: start from these weights (a run's .pt checkpoint or a bundle's model.safetensors)
@@ -83,9 +86,11 @@ class TrainConfig:
         if len(self.mode_weights) != 3 or min(self.mode_weights) < 0 or sum(self.mode_weights) <= 0:
             raise ValueError(f"mode_weights must be three non-negative weights (ct, mr, random), got {self.mode_weights}")
         for name in ("p_distractors", "p_off_centre", "p_reflect", "p_trabeculae", "p_negative", "p_pericardium",
-                     "p_dark_fat", "p_endo_ramp"):
+                     "p_dark_fat", "p_endo_ramp", "p_myo_hetero"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.vessels not in ("short", "thoracic"):
+            raise ValueError(f"vessels must be 'short' or 'thoracic', got {self.vessels!r}")
         if self.pericardium_depth_vox < 1:
             raise ValueError(f"pericardium_depth_vox must be >= 1, got {self.pericardium_depth_vox}")
         if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
@@ -103,7 +108,8 @@ class TrainConfig:
                 "p_trabeculae": float(self.p_trabeculae), "p_negative": float(self.p_negative),
                 "p_pericardium": float(self.p_pericardium), "dim_range": tuple(float(d) for d in self.dim_range),
                 "log_gamma_range": tuple(float(g) for g in self.log_gamma_range), "p_dark_fat": float(self.p_dark_fat),
-                "pericardium_depth_vox": int(self.pericardium_depth_vox), "p_endo_ramp": float(self.p_endo_ramp)}
+                "pericardium_depth_vox": int(self.pericardium_depth_vox), "p_endo_ramp": float(self.p_endo_ramp),
+                "p_myo_hetero": float(self.p_myo_hetero)}
 
 
 def load_init_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -128,8 +134,12 @@ class _SynthStream(torch.utils.data.IterableDataset):
         self.cfg = cfg
         self.start_step = start_step
 
+    def _cache_file(self, seed: int) -> Path:
+        variant = "" if self.cfg.vessels == "short" else f"_{self.cfg.vessels}"
+        return Path(self.cfg.cache_dir) / f"vol_{self.cfg.label_volume_size}_{self.cfg.spacing_mm:g}mm{variant}_{seed:06d}.npz"
+
     def _volume(self, seed: int) -> SynthLabels:
-        cache = Path(self.cfg.cache_dir) / f"vol_{self.cfg.label_volume_size}_{self.cfg.spacing_mm:g}mm_{seed:06d}.npz"
+        cache = self._cache_file(seed)
         if cache.is_file():
             try:
                 d = np.load(cache)
@@ -137,7 +147,8 @@ class _SynthStream(torch.utils.data.IterableDataset):
                                    spacing_mm=float(d["spacing_mm"]), seed=seed)
             except (OSError, ValueError, KeyError):
                 log.warning("ignoring damaged cache file %s", cache)
-        vol = make_label_volume(seed, size=self.cfg.label_volume_size, spacing_mm=self.cfg.spacing_mm)
+        vol = make_label_volume(seed, size=self.cfg.label_volume_size, spacing_mm=self.cfg.spacing_mm,
+                                vessels=self.cfg.vessels)  # type: ignore[arg-type]
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp.npz")
         np.savez_compressed(tmp, codes=vol.codes, long_axis=np.asarray(vol.long_axis), spacing_mm=vol.spacing_mm)
@@ -153,7 +164,7 @@ class _SynthStream(torch.utils.data.IterableDataset):
         nxt = 4
         # volumes already cached are loaded at once; new ones are drawn one every six batches so
         # the worker keeps ahead of the optimiser on a slow machine
-        while nxt < len(seeds) and (Path(cfg.cache_dir) / f"vol_{cfg.label_volume_size}_{cfg.spacing_mm:g}mm_{seeds[nxt]:06d}.npz").is_file():
+        while nxt < len(seeds) and self._cache_file(seeds[nxt]).is_file():
             pool.append(self._volume(seeds[nxt]))
             nxt += 1
         k = 0
