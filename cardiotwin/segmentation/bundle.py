@@ -215,7 +215,11 @@ def export_bundle(run_dir: Path, bundle_dir: Path, *, config_path: Path | None =
                         + ("; MR fat as dark as the myocardium" if float(cfg.get("p_dark_fat", 0.0) or 0.0) > 0 else "")
                         + ("; LV blood signal falling towards the wall (trabeculae, slow flow), labelled blood pool"
                            if float(cfg.get("p_endo_ramp", 0.0) or 0.0) > 0 else "")
-                        if cfg.get("init_weights") else ""),
+                        + ("; uneven myocardial signal with a brighter outer LV wall"
+                           if float(cfg.get("p_myo_hetero", 0.0) or 0.0) > 0 else "")
+                        if cfg.get("init_weights") else "")
+                    + ("; great vessels with adult thoracic lengths (ascending aorta, arch, descending aorta, "
+                       "pulmonary trunk and branches)" if cfg.get("vessels") == "thoracic" else ""),
             "label_volume_seeds": [int(cfg["seed"]) * 100000, int(cfg["seed"]) * 100000 + int(cfg["n_label_volumes"]) - 1],
             "validation_phantom_seeds": "700000+ (CT and MR)",
             "held_out_seeds": "900000-999999 (never used in training)",
