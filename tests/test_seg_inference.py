@@ -88,6 +88,28 @@ def test_postprocess_keeps_largest_component_and_fills_holes():
     assert notes["removed_voxels_not_largest_component"] == {1: 27, 2: 8}  # the island is its own piece
 
 
+def test_postprocess_keeps_both_aorta_pieces_when_the_arch_is_outside_the_field_of_view():
+    """Ascending and descending aorta are two pieces in a cardiac field of view: every aorta piece of at
+    least aorta_min_fraction of the largest stays, smaller ones go; other labels keep one piece."""
+    g = _geom()
+    lab = np.zeros(g.shape, dtype=np.uint8)
+    lab[10:40, 10:40, 10:40] = 2
+    lab[15:35, 15:35, 15:35] = 1
+    lab[45:55, 5:15, 5:55] = 7  # ascending aorta, 5,000 voxels
+    lab[45:55, 45:53, 10:35] = 7  # descending aorta, 2,000 voxels (0.4 of the largest)
+    lab[2:6, 50:55, 50:55] = 7  # stray, 100 voxels (0.02)
+    lab[2:6, 2:6, 50:56] = 2  # stray myocardium
+    lab[20:30, 45:55, 45:55] = 8  # pulmonary artery, 1,000 voxels
+    lab[20:30, 45:50, 30:35] = 8  # a second piece (0.25 of it): not kept
+    out, notes = postprocess(lab, g, SegConfig(rv_myocardium="never", lv_component="largest"))
+    assert (out[45:55, 45:53, 10:35] == 7).all() and (out[45:55, 5:15, 5:55] == 7).all()
+    assert notes["removed_voxels_not_largest_component"] == {2: 96, 7: 100, 8: 250}
+    out, notes = postprocess(lab, g, SegConfig(rv_myocardium="never", lv_component="largest", aorta_min_fraction=1.0))
+    assert notes["removed_voxels_not_largest_component"] == {2: 96, 7: 2100, 8: 250}
+    with pytest.raises(ValueError, match="aorta_min_fraction"):
+        SegConfig(aorta_min_fraction=0.0).validate()
+
+
 def test_postprocess_keeps_the_lv_blood_pool_enclosed_by_myocardium_not_the_largest_blob():
     # A thoracic MR shows bright non-cardiac structures (liver, stomach) that a network can label LV
     # blood pool; the cavity is the blood component walled by LV myocardium (Sunnybrook diagnosis, issue 3).

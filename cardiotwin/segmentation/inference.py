@@ -13,7 +13,8 @@ Steps (``segment``):
    large scans stay within memory) and the argmax is taken there: the output has the input's
    shape, spacing, origin and direction exactly, with sub-voxel boundaries.
 4. Post-processing: one connected component per label (for the LV blood pool the one enclosed
-   by LV myocardium, for the LV myocardium the one around it, else the largest), holes inside the heart and the LV
+   by LV myocardium, for the LV myocardium the one around it, else the largest; for the aorta every
+   piece of at least ``aorta_min_fraction`` of the largest), holes inside the heart and the LV
    blood pool filled, RV myocardium built as a shell around the RV blood pool when the model
    finds (almost) none, and a "no heart found" StageError when no plausible LV is present.
 """
@@ -61,6 +62,12 @@ class SegConfig:
     # contact with LV myocardium and the myocardium around it (a bright non-cardiac structure larger
     # than the LV, e.g. liver or stomach in a thoracic MR, can be mislabelled as LV blood pool)
     lv_component: Literal["largest", "myocardium_contact"] = "largest"
+    # aorta: keep every connected piece of at least this fraction of the largest one (1.0: the
+    # largest only). A cardiac field of view often cuts the aortic arch off, and the ascending and
+    # descending aorta are then two pieces (real CT crop, heart_seg_v1 1.4.0: the descending aorta,
+    # 10,060 voxels, was dropped as "not the largest component"). The pulmonary artery keeps its
+    # largest piece: on the CT sample its second piece was a misnamed part of the aortic arch.
+    aorta_min_fraction: float = 0.25
     fill_holes: bool = True
     rv_myocardium: Literal["auto", "always", "never"] = "auto"
     rv_wall_mm: float = quantity(3.5, "mm")
@@ -76,6 +83,8 @@ class SegConfig:
             raise ValueError(f"lv_component must be 'largest' or 'myocardium_contact', got {self.lv_component!r}")
         if self.rv_wall_mm <= 0:
             raise ValueError("rv_wall_mm must be positive")
+        if not 0.0 < self.aorta_min_fraction <= 1.0:
+            raise ValueError(f"aorta_min_fraction must be in (0, 1], got {self.aorta_min_fraction}")
         if self.centred_windows_mm < 0:
             raise ValueError(f"centred_windows_mm must be >= 0, got {self.centred_windows_mm}")
 
@@ -314,8 +323,11 @@ def postprocess(labels: np.ndarray, geometry: ImageGeometry, cfg: SegConfig,
             cc, n = ndimage.label(mask)
             if n > 1:
                 sizes = np.bincount(cc.ravel())[1:]
-                keep = int(np.argmax(sizes)) + 1
-                drop = mask & (cc != keep)
+                if k == Label.AORTA:
+                    kept = np.flatnonzero(sizes >= cfg.aorta_min_fraction * sizes.max()) + 1
+                else:
+                    kept = np.array([int(np.argmax(sizes)) + 1])
+                drop = mask & ~np.isin(cc, kept)
                 removed[int(k)] = int(drop.sum())
                 lab[drop] = 0
         notes["removed_voxels_not_largest_component"] = removed

@@ -67,7 +67,9 @@ def quality_report(label_map: LabelMap, *, lv_range_ml: tuple[float, float] = LV
             _, n = ndimage.label(lab == k)
             components[LABEL_NAMES[k]] = int(n)
             if n > 1:
-                warnings.append(f"{LABEL_NAMES[k]} is in {n} disconnected pieces")
+                hint = (" (ascending and descending aorta are separate when the arch is outside the field of view)"
+                        if k == Label.AORTA and n == 2 else "")
+                warnings.append(f"{LABEL_NAMES[k]} is in {n} disconnected pieces{hint}")
     lv_ml = volumes["lv_blood"]
     if counts[1:].sum() == 0:
         errors.append("no heart found: the label map is empty")
