@@ -354,14 +354,20 @@ def add_endocardial_ramp(img: torch.Tensor, code_p: torch.Tensor, gen: torch.Gen
     if depth_vox < 1 or not myo.any() or not blood.any():
         return img
     strength = _u(gen, 0.4, 0.9)
-    out = img.clone()
-    inner = myo
+    return _blend_rings(img.clone(), start=myo, within=blood, depth_vox=depth_vox, strength=strength, value=myo_value)
+
+
+def _blend_rings(out: torch.Tensor, *, start: torch.Tensor, within: torch.Tensor, depth_vox: int, strength: float,
+                 value: float) -> torch.Tensor:
+    """Blend ``out`` (in place) towards ``value`` in the ``depth_vox`` one-voxel rings grown from
+    ``start`` into ``within``: weight ``strength`` in the first ring, linearly less in the next ones."""
+    grown = start
     for i in range(1, depth_vox + 1):
-        grown = F.max_pool3d(inner[None, None].float(), kernel_size=3, stride=1, padding=1)[0, 0] > 0
-        ring = grown & ~inner & blood
+        nxt = F.max_pool3d(grown[None, None].float(), kernel_size=3, stride=1, padding=1)[0, 0] > 0
+        ring = nxt & ~grown & within
         a = strength * (1.0 - (i - 1) / depth_vox)
-        out[ring] = (1.0 - a) * out[ring] + a * myo_value
-        inner = grown
+        out[ring] = (1.0 - a) * out[ring] + a * value
+        grown = nxt
     return out
 
 
@@ -394,14 +400,7 @@ def add_myocardial_heterogeneity(img: torch.Tensor, code_p: torch.Tensor, gen: t
     strength = _u(gen, 0.4, 1.0)
     # the LV's outside: anything that is neither LV wall nor LV cavity (papillary muscles count as cavity)
     outside = ~(lv_wall | (code_p == int(Label.LV_BLOOD)) | (code_p == PAPILLARY))
-    grown = outside
-    for i in range(1, epi_depth_vox + 1):
-        nxt = F.max_pool3d(grown[None, None].float(), kernel_size=3, stride=1, padding=1)[0, 0] > 0
-        ring = nxt & ~grown & lv_wall
-        a = strength * (1.0 - (i - 1) / epi_depth_vox)
-        out[ring] = (1.0 - a) * out[ring] + a * target
-        grown = nxt
-    return out
+    return _blend_rings(out, start=outside, within=lv_wall, depth_vox=epi_depth_vox, strength=strength, value=target)
 
 
 def texture_negative(gen: torch.Generator, *, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
