@@ -175,8 +175,8 @@ def _thoracic_vessel_paths(params: HeartShapeParams) -> tuple[np.ndarray, np.nda
     high; descending aorta straight down beside the spine for 220 mm (through any field of view).
     Pulmonary trunk 35-50 mm upwards, backwards and to the left from the RV outflow; the right
     pulmonary artery runs 55 mm to the right behind the ascending aorta, the left one 40 mm
-    backwards and to the left. Typical adult values (ascending aorta about 5-7 cm to the
-    brachiocephalic trunk, pulmonary trunk about 5 cm): Gray's Anatomy, 41st ed., ch. 56 and 57.
+    backwards and to the left. Typical adult values from standard anatomy texts: ascending aorta
+    about 5 cm, descending thoracic aorta about 20 cm, pulmonary trunk about 5 cm.
     The lengths are drawn from a generator seeded by the shape parameters, so the labels stay a
     pure function of ``params``.
     """

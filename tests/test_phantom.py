@@ -86,8 +86,8 @@ def test_cli_writes_scan_and_labels(tmp_path):
 
 def test_thoracic_vessels_have_adult_lengths_and_leave_the_heart_unchanged():
     """vessels="thoracic": ascending aorta, arch and descending aorta beside the spine, pulmonary trunk
-    and branches with adult lengths (Gray's Anatomy, 41st ed., ch. 56-57: ascending aorta about 5 cm,
-    descending thoracic aorta about 20 cm, pulmonary trunk about 5 cm); the ventricles and atria are
+    and branches with adult lengths (standard anatomy texts: ascending aorta about 5 cm, descending
+    thoracic aorta about 20 cm, pulmonary trunk about 5 cm); the ventricles and atria are
     those of the short model, and the labels are a pure function of the shape parameters."""
     from cardiotwin.phantom import heart_labels_at, sample_heart_params
 
