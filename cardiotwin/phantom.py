@@ -231,10 +231,10 @@ def heart_labels_at(points_lps: np.ndarray, params: HeartShapeParams, *, vessels
     out[above & ra_mask] = Label.RA
     out[above & la] = Label.LA
     aorta, pa, branches = _vessel_paths(params, vessels)
-    near = np.linalg.norm(q, axis=1) < (3.5 * l if vessels == "short" else 400.0)  # skip far points for speed
-    # the short vessels stay above the base plane; the thoracic descending aorta runs down beside the
-    # ventricles (which overwrite it where they overlap)
-    idx = np.flatnonzero(near & (z > -1.0)) if vessels == "short" else np.flatnonzero(near)
+    if vessels == "short":  # the short vessels stay above the base plane and near the heart (speed)
+        idx = np.flatnonzero((np.linalg.norm(q, axis=1) < 3.5 * l) & (z > -1.0))
+    else:  # the descending aorta runs down beside the ventricles (which overwrite it where they overlap)
+        idx = np.arange(q.shape[0])
     if idx.size:
         qn = q[idx]
         pa_d = _polyline_distance(qn, pa)

@@ -232,6 +232,19 @@ def refine_around_heart(model: torch.nn.Module, image: torch.Tensor, probs: torc
     return acc / norm
 
 
+def predict_working_grid(network: torch.nn.Module, image: torch.Tensor, *, roi: int, spacing_mm: float,
+                         cfg: SegConfig, fov: np.ndarray | None = None) -> torch.Tensor:
+    """Class probabilities (C, X, Y, Z) on the working grid: the sliding window of ``cfg`` and, when
+    ``cfg.centred_windows_mm`` > 0, the windows centred on the heart found (module docstring, step 2).
+    Shared by inference and by train-seg's validation, so checkpoints are chosen by the shipped windows."""
+    probs = predict_probabilities(network, image, roi=roi, overlap=cfg.overlap, sw_batch_size=cfg.sw_batch_size,
+                                  fov=fov)
+    if cfg.centred_windows_mm > 0:
+        probs = refine_around_heart(network, image, probs, roi=roi,
+                                    step_vox=int(round(cfg.centred_windows_mm / spacing_mm)))
+    return probs
+
+
 def probabilities_to_geometry(probs: torch.Tensor, work: ImageGeometry, target: ImageGeometry,
                               *, chunk_voxels: int = 2_000_000) -> np.ndarray:
     """Argmax labels (uint8, target.shape) of ``probs`` (C, work.shape) resampled trilinearly onto ``target``."""
@@ -371,11 +384,8 @@ def check_heart_found(labels: np.ndarray, geometry: ImageGeometry, cfg: SegConfi
 def predict_raw_labels(scan: Scan, model: "SegModel", *, cfg: SegConfig) -> np.ndarray:
     """Network argmax labels (uint8, scan.shape) on the scan's own grid, before post-processing."""
     work = to_working_grid(scan, spacing_mm=model.spacing_mm)
-    probs = predict_probabilities(model.network, work.image, roi=model.roi, overlap=cfg.overlap,
-                                  sw_batch_size=cfg.sw_batch_size, fov=work.fov)
-    if cfg.centred_windows_mm > 0:
-        step = int(round(cfg.centred_windows_mm / model.spacing_mm))
-        probs = refine_around_heart(model.network, work.image, probs, roi=model.roi, step_vox=step)
+    probs = predict_working_grid(model.network, work.image, roi=model.roi, spacing_mm=model.spacing_mm, cfg=cfg,
+                                 fov=work.fov)
     probs[:, ~torch.from_numpy(work.fov)] = 0.0
     probs[0, ~torch.from_numpy(work.fov)] = 1.0  # nothing is labelled where nothing was acquired
     return probabilities_to_geometry(probs, work.geometry, scan.geometry)

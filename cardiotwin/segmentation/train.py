@@ -24,6 +24,7 @@ import torch
 from cardiotwin.config import config_to_dict, quantity
 from cardiotwin.errors import ConfigError
 from cardiotwin.io.atomic import write_json_atomic
+from cardiotwin.phantom import VesselModel
 from cardiotwin.segmentation.network import NetworkSpec, build_network, count_parameters
 from cardiotwin.segmentation.synth import SynthLabels, make_label_volume, synth_batch
 
@@ -71,7 +72,7 @@ class TrainConfig:
     p_endo_ramp: float = 0.0  # LV blood signal falling towards the wall (trabeculae, slow flow), still blood
     p_myo_hetero: float = 0.0  # MR / random appearance: uneven myocardial signal, brighter outer LV wall
     # shape model's great vessels: "short" (as the sample phantoms) or "thoracic" (adult lengths)
-    vessels: str = "short"
+    vessels: VesselModel = "short"
     dim_range: tuple[float, float] = (1.0, 1.0)  # MR images scaled by a factor from this range after normalisation
     log_gamma_range: tuple[float, float] = (-0.35, 0.35)  # half of the patches: intensity ** exp(u), u in this range
     # fine-tuning: start from these weights (a run's .pt checkpoint or a bundle's model.safetensors)
@@ -148,7 +149,7 @@ class _SynthStream(torch.utils.data.IterableDataset):
             except (OSError, ValueError, KeyError):
                 log.warning("ignoring damaged cache file %s", cache)
         vol = make_label_volume(seed, size=self.cfg.label_volume_size, spacing_mm=self.cfg.spacing_mm,
-                                vessels=self.cfg.vessels)  # type: ignore[arg-type]
+                                vessels=self.cfg.vessels)
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp.npz")
         np.savez_compressed(tmp, codes=vol.codes, long_axis=np.asarray(vol.long_axis), spacing_mm=vol.spacing_mm)
@@ -205,16 +206,12 @@ def evaluate(model: torch.nn.Module, cases: list[dict[str, Any]], *, roi: int, s
     """Dice per label on the validation phantoms, with the sliding-window settings a bundle is
     exported with (``SegConfig`` defaults: overlap and the windows centred on the heart), so best.pt
     is chosen by the inference that ships."""
-    from cardiotwin.segmentation.inference import SegConfig, predict_probabilities, refine_around_heart
+    from cardiotwin.segmentation.inference import SegConfig, predict_working_grid
 
-    windows = SegConfig()
     model.eval()
     per_case = {}
     for c in cases:
-        probs = predict_probabilities(model, c["image"], roi=roi, overlap=windows.overlap)
-        if windows.centred_windows_mm > 0:
-            probs = refine_around_heart(model, c["image"], probs, roi=roi,
-                                        step_vox=int(round(windows.centred_windows_mm / spacing_mm)))
+        probs = predict_working_grid(model, c["image"], roi=roi, spacing_mm=spacing_mm, cfg=SegConfig())
         pred = probs.argmax(0).numpy()
         per_case[c["name"]] = dice_per_label(pred, c["ref"], range(1, 9))
     mean = {k: float(np.nanmean([d[k] for d in per_case.values()])) for k in range(1, 9)}
