@@ -35,6 +35,9 @@ from cardiotwin.anatomy import Label
 from cardiotwin.types import ImageGeometry, LabelMap, Scan
 
 PhantomModality = Literal["CT", "MR"]
+# LV size and wall: "typical" (adult, normal to moderately enlarged) or "dilated" (heart failure,
+# dilated cardiomyopathy: a large, rounder cavity with a normal to thin wall)
+LvShape = Literal["typical", "dilated"]
 
 # Non-cardiac tissue codes (internal, for appearance only): above the label table's range.
 _AIR, _LUNG, _FAT, _SOFT, _BONE = 20, 21, 22, 23, 24
@@ -75,11 +78,26 @@ def _rotation(axis: np.ndarray, angle_rad: float) -> np.ndarray:
     return np.eye(3) + np.sin(angle_rad) * k + (1 - np.cos(angle_rad)) * (k @ k)
 
 
-def sample_heart_params(rng: np.random.Generator, *, scar: bool = False, pose_jitter_deg: float = 15.0) -> HeartShapeParams:
-    """Draw a random but plausible heart (adult, normal to dilated)."""
-    lv_r = rng.uniform(21.0, 31.0)
-    lv_l = rng.uniform(2.3, 2.9) * lv_r
-    wall = rng.uniform(7.0, 13.0)
+def sample_heart_params(rng: np.random.Generator, *, scar: bool = False, pose_jitter_deg: float = 15.0,
+                        lv: LvShape = "typical") -> HeartShapeParams:
+    """Draw a random but plausible adult heart.
+
+    lv="typical": LV end-diastolic endocardial radius 21-31 mm, wall 7-13 mm. lv="dilated": radius
+    29-38 mm (end-diastolic diameter 58-76 mm; dilated cardiomyopathy is usually diagnosed above
+    about 58 mm in men, 52 mm in women: Pinto et al., Eur Heart J 2016;37:1850, ESC position
+    statement), wall 5-9 mm and a rounder cavity (length 1.8-2.4 radii instead of 2.3-2.9).
+    Both draw the same number of random numbers, so every other parameter of a seed is the same.
+    """
+    if lv == "typical":
+        lv_r = rng.uniform(21.0, 31.0)
+        lv_l = rng.uniform(2.3, 2.9) * lv_r
+        wall = rng.uniform(7.0, 13.0)
+    elif lv == "dilated":
+        lv_r = rng.uniform(29.0, 38.0)
+        lv_l = rng.uniform(1.8, 2.4) * lv_r
+        wall = rng.uniform(5.0, 9.0)
+    else:
+        raise ValueError(f"lv must be 'typical' or 'dilated', got {lv!r}")
     # Nominal orientation: apex points left (+x), anterior (-y), inferior (-z) in LPS.
     apex_dir = np.array([0.62, -0.55, -0.56])
     z_h = -apex_dir / np.linalg.norm(apex_dir)
@@ -330,16 +348,18 @@ def make_phantom(
     scar: bool = False,
     spacing_mm: tuple[float, float, float] | None = None,
     fov_mm: float = 180.0,
+    lv: LvShape = "typical",
 ) -> Phantom:
     """A synthetic thorax scan and its ground-truth labels, deterministic in ``seed``.
 
     CT: isotropic grid (default 1.5 mm) in the patient axes; MR: a short-axis stack (default
-    1.5 x 1.5 x 8 mm) oriented along the heart's long axis with a small tilt.
+    1.5 x 1.5 x 8 mm) oriented along the heart's long axis with a small tilt. lv: the LV's shape
+    range (``sample_heart_params``).
     """
     if modality not in ("CT", "MR"):
         raise ValueError(f"modality must be 'CT' or 'MR', got {modality!r}")
     rng = np.random.default_rng(seed)
-    params = sample_heart_params(rng, scar=scar)
+    params = sample_heart_params(rng, scar=scar, lv=lv)
     rot = np.asarray(params.rotation).reshape(3, 3)
     centre = np.asarray(params.base_centre_lps_mm) - 0.45 * params.lv_length_mm * rot[:, 2]
     centre = centre + rng.normal(0.0, 8.0, 3)  # field-of-view jitter

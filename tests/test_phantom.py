@@ -82,6 +82,12 @@ def test_cli_writes_scan_and_labels(tmp_path):
     assert labels.geometry.same_space(scan.geometry)
     assert labels.labels.max() <= 8
     assert main(["phantom", "--seed", "7", str(tmp_path / "bad.txt")]) == 2
+    # --lv dilated: same seed and pose, a larger LV cavity in a 240 mm field of view
+    assert main(["phantom", "--modality", "mr", "--seed", "7", "--lv", "dilated", str(tmp_path / "d.nii.gz")]) == 0
+    dil = read_labels(tmp_path / "d_labels.nii.gz")
+    ml = lambda lab: float((lab.labels == Label.LV_BLOOD).sum() * np.prod(lab.geometry.spacing_mm) / 1000.0)  # noqa: E731
+    assert ml(dil) > 1.3 * ml(labels)
+    assert dil.geometry.shape[0] * dil.geometry.spacing_mm[0] == pytest.approx(240.0, abs=2.0)
 
 
 def test_thoracic_vessels_have_adult_lengths_and_leave_the_heart_unchanged():
@@ -109,3 +115,33 @@ def test_thoracic_vessels_have_adult_lengths_and_leave_the_heart_unchanged():
     lv = pts[thoracic == Label.LV_BLOOD] - params.base_centre_lps_mm
     assert low[:, 1].mean() > lv[:, 1].mean() + 20.0
     assert 15.0 < (thoracic == Label.PULMONARY_ARTERY).sum() * voxel_ml < 150.0
+
+
+def test_dilated_lv_shape_range():
+    """lv="dilated": the heart-failure range of the shape model (end-diastolic LV diameter 58-76 mm,
+    wall 5-9 mm, rounder cavity; dilated cardiomyopathy is diagnosed above about 58 mm in men:
+    Pinto et al., Eur Heart J 2016). It draws as many random numbers as the typical range, so pose,
+    position and scar of a seed stay the same, and the LV cavity it draws is larger."""
+    from cardiotwin.phantom import heart_labels_at, sample_heart_params
+
+    for seed in range(20):
+        typ = sample_heart_params(np.random.default_rng(seed), scar=True)
+        dil = sample_heart_params(np.random.default_rng(seed), scar=True, lv="dilated")
+        assert 21.0 <= typ.lv_radius_mm <= 31.0 and 7.0 <= typ.lv_wall_mm <= 13.0
+        assert 29.0 <= dil.lv_radius_mm <= 38.0 and 5.0 <= dil.lv_wall_mm <= 9.0
+        assert 1.8 <= dil.lv_length_mm / dil.lv_radius_mm <= 2.4
+        assert (dil.rotation, dil.base_centre_lps_mm, dil.scar_sector_deg) == (
+            typ.rotation, typ.base_centre_lps_mm, typ.scar_sector_deg)
+    with pytest.raises(ValueError, match="lv must be"):
+        sample_heart_params(np.random.default_rng(0), lv="huge")
+
+    typ, dil = (sample_heart_params(np.random.default_rng(3), lv=lv) for lv in ("typical", "dilated"))
+    axis = np.arange(-110.0, 110.0, 2.0)
+    pts = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3) + typ.base_centre_lps_mm
+    ml = 2.0**3 / 1000.0
+    v_typ = (heart_labels_at(pts, typ) == Label.LV_BLOOD).sum() * ml
+    v_dil = (heart_labels_at(pts, dil) == Label.LV_BLOOD).sum() * ml
+    # the LV cavity is a half prolate ellipsoid, 2/3 pi r^2 l (typical 44-181 mL, dilated 92-275 mL)
+    for v, par in ((v_typ, typ), (v_dil, dil)):
+        assert v == pytest.approx(2.0 / 3.0 * np.pi * par.lv_radius_mm**2 * par.lv_length_mm / 1000.0, rel=0.05)
+    assert v_dil > 1.5 * v_typ

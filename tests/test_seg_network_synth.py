@@ -380,3 +380,23 @@ def test_train_config_vessels_option_and_its_own_label_volume_cache(tmp_path):
     vol = _SynthStream(cfg, 0)._volume(3)
     assert _SynthStream(cfg, 0)._cache_file(3).is_file()
     assert int((vol.codes == int(Label.AORTA)).sum()) > 0
+
+
+def test_train_config_dilated_fraction_spreads_dilated_volumes_with_their_own_cache(tmp_path):
+    """dilated_fraction: that share of the label volumes, spread evenly over the seeds, is drawn
+    with a dilated LV and cached under its own name; 0 (the default) keeps earlier runs' volumes."""
+    from cardiotwin.segmentation.train import TrainConfig, _SynthStream
+
+    with pytest.raises(ValueError, match="dilated_fraction"):
+        TrainConfig(dilated_fraction=1.5).validate()
+    cfg = TrainConfig(cache_dir=str(tmp_path), dilated_fraction=0.35, n_label_volumes=120)
+    shapes = [cfg.lv_shape(i) for i in range(120)]
+    assert shapes.count("dilated") == 42 and "dilated" in shapes[:3] and "dilated" in shapes[-3:]
+    assert {TrainConfig().lv_shape(i) for i in range(50)} == {"typical"}
+    stream = _SynthStream(cfg, 0)
+    assert stream._cache_file(1).name == "vol_80_2.5mm_000001.npz"
+    assert stream._cache_file(2).name == "vol_80_2.5mm_dilated_000002.npz"
+    small = TrainConfig(cache_dir=str(tmp_path), dilated_fraction=1.0, label_volume_size=32, spacing_mm=5.0)
+    dil = _SynthStream(small, 0)._volume(3)
+    typ = make_label_volume(3, size=32, spacing_mm=5.0)
+    assert (dil.codes == int(Label.LV_BLOOD)).sum() > (typ.codes == int(Label.LV_BLOOD)).sum()

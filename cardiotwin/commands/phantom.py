@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modality", type=str.upper, choices=["CT", "MR"], default="CT")
     parser.add_argument("--seed", type=int, default=0, help="random seed (the phantom is deterministic in it)")
     parser.add_argument("--scar", action="store_true", help="add a transmural LV scar (label 9)")
+    parser.add_argument("--lv", choices=["typical", "dilated"], default="typical",
+                        help="LV shape range: typical adult, or dilated (heart failure: 58-76 mm diameter, thin wall; "
+                             "drawn in a 240 mm field of view)")
     parser.add_argument("--dicom", metavar="DIR", help="also write the scan as a DICOM series into DIR")
 
 
@@ -34,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not image_suffix(out):
         raise ConfigError(f"{out}: output must end in .nii.gz, .nii, .nrrd, .mha or .mhd")
-    phantom = make_phantom(seed=args.seed, modality=args.modality, scar=args.scar)
+    phantom = make_phantom(seed=args.seed, modality=args.modality, scar=args.scar, lv=args.lv,
+                           fov_mm=180.0 if args.lv == "typical" else 240.0)
     write_scan(phantom.scan, out)
     labels_out = write_labels(phantom.labels, labels_path_for(out))
     if args.dicom:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from cardiotwin.anatomy import Label
-from cardiotwin.phantom import VesselModel, _thorax_tissue_at, heart_labels_at, sample_heart_params
+from cardiotwin.phantom import LvShape, VesselModel, _thorax_tissue_at, heart_labels_at, sample_heart_params
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +72,15 @@ class SynthLabels:
 
 
 def make_label_volume(seed: int, *, size: int = 80, spacing_mm: float = 2.5,
-                      vessels: VesselModel = "short") -> SynthLabels:
+                      vessels: VesselModel = "short", lv: LvShape = "typical") -> SynthLabels:
     """Random heart + thorax tissue codes on a ``size``^3 cube, deterministic in ``seed``.
 
     vessels: the shape model's great vessels ("short" as the sample phantoms, or "thoracic" with
-    adult lengths; ``cardiotwin.phantom.heart_labels_at``).
+    adult lengths; ``cardiotwin.phantom.heart_labels_at``). lv: "typical" or "dilated" LV
+    (``cardiotwin.phantom.sample_heart_params``).
     """
     rng = np.random.default_rng(seed)
-    params = sample_heart_params(rng, pose_jitter_deg=30.0)
+    params = sample_heart_params(rng, pose_jitter_deg=30.0, lv=lv)
     rot = np.asarray(params.rotation).reshape(3, 3)
     base = np.asarray(params.base_centre_lps_mm)
     centre = base - 0.35 * params.lv_length_mm * rot[:, 2] + rng.normal(0.0, 10.0, 3)

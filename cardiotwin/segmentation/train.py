@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 from cardiotwin.config import config_to_dict, quantity
 from cardiotwin.errors import ConfigError
 from cardiotwin.io.atomic import write_json_atomic
-from cardiotwin.phantom import VesselModel
+from cardiotwin.phantom import LvShape, VesselModel
 from cardiotwin.segmentation.network import NetworkSpec, build_network, count_parameters
 from cardiotwin.segmentation.synth import SynthLabels, make_label_volume, synth_batch
 
@@ -73,6 +74,8 @@ class TrainConfig:
     p_myo_hetero: float = 0.0  # MR / random appearance: uneven myocardial signal, brighter outer LV wall
     # shape model's great vessels: "short" (as the sample phantoms) or "thoracic" (adult lengths)
     vessels: VesselModel = "short"
+    # share of the label volumes with a dilated LV (heart failure; phantom.sample_heart_params), spread evenly
+    dilated_fraction: float = 0.0
     dim_range: tuple[float, float] = (1.0, 1.0)  # MR images scaled by a factor from this range after normalisation
     log_gamma_range: tuple[float, float] = (-0.35, 0.35)  # half of the patches: intensity ** exp(u), u in this range
     # fine-tuning: start from these weights (a run's .pt checkpoint or a bundle's model.safetensors)
@@ -90,6 +93,8 @@ class TrainConfig:
                      "p_dark_fat", "p_endo_ramp", "p_myo_hetero"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.dilated_fraction <= 1.0:
+            raise ValueError(f"dilated_fraction must be in [0, 1], got {self.dilated_fraction}")
         if self.vessels not in ("short", "thoracic"):
             raise ValueError(f"vessels must be 'short' or 'thoracic', got {self.vessels!r}")
         if self.pericardium_depth_vox < 1:
@@ -100,6 +105,11 @@ class TrainConfig:
             raise ValueError(f"dim_range must be (low, high) with 0 < low <= high <= 1, got {self.dim_range}")
         if len(self.log_gamma_range) != 2 or not -2.0 <= self.log_gamma_range[0] <= self.log_gamma_range[1] <= 2.0:
             raise ValueError(f"log_gamma_range must be (low, high) within -2..2, got {self.log_gamma_range}")
+
+    def lv_shape(self, index: int) -> LvShape:
+        """The LV shape range of label volume ``index`` (0-based): every 1/dilated_fraction-th is dilated."""
+        f = self.dilated_fraction
+        return "dilated" if math.floor((index + 1) * f) > math.floor(index * f) else "typical"
 
     def sample_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``synth.synth_sample`` set by this config."""
@@ -135,8 +145,12 @@ class _SynthStream(torch.utils.data.IterableDataset):
         self.cfg = cfg
         self.start_step = start_step
 
+    def _lv(self, seed: int) -> LvShape:
+        return self.cfg.lv_shape(seed - self.cfg.seed * 100_000)
+
     def _cache_file(self, seed: int) -> Path:
         variant = "" if self.cfg.vessels == "short" else f"_{self.cfg.vessels}"
+        variant += "" if self._lv(seed) == "typical" else f"_{self._lv(seed)}"
         return Path(self.cfg.cache_dir) / f"vol_{self.cfg.label_volume_size}_{self.cfg.spacing_mm:g}mm{variant}_{seed:06d}.npz"
 
     def _volume(self, seed: int) -> SynthLabels:
@@ -149,7 +163,7 @@ class _SynthStream(torch.utils.data.IterableDataset):
             except (OSError, ValueError, KeyError):
                 log.warning("ignoring damaged cache file %s", cache)
         vol = make_label_volume(seed, size=self.cfg.label_volume_size, spacing_mm=self.cfg.spacing_mm,
-                                vessels=self.cfg.vessels)
+                                vessels=self.cfg.vessels, lv=self._lv(seed))
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp.npz")
         np.savez_compressed(tmp, codes=vol.codes, long_axis=np.asarray(vol.long_axis), spacing_mm=vol.spacing_mm)
