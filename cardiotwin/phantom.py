@@ -325,8 +325,8 @@ def _grid_points(geometry: ImageGeometry, *, slice_offsets: np.ndarray | None = 
     return geometry.index_to_world(ijk)
 
 
-def _tissue_map(points: np.ndarray, params: HeartShapeParams, seed: int) -> np.ndarray:
-    heart = heart_labels_at(points, params)
+def _tissue_map(points: np.ndarray, params: HeartShapeParams, seed: int, vessels: VesselModel = "short") -> np.ndarray:
+    heart = heart_labels_at(points, params, vessels=vessels)
     tissue = _thorax_tissue_at(points, params, seed + 1)
     return np.where(heart > 0, heart, tissue)
 
@@ -349,12 +349,13 @@ def make_phantom(
     spacing_mm: tuple[float, float, float] | None = None,
     fov_mm: float = 180.0,
     lv: LvShape = "typical",
+    vessels: VesselModel = "short",
 ) -> Phantom:
     """A synthetic thorax scan and its ground-truth labels, deterministic in ``seed``.
 
     CT: isotropic grid (default 1.5 mm) in the patient axes; MR: a short-axis stack (default
     1.5 x 1.5 x 8 mm) oriented along the heart's long axis with a small tilt. lv: the LV's shape
-    range (``sample_heart_params``).
+    range (``sample_heart_params``); vessels: the great vessels' model (``heart_labels_at``).
     """
     if modality not in ("CT", "MR"):
         raise ValueError(f"modality must be 'CT' or 'MR', got {modality!r}")
@@ -383,7 +384,7 @@ def make_phantom(
         direction=tuple(float(d) for d in direction.ravel()),
     )
     points = _grid_points(geometry)
-    tissue = _tissue_map(points, params, seed).reshape(shape)
+    tissue = _tissue_map(points, params, seed, vessels).reshape(shape)
     labels = _remove_fragments(np.where(tissue < _AIR, tissue, 0).astype(np.uint8))
     tissue = np.where(labels > 0, labels, np.where(tissue < _AIR, _SOFT, tissue)).astype(np.uint8)
 
@@ -396,7 +397,7 @@ def make_phantom(
         mr_values = _mr_values(rng)
         for off in offsets:
             pts = points + off * direction[:, 2]
-            t = _tissue_map(pts, params, seed).reshape(shape)
+            t = _tissue_map(pts, params, seed, vessels).reshape(shape)
             signal += _lookup(t, mr_values)
         signal /= len(offsets)
         voxels = _mr_appearance(signal, rng, spacing)

@@ -145,3 +145,32 @@ def test_dilated_lv_shape_range():
     for v, par in ((v_typ, typ), (v_dil, dil)):
         assert v == pytest.approx(2.0 / 3.0 * np.pi * par.lv_radius_mm**2 * par.lv_length_mm / 1000.0, rel=0.05)
     assert v_dil > 1.5 * v_typ
+
+
+def test_phantom_with_thoracic_vessels_keeps_its_ventricles():
+    """make_phantom(vessels="thoracic") (train-seg's validation phantoms of a thoracic-vessel run, and
+    `cardiotwin phantom --vessels thoracic`): same seed, same ventricles, a longer aorta."""
+    kw = dict(seed=4, modality="CT", spacing_mm=(3.0, 3.0, 3.0), fov_mm=210.0)
+    short, thoracic = make_phantom(**kw), make_phantom(**kw, vessels="thoracic")
+    a, b = short.labels.labels, thoracic.labels.labels
+    for lab in (Label.LV_BLOOD, Label.LV_MYO, Label.RV_BLOOD):
+        assert abs(int((a == lab).sum()) - int((b == lab).sum())) <= 0.01 * (a == lab).sum()
+    assert (b == Label.AORTA).sum() > 2 * (a == Label.AORTA).sum()
+
+
+def test_train_seg_validation_phantoms_use_the_runs_vessel_model(monkeypatch):
+    """A thoracic-vessel run validates on thoracic-vessel phantoms, so its best.pt is chosen on the
+    anatomy it is trained for (stage 8 could not: its validation phantoms had short vessels)."""
+    import cardiotwin.phantom as phantom
+    from cardiotwin.segmentation.train import TrainConfig, validation_cases
+
+    seen = []
+    real = phantom.make_phantom
+
+    def small(**kw):
+        seen.append(kw.get("vessels"))
+        return real(**kw, spacing_mm=(6.0, 6.0, 8.0), fov_mm=120.0)
+
+    monkeypatch.setattr(phantom, "make_phantom", small)
+    cases = validation_cases(TrainConfig(n_val_per_modality=1, vessels="thoracic", spacing_mm=6.0))
+    assert seen == ["thoracic", "thoracic"] and len(cases) == 2

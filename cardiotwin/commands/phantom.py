@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lv", choices=["typical", "dilated"], default="typical",
                         help="LV shape range: typical adult, or dilated (heart failure: 58-76 mm diameter, thin wall; "
                              "drawn in a 240 mm field of view)")
+    parser.add_argument("--vessels", choices=["short", "thoracic"], default="short",
+                        help="great vessels: short (as the sample scans) or thoracic (adult lengths: arch, descending aorta)")
     parser.add_argument("--dicom", metavar="DIR", help="also write the scan as a DICOM series into DIR")
 
 
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if not image_suffix(out):
         raise ConfigError(f"{out}: output must end in .nii.gz, .nii, .nrrd, .mha or .mhd")
     phantom = make_phantom(seed=args.seed, modality=args.modality, scar=args.scar, lv=args.lv,
-                           fov_mm=180.0 if args.lv == "typical" else 240.0)
+                           fov_mm=180.0 if args.lv == "typical" else 240.0, vessels=args.vessels)
     write_scan(phantom.scan, out)
     labels_out = write_labels(phantom.labels, labels_path_for(out))
     if args.dicom:

@@ -192,14 +192,14 @@ class _SynthStream(torch.utils.data.IterableDataset):
 
 
 def validation_cases(cfg: TrainConfig) -> list[dict[str, Any]]:
-    """Held-out phantoms (seeds VAL_SEED_BASE+i) preprocessed to the working grid."""
+    """Validation phantoms (seeds VAL_SEED_BASE+i, with the run's great-vessel model) on the working grid."""
     from cardiotwin.phantom import make_phantom
     from cardiotwin.segmentation.inference import labels_to_working_grid, to_working_grid
 
     cases = []
     for i in range(cfg.n_val_per_modality):
         for modality in ("CT", "MR"):
-            ph = make_phantom(seed=VAL_SEED_BASE + i, modality=modality)
+            ph = make_phantom(seed=VAL_SEED_BASE + i, modality=modality, vessels=cfg.vessels)
             work = to_working_grid(ph.scan, spacing_mm=cfg.spacing_mm)
             ref = labels_to_working_grid(ph.labels, work.geometry)
             cases.append({"name": f"{modality}-{VAL_SEED_BASE + i}", "image": work.image, "ref": ref})
