@@ -400,3 +400,27 @@ def test_train_config_dilated_fraction_spreads_dilated_volumes_with_their_own_ca
     dil = _SynthStream(small, 0)._volume(3)
     typ = make_label_volume(3, size=32, spacing_mm=5.0)
     assert (dil.codes == int(Label.LV_BLOOD)).sum() > (typ.codes == int(Label.LV_BLOOD)).sum()
+
+
+def test_contrast_mixing_changes_only_the_right_heart_and_draws_nothing_when_off(volume):
+    """add_contrast_mixing: RA and RV blood blend between their enhanced value and unenhanced blood
+    (class unchanged); every other tissue keeps its value; p_contrast_mixing=0 gives the samples of
+    configs written before it, and it acts on CT-like patches only."""
+    from cardiotwin.segmentation.synth import add_contrast_mixing
+
+    codes = torch.from_numpy(volume.codes[:32, :32, :32].astype(np.int64))
+    codes[:16, :, :8] = int(Label.RV_BLOOD)
+    codes[16:, :, :8] = int(Label.RA)
+    img = torch.full(codes.shape, 400.0)
+    img[codes == int(Label.LV_MYO)] = 100.0
+    out = add_contrast_mixing(img, codes, torch.Generator().manual_seed(0), unenhanced=40.0)
+    right = (codes == int(Label.RV_BLOOD)) | (codes == int(Label.RA))
+    assert torch.equal(out[~right], img[~right])
+    assert out[right].min() >= 40.0 - 1e-3 and out[right].max() <= 400.0 + 1e-3
+    assert out[right].std() > 30.0  # swirls, not one value
+    a, ca = synth_sample(volume, torch.Generator().manual_seed(3), patch=32, mode="ct")
+    b, cb = synth_sample(volume, torch.Generator().manual_seed(3), patch=32, mode="ct", p_contrast_mixing=0.0)
+    assert torch.equal(a, b) and torch.equal(ca, cb)
+    c, _ = synth_sample(volume, torch.Generator().manual_seed(3), patch=32, mode="mr", p_contrast_mixing=1.0)
+    d, _ = synth_sample(volume, torch.Generator().manual_seed(3), patch=32, mode="mr")
+    assert torch.equal(c, d)

@@ -72,6 +72,7 @@ class TrainConfig:
     p_dark_fat: float = 0.0  # MR appearance: fat (pericardial shell, body wall) as dark as myocardium
     p_endo_ramp: float = 0.0  # LV blood signal falling towards the wall (trabeculae, slow flow), still blood
     p_myo_hetero: float = 0.0  # MR / random appearance: uneven myocardial signal, brighter outer LV wall
+    p_contrast_mixing: float = 0.0  # CT appearance: unenhanced blood swirling into the right atrium and ventricle
     # shape model's great vessels: "short" (as the sample phantoms) or "thoracic" (adult lengths)
     vessels: VesselModel = "short"
     # share of the label volumes with a dilated LV (heart failure; phantom.sample_heart_params), spread evenly
@@ -90,7 +91,7 @@ class TrainConfig:
         if len(self.mode_weights) != 3 or min(self.mode_weights) < 0 or sum(self.mode_weights) <= 0:
             raise ValueError(f"mode_weights must be three non-negative weights (ct, mr, random), got {self.mode_weights}")
         for name in ("p_distractors", "p_off_centre", "p_reflect", "p_trabeculae", "p_negative", "p_pericardium",
-                     "p_dark_fat", "p_endo_ramp", "p_myo_hetero"):
+                     "p_dark_fat", "p_endo_ramp", "p_myo_hetero", "p_contrast_mixing"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 <= self.dilated_fraction <= 1.0:
@@ -120,7 +121,7 @@ class TrainConfig:
                 "p_pericardium": float(self.p_pericardium), "dim_range": tuple(float(d) for d in self.dim_range),
                 "log_gamma_range": tuple(float(g) for g in self.log_gamma_range), "p_dark_fat": float(self.p_dark_fat),
                 "pericardium_depth_vox": int(self.pericardium_depth_vox), "p_endo_ramp": float(self.p_endo_ramp),
-                "p_myo_hetero": float(self.p_myo_hetero)}
+                "p_myo_hetero": float(self.p_myo_hetero), "p_contrast_mixing": float(self.p_contrast_mixing)}
 
 
 def load_init_weights(path: Path) -> dict[str, torch.Tensor]:
