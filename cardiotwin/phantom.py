@@ -347,7 +347,7 @@ def make_phantom(
     modality: PhantomModality = "CT",
     scar: bool = False,
     spacing_mm: tuple[float, float, float] | None = None,
-    fov_mm: float = 180.0,
+    fov_mm: float | None = None,
     lv: LvShape = "typical",
     vessels: VesselModel = "short",
 ) -> Phantom:
@@ -356,9 +356,11 @@ def make_phantom(
     CT: isotropic grid (default 1.5 mm) in the patient axes; MR: a short-axis stack (default
     1.5 x 1.5 x 8 mm) oriented along the heart's long axis with a small tilt. lv: the LV's shape
     range (``sample_heart_params``); vessels: the great vessels' model (``heart_labels_at``).
+    fov_mm: field of view (default 180 mm, 240 mm for a dilated LV).
     """
     if modality not in ("CT", "MR"):
         raise ValueError(f"modality must be 'CT' or 'MR', got {modality!r}")
+    fov_mm = fov_mm if fov_mm is not None else (180.0 if lv == "typical" else 240.0)
     rng = np.random.default_rng(seed)
     params = sample_heart_params(rng, scar=scar, lv=lv)
     rot = np.asarray(params.rotation).reshape(3, 3)

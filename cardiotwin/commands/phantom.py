@@ -39,8 +39,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not image_suffix(out):
         raise ConfigError(f"{out}: output must end in .nii.gz, .nii, .nrrd, .mha or .mhd")
-    phantom = make_phantom(seed=args.seed, modality=args.modality, scar=args.scar, lv=args.lv,
-                           fov_mm=180.0 if args.lv == "typical" else 240.0, vessels=args.vessels)
+    phantom = make_phantom(seed=args.seed, modality=args.modality, scar=args.scar, lv=args.lv, vessels=args.vessels)
     write_scan(phantom.scan, out)
     labels_out = write_labels(phantom.labels, labels_path_for(out))
     if args.dicom:

@@ -23,6 +23,7 @@ import numpy as np
 
 from cardiotwin.anatomy import LABEL_NAMES
 from cardiotwin.errors import StageError
+from cardiotwin.phantom import LvShape
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,9 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     return float(2.0 * np.logical_and(pred, ref).sum() / denom) if denom else float("nan")
 
 
-def phantom_scores(model, *, n_per_modality: int, lv: str = "typical") -> list[dict]:
+def phantom_scores(model, *, n_per_modality: int, lv: LvShape = "typical") -> list[dict]:
     """Dice per label on held-out phantoms; lv="dilated" draws the same seeds with a dilated LV
-    (``phantom.sample_heart_params``) in a 240 mm field of view."""
+    (``phantom.sample_heart_params``, in make_phantom's 240 mm field of view)."""
     from cardiotwin.phantom import make_phantom
     from cardiotwin.segmentation.inference import segment
 
@@ -63,7 +64,7 @@ def phantom_scores(model, *, n_per_modality: int, lv: str = "typical") -> list[d
     for modality in ("CT", "MR"):
         for i in range(n_per_modality):
             seed = HELD_OUT_SEED_BASE + i + (0 if modality == "CT" else 50)
-            ph = make_phantom(seed=seed, modality=modality, lv=lv, **({} if lv == "typical" else {"fov_mm": 240.0}))
+            ph = make_phantom(seed=seed, modality=modality, lv=lv)
             case = f"{modality} {seed}" + ("" if lv == "typical" else f" ({lv})")
             try:
                 pred = segment(ph.scan, model).labels
