@@ -8,6 +8,7 @@ another one in the same format)::
                        (generator, seeds, steps, time), validation scores, licence
     inference.json     sliding-window and post-processing settings (``SegConfig`` fields + roi_size)
     model.safetensors  the weights (safetensors: tensors only, no pickled code)
+    slice_model.safetensors  optional: a 2D network for thick-slice MR stacks (metadata "slice_model")
     MODEL_CARD.md, LICENSE
 
 Everything is checked on load; any problem raises ``BundleError`` naming the bundle and the problem.
@@ -43,6 +44,17 @@ class BundleError(ConfigError):
 
 
 @dataclass(frozen=True)
+class SliceModel:
+    """A bundle's optional 2D network for thick-slice stacks (``inference.refine_thick_slices``)."""
+
+    network: torch.nn.Module
+    spec: NetworkSpec
+    spacing_mm: float  # in-plane pixel size it works at
+    window: int  # window size in pixels
+    min_slice_ratio: float  # used when the slices are at least this many times thicker than the pixels
+
+
+@dataclass(frozen=True)
 class SegModel:
     """A loaded, validated bundle ready for ``inference.segment``."""
 
@@ -56,6 +68,7 @@ class SegModel:
     label_table: dict[int, str]
     metadata: dict[str, Any]
     default_config: SegConfig
+    slice: SliceModel | None = None
 
 
 def _read_json(path: Path, root: Path) -> dict[str, Any]:
@@ -103,8 +116,6 @@ def validate_metadata(meta: dict[str, Any], *, root: Path) -> None:
 
 def load_bundle(root: str | Path | None = None, *, device: str = "cpu") -> SegModel:
     """Load and validate a bundle folder (default: the shipped ``models/heart_seg_v1``)."""
-    from safetensors.torch import load_file
-
     root = Path(root) if root is not None else DEFAULT_BUNDLE
     if not root.is_dir():
         raise BundleError(f"bundle {root}: no such folder")
@@ -114,26 +125,7 @@ def load_bundle(root: str | Path | None = None, *, device: str = "cpu") -> SegMo
     meta = _read_json(root / "metadata.json", root)
     validate_metadata(meta, root=root)
     inference = _read_json(root / "inference.json", root)
-    weights = root / meta["weights"].get("file", "model.safetensors")
-    if not weights.is_file():
-        raise BundleError(f"bundle {root}: missing weights file {weights.name}")
-    expected = meta["weights"].get("sha256")
-    if expected and sha256_file(weights) != expected:
-        raise BundleError(f"bundle {root}: {weights.name} does not match the sha256 in metadata.json (corrupt or replaced)")
-    try:
-        spec = NetworkSpec.from_dict(meta["network"])
-    except (TypeError, ValueError) as exc:
-        raise BundleError(f"bundle {root}: invalid network spec ({exc})") from None
-    try:
-        state = load_file(str(weights), device=device)
-    except Exception as exc:  # noqa: BLE001 - any parse failure of the weights file is a bad bundle
-        raise BundleError(f"bundle {root}: cannot read {weights.name} ({str(exc)[:200]})") from None
-    net = build_network(spec)
-    try:
-        net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    except RuntimeError as exc:
-        raise BundleError(f"bundle {root}: weights do not fit the network spec ({str(exc).splitlines()[0][:200]})") from None
-    net.eval().to(device)
+    spec, net = _load_network(root, meta["weights"], meta["network"], device=device, spatial_dims=3)
     roi = int(inference.get("roi_size", 64))
     if roi % spec.divisor:
         raise BundleError(f"bundle {root}: inference.json roi_size {roi} must be a multiple of {spec.divisor}")
@@ -146,8 +138,56 @@ def load_bundle(root: str | Path | None = None, *, device: str = "cpu") -> SegMo
     return SegModel(
         name=str(meta["name"]), root=root, network=net, spec=spec, spacing_mm=float(meta["inputs"]["target_spacing_mm"]),
         roi=roi, predicted_labels=tuple(int(p) for p in meta["outputs"]["predicted_labels"]), label_table=table,
-        metadata=meta, default_config=cfg,
+        metadata=meta, default_config=cfg, slice=_load_slice_model(root, meta, device=device),
     )
+
+
+def _load_network(root: Path, weights_meta: dict[str, Any], network_meta: Any, *, device: str,
+                  spatial_dims: int) -> tuple[NetworkSpec, torch.nn.Module]:
+    """Build a network from its spec and load its safetensors weights, checking the sha256."""
+    from safetensors.torch import load_file
+
+    weights = root / weights_meta.get("file", "model.safetensors")
+    if not weights.is_file():
+        raise BundleError(f"bundle {root}: missing weights file {weights.name}")
+    expected = weights_meta.get("sha256")
+    if expected and sha256_file(weights) != expected:
+        raise BundleError(f"bundle {root}: {weights.name} does not match the sha256 in metadata.json (corrupt or replaced)")
+    try:
+        spec = NetworkSpec.from_dict(network_meta)
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"bundle {root}: invalid network spec for {weights.name} ({exc})") from None
+    if spec.spatial_dims != spatial_dims:
+        raise BundleError(f"bundle {root}: {weights.name} must be a {spatial_dims}D network, "
+                          f"its spec has spatial_dims {spec.spatial_dims}")
+    try:
+        state = load_file(str(weights), device=device)
+    except Exception as exc:  # noqa: BLE001 - any parse failure of the weights file is a bad bundle
+        raise BundleError(f"bundle {root}: cannot read {weights.name} ({str(exc)[:200]})") from None
+    net = build_network(spec)
+    try:
+        net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    except RuntimeError as exc:
+        raise BundleError(f"bundle {root}: weights do not fit the network spec "
+                          f"({weights.name}: {str(exc).splitlines()[0][:200]})") from None
+    return spec, net.eval().to(device)
+
+
+def _load_slice_model(root: Path, meta: dict[str, Any], *, device: str) -> SliceModel | None:
+    entry = meta.get("slice_model")
+    if entry is None:
+        return None
+    if not isinstance(entry, dict) or not all(k in entry for k in ("weights", "network", "pixel_spacing_mm", "window")):
+        raise BundleError(f"bundle {root}: metadata.json slice_model needs weights, network, pixel_spacing_mm and window")
+    spec, net = _load_network(root, entry["weights"], entry["network"], device=device, spatial_dims=2)
+    window = int(entry["window"])
+    if window % spec.divisor:
+        raise BundleError(f"bundle {root}: slice_model window {window} must be a multiple of {spec.divisor}")
+    spacing = float(entry["pixel_spacing_mm"])
+    if not 0.3 <= spacing <= 3.0:
+        raise BundleError(f"bundle {root}: slice_model pixel_spacing_mm must be in 0.3-3 mm, got {spacing}")
+    return SliceModel(network=net, spec=spec, spacing_mm=spacing, window=window,
+                      min_slice_ratio=float(entry.get("min_slice_ratio", 2.5)))
 
 
 def export_bundle(run_dir: Path, bundle_dir: Path, *, config_path: Path | None = None,
@@ -239,6 +279,11 @@ def export_bundle(run_dir: Path, bundle_dir: Path, *, config_path: Path | None =
         },
         "licence": "Apache-2.0",
     }
+    old_meta = bundle_dir / "metadata.json"
+    if old_meta.is_file():  # a slice network already in the bundle stays there
+        old = json.loads(old_meta.read_text())
+        if isinstance(old, dict) and "slice_model" in old:
+            meta["slice_model"] = old["slice_model"]
     write_json_atomic(bundle_dir / "metadata.json", meta)
     inference_path = bundle_dir / "inference.json"
     if not inference_path.is_file():
@@ -250,6 +295,65 @@ def export_bundle(run_dir: Path, bundle_dir: Path, *, config_path: Path | None =
     if not (bundle_dir / "LICENSE").is_file():
         (bundle_dir / "LICENSE").write_text(_LICENSE_NOTICE)
     load_bundle(bundle_dir)  # the exported bundle must load
+    return bundle_dir
+
+
+def export_slice_model(run_dir: Path, bundle_dir: Path, *, config_path: Path | None = None,
+                       command: str | None = None, min_slice_ratio: float = 2.5) -> Path:
+    """Add ``run_dir/best.pt`` of a slice-network run (2D) to the existing bundle ``bundle_dir``:
+    ``slice_model.safetensors`` and the ``slice_model`` entry of metadata.json (the rest is kept)."""
+    from safetensors.torch import save_file
+
+    best = Path(run_dir) / "best.pt"
+    if not best.is_file():
+        raise BundleError(f"{run_dir}: no best.pt to export (train first)")
+    bundle_dir = Path(bundle_dir)
+    meta_path = bundle_dir / "metadata.json"
+    if not meta_path.is_file():
+        raise BundleError(f"bundle {bundle_dir}: a slice network is added to an existing bundle (no metadata.json)")
+    ck = torch.load(best, map_location="cpu", weights_only=True)
+    if int(ck["network"].get("spatial_dims", 3)) != 2:
+        raise BundleError(f"{best}: not a slice network (spatial_dims {ck['network'].get('spatial_dims', 3)})")
+    cfg = json.loads(ck["config_json"])
+    summary_path = Path(run_dir) / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    meta = _read_json(meta_path, bundle_dir)
+    weights = bundle_dir / "slice_model.safetensors"
+    tmp = weights.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in ck["model"].items()}, str(tmp),
+              metadata={"format": BUNDLE_FORMAT, "step": str(ck["step"])})
+    tmp.replace(weights)
+    val = ck.get("val", {})
+    meta["slice_model"] = {
+        "purpose": "relabels thick-slice MR stacks (short-axis cines) slice by slice at their in-plane resolution, "
+                   "in a window centred on the heart the 3D network finds",
+        "weights": {"file": weights.name, "sha256": sha256_file(weights), "dtype": "float32",
+                    "parameters": int(sum(v.numel() for v in ck["model"].values() if v.dtype.is_floating_point))},
+        "network": ck["network"],
+        "pixel_spacing_mm": float(str(cfg["spacing_mm"]).split()[0]),
+        "window": int(cfg["patch"]),
+        "min_slice_ratio": float(min_slice_ratio),
+        "modalities": ["MR"],
+        "training": {
+            "data": "synthetic only: thick slices (5-11 mm, five sub-planes averaged) near the short axis through "
+                    "label cubes of the phantom shape model at 1.25 mm, painted with the 3D network's random appearances",
+            "label_volume_seeds": [int(cfg["seed"]) * 100000, int(cfg["seed"]) * 100000 + int(cfg["n_label_volumes"]) - 1],
+            "config": cfg,
+            "command": command or f"cardiotwin train-seg --config {config_path or 'configs/seg_slice_train.yaml'} "
+                                  f"--out {run_dir} --export {bundle_dir}",
+            "best_step": int(ck["step"]),
+            "steps_run": summary.get("steps"),
+            "wall_time_s": round(float(summary.get("elapsed_s", ck.get("elapsed_s", 0.0))), 1),
+            "hardware": _machine(),
+        },
+        "validation": {
+            "data": "short-axis MR phantoms 700000+ (typical and dilated LV), inside the window centred on the reference heart",
+            "mean_dice": val.get("mean"),
+            "dice_per_label": {LABEL_NAMES[int(k)]: round(float(v), 4) for k, v in val.get("mean_per_label", {}).items()},
+        },
+    }
+    write_json_atomic(meta_path, meta)
+    load_bundle(bundle_dir)  # the bundle must still load
     return bundle_dir
 
 

@@ -17,6 +17,10 @@ Steps (``segment``):
    piece of at least ``aorta_min_fraction`` of the largest), holes inside the heart and the LV
    blood pool filled, RV myocardium built as a shell around the RV blood pool when the model
    finds (almost) none, and a "no heart found" StageError when no plausible LV is present.
+
+Thick-slice MR stacks (slices at least ``min_slice_ratio`` times thicker than their pixels, as
+short-axis cines) are, when the bundle has a slice network, relabelled between steps 3 and 4 slice by
+slice at their own in-plane resolution (``refine_thick_slices``).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from cardiotwin.segmentation.synth import normalise_intensities
 from cardiotwin.types import ImageGeometry, LabelMap, Scan
 
 if TYPE_CHECKING:
-    from cardiotwin.segmentation.bundle import SegModel
+    from cardiotwin.segmentation.bundle import SegModel, SliceModel
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,10 @@ class SegConfig:
     rv_myocardium: Literal["auto", "always", "never"] = "auto"
     rv_wall_mm: float = quantity(3.5, "mm")
     rv_myo_min_fraction: float = 0.1
+    # thick-slice MR stacks (e.g. short-axis cines): the bundle's slice network, where it has one,
+    # relabels each slice at its own in-plane resolution inside a window centred on the heart
+    # (``refine_thick_slices``); False keeps the 3D network's labels
+    slice_network: bool = True
     min_lv_blood_ml: float = quantity(8.0, "mL")
     min_heart_ml: float = quantity(30.0, "mL")
     threads: int = 2
@@ -270,6 +278,62 @@ def probabilities_to_geometry(probs: torch.Tensor, work: ImageGeometry, target: 
     return out
 
 
+def slice_axis(geometry: ImageGeometry, *, min_ratio: float) -> int | None:
+    """The index axis of a thick-slice stack (its spacing at least ``min_ratio`` times both others), or None."""
+    sp = np.asarray(geometry.spacing_mm, dtype=float)
+    k = int(np.argmax(sp))
+    others = np.delete(sp, k)
+    return k if sp[k] >= min_ratio * float(others.max()) else None
+
+
+def predict_slices(network: torch.nn.Module, image: np.ndarray, geometry: ImageGeometry, *, axis: int,
+                   centre_mm: np.ndarray, spacing_mm: float, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities of a 2D network on every slice of a thick-slice stack, at its own slices.
+
+    image: the scan's voxels normalised as for the network (``normalise_intensities``), on
+    ``geometry``; axis: the slice axis (``slice_axis``). Each slice is resampled in its own plane
+    (bilinear; Gaussian anti-aliasing where its pixels are finer than ``spacing_mm``) onto a
+    ``size`` x ``size`` window of ``spacing_mm`` pixels centred on ``centre_mm`` (world, LPS; the
+    heart found by the 3D pass) projected into the slice, as the training slices hold the heart near
+    their centre (``synth.synth_slice``). The probabilities are resampled back bilinearly.
+
+    Returns probabilities (C, *geometry.shape) float32 and the mask (geometry.shape) of the voxels
+    inside the window (elsewhere the probabilities are 0).
+    """
+    from scipy import ndimage
+
+    order = [a for a in range(3) if a != axis] + [axis]
+    vox = np.transpose(np.asarray(image, dtype=np.float32), order)  # (X, Y, Z): Z the slice axis
+    sp = np.asarray(geometry.spacing_mm, dtype=float)[order[:2]]
+    sigma_px = 0.4 * np.sqrt(np.maximum(spacing_mm**2 - sp**2, 0.0)) / sp
+    if np.any(sigma_px > 0.05):
+        vox = ndimage.gaussian_filter(vox, sigma=(float(sigma_px[0]), float(sigma_px[1]), 0.0))
+    nx, ny, nz = vox.shape
+    centre = geometry.world_to_index(np.asarray(centre_mm, dtype=float))[order[:2]]
+    half = (size - 1) / 2.0
+    # window pixel (a, b) -> slice index (i, j)
+    a = (np.arange(size) - half) * spacing_mm / sp[0] + centre[0]
+    b = (np.arange(size) - half) * spacing_mm / sp[1] + centre[1]
+    gi, gj = np.meshgrid(2.0 * a / max(nx - 1, 1) - 1.0, 2.0 * b / max(ny - 1, 1) - 1.0, indexing="ij")
+    grid = torch.from_numpy(np.stack([gj, gi], axis=-1)).float()[None].expand(nz, -1, -1, -1)
+    slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(vox, 2, 0)))[:, None]  # (Z, 1, X, Y)
+    windows = torch.nn.functional.grid_sample(slices, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    with torch.no_grad():
+        probs = torch.softmax(network(windows), dim=1)  # (Z, C, size, size)
+    # slice index (i, j) -> window pixel
+    wi = (np.arange(nx) - centre[0]) * sp[0] / spacing_mm + half
+    wj = (np.arange(ny) - centre[1]) * sp[1] / spacing_mm + half
+    inside2d = ((wi >= 0) & (wi <= size - 1))[:, None] & ((wj >= 0) & (wj <= size - 1))[None, :]
+    qi, qj = np.meshgrid(2.0 * wi / (size - 1) - 1.0, 2.0 * wj / (size - 1) - 1.0, indexing="ij")
+    back = torch.from_numpy(np.stack([qj, qi], axis=-1)).float()[None].expand(nz, -1, -1, -1)
+    out = torch.nn.functional.grid_sample(probs, back, mode="bilinear", padding_mode="zeros", align_corners=True)
+    out = out.permute(1, 2, 3, 0).numpy() * inside2d[None, :, :, None]  # (C, X, Y, Z)
+    inv = np.argsort(order)
+    out = np.transpose(out, [0] + [int(v) + 1 for v in inv])
+    inside = np.transpose(np.broadcast_to(inside2d[:, :, None], (nx, ny, nz)), inv)
+    return np.ascontiguousarray(out, dtype=np.float32), np.ascontiguousarray(inside)
+
+
 def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
     idx = np.argwhere(mask)
     lo = np.maximum(idx.min(axis=0) - margin, 0)
@@ -383,12 +447,36 @@ def check_heart_found(labels: np.ndarray, geometry: ImageGeometry, cfg: SegConfi
 
 def predict_raw_labels(scan: Scan, model: "SegModel", *, cfg: SegConfig) -> np.ndarray:
     """Network argmax labels (uint8, scan.shape) on the scan's own grid, before post-processing."""
-    work = to_working_grid(scan, spacing_mm=model.spacing_mm)
+    modality = scan.modality if scan.modality in ("CT", "MR") else guess_modality(scan.voxels)
+    work = to_working_grid(scan, spacing_mm=model.spacing_mm, modality=modality)
     probs = predict_working_grid(model.network, work.image, roi=model.roi, spacing_mm=model.spacing_mm, cfg=cfg,
                                  fov=work.fov)
     probs[:, ~torch.from_numpy(work.fov)] = 0.0
     probs[0, ~torch.from_numpy(work.fov)] = 1.0  # nothing is labelled where nothing was acquired
-    return probabilities_to_geometry(probs, work.geometry, scan.geometry)
+    raw = probabilities_to_geometry(probs, work.geometry, scan.geometry)
+    if cfg.slice_network and model.slice is not None and modality == "MR":
+        raw = refine_thick_slices(raw, scan, model.slice)
+    return raw
+
+
+def refine_thick_slices(raw: np.ndarray, scan: Scan, slice_model: "SliceModel") -> np.ndarray:
+    """Relabel a thick-slice MR stack slice by slice with the bundle's 2D network (``predict_slices``),
+    in a window centred on the 3D pass's heart (the largest connected LV blood pool + myocardium).
+    Scans that are not thick-slice stacks, or where the 3D pass found no LV, are returned unchanged."""
+    axis = slice_axis(scan.geometry, min_ratio=slice_model.min_slice_ratio)
+    lv = np.isin(raw, (int(Label.LV_BLOOD), int(Label.LV_MYO)))
+    if axis is None or not lv.any():
+        return raw
+    comp, n = ndimage.label(lv)
+    sizes = np.bincount(comp.ravel())[1:]
+    centre = scan.geometry.index_to_world(np.argwhere(comp == int(np.argmax(sizes)) + 1).mean(axis=0))
+    image = normalise_intensities(torch.from_numpy(np.asarray(scan.voxels, dtype=np.float32)),
+                                  torch.ones(raw.shape, dtype=torch.bool), modality="MR").numpy()
+    probs, inside = predict_slices(slice_model.network, image, scan.geometry, axis=axis, centre_mm=centre,
+                                   spacing_mm=slice_model.spacing_mm, size=slice_model.window)
+    log.info("slice network on %d slices (axis %d, %.2f mm pixels, window %d)", raw.shape[axis], axis,
+             slice_model.spacing_mm, slice_model.window)
+    return np.where(inside, probs.argmax(0), raw).astype(np.uint8)
 
 
 def segment(scan: Scan, model: "SegModel", *, cfg: SegConfig | None = None) -> LabelMap:

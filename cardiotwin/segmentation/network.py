@@ -4,7 +4,8 @@ Why a residual U-Net (``monai.networks.nets.UNet``) at 2.5 mm: training must fit
 on two shared CPU cores, and the shipped weights are committed to git (a few MB). At 2.5 mm a
 64^3 patch spans 160 mm, the whole heart with its great vessels, so four stride-2 levels give
 the bottleneck a receptive field over all chambers (needed to tell LV from RV from atria, which
-have the same intensity). DynUNet / nnU-Net-style plans and SegResNet are stronger but several
+have the same intensity). The same U-Net in 2D (``spatial_dims`` 2) segments the slices of
+thick-slice cine MR stacks at their own in-plane resolution (``inference.predict_slices``). DynUNet / nnU-Net-style plans and SegResNet are stronger but several
 times slower per step on a CPU; the bundle format allows swapping them in later.
 """
 
@@ -24,6 +25,7 @@ class NetworkSpec:
     """Hyper-parameters of the network (stored in a bundle's metadata.json under "network")."""
 
     type: str = "monai.UNet"
+    spatial_dims: int = 3  # 3: volumes; 2: slices of a thick-slice stack (inference.predict_slices)
     in_channels: int = 1
     out_channels: int = N_CLASSES
     channels: tuple[int, ...] = (16, 32, 64, 96, 128)
@@ -36,6 +38,8 @@ class NetworkSpec:
         """Raise ValueError with the reason when the hyper-parameters cannot build a network."""
         if self.type not in NETWORK_TYPES:
             raise ValueError(f"network type {self.type!r} not supported (supported: {', '.join(NETWORK_TYPES)})")
+        if self.spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
         if self.in_channels != 1:
             raise ValueError(f"in_channels must be 1 (one scan), got {self.in_channels}")
         if self.out_channels < 2:
@@ -80,12 +84,13 @@ class NetworkSpec:
 
 
 def build_network(spec: NetworkSpec) -> torch.nn.Module:
-    """The torch module for ``spec``: input (B, 1, X, Y, Z), output logits (B, out_channels, X, Y, Z)."""
+    """The torch module for ``spec``: input (B, 1, X, Y, Z), output logits (B, out_channels, X, Y, Z)
+    (or (B, 1, X, Y) -> (B, out_channels, X, Y) for ``spatial_dims`` 2)."""
     spec.validate()
     from monai.networks.nets import UNet
 
     return UNet(
-        spatial_dims=3,
+        spatial_dims=spec.spatial_dims,
         in_channels=spec.in_channels,
         out_channels=spec.out_channels,
         channels=spec.channels,

@@ -233,7 +233,6 @@ def add_distractors(code_p: torch.Tensor, u: torch.Tensor, gen: torch.Generator,
     """
     out = code_p.clone()
     free = (code_p >= AIR) & (code_p <= BONE)
-    p = code_p.shape[0]
     extent = float(u.abs().max())
     for i in range(n):
         code = DISTRACTORS[i % len(DISTRACTORS)]
@@ -258,7 +257,7 @@ def add_distractors(code_p: torch.Tensor, u: torch.Tensor, gen: torch.Generator,
             out[free & (dist2 <= _u(gen, 3.0, 14.0) ** 2)] = code
         else:  # smooth random blob: thresholded coarse noise
             coarse = torch.randn((1, 1, 4, 4, 4), generator=gen)
-            field = F.interpolate(coarse, size=(p,) * 3, mode="trilinear", align_corners=True)[0, 0]
+            field = F.interpolate(coarse, size=tuple(code_p.shape), mode="trilinear", align_corners=True)[0, 0]
             thr = torch.quantile(field.flatten()[:: max(1, field.numel() // 20000)], _u(gen, 0.8, 0.97))
             out[free & (field > thr)] = code
     return out
@@ -290,6 +289,15 @@ def normalise_intensities(img: torch.Tensor, fov: torch.Tensor, *, modality: str
     return torch.where(fov, out, torch.zeros_like(out))
 
 
+def _dilate(mask: torch.Tensor, r: int) -> torch.Tensor:
+    """Dilation of a 3D bool mask by a (2r+1)^3 cube: three 1D max-pools (the same as one cubic
+    max-pool, several times faster for large r)."""
+    out = mask[None, None].float()
+    for k in ((2 * r + 1, 1, 1), (1, 2 * r + 1, 1), (1, 1, 2 * r + 1)):
+        out = F.max_pool3d(out, kernel_size=k, stride=1, padding=tuple(v // 2 for v in k))
+    return out[0, 0] > 0
+
+
 def add_trabeculae(code_p: torch.Tensor, gen: torch.Generator, *, depth_vox: int) -> torch.Tensor:
     """Turn a random, fine-grained part of the LV blood pool within ``depth_vox`` voxels of the LV
     wall into trabeculae (code PAPILLARY: myocardial signal, class LV blood pool).
@@ -303,12 +311,10 @@ def add_trabeculae(code_p: torch.Tensor, gen: torch.Generator, *, depth_vox: int
     blood = code_p == int(Label.LV_BLOOD)
     if depth_vox < 1 or not myo.any() or not blood.any():
         return code_p
-    k = 2 * depth_vox + 1
-    near = F.max_pool3d(myo[None, None].float(), kernel_size=k, stride=1, padding=depth_vox)[0, 0] > 0
-    zone = near & blood
+    zone = _dilate(myo, depth_vox) & blood
     p = code_p.shape[0]
     m = max(4, p // int(torch.randint(2, 5, (1,), generator=gen)))  # grain of 2-4 voxels
-    noise = F.interpolate(torch.randn((1, 1, m, m, m), generator=gen), size=(p,) * 3, mode="trilinear",
+    noise = F.interpolate(torch.randn((1, 1, m, m, m), generator=gen), size=tuple(code_p.shape), mode="trilinear",
                           align_corners=True)[0, 0]
     thr = torch.quantile(noise.flatten()[:: max(1, noise.numel() // 20000)], _u(gen, 0.35, 0.75))
     return torch.where(zone & (noise > thr), torch.full_like(code_p, PAPILLARY), code_p)
@@ -328,11 +334,10 @@ def add_pericardium(code_p: torch.Tensor, gen: torch.Generator, *, depth_vox: in
     free = (code_p >= AIR) & (code_p <= BONE)
     if depth_vox < 1 or not wall.any():
         return code_p
-    k = 2 * depth_vox + 1
-    near = F.max_pool3d(wall[None, None].float(), kernel_size=k, stride=1, padding=depth_vox)[0, 0] > 0
+    near = _dilate(wall, depth_vox)
     p = code_p.shape[0]
     m = max(3, p // int(torch.randint(4, 12, (1,), generator=gen)))  # coarse patches, 4-12 voxels
-    noise = F.interpolate(torch.randn((1, 1, m, m, m), generator=gen), size=(p,) * 3, mode="trilinear",
+    noise = F.interpolate(torch.randn((1, 1, m, m, m), generator=gen), size=tuple(code_p.shape), mode="trilinear",
                           align_corners=True)[0, 0]
     thr = torch.quantile(noise.flatten()[:: max(1, noise.numel() // 20000)], _u(gen, 0.0, 0.6))
     return torch.where(near & free & (noise > thr), torch.full_like(code_p, PERICARDIUM), code_p)
@@ -391,7 +396,7 @@ def add_myocardial_heterogeneity(img: torch.Tensor, code_p: torch.Tensor, gen: t
         return img
     p = code_p.shape[0]
     m = max(3, p // int(torch.randint(3, 9, (1,), generator=gen)))  # grain of 3-8 voxels
-    field = F.interpolate(torch.randn((1, 1, m, m, m), generator=gen), size=(p,) * 3, mode="trilinear",
+    field = F.interpolate(torch.randn((1, 1, m, m, m), generator=gen), size=tuple(code_p.shape), mode="trilinear",
                           align_corners=True)[0, 0]
     out = torch.where(wall, img * torch.exp(_u(gen, 0.1, 0.4) * field), img)
     lv_wall = (code_p == int(Label.LV_MYO)) | (code_p == int(Label.SCAR))
@@ -439,7 +444,7 @@ def add_contrast_mixing(img: torch.Tensor, code_p: torch.Tensor, gen: torch.Gene
         return img
     p = code_p.shape[0]
     m = max(3, p // int(torch.randint(2, 9, (1,), generator=gen)))
-    field = F.interpolate(torch.randn((1, 1, m, m, m), generator=gen), size=(p,) * 3, mode="trilinear",
+    field = F.interpolate(torch.randn((1, 1, m, m, m), generator=gen), size=tuple(code_p.shape), mode="trilinear",
                           align_corners=True)[0, 0]
     # share of enhanced blood: a sigmoid of the field, centred anywhere from mostly unenhanced to mostly enhanced
     mix = torch.sigmoid(_u(gen, 1.5, 5.0) * (field - _u(gen, -1.0, 1.0)))
@@ -503,43 +508,12 @@ def synth_sample(labels: SynthLabels, gen: torch.Generator, *, patch: int = 64, 
     shift = _rand(gen, -off, off, (3,))
     src_mm = (u / scale) @ rot.T.float() + shift.float()
     src_idx = src_mm / sp + (n - 1) / 2.0
-    if _u(gen, 0, 1) < p_reflect:  # thorax continues beyond the cube: mirrored tissue, hearts there removed
-        code_p = _sample(codes[None].float(), src_idx, mode="nearest", padding="reflection")[0].round().long()
-        beyond = ((src_idx < -0.5) | (src_idx > n - 0.5)).any(dim=-1)
-        heart = (code_p >= 1) & ((code_p <= int(Label.SCAR)) | (code_p == PAPILLARY))
-        code_p = torch.where(beyond & heart, torch.full_like(code_p, SOFT), code_p)
-    else:
-        code_p = _sample(codes[None].float(), src_idx, mode="nearest")[0].round().long()  # (p, p, p)
+    code_p = _sample_codes(codes, src_idx, reflect=_u(gen, 0, 1) < p_reflect)  # (p, p, p)
     fov = code_p > 0  # outside the label volume (when not mirrored): not acquired
-    if _u(gen, 0, 1) < p_trabeculae:
-        code_p = add_trabeculae(code_p, gen, depth_vox=int(torch.randint(1, 4, (1,), generator=gen)))
-    if _u(gen, 0, 1) < p_pericardium:
-        depth = int(torch.randint(1, pericardium_depth_vox + 1, (1,), generator=gen))
-        code_p = add_pericardium(code_p, gen, depth_vox=depth)
-    if _u(gen, 0, 1) < p_distractors:
-        code_p = add_distractors(code_p, u, gen, n=int(torch.randint(1, 8, (1,), generator=gen)))
-
-    # Appearance: mean per code + texture, then blur.
-    table = _intensity_table(gen, mode, p_dark_fat=p_dark_fat)
-    img = table[code_p].float()
-    rng_range = float(table[1:].max() - table[1:].min()) or 1.0
-    tex = _rand(gen, 0.0, 0.03 if mode == "ct" else 0.06, (N_CODES,)).float() * rng_range
-    img = img + tex[code_p] * torch.randn(img.shape, generator=gen)
-    if p_endo_ramp > 0.0 and _u(gen, 0, 1) < p_endo_ramp:
-        depth = int(torch.randint(1, 4, (1,), generator=gen))
-        img = add_endocardial_ramp(img, code_p, gen, depth_vox=depth, myo_value=float(table[int(Label.LV_MYO)]))
-    if p_myo_hetero > 0.0 and mode != "ct" and _u(gen, 0, 1) < p_myo_hetero:
-        depth = int(torch.randint(0, 4, (1,), generator=gen))
-        img = add_myocardial_heterogeneity(img, code_p, gen, myo_value=float(table[int(Label.LV_MYO)]),
-                                           epi_depth_vox=depth)
-    if p_contrast_mixing > 0.0 and mode == "ct" and _u(gen, 0, 1) < p_contrast_mixing:
-        img = add_contrast_mixing(img, code_p, gen, unenhanced=_u(gen, 20.0, 80.0))
-    img = _gaussian_blur(img, (_u(gen, 0.3, 1.2),) * 3)
-    if mode != "ct" or _u(gen, 0, 1) < 0.3:  # multiplicative bias field (smooth, coarse)
-        coarse = torch.randn((1, 1, 4, 4, 4), generator=gen) * _u(gen, 0.0, 0.35)
-        bias = F.interpolate(coarse, size=(patch,) * 3, mode="trilinear", align_corners=True)[0, 0]
-        offset = float(img.min()) if mode == "random" else 0.0
-        img = (img - offset) * torch.exp(bias) + offset
+    code_p = _add_structures(code_p, u, gen, p_trabeculae=p_trabeculae, p_pericardium=p_pericardium,
+                             pericardium_depth_vox=pericardium_depth_vox, p_distractors=p_distractors)
+    img, table = _paint(code_p, gen, mode, p_dark_fat=p_dark_fat, p_endo_ramp=p_endo_ramp, p_myo_hetero=p_myo_hetero,
+                        p_contrast_mixing=p_contrast_mixing)
 
     classes = torch.from_numpy(CODE_TO_CLASS)[code_p]
     # Thick slices (short-axis stacks): through-slice partial volume along a direction near the long axis.
@@ -557,7 +531,75 @@ def synth_sample(labels: SynthLabels, gen: torch.Generator, *, patch: int = 64, 
     elif _u(gen, 0, 1) < 0.2:  # limited axial field of view
         half = _rand(gen, 45.0, 80.0, (3,))
         fov = fov & (u.abs() <= half).all(dim=-1)
-    # Noise (Gaussian or Rician), gamma, normalisation.
+    img = _finish(img, fov, gen, mode, table, log_gamma_range=log_gamma_range, dim_range=dim_range)
+    classes = torch.where(fov, classes, torch.zeros_like(classes))
+    return img[None].float(), classes
+
+
+def _sample_codes(codes: torch.Tensor, src_idx: torch.Tensor, *, reflect: bool) -> torch.Tensor:
+    """Tissue codes of the cube ``codes`` at voxel indices ``src_idx`` (..., 3), nearest neighbour.
+
+    reflect: the thorax continues beyond the cube as mirrored tissue (hearts there are removed);
+    else code 0 there (not acquired).
+    """
+    if not reflect:
+        return _sample(codes[None].float(), src_idx, mode="nearest")[0].round().long()
+    code_p = _sample(codes[None].float(), src_idx, mode="nearest", padding="reflection")[0].round().long()
+    n = codes.shape[0]
+    beyond = ((src_idx < -0.5) | (src_idx > n - 0.5)).any(dim=-1)
+    heart = (code_p >= 1) & ((code_p <= int(Label.SCAR)) | (code_p == PAPILLARY))
+    return torch.where(beyond & heart, torch.full_like(code_p, SOFT), code_p)
+
+
+def _add_structures(code_p: torch.Tensor, u: torch.Tensor, gen: torch.Generator, *, p_trabeculae: float,
+                    p_pericardium: float, pericardium_depth_vox: int, p_distractors: float,
+                    depth_scale: int = 1) -> torch.Tensor:
+    """Trabeculae, pericardial contact tissue and distractors, each with its probability (tissue codes only).
+
+    depth_scale multiplies the depths drawn in voxels (2 on a 1.25 mm grid keeps the 2.5 mm grid's millimetres).
+    """
+    if _u(gen, 0, 1) < p_trabeculae:
+        code_p = add_trabeculae(code_p, gen, depth_vox=depth_scale * int(torch.randint(1, 4, (1,), generator=gen)))
+    if _u(gen, 0, 1) < p_pericardium:
+        depth = depth_scale * int(torch.randint(1, pericardium_depth_vox + 1, (1,), generator=gen))
+        code_p = add_pericardium(code_p, gen, depth_vox=depth)
+    if _u(gen, 0, 1) < p_distractors:
+        code_p = add_distractors(code_p, u, gen, n=int(torch.randint(1, 8, (1,), generator=gen)))
+    return code_p
+
+
+def _paint(code_p: torch.Tensor, gen: torch.Generator, mode: str, *, p_dark_fat: float, p_endo_ramp: float,
+           p_myo_hetero: float, p_contrast_mixing: float, depth_scale: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image of a patch of tissue codes (any 3D shape): a random mean per code, texture, the optional
+    signal effects, blur and a bias field (depth_scale as ``_add_structures``; the blur's width scales
+    with it too). Returns the image and the intensity table used."""
+    table = _intensity_table(gen, mode, p_dark_fat=p_dark_fat)
+    img = table[code_p].float()
+    rng_range = float(table[1:].max() - table[1:].min()) or 1.0
+    tex = _rand(gen, 0.0, 0.03 if mode == "ct" else 0.06, (N_CODES,)).float() * rng_range
+    img = img + tex[code_p] * torch.randn(img.shape, generator=gen)
+    if p_endo_ramp > 0.0 and _u(gen, 0, 1) < p_endo_ramp:
+        depth = depth_scale * int(torch.randint(1, 4, (1,), generator=gen))
+        img = add_endocardial_ramp(img, code_p, gen, depth_vox=depth, myo_value=float(table[int(Label.LV_MYO)]))
+    if p_myo_hetero > 0.0 and mode != "ct" and _u(gen, 0, 1) < p_myo_hetero:
+        depth = depth_scale * int(torch.randint(0, 4, (1,), generator=gen))
+        img = add_myocardial_heterogeneity(img, code_p, gen, myo_value=float(table[int(Label.LV_MYO)]),
+                                           epi_depth_vox=depth)
+    if p_contrast_mixing > 0.0 and mode == "ct" and _u(gen, 0, 1) < p_contrast_mixing:
+        img = add_contrast_mixing(img, code_p, gen, unenhanced=_u(gen, 20.0, 80.0))
+    img = _gaussian_blur(img, (depth_scale * _u(gen, 0.3, 1.2),) * 3)
+    if mode != "ct" or _u(gen, 0, 1) < 0.3:  # multiplicative bias field (smooth, coarse)
+        coarse = torch.randn((1, 1, 4, 4, 4), generator=gen) * _u(gen, 0.0, 0.35)
+        bias = F.interpolate(coarse, size=tuple(img.shape), mode="trilinear", align_corners=True)[0, 0]
+        offset = float(img.min()) if mode == "random" else 0.0
+        img = (img - offset) * torch.exp(bias) + offset
+    return img, table
+
+
+def _finish(img: torch.Tensor, fov: torch.Tensor, gen: torch.Generator, mode: str, table: torch.Tensor, *,
+            log_gamma_range: tuple[float, float], dim_range: tuple[float, float]) -> torch.Tensor:
+    """Noise (Gaussian or Rician), the inference normalisation, gamma and dimming of a painted image."""
+    rng_range = float(table[1:].max() - table[1:].min()) or 1.0
     sigma = _u(gen, 3.0, 50.0) if mode == "ct" else _u(gen, 0.0, 0.05) * rng_range
     if mode == "mr" or (mode == "random" and _u(gen, 0, 1) < 0.5):
         img = img.clamp(min=0)
@@ -571,8 +613,7 @@ def synth_sample(labels: SynthLabels, gen: torch.Generator, *, patch: int = 64, 
         img = torch.where(fov, img, torch.zeros_like(img))
     if mode != "ct" and dim_range[0] < 1.0:  # brighter tissue elsewhere in the scan's field of view
         img = img * _u(gen, *dim_range)
-    classes = torch.where(fov, classes, torch.zeros_like(classes))
-    return img[None].float(), classes
+    return img
 
 
 def _thick_slices(img: torch.Tensor, u: torch.Tensor, normal: torch.Tensor, thick_mm: float, phase: float,
@@ -593,16 +634,79 @@ def _thick_slices(img: torch.Tensor, u: torch.Tensor, normal: torch.Tensor, thic
     return (1 - w) * lower + w * upper
 
 
-def synth_batch(volumes: list[SynthLabels], gen: torch.Generator, *, batch: int, patch: int = 64,
-                **sample_kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch of synthetic pairs: images (B, 1, p, p, p) float32, classes (B, 1, p, p, p) int64.
+def synth_slice(labels: SynthLabels, gen: torch.Generator, *, patch: int = 160, mode: str | None = None,
+                mode_weights: tuple[float, float, float] = (0.0, 0.7, 0.3), p_distractors: float = 0.0,
+                scale_range: tuple[float, float] = (0.85, 1.2), p_off_centre: float = 0.0, off_centre_mm: float = 60.0,
+                p_reflect: float = 1.0, p_trabeculae: float = 0.0, p_pericardium: float = 0.0,
+                pericardium_depth_vox: int = 4, p_dark_fat: float = 0.0, p_endo_ramp: float = 0.0,
+                p_myo_hetero: float = 0.0, p_contrast_mixing: float = 0.0,
+                dim_range: tuple[float, float] = (1.0, 1.0), log_gamma_range: tuple[float, float] = (-0.35, 0.35),
+                thickness_range_mm: tuple[float, float] = (5.0, 11.0), p_oblique: float = 0.15,
+                depth_scale: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """One synthetic thick slice of a short-axis stack (2D training pair) from a label cube.
 
-    sample_kwargs go to ``synth_sample`` (mode_weights, p_distractors, scale_range).
+    The slice plane's normal is the heart's long axis tilted by about 15 degrees (either sign, so
+    both in-plane handednesses occur; with probability ``p_oblique`` any direction), at a random level
+    from below the apex to the atria, with a random in-plane rotation, zoom (``scale_range``) and
+    shift (18 mm, or up to ``off_centre_mm`` with probability ``p_off_centre``). The slab is
+    ``thickness_range_mm`` thick: five sub-planes across it are painted as ``synth_sample`` paints a
+    patch (same random tissue codes, appearance and signal effects, their depths times
+    ``depth_scale``) and averaged, which is the through-slice partial volume of thick-slice cine MRI;
+    the classes are those of the middle plane, where an expert's contour lies. In-plane pixels have the
+    cube's voxel size (``labels.spacing_mm``).
+
+    Returns image (1, patch, patch) float32 in [0, 1] and classes (patch, patch) int64.
     """
+    sp = labels.spacing_mm
+    codes = torch.from_numpy(labels.codes)
+    n = codes.shape[0]
+    if mode is None:
+        mode = ["ct", "mr", "random"][int(torch.multinomial(torch.tensor(mode_weights), 1, generator=gen))]
+    la = torch.tensor(labels.long_axis, dtype=torch.float64)
+    if _u(gen, 0, 1) < p_oblique:
+        normal = torch.randn(3, generator=gen, dtype=torch.float64)
+    else:
+        normal = la + 0.25 * torch.randn(3, generator=gen, dtype=torch.float64)
+    normal = normal / normal.norm() * (1.0 if _u(gen, 0, 1) < 0.5 else -1.0)
+    a = torch.randn(3, generator=gen, dtype=torch.float64)
+    e1 = a - (a @ normal) * normal
+    e1 = e1 / e1.norm()
+    e2 = torch.linalg.cross(normal, e1)
+    basis = torch.stack([e1, e2, normal], dim=1).float()  # columns: slice x, slice y, slice normal
+    thick = _u(gen, *thickness_range_mm)
+    scale = _u(gen, *scale_range)
+    off = off_centre_mm if _u(gen, 0, 1) < p_off_centre else 18.0
+    shift = _rand(gen, -off, off, (2,))
+    centre = (_u(gen, -75.0, 55.0) * la + shift[0] * e1 + shift[1] * e2).float()
+    ax = (torch.arange(patch, dtype=torch.float32) - (patch - 1) / 2.0) * sp
+    across = torch.linspace(-0.4, 0.4, 5) * thick
+    u = torch.stack(torch.meshgrid(ax, ax, across, indexing="ij"), dim=-1)  # (p, p, 5, 3) mm, slab frame
+    src_idx = ((u / scale) @ basis.T + centre) / sp + (n - 1) / 2.0
+    code_p = _sample_codes(codes, src_idx, reflect=_u(gen, 0, 1) < p_reflect)  # (p, p, 5)
+    code_p = _add_structures(code_p, u, gen, p_trabeculae=p_trabeculae, p_pericardium=p_pericardium,
+                             pericardium_depth_vox=pericardium_depth_vox, p_distractors=p_distractors,
+                             depth_scale=depth_scale)
+    img, table = _paint(code_p, gen, mode, p_dark_fat=p_dark_fat, p_endo_ramp=p_endo_ramp, p_myo_hetero=p_myo_hetero,
+                        p_contrast_mixing=p_contrast_mixing, depth_scale=depth_scale)
+    mid = code_p[:, :, code_p.shape[2] // 2]
+    fov = mid > 0
+    img = _finish(img.mean(dim=2), fov, gen, mode, table, log_gamma_range=log_gamma_range, dim_range=dim_range)
+    classes = torch.from_numpy(CODE_TO_CLASS)[mid]
+    return img[None].float(), torch.where(fov, classes, torch.zeros_like(classes))
+
+
+def synth_batch(volumes: list[SynthLabels], gen: torch.Generator, *, batch: int, patch: int = 64,
+                spatial_dims: int = 3, **sample_kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of synthetic pairs: images (B, 1, p, p, p) float32, classes (B, 1, p, p, p) int64
+    (spatial_dims 3, ``synth_sample``), or thick short-axis slices (B, 1, p, p) (2, ``synth_slice``).
+
+    sample_kwargs go to the sampler (mode_weights, p_distractors, scale_range, ...).
+    """
+    sampler = synth_sample if spatial_dims == 3 else synth_slice
     images, targets = [], []
     for _ in range(batch):
         vol = volumes[int(torch.randint(len(volumes), (1,), generator=gen))]
-        img, cls = synth_sample(vol, gen, patch=patch, **sample_kwargs)  # type: ignore[arg-type]
+        img, cls = sampler(vol, gen, patch=patch, **sample_kwargs)  # type: ignore[arg-type]
         images.append(img)
         targets.append(cls[None])
     return torch.stack(images), torch.stack(targets)

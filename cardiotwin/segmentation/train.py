@@ -106,6 +106,15 @@ class TrainConfig:
             raise ValueError(f"dim_range must be (low, high) with 0 < low <= high <= 1, got {self.dim_range}")
         if len(self.log_gamma_range) != 2 or not -2.0 <= self.log_gamma_range[0] <= self.log_gamma_range[1] <= 2.0:
             raise ValueError(f"log_gamma_range must be (low, high) within -2..2, got {self.log_gamma_range}")
+        if self.spatial_dims == 2 and self.p_negative > 0:
+            raise ValueError("p_negative (texture-only volumes) is for 3D networks; set it to 0 for a slice network")
+
+    @property
+    def spatial_dims(self) -> int:
+        """3: a volume network trained on patches (``synth.synth_sample``); 2: a slice network trained on
+        thick short-axis slices (``synth.synth_slice``; ``patch`` is then the slice size in pixels of
+        ``spacing_mm``)."""
+        return NetworkSpec.from_dict(self.network).spatial_dims
 
     def lv_shape(self, index: int) -> LvShape:
         """The LV shape range of label volume ``index`` (0-based): every 1/dilated_fraction-th is dilated."""
@@ -117,11 +126,12 @@ class TrainConfig:
         return {"mode_weights": tuple(float(w) for w in self.mode_weights), "p_distractors": float(self.p_distractors),
                 "scale_range": tuple(float(s) for s in self.scale_range), "p_off_centre": float(self.p_off_centre),
                 "off_centre_mm": float(self.off_centre_mm), "p_reflect": float(self.p_reflect),
-                "p_trabeculae": float(self.p_trabeculae), "p_negative": float(self.p_negative),
+                "p_trabeculae": float(self.p_trabeculae),
                 "p_pericardium": float(self.p_pericardium), "dim_range": tuple(float(d) for d in self.dim_range),
                 "log_gamma_range": tuple(float(g) for g in self.log_gamma_range), "p_dark_fat": float(self.p_dark_fat),
                 "pericardium_depth_vox": int(self.pericardium_depth_vox), "p_endo_ramp": float(self.p_endo_ramp),
-                "p_myo_hetero": float(self.p_myo_hetero), "p_contrast_mixing": float(self.p_contrast_mixing)}
+                "p_myo_hetero": float(self.p_myo_hetero), "p_contrast_mixing": float(self.p_contrast_mixing)} | (
+                    {"p_negative": float(self.p_negative)} if self.spatial_dims == 3 else {})
 
 
 def load_init_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -189,15 +199,32 @@ class _SynthStream(torch.utils.data.IterableDataset):
                 pool.append(self._volume(seeds[nxt]))
                 nxt += 1
             k += 1
-            yield synth_batch(pool, gen, batch=cfg.batch, patch=cfg.patch, **cfg.sample_kwargs())
+            yield synth_batch(pool, gen, batch=cfg.batch, patch=cfg.patch, spatial_dims=cfg.spatial_dims,
+                              **cfg.sample_kwargs())
 
 
 def validation_cases(cfg: TrainConfig) -> list[dict[str, Any]]:
-    """Validation phantoms (seeds VAL_SEED_BASE+i, with the run's great-vessel model) on the working grid."""
-    from cardiotwin.phantom import make_phantom
-    from cardiotwin.segmentation.inference import labels_to_working_grid, to_working_grid
+    """Validation phantoms (seeds VAL_SEED_BASE+i, with the run's great-vessel model).
 
-    cases = []
+    Volume networks: CT and MR phantoms on the working grid. Slice networks: short-axis MR stacks,
+    every second one with a dilated LV, on their own grid with the window centred on the reference
+    heart (the 3D pass's job in ``inference.segment``).
+    """
+    from cardiotwin.phantom import make_phantom
+    from cardiotwin.segmentation.inference import labels_to_working_grid, slice_axis, to_working_grid
+    from cardiotwin.segmentation.synth import normalise_intensities
+
+    cases: list[dict[str, Any]] = []
+    if cfg.spatial_dims == 2:
+        for i in range(2 * cfg.n_val_per_modality):
+            lv: LvShape = "dilated" if i % 2 else "typical"
+            ph = make_phantom(seed=VAL_SEED_BASE + i, modality="MR", vessels=cfg.vessels, lv=lv)
+            heart = np.argwhere(np.isin(ph.labels.labels, (1, 2)))
+            image = normalise_intensities(torch.from_numpy(ph.scan.voxels), torch.ones(ph.scan.voxels.shape, dtype=torch.bool))
+            cases.append({"name": f"MR-{lv}-{VAL_SEED_BASE + i}", "image": image.numpy(), "ref": ph.labels.labels,
+                          "geometry": ph.scan.geometry, "axis": slice_axis(ph.scan.geometry, min_ratio=2.0),
+                          "centre_mm": ph.scan.geometry.index_to_world(heart.mean(axis=0))})
+        return cases
     for i in range(cfg.n_val_per_modality):
         for modality in ("CT", "MR"):
             ph = make_phantom(seed=VAL_SEED_BASE + i, modality=modality, vessels=cfg.vessels)
@@ -221,11 +248,17 @@ def evaluate(model: torch.nn.Module, cases: list[dict[str, Any]], *, roi: int, s
     """Dice per label on the validation phantoms, with the sliding-window settings a bundle is
     exported with (``SegConfig`` defaults: overlap and the windows centred on the heart), so best.pt
     is chosen by the inference that ships."""
-    from cardiotwin.segmentation.inference import SegConfig, predict_working_grid
+    from cardiotwin.segmentation.inference import SegConfig, predict_slices, predict_working_grid
 
     model.eval()
     per_case = {}
     for c in cases:
+        if "axis" in c:  # slice network: scored inside its window on the stack's own grid
+            probs, inside = predict_slices(model, c["image"], c["geometry"], axis=c["axis"], centre_mm=c["centre_mm"],
+                                           spacing_mm=spacing_mm, size=roi)
+            per_case[c["name"]] = dice_per_label(np.where(inside, probs.argmax(0), 0), np.where(inside, c["ref"], 0),
+                                                 range(1, 9))
+            continue
         probs = predict_working_grid(model, c["image"], roi=roi, spacing_mm=spacing_mm, cfg=SegConfig())
         pred = probs.argmax(0).numpy()
         per_case[c["name"]] = dice_per_label(pred, c["ref"], range(1, 9))
