@@ -220,3 +220,33 @@ def test_segment_runs_a_bundles_slice_network_on_thick_mr_stacks_unless_switched
     assert 0.05 < float((out == int(Label.AORTA)).mean()) < 0.4
     off = predict_raw_labels(scan, with_slices, cfg=SegConfig(slice_network=False))
     assert np.array_equal(off, plain)
+
+
+def test_train_seg_exports_a_volume_bundle_and_keeps_its_slice_network_on_re_export(slice_run, tmp_path):
+    """`train-seg --export-only --export DIR` writes a 3D run as a bundle that loads; a 2D run's export
+    joins it; exporting the 3D run again keeps the slice network (its entry and weights)."""
+    import yaml
+
+    from cardiotwin.cli import main
+
+    run3d = tmp_path / "run3d"
+    cfg3d = {"seed": 0, "n_label_volumes": 2, "label_volume_size": 48, "patch": 32, "batch": 1, "steps": 1,
+             "val_every": 1, "n_val_per_modality": 1, "workers": 0, "threads": 1, "cache_dir": str(tmp_path / "cache"),
+             "network": {"type": "monai.UNet", "channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0}}
+    (tmp_path / "cfg3d.yaml").write_text(yaml.safe_dump(cfg3d))
+    bundle = tmp_path / "bundle"
+    assert main(["train-seg", "--config", str(tmp_path / "cfg3d.yaml"), "--out", str(run3d), "--no-progress",
+                 "--export", str(bundle)]) == 0
+    assert load_bundle(bundle).slice is None
+    slice_out, _ = slice_run
+    cfg2d = json.loads(torch.load(slice_out / "best.pt", map_location="cpu", weights_only=True)["config_json"])
+    (tmp_path / "cfg2d.yaml").write_text(yaml.safe_dump(cfg2d))
+    assert main(["train-seg", "--config", str(tmp_path / "cfg2d.yaml"), "--out", str(slice_out), "--export-only",
+                 "--export", str(bundle)]) == 0
+    entry = json.loads((bundle / "metadata.json").read_text())["slice_model"]
+    assert entry["training"]["command"].startswith("cardiotwin train-seg") and entry["window"] == 32
+    assert main(["train-seg", "--config", str(tmp_path / "cfg3d.yaml"), "--out", str(run3d), "--export-only",
+                 "--export", str(bundle)]) == 0
+    assert json.loads((bundle / "metadata.json").read_text())["slice_model"] == entry
+    model = load_bundle(bundle)
+    assert model.slice is not None and model.spec.spatial_dims == 3

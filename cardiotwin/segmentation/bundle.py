@@ -260,23 +260,13 @@ def export_bundle(run_dir: Path, bundle_dir: Path, *, config_path: Path | None =
                         if cfg.get("init_weights") else "")
                     + ("; great vessels with adult thoracic lengths (ascending aorta, arch, descending aorta, "
                        "pulmonary trunk and branches)" if cfg.get("vessels") == "thoracic" else ""),
-            "label_volume_seeds": [int(cfg["seed"]) * 100000, int(cfg["seed"]) * 100000 + int(cfg["n_label_volumes"]) - 1],
             "validation_phantom_seeds": "700000+ (CT and MR)",
             "held_out_seeds": "900000-999999 (never used in training)",
-            "config": cfg,
-            "command": command or f"cardiotwin train-seg --config {config_path or 'configs/seg_train.yaml'} "
-                                  f"--out {run_dir} --export {bundle_dir}",
             "initialised_from": cfg.get("init_weights") or None,
-            "best_step": int(ck["step"]),
-            "steps_run": summary.get("steps"),
-            "wall_time_s": round(float(summary.get("elapsed_s", ck.get("elapsed_s", 0.0))), 1),
-            "hardware": _machine(),
+            **_run_record(ck, cfg, summary, command or f"cardiotwin train-seg --config "
+                          f"{config_path or 'configs/seg_train.yaml'} --out {run_dir} --export {bundle_dir}"),
         },
-        "validation": {
-            "data": "phantoms 700000+ via make_phantom, scored at the working resolution",
-            "mean_dice": val.get("mean"),
-            "dice_per_label": {LABEL_NAMES[int(k)]: round(float(v), 4) for k, v in val.get("mean_per_label", {}).items()},
-        },
+        "validation": _validation_record(val, "phantoms 700000+ via make_phantom, scored at the working resolution"),
         "licence": "Apache-2.0",
     }
     old_meta = bundle_dir / "metadata.json"
@@ -337,24 +327,33 @@ def export_slice_model(run_dir: Path, bundle_dir: Path, *, config_path: Path | N
         "training": {
             "data": "synthetic only: thick slices (5-11 mm, five sub-planes averaged) near the short axis through "
                     "label cubes of the phantom shape model at 1.25 mm, painted with the 3D network's random appearances",
-            "label_volume_seeds": [int(cfg["seed"]) * 100000, int(cfg["seed"]) * 100000 + int(cfg["n_label_volumes"]) - 1],
-            "config": cfg,
-            "command": command or f"cardiotwin train-seg --config {config_path or 'configs/seg_slice_train.yaml'} "
-                                  f"--out {run_dir} --export {bundle_dir}",
-            "best_step": int(ck["step"]),
-            "steps_run": summary.get("steps"),
-            "wall_time_s": round(float(summary.get("elapsed_s", ck.get("elapsed_s", 0.0))), 1),
-            "hardware": _machine(),
+            **_run_record(ck, cfg, summary, command or f"cardiotwin train-seg --config "
+                          f"{config_path or 'configs/seg_slice_train.yaml'} --out {run_dir} --export {bundle_dir}"),
         },
-        "validation": {
-            "data": "short-axis MR phantoms 700000+ (typical and dilated LV), inside the window centred on the reference heart",
-            "mean_dice": val.get("mean"),
-            "dice_per_label": {LABEL_NAMES[int(k)]: round(float(v), 4) for k, v in val.get("mean_per_label", {}).items()},
-        },
+        "validation": _validation_record(val, "short-axis MR phantoms 700000+ (typical and dilated LV), inside the "
+                                              "window centred on the reference heart"),
     }
     write_json_atomic(meta_path, meta)
     load_bundle(bundle_dir)  # the bundle must still load
     return bundle_dir
+
+
+def _run_record(ck: dict[str, Any], cfg: dict[str, Any], summary: dict[str, Any], command: str) -> dict[str, Any]:
+    """The training-run part of a bundle's metadata: seeds, config, command, steps, time, machine."""
+    return {
+        "label_volume_seeds": [int(cfg["seed"]) * 100000, int(cfg["seed"]) * 100000 + int(cfg["n_label_volumes"]) - 1],
+        "config": cfg,
+        "command": command,
+        "best_step": int(ck["step"]),
+        "steps_run": summary.get("steps"),
+        "wall_time_s": round(float(summary.get("elapsed_s", ck.get("elapsed_s", 0.0))), 1),
+        "hardware": _machine(),
+    }
+
+
+def _validation_record(val: dict[str, Any], data: str) -> dict[str, Any]:
+    return {"data": data, "mean_dice": val.get("mean"),
+            "dice_per_label": {LABEL_NAMES[int(k)]: round(float(v), 4) for k, v in val.get("mean_per_label", {}).items()}}
 
 
 _LICENSE_NOTICE = """Copyright 2026 the cardiotwin authors.
