@@ -114,20 +114,37 @@ def test_predict_slices_works_in_each_slice_and_returns_to_the_stack_geometry(ax
     assert dice > 0.97
 
 
-def test_refine_thick_slices_relabels_only_the_window_of_a_thick_stack():
+class Threshold9(torch.nn.Module):
+    """Threshold with the bundle's nine classes: LV blood pool (1) where bright, else background."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.full((x.shape[0], 9, *x.shape[2:]), -20.0)
+        logits[:, 0:1] = -(x - 0.5) * 40.0
+        logits[:, 1:2] = (x - 0.5) * 40.0
+        return logits
+
+
+def _one_hot(labels: np.ndarray, n: int = 9) -> np.ndarray:
+    return np.moveaxis(np.eye(n, dtype=np.float32)[labels], -1, 0)
+
+
+def test_refine_thick_slices_averages_in_the_window_of_a_thick_stack_only():
     scan, disc, centre = _stack_with_disc(2, radius_mm=15.0)
     raw = np.zeros(scan.voxels.shape, dtype=np.uint8)
     raw[disc] = int(Label.LV_MYO)  # the 3D pass found the "heart" here, labelled myocardium
     raw[0, 0, :] = int(Label.AORTA)  # far outside the window: kept
-    model = SliceModel(network=Threshold(), spec=NetworkSpec(spatial_dims=2, out_channels=2), spacing_mm=1.25,
-                       window=32, min_slice_ratio=2.5)
-    out = refine_thick_slices(raw, scan, model)
-    assert np.all(out[disc] == 1)  # the slice network's class 1 (LV blood pool) inside the disc
+    spec = NetworkSpec(spatial_dims=2)
+    model = lambda w: SliceModel(network=Threshold9(), spec=spec, spacing_mm=1.25, window=32,  # noqa: E731
+                                 min_slice_ratio=2.5, weight=w)
+    out = refine_thick_slices(_one_hot(raw), scan, model(1.0))
+    assert np.all(out[disc] == int(Label.LV_BLOOD))  # the slice network alone decides inside its window
     assert np.all(out[0, 0, :] == int(Label.AORTA))
-    # an isotropic scan is not a thick-slice stack: unchanged
+    # weighted 0.3, the slice network is outvoted where the 3D network is certain
+    assert np.array_equal(refine_thick_slices(_one_hot(raw), scan, model(0.3)), raw)
+    # an isotropic scan is not a thick-slice stack: the 3D labels
     iso = Scan(voxels=scan.voxels, geometry=ImageGeometry(shape=scan.geometry.shape, spacing_mm=(1.5, 1.5, 1.5),
                                                           origin_mm=(0.0, 0.0, 0.0)), modality="MR", sha256="", source="iso")
-    assert np.array_equal(refine_thick_slices(raw, iso, model), raw)
+    assert np.array_equal(refine_thick_slices(_one_hot(raw), iso, model(1.0)), raw)
 
 
 def test_train_config_for_a_slice_network():
@@ -181,6 +198,13 @@ def test_slice_network_export_joins_a_bundle_and_is_checked_on_load(slice_run, t
         bad.mkdir()
         torch.save(ck, bad / "best.pt")
         export_slice_model(bad, bundle)
+    assert model.slice.weight == 0.5
+    meta["slice_model"]["weight"] = 0.0
+    (bundle / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="weight must be in"):
+        load_bundle(bundle)
+    meta["slice_model"]["weight"] = 0.5
+    (bundle / "metadata.json").write_text(json.dumps(meta))
     # replaced slice weights fail the checksum
     (bundle / "slice_model.safetensors").write_bytes((bundle / "model.safetensors").read_bytes())
     with pytest.raises(BundleError, match="slice_model.safetensors does not match the sha256"):
@@ -211,10 +235,10 @@ def test_segment_runs_a_bundles_slice_network_on_thick_mr_stacks_unless_switched
     scan = make_phantom(seed=900051, modality="MR").scan  # short-axis stack, 1.5 x 1.5 x 8 mm
     with_slices = dataclasses.replace(model, slice=SliceModel(network=Constant(int(Label.AORTA)),
                                                               spec=NetworkSpec(spatial_dims=2), spacing_mm=1.25,
-                                                              window=64, min_slice_ratio=2.5))
+                                                              window=64, min_slice_ratio=2.5, weight=0.6))
     plain = predict_raw_labels(scan, model, cfg=SegConfig())
     out = predict_raw_labels(scan, with_slices, cfg=SegConfig())
-    changed = out != plain
+    changed = out != plain  # weighted 0.6, the stand-in's aorta wins in its window, nothing changes elsewhere
     assert changed.any() and np.all(out[changed] == int(Label.AORTA))
     # the window is 80 mm wide in every slice: far fewer voxels than the 180 mm stack
     assert 0.05 < float((out == int(Label.AORTA)).mean()) < 0.4

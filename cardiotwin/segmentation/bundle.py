@@ -52,6 +52,7 @@ class SliceModel:
     spacing_mm: float  # in-plane pixel size it works at
     window: int  # window size in pixels
     min_slice_ratio: float  # used when the slices are at least this many times thicker than the pixels
+    weight: float = 0.5  # its share when its probabilities are averaged with the 3D network's
 
 
 @dataclass(frozen=True)
@@ -186,8 +187,11 @@ def _load_slice_model(root: Path, meta: dict[str, Any], *, device: str) -> Slice
     spacing = float(entry["pixel_spacing_mm"])
     if not 0.3 <= spacing <= 3.0:
         raise BundleError(f"bundle {root}: slice_model pixel_spacing_mm must be in 0.3-3 mm, got {spacing}")
+    weight = float(entry.get("weight", 0.5))
+    if not 0.0 < weight <= 1.0:
+        raise BundleError(f"bundle {root}: slice_model weight must be in (0, 1], got {weight}")
     return SliceModel(network=net, spec=spec, spacing_mm=spacing, window=window,
-                      min_slice_ratio=float(entry.get("min_slice_ratio", 2.5)))
+                      min_slice_ratio=float(entry.get("min_slice_ratio", 2.5)), weight=weight)
 
 
 def export_bundle(run_dir: Path, bundle_dir: Path, *, config_path: Path | None = None,
@@ -323,6 +327,7 @@ def export_slice_model(run_dir: Path, bundle_dir: Path, *, config_path: Path | N
         "pixel_spacing_mm": float(str(cfg["spacing_mm"]).split()[0]),
         "window": int(cfg["patch"]),
         "min_slice_ratio": float(min_slice_ratio),
+        "weight": 0.5,
         "modalities": ["MR"],
         "training": {
             "data": "synthetic only: thick slices (5-11 mm, five sub-planes averaged) near the short axis through "

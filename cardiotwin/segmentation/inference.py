@@ -19,8 +19,9 @@ Steps (``segment``):
    finds (almost) none, and a "no heart found" StageError when no plausible LV is present.
 
 Thick-slice MR stacks (slices at least ``min_slice_ratio`` times thicker than their pixels, as
-short-axis cines) are, when the bundle has a slice network, relabelled between steps 3 and 4 slice by
-slice at their own in-plane resolution (``refine_thick_slices``).
+short-axis cines) are, when the bundle has a slice network, relabelled between steps 3 and 4 from
+the 3D probabilities averaged with the slice network's, run at the slices' own in-plane resolution
+(``refine_thick_slices``).
 """
 
 from __future__ import annotations
@@ -253,14 +254,12 @@ def predict_working_grid(network: torch.nn.Module, image: torch.Tensor, *, roi: 
     return probs
 
 
-def probabilities_to_geometry(probs: torch.Tensor, work: ImageGeometry, target: ImageGeometry,
-                              *, chunk_voxels: int = 2_000_000) -> np.ndarray:
-    """Argmax labels (uint8, target.shape) of ``probs`` (C, work.shape) resampled trilinearly onto ``target``."""
+def _resampled_probabilities(probs: torch.Tensor, work: ImageGeometry, target: ImageGeometry, *, chunk_voxels: int):
+    """Yield (k0, probabilities (C, nx, ny, nk)) of ``probs`` (C, work.shape) resampled trilinearly onto
+    ``target``'s voxels, a block of whole slices along its third axis at a time (bounded memory)."""
     nx, ny, nz = target.shape
-    out = np.zeros(target.shape, dtype=np.uint8)
     ii, jj = np.meshgrid(np.arange(nx, dtype=np.float64), np.arange(ny, dtype=np.float64), indexing="ij")
-    per_slice = nx * ny
-    step = max(1, chunk_voxels // per_slice)
+    step = max(1, chunk_voxels // (nx * ny))
     w_origin = np.asarray(work.origin_mm)
     w_sp = np.asarray(work.spacing_mm)
     w_shape = np.asarray(work.shape, dtype=np.float64)
@@ -272,9 +271,25 @@ def probabilities_to_geometry(probs: torch.Tensor, work: ImageGeometry, target: 
         widx = (world - w_origin) / w_sp
         grid = 2.0 * widx / np.maximum(w_shape - 1, 1) - 1.0
         grid_t = torch.from_numpy(grid[:, ::-1].copy()).float().reshape(1, nx, ny, len(ks), 3)
-        sampled = torch.nn.functional.grid_sample(vol, grid_t, mode="bilinear", padding_mode="border",
+        yield k0, torch.nn.functional.grid_sample(vol, grid_t, mode="bilinear", padding_mode="border",
                                                   align_corners=True)[0]
-        out[:, :, k0:k0 + len(ks)] = sampled.argmax(0).numpy().astype(np.uint8)
+
+
+def probabilities_to_geometry(probs: torch.Tensor, work: ImageGeometry, target: ImageGeometry,
+                              *, chunk_voxels: int = 2_000_000) -> np.ndarray:
+    """Argmax labels (uint8, target.shape) of ``probs`` (C, work.shape) resampled trilinearly onto ``target``."""
+    out = np.zeros(target.shape, dtype=np.uint8)
+    for k0, sampled in _resampled_probabilities(probs, work, target, chunk_voxels=chunk_voxels):
+        out[:, :, k0:k0 + sampled.shape[-1]] = sampled.argmax(0).numpy().astype(np.uint8)
+    return out
+
+
+def probabilities_on_geometry(probs: torch.Tensor, work: ImageGeometry, target: ImageGeometry,
+                              *, chunk_voxels: int = 2_000_000) -> np.ndarray:
+    """``probs`` (C, work.shape) resampled trilinearly onto ``target``: float32 (C, *target.shape)."""
+    out = np.zeros((probs.shape[0], *target.shape), dtype=np.float32)
+    for k0, sampled in _resampled_probabilities(probs, work, target, chunk_voxels=chunk_voxels):
+        out[..., k0:k0 + sampled.shape[-1]] = sampled.numpy()
     return out
 
 
@@ -453,16 +468,21 @@ def predict_raw_labels(scan: Scan, model: "SegModel", *, cfg: SegConfig) -> np.n
                                  fov=work.fov)
     probs[:, ~torch.from_numpy(work.fov)] = 0.0
     probs[0, ~torch.from_numpy(work.fov)] = 1.0  # nothing is labelled where nothing was acquired
-    raw = probabilities_to_geometry(probs, work.geometry, scan.geometry)
-    if cfg.slice_network and model.slice is not None and modality == "MR":
-        raw = refine_thick_slices(raw, scan, model.slice)
-    return raw
+    sm = model.slice
+    if (cfg.slice_network and sm is not None and modality == "MR"
+            and slice_axis(scan.geometry, min_ratio=sm.min_slice_ratio) is not None):
+        return refine_thick_slices(probabilities_on_geometry(probs, work.geometry, scan.geometry), scan, sm)
+    return probabilities_to_geometry(probs, work.geometry, scan.geometry)
 
 
-def refine_thick_slices(raw: np.ndarray, scan: Scan, slice_model: "SliceModel") -> np.ndarray:
-    """Relabel a thick-slice MR stack slice by slice with the bundle's 2D network (``predict_slices``),
-    in a window centred on the 3D pass's heart (the largest connected LV blood pool + myocardium).
-    Scans that are not thick-slice stacks, or where the 3D pass found no LV, are returned unchanged."""
+def refine_thick_slices(probs3d: np.ndarray, scan: Scan, slice_model: "SliceModel") -> np.ndarray:
+    """Labels (uint8, scan.shape) of a thick-slice MR stack from the 3D network's probabilities on the
+    scan's grid (``probs3d``, (C, *scan.shape)) and the bundle's 2D network run slice by slice
+    (``predict_slices``) in a window centred on the 3D pass's heart (the largest connected LV blood pool
+    + myocardium): inside the window the average of the two, the 2D network weighted
+    ``slice_model.weight`` (nnU-Net ensembles its 2D and 3D configurations by averaging), elsewhere the
+    3D network's. Scans that are not thick-slice stacks, or where the 3D pass found no LV, get the 3D labels."""
+    raw = probs3d.argmax(0).astype(np.uint8)
     axis = slice_axis(scan.geometry, min_ratio=slice_model.min_slice_ratio)
     lv = np.isin(raw, (int(Label.LV_BLOOD), int(Label.LV_MYO)))
     if axis is None or not lv.any():
@@ -472,11 +492,13 @@ def refine_thick_slices(raw: np.ndarray, scan: Scan, slice_model: "SliceModel") 
     centre = scan.geometry.index_to_world(np.argwhere(comp == int(np.argmax(sizes)) + 1).mean(axis=0))
     image = normalise_intensities(torch.from_numpy(np.asarray(scan.voxels, dtype=np.float32)),
                                   torch.ones(raw.shape, dtype=torch.bool), modality="MR").numpy()
-    probs, inside = predict_slices(slice_model.network, image, scan.geometry, axis=axis, centre_mm=centre,
-                                   spacing_mm=slice_model.spacing_mm, size=slice_model.window)
-    log.info("slice network on %d slices (axis %d, %.2f mm pixels, window %d)", raw.shape[axis], axis,
-             slice_model.spacing_mm, slice_model.window)
-    return np.where(inside, probs.argmax(0), raw).astype(np.uint8)
+    probs2d, inside = predict_slices(slice_model.network, image, scan.geometry, axis=axis, centre_mm=centre,
+                                     spacing_mm=slice_model.spacing_mm, size=slice_model.window)
+    log.info("slice network on %d slices (axis %d, %.2f mm pixels, window %d, weight %.2f)", raw.shape[axis], axis,
+             slice_model.spacing_mm, slice_model.window, slice_model.weight)
+    w = slice_model.weight
+    mixed = (w * probs2d + (1.0 - w) * probs3d).argmax(0).astype(np.uint8)
+    return np.where(inside, mixed, raw)
 
 
 def segment(scan: Scan, model: "SegModel", *, cfg: SegConfig | None = None) -> LabelMap:
