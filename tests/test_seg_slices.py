@@ -199,6 +199,12 @@ def test_slice_network_export_joins_a_bundle_and_is_checked_on_load(slice_run, t
         torch.save(ck, bad / "best.pt")
         export_slice_model(bad, bundle)
     assert model.slice.weight == 0.5
+    # its classes must be the 3D network's (their probabilities are averaged)
+    bad_meta = json.loads(json.dumps(meta))
+    bad_meta["slice_model"]["network"]["out_channels"] = 4
+    (bundle / "metadata.json").write_text(json.dumps(bad_meta))
+    with pytest.raises(BundleError, match="slice network has 4 outputs"):
+        load_bundle(bundle)
     meta["slice_model"]["weight"] = 0.0
     (bundle / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="weight must be in"):

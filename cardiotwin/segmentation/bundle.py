@@ -139,7 +139,8 @@ def load_bundle(root: str | Path | None = None, *, device: str = "cpu") -> SegMo
     return SegModel(
         name=str(meta["name"]), root=root, network=net, spec=spec, spacing_mm=float(meta["inputs"]["target_spacing_mm"]),
         roi=roi, predicted_labels=tuple(int(p) for p in meta["outputs"]["predicted_labels"]), label_table=table,
-        metadata=meta, default_config=cfg, slice=_load_slice_model(root, meta, device=device),
+        metadata=meta, default_config=cfg, slice=_load_slice_model(root, meta, device=device,
+                                                                  out_channels=spec.out_channels),
     )
 
 
@@ -174,12 +175,16 @@ def _load_network(root: Path, weights_meta: dict[str, Any], network_meta: Any, *
     return spec, net.eval().to(device)
 
 
-def _load_slice_model(root: Path, meta: dict[str, Any], *, device: str) -> SliceModel | None:
+def _load_slice_model(root: Path, meta: dict[str, Any], *, device: str, out_channels: int) -> SliceModel | None:
     entry = meta.get("slice_model")
     if entry is None:
         return None
     if not isinstance(entry, dict) or not all(k in entry for k in ("weights", "network", "pixel_spacing_mm", "window")):
         raise BundleError(f"bundle {root}: metadata.json slice_model needs weights, network, pixel_spacing_mm and window")
+    n_out = entry["network"].get("out_channels") if isinstance(entry["network"], dict) else None
+    if n_out != out_channels:  # its probabilities are averaged with the 3D network's, class by class
+        raise BundleError(f"bundle {root}: the slice network has {n_out} outputs, the 3D network "
+                          f"{out_channels}; they must predict the same label table")
     spec, net = _load_network(root, entry["weights"], entry["network"], device=device, spatial_dims=2)
     window = int(entry["window"])
     if window % spec.divisor:

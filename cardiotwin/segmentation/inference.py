@@ -315,8 +315,6 @@ def predict_slices(network: torch.nn.Module, image: np.ndarray, geometry: ImageG
     Returns probabilities (C, *geometry.shape) float32 and the mask (geometry.shape) of the voxels
     inside the window (elsewhere the probabilities are 0).
     """
-    from scipy import ndimage
-
     order = [a for a in range(3) if a != axis] + [axis]
     vox = np.transpose(np.asarray(image, dtype=np.float32), order)  # (X, Y, Z): Z the slice axis
     sp = np.asarray(geometry.spacing_mm, dtype=float)[order[:2]]
@@ -487,7 +485,7 @@ def refine_thick_slices(probs3d: np.ndarray, scan: Scan, slice_model: "SliceMode
     lv = np.isin(raw, (int(Label.LV_BLOOD), int(Label.LV_MYO)))
     if axis is None or not lv.any():
         return raw
-    comp, n = ndimage.label(lv)
+    comp, _ = ndimage.label(lv)
     sizes = np.bincount(comp.ravel())[1:]
     centre = scan.geometry.index_to_world(np.argwhere(comp == int(np.argmax(sizes)) + 1).mean(axis=0))
     image = normalise_intensities(torch.from_numpy(np.asarray(scan.voxels, dtype=np.float32)),
