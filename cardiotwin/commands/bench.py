@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import logging
+from pathlib import Path
 
 from cardiotwin.bench import write_section
 from cardiotwin.errors import ConfigError
@@ -12,7 +14,8 @@ from cardiotwin.errors import ConfigError
 NAME = "bench"
 HELP = "run a benchmark and write its table to docs/BENCHMARKS.md"
 
-# name -> "module:function"; the function takes (*, quick: bool) and returns a markdown section.
+# name -> "module:function"; the function takes (*, quick: bool) and returns a markdown section
+# (benchmarks of a model also take model: a bundle folder, default the shipped one).
 BENCHES: dict[str, str] = {
     "em": "cardiotwin.mechanics.bench:bench_em",
     "ep": "cardiotwin.electrophysiology.bench:bench_ep",
@@ -30,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     parser.add_argument("--file", default="docs/BENCHMARKS.md", help="where to write the section")
     parser.add_argument("--no-write", action="store_true", help="print the section only")
+    parser.add_argument("--model", metavar="DIR",
+                        help="bench seg: measure this bundle instead of the shipped one (its own section, "
+                             "bench:seg:<folder name>, so the shipped model's section is kept)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,9 +43,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"unknown benchmark {args.name!r}; choose one of: {', '.join(BENCHES)}")
     module_name, func_name = BENCHES[args.name].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
-    section = func(quick=args.quick)
+    name, kwargs = args.name, {}
+    if args.model:
+        if "model" not in inspect.signature(func).parameters:
+            raise ConfigError(f"benchmark {args.name!r} does not measure a model; --model is for: seg")
+        name, kwargs = f"{args.name}:{Path(args.model).name}", {"model": args.model}
+    section = func(quick=args.quick, **kwargs)
     print(section)
     if not args.no_write:
-        path = write_section(args.name, section, path=args.file)
-        log.info("wrote benchmark %s to %s", args.name, path)
+        path = write_section(name, section, path=args.file)
+        log.info("wrote benchmark %s to %s", name, path)
     return 0

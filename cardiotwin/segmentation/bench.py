@@ -175,32 +175,40 @@ def _phantom_table(rows: list[dict], *, per_case: bool) -> list[str]:
     return lines
 
 
-def run_seg_bench(*, quick: bool) -> str:
-    """Markdown section of the segmentation benchmark (see module docstring)."""
+def run_seg_bench(*, quick: bool, model: str | Path | None = None) -> str:
+    """Markdown section of the segmentation benchmark (see module docstring) for the shipped bundle or
+    the bundle folder ``model``."""
     from cardiotwin.bench import machine_description
     from cardiotwin.segmentation.bundle import load_bundle
 
     t0 = time.perf_counter()
-    model = load_bundle()
+    bundle = load_bundle(model)
     n = 2 if quick else 5
-    lines = [f"## Segmentation (`cardiotwin bench seg{' --quick' if quick else ''}`)", "",
-             f"Model `{model.name}` (`{model.root.name}`, weights sha256 {model.metadata['weights']['sha256'][:12]}...). "
-             f"Machine: {machine_description()}.", ""]
-    timing_res = timing()
+    command = "cardiotwin bench seg" + (" --quick" if quick else "") + (f" --model {model}" if model else "")
+    slice_note = (f"; slice network for thick-slice MR, weights sha256 "
+                  f"{bundle.metadata['slice_model']['weights']['sha256'][:12]}..., weight {bundle.slice.weight:g}"
+                  if bundle.slice is not None else "")
+    lines = [f"## Segmentation (`{command}`)", "",
+             f"Model `{bundle.name}` (`{bundle.root.name}`, weights sha256 {bundle.metadata['weights']['sha256'][:12]}..."
+             f"{slice_note}). Machine: {machine_description()}.", ""]
+    if model is not None:
+        lines += [f"Not the shipped bundle (`models/heart_seg_v1`): a candidate folder measured with `--model`; "
+                  "its MODEL_CARD.md section says how it was built and whether it shipped.", ""]
+    timing_res = timing(bundle.root)
     lines += ["### Inference time (160^3 CT phantom at 1.5 mm, fresh process, CPU)", "",
               f"- second run {timing_res['times_s'][1]:.1f} s (first {timing_res['times_s'][0]:.1f} s), "
               f"{timing_res['threads']} torch threads; target <= 20 s",
               f"- peak resident memory {timing_res['peak_rss_mb']:.0f} MB (process, including Python and torch)", ""]
 
     lines += ["### Held-out synthetic phantoms (seeds 900100+, never used in training)", ""]
-    lines += _phantom_table(phantom_scores(model, n_per_modality=n), per_case=True)
+    lines += _phantom_table(phantom_scores(bundle, n_per_modality=n), per_case=True)
     lines += ["", "Targets: LV blood >= 0.92, LV myocardium >= 0.85, RV blood >= 0.90 (mean, both modalities).", ""]
     lines += ["### The same held-out seeds with a dilated LV (heart-failure range: radius 29-38 mm, wall 5-9 mm)", ""]
-    lines += _phantom_table(phantom_scores(model, n_per_modality=n, lv="dilated"), per_case=False)
+    lines += _phantom_table(phantom_scores(bundle, n_per_modality=n, lv="dilated"), per_case=False)
     lines += ["", "No target in the issue; the Sunnybrook patients (heart failure) have LVs of this size.", ""]
 
     if (SHARED_DATA / "sunnybrook").is_dir():
-        sb = sunnybrook_scores(model)
+        sb = sunnybrook_scores(bundle)
         lines += ["### Sunnybrook cine MRI (real, expert contours; labelled slices only)", "",
                   "| case | LV blood Dice | LV myo Dice | LV blood mL (pred / ref) |", "|---|---|---|---|"]
         for r in sb:
@@ -217,7 +225,7 @@ def run_seg_bench(*, quick: bool) -> str:
                   "the real-MR gap of the first weights and decide whether fine-tuned weights ship (MODEL_CARD.md), "
                   "so they are not a fully blind test set any more.", ""]
     if (SHARED_DATA / "real_ct").is_dir():
-        ct = real_ct_scores(model)
+        ct = real_ct_scores(bundle)
         lines += ["### Real contrast CT crop (reference: TotalSegmentator masks, a model output, not manual)", "",
                   "| crop | structure | Dice |", "|---|---|---|"]
         for r in ct:

@@ -1,0 +1,26 @@
+"""`cardiotwin bench`: argument errors are clear and write nothing (the benchmarks themselves are run
+by hand, not in the test suite)."""
+
+from __future__ import annotations
+
+from cardiotwin.cli import main
+
+
+def test_unknown_benchmark_is_a_clear_error(tmp_path, capsys):
+    out = tmp_path / "B.md"
+    assert main(["bench", "nope", "--file", str(out)]) == 2
+    assert "unknown benchmark 'nope'" in capsys.readouterr().err and not out.exists()
+
+
+def test_model_option_only_for_benchmarks_of_a_model(tmp_path, capsys):
+    out = tmp_path / "B.md"
+    assert main(["bench", "ep", "--model", str(tmp_path), "--file", str(out)]) == 2
+    assert "does not measure a model" in capsys.readouterr().err and not out.exists()
+
+
+def test_seg_benchmark_of_a_missing_bundle_names_it_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "B.md"
+    out.write_text("kept\n")
+    assert main(["bench", "seg", "--model", str(tmp_path / "no_bundle"), "--file", str(out)]) == 2
+    assert "no_bundle: no such folder" in capsys.readouterr().err
+    assert out.read_text() == "kept\n"
