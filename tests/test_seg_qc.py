@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from cardiotwin.errors import StageError
-from cardiotwin.segmentation.qc import compare, lv_wall_thickness_mm, quality_report, raise_on_errors, write_overlays
+from cardiotwin.segmentation.qc import (compare, lv_wall_thickness_mm, myocardium_confusion, quality_report, raise_on_errors,
+                                        signed_boundary_offset_mm, write_overlays)
 from cardiotwin.types import ImageGeometry, LabelMap
 
 SP = 0.5  # mm
@@ -110,3 +111,56 @@ def test_overlays_are_written(tmp_path):
     assert [p.name for p in paths] == ["ov_i.png", "ov_j.png", "ov_k.png"]
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000
+
+
+def _sa_stack(r_in: np.ndarray | float, r_out: np.ndarray | float, *, shift_mm: float = 0.0) -> np.ndarray:
+    """Short-axis stack of LV rings: 1.25 mm pixels, 10 slices of 8 mm along the last axis."""
+    ax = (np.arange(128) - 63.5) * 1.25
+    x, y = np.meshgrid(ax - shift_mm, ax, indexing="ij")
+    r = np.hypot(x, y)[:, :, None] * np.ones(10)
+    lab = np.zeros(r.shape, dtype=np.uint8)
+    lab[r <= r_out] = 2
+    lab[r <= r_in] = 1
+    return lab
+
+
+SA_SPACING = (1.25, 1.25, 8.0)
+
+
+@pytest.mark.parametrize("d_mm", [-3.75, -1.25, 0.0, 2.5])
+def test_signed_boundary_offset_of_a_grown_or_shrunk_ring(d_mm):
+    # an endocardium drawn d mm outside (d > 0) or inside (d < 0) a 30 mm circle: offset ~ d
+    ref, pred = _sa_stack(30.0, 38.0), _sa_stack(30.0 + d_mm, 38.0 + d_mm)
+    endo = signed_boundary_offset_mm(pred == 1, ref == 1, SA_SPACING)
+    epi = signed_boundary_offset_mm(pred > 0, ref > 0, SA_SPACING)
+    assert endo == pytest.approx(d_mm, abs=0.5)  # 0.4 pixel: staircase error of digitised circles
+    assert epi == pytest.approx(d_mm, abs=0.5)
+
+
+def test_signed_boundary_offset_of_a_shifted_ring_is_near_zero_and_slices_can_be_ignored():
+    ref, pred = _sa_stack(30.0, 38.0), _sa_stack(30.0, 38.0, shift_mm=5.0)
+    assert abs(signed_boundary_offset_mm(pred == 1, ref == 1, SA_SPACING)) < 0.4
+    # slices outside `valid` do not count: a grown prediction on the ignored slices changes nothing
+    grown = pred.copy()
+    grown[..., 5:] = _sa_stack(36.0, 44.0)[..., 5:]
+    valid = np.zeros(ref.shape, dtype=bool)
+    valid[..., :5] = True
+    assert signed_boundary_offset_mm(grown == 1, ref == 1, SA_SPACING, valid=valid) == pytest.approx(
+        signed_boundary_offset_mm(pred == 1, ref == 1, SA_SPACING), abs=1e-9)
+    assert signed_boundary_offset_mm(grown == 1, ref == 1, SA_SPACING) > 1.5
+    assert math.isnan(signed_boundary_offset_mm(np.zeros_like(ref, bool), ref == 1, SA_SPACING))
+
+
+def test_myocardium_confusion_of_a_ring_drawn_inside_the_experts():
+    # expert ring 30-38 mm; predicted ring 27-35 mm: the outer 3 mm of the expert wall is called
+    # outside, and predicted wall covers the expert cavity between 27 and 30 mm
+    ref, pred = _sa_stack(30.0, 38.0), _sa_stack(27.0, 35.0)
+    c = myocardium_confusion(pred, ref)
+    area = lambda a, b: math.pi * (b**2 - a**2)  # noqa: E731
+    wall = area(30.0, 38.0)
+    assert c["missed_as_background"] == pytest.approx(area(35.0, 38.0) / wall, abs=0.03)
+    assert c["extra_in_blood"] == pytest.approx(area(27.0, 30.0) / wall, abs=0.03)
+    assert c["missed_as_blood"] == 0.0 and c["extra_in_background"] == 0.0
+    assert myocardium_confusion(ref, ref) == {"missed_as_background": 0.0, "missed_as_blood": 0.0,
+                                              "extra_in_blood": 0.0, "extra_in_background": 0.0}
+    assert myocardium_confusion(pred, np.zeros_like(ref)) == {}

@@ -191,3 +191,56 @@ def write_overlays(label_map: LabelMap, image: np.ndarray, out_dir: Path, *, ste
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def signed_boundary_offset_mm(pred: np.ndarray, ref: np.ndarray, spacing_mm: tuple[float, float, float], *,
+                              slice_axis: int | None = None, valid: np.ndarray | None = None) -> float:
+    """Mean signed in-plane distance (mm) of ``pred``'s boundary from ``ref``'s: positive where the
+    predicted boundary lies outside the reference, negative inside (a prediction eroded by d has
+    about -d, one dilated by d about +d, a shifted one about 0).
+
+    Computed slice by slice across ``slice_axis`` (default: the axis of the largest spacing, the
+    slice direction of a short-axis stack), on slices where both masks are present and, when given,
+    ``valid`` (e.g. the labelled slices of a reference) is set. The predicted boundary pixels are
+    those of ``pred`` touching its outside in the plane; a pixel inside the reference counts
+    ``-(d - s)``, one outside ``+d``, where ``d`` is the distance to the nearest pixel across the
+    reference boundary and ``s`` the in-plane pixel size, so identical masks give exactly 0.
+    NaN when no slice qualifies.
+    """
+    if pred.shape != ref.shape:
+        raise ValueError(f"prediction {pred.shape} and reference {ref.shape} differ in shape")
+    axis = int(np.argmax(spacing_mm)) if slice_axis is None else slice_axis
+    plane = tuple(float(s) for i, s in enumerate(spacing_mm) if i != axis)
+    pixel = float(np.mean(plane))
+    values: list[np.ndarray] = []
+    for k in range(pred.shape[axis]):
+        p, r = np.take(pred, k, axis=axis), np.take(ref, k, axis=axis)
+        if valid is not None:
+            v = np.take(valid, k, axis=axis)
+            if not v.any():
+                continue
+            p, r = p & v, r & v
+        if not p.any() or not r.any():
+            continue
+        edge = p & ~ndimage.binary_erosion(p, border_value=0)
+        d_in = ndimage.distance_transform_edt(r, sampling=plane)  # inside ref: distance to its outside
+        d_out = ndimage.distance_transform_edt(~r, sampling=plane)  # outside ref: distance to it
+        values.append(np.where(r[edge], -(d_in[edge] - pixel), d_out[edge]))
+    return float(np.concatenate(values).mean()) if values else float("nan")
+
+
+def myocardium_confusion(pred: np.ndarray, ref: np.ndarray, *, valid: np.ndarray | None = None) -> dict[str, float]:
+    """Where an LV myocardium prediction disagrees with a reference, as fractions of the reference
+    myocardium: ``missed_as_background`` / ``missed_as_blood`` (reference wall called outside / LV
+    cavity) and ``extra_in_blood`` / ``extra_in_background`` (predicted wall where the reference has
+    LV cavity / outside). ``pred`` and ``ref`` are label arrays of the project table."""
+    v = np.ones(ref.shape, dtype=bool) if valid is None else valid
+    myo, blood = int(Label.LV_MYO), int(Label.LV_BLOOD)
+    r_myo, p_myo = (ref == myo) & v, (pred == myo) & v
+    n = float(r_myo.sum())
+    if n == 0:
+        return {}
+    return {"missed_as_background": float((r_myo & ~np.isin(pred, (myo, blood))).sum()) / n,
+            "missed_as_blood": float((r_myo & (pred == blood)).sum()) / n,
+            "extra_in_blood": float((p_myo & (ref == blood)).sum()) / n,
+            "extra_in_background": float((p_myo & ~np.isin(ref, (myo, blood))).sum()) / n}
