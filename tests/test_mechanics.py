@@ -111,6 +111,25 @@ def test_divergence_reports_step_and_load_and_keeps_state():
     assert np.all(np.isfinite(mech.state.x.array)) and before["state"].shape == mech.state.x.array.shape
 
 
+def test_a_first_step_that_never_converges_points_at_the_mesh(monkeypatch):
+    from cardiotwin.mechanics.newton import NewtonDiverged
+
+    _, mech = _ellipsoid_mech(cfg=MechanicsConfig(min_load_fraction=0.1), h=5.0)
+    mech.solve_to(pressures_kpa={"LV": 0.2}, label="test")  # a converged, loaded state
+
+    def never(self):
+        raise NewtonDiverged("stand-in")
+
+    monkeypatch.setattr(CardiacMechanics, "_newton", never)
+    with pytest.raises(StageError, match="could not advance") as loaded:
+        mech.solve_to(pressures_kpa={"LV": 0.4}, label="test")
+    assert "near-mechanism" not in str(loaded.value)  # it got somewhere before: no mesh hint
+    mech.pressures_kpa["LV"].value = 0.0
+    mech.state.x.array[:] = 0.0
+    with pytest.raises(StageError, match="near-mechanism.*quality.json"):
+        mech.solve_to(pressures_kpa={"LV": 0.4}, label="end-diastolic inflation")
+
+
 def test_bad_parameters_refused_up_front():
     with pytest.raises(ConfigError, match="C must be > 0"):
         load_config(EMConfig, {"guccione": {"C": "-2 kPa"}}, source="em.yaml")

@@ -137,6 +137,10 @@ def test_segmentation_noise_still_meshes(ct_mesh):
     q = mesh_quality(mesh, labels=labels, base=base)  # compared with the clean labels
     _check_valid(q, mesh)
     assert q["min_dihedral_deg"] >= 5.0
+    # one piece, every cell joined by faces (a piece hanging on an edge or a vertex is a mechanism)
+    from cardiotwin.meshing.tets import face_connected_components
+
+    assert face_connected_components(mesh.cells).max() == 0
 
 
 def _cube(offset: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -222,3 +226,50 @@ def test_aha_orientation_on_patient_mesh(ct_mesh):
     # Septal segments (2, 3, 8, 9) are closer to the RV cavity than lateral ones (5, 6, 11, 12).
     d = {s: np.linalg.norm(c[s] - rv_centre) for s in c}
     assert max(d[2], d[3], d[8], d[9]) < min(d[5], d[6], d[11], d[12])
+
+
+def _cube_tets() -> tuple[np.ndarray, np.ndarray]:
+    from cardiotwin.meshing.tets import orient_positive
+
+    p, t = _cube()
+    nodes, tets = run_tetgen(p, t, options={"quality": True})
+    return nodes, orient_positive(nodes, tets)
+
+
+def test_face_connected_components_separate_pieces_hanging_on_an_edge_or_a_vertex():
+    from cardiotwin.meshing.tets import boundary_facets, face_connected_components
+
+    nodes, tets = _cube_tets()
+    n = len(nodes)
+    corner = int(np.argmin(np.linalg.norm(nodes, axis=1)))  # the cube's vertex at the origin
+    far = int(np.argmax(np.linalg.norm(nodes, axis=1)))  # and at (10, 10, 10)
+    other = int(next(v for v in tets[(tets == far).any(axis=1)][0] if v != far))
+    by_vertex = [corner, n, n + 1, n + 2]  # shares only one vertex with the cube
+    by_edge = [far, other, n + 3, n + 4]  # shares only one edge
+    cells = np.vstack([tets, [by_vertex, by_edge]])
+    comp = face_connected_components(cells)
+    assert (comp[:-2] == 0).all()  # the largest piece is numbered 0
+    assert comp[-2] > 0 and comp[-1] > 0 and comp[-2] != comp[-1]
+    # a tet glued onto a boundary face belongs to the cube's piece
+    f, _ = boundary_facets(tets)
+    assert face_connected_components(np.vstack([tets, [[*f[0], n]]])).max() == 0
+
+
+def test_tiny_boundary_tets_are_peeled_and_regular_ones_kept():
+    from cardiotwin.meshing.optimize import peel_tiny_boundary_cells
+    from cardiotwin.meshing.tets import boundary_facets, signed_volumes
+
+    nodes, tets = _cube_tets()
+    f, _ = boundary_facets(tets)
+    a, b, c = f[0]
+    centre = nodes[[a, b, c]].mean(axis=0)
+    normal = np.cross(nodes[b] - nodes[a], nodes[c] - nodes[a])
+    tip = centre + 1e-4 * normal / np.linalg.norm(normal)  # 0.1 um above a boundary face, outside
+    pts = np.vstack([nodes, tip])
+    cells = np.vstack([tets, [[a, b, c, len(nodes)]]])
+    assert signed_volumes(pts, cells)[-1] > 0
+    kept, removed = peel_tiny_boundary_cells(pts, cells)
+    assert removed == 1 and len(kept) == len(tets)
+    assert signed_volumes(pts, kept).sum() == pytest.approx(1000.0)
+    kept, removed = peel_tiny_boundary_cells(nodes, tets)
+    assert removed == 0

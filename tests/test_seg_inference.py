@@ -141,6 +141,29 @@ def test_postprocess_builds_rv_myocardium_shell():
     assert not (out2 == 4).any()
 
 
+def test_postprocess_completes_a_gapped_rv_wall_only_where_it_is_missing():
+    # RV blood with a predicted 2-voxel wall on five of its six sides: "always" closes the open
+    # side with a rv_wall_mm shell and leaves the predicted wall and the neighbouring LV alone;
+    # "auto" (whole shell only below 10 % predicted wall) and "never" keep the gap.
+    g = _geom()
+    lab = np.zeros(g.shape, dtype=np.uint8)
+    lab[8:32, 8:32, 8:32] = 4
+    lab[10:30, 10:30, 10:30] = 3
+    lab[8:10, 10:30, 10:30] = 0  # the wall's -x side is missing
+    lab[33:40, 10:30, 10:30] = 2  # LV myocardium beyond the +x wall
+    out, notes = postprocess(lab, g, SegConfig(rv_myocardium="always", rv_wall_mm=2.0))
+    assert (out[8:10, 10:30, 10:30] == 4).all()  # gap closed, 2 mm thick
+    assert (out[:7, 10:30, 10:30] == 0).all()
+    assert notes["rv_myocardium_built_from_blood_pool_voxels"] == 2 * 20 * 20
+    unchanged = np.ones(g.shape, dtype=bool)
+    unchanged[8:10, 10:30, 10:30] = False
+    assert (out[unchanged] == lab[unchanged]).all()
+    for mode in ("auto", "never"):
+        kept, _ = postprocess(lab, g, SegConfig(rv_myocardium=mode, rv_wall_mm=2.0))
+        assert (kept[8:10, 10:30, 10:30] == 0).all(), mode
+    assert SegConfig().rv_myocardium == "always"
+
+
 def test_no_heart_found():
     g = _geom()
     with pytest.raises(StageError, match="no heart found"):

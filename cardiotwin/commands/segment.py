@@ -24,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model bundle folder (default: the shipped models/heart_seg_v1)")
     parser.add_argument("--reference", help="reference label map on the scan's grid: report Dice, HD95, ASSD")
     parser.add_argument("--rv-myocardium", choices=["auto", "always", "never"],
-                        help="build RV myocardium as a shell around the RV blood pool (auto: when the model finds none)")
+                        help="RV myocardium from the RV blood pool: always = complete the wall with a shell where the "
+                             "blood pool touches background (default of the shipped bundle); auto = a whole shell "
+                             "only when the model finds almost no wall; never = the network's wall only")
     parser.add_argument("--force", action="store_true", help="case output: rerun even when inputs are unchanged")
     add_scan_options(parser)
 

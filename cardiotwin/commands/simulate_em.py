@@ -38,9 +38,12 @@ def _inputs_from_file(vtu: Path):  # noqa: ANN202 - BeatInputs (imports dolfinx 
     from cardiotwin.mechanics.land import _orthonormal_frame
     from cardiotwin.mechanics.outputs import read_em_mesh
     from cardiotwin.meshing.fem import cell_field_to_function, point_field_to_function, to_dolfinx
+    from cardiotwin.meshing.tets import require_face_connected
 
     comm = MPI.COMM_WORLD
     hm, act = read_em_mesh(vtu) if comm.rank == 0 else (None, None)
+    if comm.rank == 0:
+        require_face_connected(hm.cells, source=str(vtu))
     hm_b = comm.bcast((hm.point_data, hm.cell_data, act) if comm.rank == 0 else None, root=0)
     heart = to_dolfinx(hm, comm)
     pdata, cdata, act = hm_b

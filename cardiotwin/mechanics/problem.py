@@ -275,20 +275,24 @@ class CardiacMechanics:
             self.active_tension_kpa.x.array[:] = ta_start + trial * (ta_end - ta_start)
             try:
                 total_its += self._newton()
-            except NewtonDiverged:
+            except NewtonDiverged as exc:
                 self.monitor.failures += 1
                 self.restore(last)
                 step *= 0.5
-                log.debug("%s: Newton failed at load fraction %.4f, halving step to %.4g", label, trial, step)
+                log.debug("%s: Newton failed at load fraction %.4f (%s), halving step to %.4g", label, trial, exc, step)
                 if step < self.cfg.min_load_fraction:
                     if on_failure is not None:
                         on_failure(self)
                     loads = ", ".join(f"p_{n} {p_start[n] + done * (p_end[n] - p_start[n]):.4g} kPa" for n in p_end)
+                    hint = ("" if done > 0.0 or p_start != {n: 0.0 for n in p_start} else
+                            " (not even a small first load step converges: the mesh probably holds a near-mechanism, "
+                            "a thin flap of wall on a narrow neck or degenerate tets; look at the mesh and its "
+                            "quality.json, remesh coarser or clean the label map)")
                     raise StageError(
                         f"mechanics Newton solve diverged at {label or 'load step'}: reached load fraction "
                         f"{done:.4f} of the step ({loads}; max active tension "
                         f"{float(np.max(ta_start + done * (ta_end - ta_start), initial=0.0)):.4g} kPa), "
-                        f"could not advance by {step * 2:.2g}; last converged state kept"
+                        f"could not advance by {step * 2:.2g}; last converged state kept{hint}"
                     ) from None
                 continue
             done = trial

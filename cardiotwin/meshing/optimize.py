@@ -287,6 +287,34 @@ def peel_boundary_slivers(
     return cells, removed
 
 
+def peel_tiny_boundary_cells(
+    points: np.ndarray, cells: np.ndarray, *, rel_volume: float = 1e-3, max_rounds: int = 10
+) -> tuple[np.ndarray, int]:
+    """Remove tets on the boundary whose volume is below ``rel_volume`` x that of a regular tet with
+    the mesh's median edge length, round by round while any is left.
+
+    Such tets come from sub-millimetre surface features (label fragments, marching-cube steps) that
+    the surface kept: a vertex held only by them has almost no stiffness, and a pressure on it makes
+    the mechanics' Newton step blow up at the first load increment (real CT, heart_seg_v1 1.4.1:
+    429 such vertices on a 45k-point mesh; update 1.5 m at 0.4 % of the end-diastolic pressure).
+    Their volume is negligible by construction. Returns (cells, number removed).
+    """
+    e = points[cells[:, [0, 0, 0, 1, 1, 2]]] - points[cells[:, [1, 2, 3, 2, 3, 3]]]
+    h = float(np.median(np.linalg.norm(e, axis=-1)))
+    tiny = rel_volume * h**3 / (6.0 * np.sqrt(2.0))
+    removed = 0
+    for _ in range(max_rounds):
+        _, owner = boundary_facets(cells)
+        on_boundary = np.zeros(cells.shape[0], dtype=bool)
+        on_boundary[owner] = True
+        drop = on_boundary & (np.abs(signed_volumes(points, cells)) < tiny)
+        if not drop.any():
+            break
+        cells = cells[~drop]
+        removed += int(drop.sum())
+    return cells, removed
+
+
 def improve_tets(
     points: np.ndarray, cells: np.ndarray, *, min_dihedral_deg: float, margin_deg: float = 1.0, rounds: int = 3
 ) -> tuple[np.ndarray, np.ndarray, SliverReport, int]:
@@ -302,6 +330,8 @@ def improve_tets(
     moved = 0
     for _ in range(rounds):
         cells, n = peel_boundary_slivers(points, cells, below_deg=min_dihedral_deg + margin_deg)
+        cells, n_tiny = peel_tiny_boundary_cells(points, cells)
+        n += n_tiny
         peeled += n
         points, report = remove_slivers(points, cells, min_dihedral_deg=min_dihedral_deg)
         moved += report.vertices_moved

@@ -48,6 +48,45 @@ def boundary_facets(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return faces[once], owner[once]
 
 
+def face_connected_components(cells: np.ndarray) -> np.ndarray:
+    """(M,) component index of every cell, cells being connected when they share a face; components
+    are numbered by decreasing size (0: the largest).
+
+    A piece joined to the rest only through an edge or a vertex is a component of its own: it can
+    hinge about that edge or vertex, a mechanism that makes a mechanics stiffness matrix singular.
+    """
+    from scipy import sparse
+    from scipy.sparse.csgraph import connected_components
+
+    cells = np.asarray(cells, dtype=np.int64)
+    n = cells.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    key = _face_keys(np.sort(cells[:, _OUTWARD_FACES].reshape(-1, 3), axis=1))
+    owner = np.repeat(np.arange(n), 4)
+    order = np.argsort(key, kind="stable")
+    sk, so = key[order], owner[order]
+    same = sk[1:] == sk[:-1]
+    a, b = so[:-1][same], so[1:][same]
+    graph = sparse.coo_matrix((np.ones(a.size), (a, b)), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    rank = np.argsort(np.argsort(-np.bincount(comp), kind="stable"), kind="stable")
+    return rank[comp]
+
+
+def require_face_connected(cells: np.ndarray, *, source: str) -> None:
+    """StageError unless every cell is joined to the rest by faces (``face_connected_components``):
+    a piece hanging on an edge or a vertex has no stiffness against turning about it, and the
+    mechanics' Newton solve would diverge at the first load step without saying why."""
+    from cardiotwin.errors import StageError
+
+    comp = face_connected_components(cells)
+    if comp.size and comp.max() > 0:
+        raise StageError(f"{source}: {int(np.count_nonzero(comp))} of {comp.size} tets form {int(comp.max())} "
+                         "piece(s) joined to the mesh only by an edge or a vertex; the mechanics cannot hold them. "
+                         "Remesh the labels with `cardiotwin mesh` (it keeps the largest face-connected piece)")
+
+
 def _face_keys(sorted_faces: np.ndarray) -> np.ndarray:
     """One int64 per sorted vertex triple (unique for up to 2^21 vertices); a void view otherwise."""
     f = np.asarray(sorted_faces, dtype=np.int64)

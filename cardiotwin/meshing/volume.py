@@ -45,7 +45,8 @@ from cardiotwin.meshing.surface import (
 )
 from cardiotwin.meshing.optimize import improve_tets
 from cardiotwin.meshing.tetgen_run import SelfIntersectionError, run_tetgen
-from cardiotwin.meshing.tets import boundary_facets, orient_positive, signed_volumes, triangle_normals
+from cardiotwin.meshing.tets import (boundary_facets, face_connected_components, orient_positive, signed_volumes,
+                                     triangle_normals)
 from cardiotwin.types import HeartMesh, LabelMap
 
 log = logging.getLogger(__name__)
@@ -224,6 +225,16 @@ def mesh_labels(labels: LabelMap, *, cfg: MeshConfig) -> tuple[HeartMesh, BasePl
         break
     t = time.perf_counter()
     points, cells, slivers, peeled = improve_tets(points, cells, min_dihedral_deg=cfg.min_dihedral_deg)
+    # Cells hanging on by an edge or a vertex (left by surface caps peeled around them, or by
+    # fragments of the label map) would hinge freely and make the mechanics singular: keep the
+    # largest face-connected piece.
+    comp = face_connected_components(cells)
+    detached = int(np.count_nonzero(comp))
+    if detached:
+        log.warning("%s: %d tets joined to the mesh only by an edge or a vertex removed (%.3f mL)",
+                    labels.source or "label map", detached, float(signed_volumes(points, cells[comp > 0]).sum()) / 1e3)
+        cells = cells[comp == 0]
+    timings["detached_cells_removed"] = float(detached)
     used = np.unique(cells)
     if used.size != points.shape[0]:
         remap = np.full(points.shape[0], -1, dtype=np.int64)

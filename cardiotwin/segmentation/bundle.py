@@ -289,7 +289,7 @@ def export_bundle(run_dir: Path, bundle_dir: Path, *, config_path: Path | None =
         write_json_atomic(inference_path, {"roi_size": int(cfg["patch"]), "overlap": 0.5, "centred_windows_mm": "15 mm",
                                            "sw_batch_size": 2,
                                            "largest_component": True, "aorta_min_fraction": 0.25,
-                                           "fill_holes": True, "rv_myocardium": "auto",
+                                           "fill_holes": True, "rv_myocardium": "always",
                                            "rv_wall_mm": "3.5 mm", "min_lv_blood_ml": "8 mL", "min_heart_ml": "30 mL"})
     if not (bundle_dir / "LICENSE").is_file():
         (bundle_dir / "LICENSE").write_text(_LICENSE_NOTICE)

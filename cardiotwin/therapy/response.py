@@ -72,6 +72,7 @@ def run_beat_task(
     from cardiotwin.mechanics.land import _orthonormal_frame
     from cardiotwin.mechanics.outputs import result_to_dict, write_outputs
     from cardiotwin.meshing.fem import cell_field_to_function, point_field_to_function, to_dolfinx
+    from cardiotwin.meshing.tets import require_face_connected
 
     out = Path(work_dir) / f"em_{name}.json"
     digest = beat_digest(mesh_sha256, activation_times_ms, em_config)
@@ -95,6 +96,7 @@ def run_beat_task(
                         aha=aha)
     beat_dir = Path(work_dir) / f"em_{name}"
     try:
+        require_face_connected(mesh.cells, source=str(mesh_path))
         result = simulate_beat(inputs, cfg, out_dir=None)
     except StageError as exc:  # a diverged beat is reported, not stored: a rerun tries again
         log.warning("electromechanics of %s failed: %s", name, exc)
