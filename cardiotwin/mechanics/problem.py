@@ -284,7 +284,8 @@ class CardiacMechanics:
                     if on_failure is not None:
                         on_failure(self)
                     loads = ", ".join(f"p_{n} {p_start[n] + done * (p_end[n] - p_start[n]):.4g} kPa" for n in p_end)
-                    hint = ("" if done > 0.0 or p_start != {n: 0.0 for n in p_start} else
+                    from_rest = done == 0.0 and not any(p_start.values()) and not np.any(ta_start)
+                    hint = ("" if not from_rest else
                             " (not even a small first load step converges: the mesh probably holds a near-mechanism, "
                             "a thin flap of wall on a narrow neck or degenerate tets; look at the mesh and its "
                             "quality.json, remesh coarser or clean the label map)")
