@@ -294,10 +294,11 @@ def peel_tiny_boundary_cells(
     the mesh's median edge length, round by round while any is left.
 
     Such tets come from sub-millimetre surface features (label fragments, marching-cube steps) that
-    the surface kept: a vertex held only by them has almost no stiffness, and a pressure on it makes
-    the mechanics' Newton step blow up at the first load increment (real CT, heart_seg_v1 1.4.1:
-    429 such vertices on a 45k-point mesh; update 1.5 m at 0.4 % of the end-diastolic pressure).
-    Their volume is negligible by construction. Returns (cells, number removed).
+    the surface kept; a vertex held only by them has almost no stiffness, one way to a near-singular
+    mechanics problem (the real CT's undecimated 45k-point mesh from heart_seg_v1 1.4.1 labels had
+    429 such vertices; that mesh still diverged after peeling, at a loosely held flap of wall, so
+    this is a clean-up, not a cure). Their volume is negligible by construction. Returns (cells,
+    number removed).
     """
     e = points[cells[:, [0, 0, 0, 1, 1, 2]]] - points[cells[:, [1, 2, 3, 2, 3, 3]]]
     h = float(np.median(np.linalg.norm(e, axis=-1)))
