@@ -21,6 +21,7 @@ BENCHES: dict[str, str] = {
     "ep": "cardiotwin.electrophysiology.bench:bench_ep",
     "mesh": "cardiotwin.meshing.bench:bench_mesh",
     "crt": "cardiotwin.therapy.bench:bench_crt",
+    "crt_real": "cardiotwin.therapy.bench:bench_crt_real",
     "viewer": "cardiotwin.viewer.bench:run_bench",
     "seg": "cardiotwin.segmentation.bench:run_seg_bench",
 }

@@ -128,7 +128,7 @@ def sunnybrook_scores(model) -> list[dict]:
                 row["epi_offset_mm"] = signed_boundary_offset_mm(np.isin(pred, (1, 2)), np.isin(ref, (1, 2)), spacing,
                                                                  valid=valid)
                 row["myo_confusion"] = myocardium_confusion(pred, ref, valid=valid)
-            v_ml = float(np.prod(scan.geometry.spacing_mm)) / 1000.0
+            v_ml = scan.geometry.voxel_volume_ml
             row["lv_blood_ml"] = (float(((pred == 1) & valid).sum()) * v_ml, float(((ref == 1) & valid).sum()) * v_ml)
             rows.append(row)
     return rows

@@ -222,7 +222,7 @@ def signed_boundary_offset_mm(pred: np.ndarray, ref: np.ndarray, spacing_mm: tup
             p, r = p & v, r & v
         if not p.any() or not r.any():
             continue
-        edge = p & ~ndimage.binary_erosion(p, border_value=0)
+        edge = _surface(p)
         d_in = ndimage.distance_transform_edt(r, sampling=plane)  # inside ref: distance to its outside
         d_out = ndimage.distance_transform_edt(~r, sampling=plane)  # outside ref: distance to it
         values.append(np.where(r[edge], -(d_in[edge] - pixel), d_out[edge]))
