@@ -10,13 +10,12 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/setup_system.sh
+$(STAMP): pyproject.toml scripts/setup_system.sh scripts/install_python_deps.sh
 	@bash scripts/setup_system.sh
 	@if [ ! -x $(PY) ]; then \
 	  if [ -z "$(PYTHON312)" ]; then echo "error: Python 3.12 not found (install python3.12 or pyenv 3.12)"; exit 1; fi; \
 	  echo "creating $(VENV) with $(PYTHON312)"; $(PYTHON312) -m venv $(VENV); fi
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	bash scripts/install_python_deps.sh $(VENV)
 	@touch $(STAMP)
 
 demo: setup
