@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cardiotwin.meshing.tets import boundary_facets, dihedral_angles_deg, signed_volumes
+from cardiotwin.meshing.tets import _OUTWARD_FACES, boundary_facets, dihedral_angles_deg, signed_volumes
 
 log = logging.getLogger(__name__)
 
@@ -257,15 +257,63 @@ def remove_slivers(
     return points, report
 
 
+def removable_boundary_cells(cells: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Mask of the ``candidates`` (bool, per cell) whose removal leaves the boundary surface with the
+    same topology, taken so that no two share a vertex (their removals cannot interact).
+
+    A tet with one boundary face may go when its fourth corner is interior (the surface dents in);
+    with two, when the edge that neither boundary face holds is interior (the surface slides across
+    it); with three, when its tip belongs to no other tet; with four, always. Peeling any other
+    boundary tet pinches a vertex or an edge, or, across a wall one tet thick, opens a hole
+    through it (a thick-slice MR twin lost 11 handles' worth of wall that way).
+    """
+    cells = np.asarray(cells, dtype=np.int64)
+    if cells.size == 0:
+        return np.zeros(0, dtype=bool)
+    faces = np.sort(cells[:, _OUTWARD_FACES], axis=2)  # (M, 4, 3): face j is opposite corner j
+    _, inverse, counts = np.unique(faces.reshape(-1, 3), axis=0, return_inverse=True, return_counts=True)
+    on_face = (counts[inverse.ravel()] == 1).reshape(-1, 4)
+    bfaces = faces.reshape(-1, 3)[on_face.ravel()]
+    n_points = int(cells.max()) + 1
+    boundary_vertex = np.zeros(n_points, dtype=bool)
+    boundary_vertex[bfaces.ravel()] = True
+    edge_keys = np.unique(np.concatenate([bfaces[:, [0, 1]], bfaces[:, [0, 2]], bfaces[:, [1, 2]]]) @ [n_points, 1])
+    cells_per_vertex = np.bincount(cells.ravel(), minlength=n_points)
+    keep = np.zeros(cells.shape[0], dtype=bool)
+    taken = np.zeros(n_points, dtype=bool)
+    for c in np.flatnonzero(candidates):
+        corners = cells[c]
+        if taken[corners].any():
+            continue
+        opposite = corners[on_face[c]]  # corner j is opposite face j: one per boundary face
+        k = opposite.size
+        if k == 1:
+            ok = not boundary_vertex[opposite[0]]
+        elif k == 2:
+            u, v = sorted(opposite)  # the edge no boundary face holds joins the corners opposite them
+            key = u * n_points + v
+            at = int(np.searchsorted(edge_keys, key))
+            ok = not (at < edge_keys.size and edge_keys[at] == key)
+        elif k == 3:
+            tip = corners[~on_face[c]][0]
+            ok = cells_per_vertex[tip] == 1
+        else:
+            ok = k == 4
+        if ok:
+            keep[c] = True
+            taken[corners] = True
+    return keep
+
+
 def peel_boundary_slivers(
-    points: np.ndarray, cells: np.ndarray, *, below_deg: float, max_rounds: int = 5
+    points: np.ndarray, cells: np.ndarray, *, below_deg: float, max_rounds: int = 20
 ) -> tuple[np.ndarray, int]:
     """Remove flat tets (worst dihedral below ``below_deg``) that have a boundary face and all four
     corners on the boundary, so no vertex relocation can fix them.
 
     Such a tet lies along the surface (a cap across a surface edge, volume ~0), so removing it
-    changes the geometry negligibly; tets with two boundary faces go first as removing them keeps
-    the surface manifold. Returns (cells, number removed).
+    changes the geometry negligibly; only those whose removal keeps the surface's topology go
+    (``removable_boundary_cells``). Returns (cells, number removed).
     """
     removed = 0
     for _ in range(max_rounds):
@@ -277,9 +325,7 @@ def peel_boundary_slivers(
         on_boundary = np.zeros(points.shape[0], dtype=bool)
         on_boundary[facets.ravel()] = True
         candidates = bad & (n_boundary_faces > 0) & on_boundary[cells].all(axis=1)
-        drop = candidates & (n_boundary_faces >= 2)
-        if not drop.any():
-            drop = candidates
+        drop = removable_boundary_cells(cells, candidates)
         if not drop.any():
             break
         cells = cells[~drop]
@@ -288,7 +334,7 @@ def peel_boundary_slivers(
 
 
 def peel_tiny_boundary_cells(
-    points: np.ndarray, cells: np.ndarray, *, rel_volume: float = 1e-3, max_rounds: int = 10
+    points: np.ndarray, cells: np.ndarray, *, rel_volume: float = 1e-3, max_rounds: int = 20
 ) -> tuple[np.ndarray, int]:
     """Remove tets on the boundary whose volume is below ``rel_volume`` x that of a regular tet with
     the mesh's median edge length, round by round while any is left.
@@ -308,7 +354,7 @@ def peel_tiny_boundary_cells(
         _, owner = boundary_facets(cells)
         on_boundary = np.zeros(cells.shape[0], dtype=bool)
         on_boundary[owner] = True
-        drop = on_boundary & (np.abs(signed_volumes(points, cells)) < tiny)
+        drop = removable_boundary_cells(cells, on_boundary & (np.abs(signed_volumes(points, cells)) < tiny))
         if not drop.any():
             break
         cells = cells[~drop]

@@ -8,6 +8,7 @@ import numpy as np
 from cardiotwin.anatomy import CellTag, FacetTag, Label
 from cardiotwin.meshing.surface import MYO_LABELS, BasePlane, labelled_volume_below_plane_ml
 from cardiotwin.meshing.tets import (
+    boundary_genus,
     dihedral_angles_deg,
     edge_lengths,
     enclosed_volume_mm3,
@@ -46,6 +47,7 @@ def mesh_quality(mesh: HeartMesh, *, labels: LabelMap | None = None, base: BaseP
         "dihedral_p0_1_deg": float(np.percentile(dihedral, 0.1)),
         "radius_ratio": {"min": float(rr.min()), "mean": float(rr.mean())},
         "inverted_cells": int(np.count_nonzero(vols <= 0)),
+        "boundary_genus": boundary_genus(mesh.cells),
         "mesh_volume_ml": float(vols.sum() / 1000.0),
         "volume_per_cell_tag_ml": {t.name: float(vols[mesh.cell_tags == t].sum() / 1000.0) for t in CellTag},
         "surface_area_mm2": {t.name: float(areas[mesh.facet_tags == t].sum()) for t in FacetTag},

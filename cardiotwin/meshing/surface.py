@@ -1,9 +1,12 @@
 """Label map -> cleaned myocardium, base plane, and a smooth watertight surface (LPS mm).
 
 Steps (each a plain function):
+0. ``resample_thick_slices``: a thick-slice stack (cine MR) becomes near-isotropic by nested
+   shape-based interpolation (the blood pools stay inside the interpolated epicardium).
 1. ``clean_labels``: keep the largest connected myocardium (drop islands), fill enclosed holes,
    close a myocardial wall where a blood pool touches the background or the other blood pool
-   (segmentation noise, touching chambers), so the wall is closed around both cavities.
+   (segmentation noise, touching chambers), so the wall is closed around both cavities (two
+   voxels thick on a resampled stack, see ``volume.mesh_labels``).
 2. ``find_base_plane``: the plane of the valves: a least-squares plane through the voxels where
    the ventricles (labels 1-4) touch the atria / great vessels (5-8), oriented apex -> base; the
    cut is placed ``margin_mm`` below it. A user-given plane replaces it.
@@ -57,15 +60,24 @@ def _sub_slices(spacing: np.ndarray, max_anisotropy: float) -> np.ndarray:
 
 
 def resample_thick_slices(labels: LabelMap, *, max_anisotropy: float = 2.0) -> LabelMap:
-    """Near-isotropic label map from a thick-slice one (e.g. 8 mm cine MR stacks) by shape-based
-    interpolation (Raya & Udupa 1990): each label's signed distance map is interpolated linearly
-    along the thick axes and every new voxel takes the label of least signed distance.
+    """Near-isotropic label map from a thick-slice one (e.g. 8-10 mm cine MR stacks) by nested
+    shape-based interpolation (Raya & Udupa 1990, applied to nested regions as endo- and epicardial
+    contours are interpolated in cardiac MR).
+
+    Each region's signed distance map is interpolated linearly along the thick axes: the ventricles
+    as a whole (blood pools and myocardium, the epicardial region V), each blood pool, and every
+    other label. A new voxel inside V is blood where a blood pool's distance is negative (the least
+    one wins), myocardium elsewhere (the myocardial label of least distance); outside V it takes
+    the non-ventricular label (background, atria, great vessels) of least distance. A blood pool
+    lies inside V, so its distance is never below V's; linear interpolation keeps that order, so
+    the interpolated blood stays inside the interpolated epicardium and the wall stays closed
+    between slices. Taking the least distance over all labels instead (plain shape-based
+    interpolation) loses a thin wall that moves in-plane from one slice to the next: the blood pool
+    then touches the background through holes that the cleaning closes only with one-voxel sheets.
 
     Each thick voxel is split into m = round(spacing / finest spacing) sub-voxels that tile it
     exactly (beyond the end slices the end slice's distances are kept), so volumes stay comparable
     with the original voxels. Returned unchanged when max/min spacing <= ``max_anisotropy``.
-    Without this, a blood voxel that touches the background through a slice face would be closed
-    with a whole slice-thick layer of myocardium.
     """
     g = labels.geometry
     spacing = np.asarray(g.spacing_mm, dtype=float)
@@ -76,22 +88,42 @@ def resample_thick_slices(labels: LabelMap, *, max_anisotropy: float = 2.0) -> L
     # Continuous index, along each axis, of the centres of the sub-voxels.
     positions = [-0.5 + (np.arange(shape[d] * m[d]) + 0.5) / m[d] for d in range(3)]
     lab = np.asarray(labels.labels)
-    best = None
-    out = np.zeros(tuple(shape * m), dtype=np.uint8)
-    for value in np.unique(lab):
-        mask = lab == value
+
+    def interpolated_sdf(mask: np.ndarray) -> np.ndarray:
         sdf = (ndimage.distance_transform_edt(~mask, sampling=spacing)
                - ndimage.distance_transform_edt(mask, sampling=spacing)).astype(np.float32)
         for d in range(3):
             if m[d] > 1:
                 sdf = _interp_axis(sdf, positions[d], axis=d)
-        if best is None:
-            best = sdf
-            out[:] = value
-            continue
-        closer = sdf < best
-        best[closer] = sdf[closer]
-        out[closer] = value
+        return sdf
+
+    blood = (int(Label.LV_BLOOD), int(Label.RV_BLOOD))
+    present = [int(v) for v in np.unique(lab)]
+    # Per group (blood pools, myocardium, everything outside the ventricles): least distance, its label.
+    groups = {"blood": blood, "myo": MYO_LABELS, "other": tuple(v for v in present if v not in VENTRICLE_LABELS)}
+    best: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, values in groups.items():
+        for value in (v for v in values if v in present):
+            sdf = interpolated_sdf(lab == value)
+            if name not in best:
+                best[name] = (sdf, np.full(sdf.shape, value, dtype=np.uint8))
+                continue
+            dist, which = best[name]
+            closer = sdf < dist
+            dist[closer] = sdf[closer]
+            which[closer] = value
+    ventricles = np.isin(lab, VENTRICLE_LABELS)
+    if not ventricles.any():
+        out = best["other"][1]
+    else:
+        inside = interpolated_sdf(ventricles) < 0.0
+        wall = best["myo"][1] if "myo" in best else np.full(inside.shape, int(Label.LV_MYO), dtype=np.uint8)
+        out = np.where(inside, wall, best["other"][1] if "other" in best else np.uint8(Label.BACKGROUND))
+        if "blood" in best:
+            dist, which = best["blood"]
+            pool = inside & (dist < 0.0)
+            out[pool] = which[pool]
+        out = out.astype(np.uint8)
     start = np.array([positions[d][0] for d in range(3)])
     geometry = type(g)(
         shape=tuple(int(v) for v in shape * m),
@@ -99,8 +131,9 @@ def resample_thick_slices(labels: LabelMap, *, max_anisotropy: float = 2.0) -> L
         origin_mm=tuple(float(v) for v in g.index_to_world(start)),
         direction=g.direction,
     )
-    log.info("%s: thick slices %s mm resampled to %s mm (shape-based interpolation)", labels.source or "label map",
-             [round(float(v), 2) for v in spacing], [round(float(v), 2) for v in spacing / m])
+    log.info("%s: thick slices %s mm resampled to %s mm (nested shape-based interpolation)",
+             labels.source or "label map", [round(float(v), 2) for v in spacing],
+             [round(float(v), 2) for v in spacing / m])
     return LabelMap(labels=out, geometry=geometry, source=labels.source)
 
 
@@ -117,9 +150,13 @@ def _interp_axis(values: np.ndarray, positions: np.ndarray, *, axis: int) -> np.
     return np.take(values, lo, axis=axis) * (1.0 - w) + np.take(values, hi, axis=axis) * w
 
 
-def clean_labels(labels: LabelMap) -> LabelMap:
+def clean_labels(labels: LabelMap, *, min_wall_mm: float = 0.0) -> LabelMap:
     """Repair segmentation noise so that the myocardium encloses both blood pools.
 
+    Where a blood pool touches non-ventricular tissue (other than the valves) or the other blood
+    pool, its voxels become wall: those adjacent to it, and with ``min_wall_mm`` > 0 all those
+    within that distance of it, so the wall there is at least that thick (a one-voxel sheet is
+    lost to the anti-aliasing of the surface and leaves a hole through the wall).
     Raises StageError when there is no LV myocardium.
     """
     lab = np.asarray(labels.labels).astype(np.uint8, copy=True)
@@ -154,6 +191,10 @@ def clean_labels(labels: LabelMap) -> LabelMap:
     outside = ~np.isin(lab, VENTRICLE_LABELS + VALVE_LABELS)
     lv_leak = lv & ndimage.binary_dilation(outside | rv)
     rv_leak = rv & ndimage.binary_dilation(outside | lv)
+    if min_wall_mm > 0:
+        sp = labels.geometry.spacing_mm
+        lv_leak |= lv & (ndimage.distance_transform_edt(~(outside | rv), sampling=sp) <= min_wall_mm)
+        rv_leak |= rv & (ndimage.distance_transform_edt(~(outside | lv), sampling=sp) <= min_wall_mm)
     lab[lv_leak] = Label.LV_MYO
     lab[rv_leak] = Label.RV_MYO
     if lv_leak.any() or rv_leak.any():
@@ -162,7 +203,9 @@ def clean_labels(labels: LabelMap) -> LabelMap:
     return LabelMap(labels=lab, geometry=labels.geometry, source=labels.source)
 
 
-def thicken_thin_walls(labels: LabelMap, *, min_wall_mm: float) -> tuple[LabelMap, int]:
+def thicken_thin_walls(
+    labels: LabelMap, *, min_wall_mm: float, near_mm: np.ndarray | None = None, radius_mm: float = 0.0
+) -> tuple[LabelMap, int]:
     """Thicken the myocardium outwards by ``min_wall_mm / 2`` where it is thinner than ``min_wall_mm``.
 
     Local wall thickness at a myocardial voxel: twice the largest distance (voxel centre to the
@@ -173,8 +216,9 @@ def thicken_thin_walls(labels: LabelMap, *, min_wall_mm: float) -> tuple[LabelMa
     layer at a 5 mm target edge, and after anti-aliasing and smoothing it is thinner still: quadric
     decimation pinches it into non-manifold edges and the surface stays fine (the network's label
     map of the demo sample at 5 mm, heart_seg_v1 1.2.0: 33k tets; thickened under 5 mm: 12k, +2.8 %
-    volume). Growing by the measured deficit only was tried and is not enough for that. Returns the new
-    labels and the number of voxels added.
+    volume). Growing by the measured deficit only was tried and is not enough for that. With
+    ``near_mm`` (K, 3) LPS points, only thin spots within ``radius_mm`` of them grow (the local repair
+    where decimation broke the surface). Returns the new labels and the number of voxels added.
     """
     lab = np.asarray(labels.labels).copy()
     sp = np.asarray(labels.geometry.spacing_mm, dtype=float)
@@ -183,6 +227,14 @@ def thicken_thin_walls(labels: LabelMap, *, min_wall_mm: float) -> tuple[LabelMa
     r = np.maximum(np.round(0.5 * min_wall_mm / sp).astype(int), 1)
     local = 2.0 * ndimage.maximum_filter(inside, size=tuple(int(v) for v in 2 * r + 1))
     thin = myo & (local < min_wall_mm)
+    if near_mm is not None:
+        seeds = np.zeros(lab.shape, dtype=bool)
+        ijk = np.rint(labels.geometry.world_to_index(np.asarray(near_mm, dtype=float).reshape(-1, 3))).astype(np.int64)
+        ijk = ijk[np.all((ijk >= 0) & (ijk < np.asarray(lab.shape)), axis=1)]
+        seeds[tuple(ijk.T)] = True
+        if not seeds.any():
+            return labels, 0
+        thin &= ndimage.distance_transform_edt(~seeds, sampling=sp) <= radius_mm
     if not thin.any():
         return labels, 0
     dist, nearest = ndimage.distance_transform_edt(~thin, sampling=sp, return_indices=True)
@@ -199,6 +251,17 @@ def target_triangles(area_mm2: float, edge_mm: float) -> float:
 def decimation_shortfall(surface, *, edge_mm: float) -> float:
     """Triangles of ``surface`` per triangle of an ideal surface of the same area at ``edge_mm``."""
     return float(surface.n_cells / target_triangles(surface.area, edge_mm))
+
+
+def decimation_break_points(surface, *, edge_mm: float) -> np.ndarray:
+    """(K, 3) points (mm) of the edges that quadric decimation of ``surface`` towards ``edge_mm`` in one
+    step leaves open or non-manifold: the spots (thin walls, free fins of wall) that keep the surface
+    fine. Empty when the decimated surface is closed or no decimation is needed."""
+    target = target_triangles(surface.area, edge_mm)
+    if surface.n_cells <= 1.2 * target:
+        return np.zeros((0, 3))
+    coarse = surface.decimate(float(np.clip(1.0 - target / surface.n_cells, 0.0, 0.95)), volume_preservation=True)
+    return np.asarray(_open_edges(coarse).points, dtype=float).reshape(-1, 3)
 
 
 def find_base_plane(labels: LabelMap, *, margin_mm: float = 2.0) -> BasePlane:
@@ -324,6 +387,12 @@ def myocardium_surface(
         tris = np.asarray(surf.faces).reshape(-1, 4)[:, 1:]
         points = tangential_relaxation(np.asarray(surf.points, dtype=float), tris, iterations=20)
         surf = pv.PolyData(points, np.asarray(surf.faces))
+    if decimate:
+        # Decimation leaves a few sub-millimetre edges between feature vertices (that relaxation
+        # does not move); TetGen must keep them, and the tets on them stay slivers: merge their ends.
+        merged = surf.clean(tolerance=0.1 * edge_mm, absolute=True).triangulate()
+        if merged.n_cells < surf.n_cells and _is_closed(merged):
+            surf = merged
     if not _is_closed(surf):
         raise StageError(f"{labels.source or 'label map'}: the myocardial surface is not watertight after smoothing")
     log.info("surface: %d triangles (mean edge %.2f -> %.2f mm), %.1f mL enclosed",
@@ -401,10 +470,14 @@ def _mean_edge(surf) -> float:
     return float(np.linalg.norm(e, axis=1).mean())
 
 
+def _open_edges(surf):
+    """Boundary and non-manifold edges of ``surf`` (pyvista PolyData of lines)."""
+    return surf.extract_feature_edges(boundary_edges=True, non_manifold_edges=True, feature_edges=False,
+                                      manifold_edges=False)
+
+
 def _is_closed(surf) -> bool:
-    edges = surf.extract_feature_edges(boundary_edges=True, non_manifold_edges=True, feature_edges=False,
-                                       manifold_edges=False)
-    return edges.n_cells == 0
+    return _open_edges(surf).n_cells == 0
 
 
 def labelled_volume_below_plane_ml(

@@ -29,7 +29,12 @@ log = logging.getLogger(__name__)
 _INPUT = "surface.npz"
 
 
-class SelfIntersectionError(StageError):
+class SurfaceRejectedError(StageError):
+    """TetGen could not mesh the input surface as given (a coarser or smoother surface may fail
+    differently, so the mesher retries with its fallbacks)."""
+
+
+class SelfIntersectionError(SurfaceRejectedError):
     """TetGen found (and skipped) self-intersecting facets in the input surface."""
 
     def __init__(self, message: str, *, n_facets: int) -> None:
@@ -73,10 +78,10 @@ def run_tetgen(
                     n_facets=skipped,
                 )
             if proc.returncode < 0:
-                cause = f"TetGen crashed (signal {-proc.returncode})"
-            else:
-                cause = f"TetGen failed (exit {proc.returncode}): {detail}"
-            raise StageError(f"{source}: mesher failed: {cause}")
+                raise StageError(f"{source}: mesher failed: TetGen crashed (signal {-proc.returncode})")
+            # Exit 3: TetGen raised an error on this input (e.g. "Internal TetGen error within
+            # split_subface" at nearly degenerate surface triangles).
+            raise SurfaceRejectedError(f"{source}: mesher failed: TetGen failed (exit {proc.returncode}): {detail}")
         with np.load(folder / _OUTPUT) as data:
             nodes = np.asarray(data["nodes"], dtype=np.float64)
             tets = np.asarray(data["tets"], dtype=np.int64)

@@ -48,6 +48,21 @@ def boundary_facets(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return faces[once], owner[once]
 
 
+def boundary_genus(cells: np.ndarray) -> float:
+    """Genus of the boundary surface of a one-piece tet mesh, (2 - V + E - F) / 2 over its triangles.
+
+    0 for a biventricular myocardium cut at the base (topologically a ball); each hole through the
+    wall or handle adds 1; a pinched (non-manifold) vertex or edge makes it a half-integer or off.
+    """
+    facets, _ = boundary_facets(cells)
+    if facets.size == 0:
+        return 0.0
+    edges = np.unique(np.sort(np.concatenate([facets[:, [0, 1]], facets[:, [1, 2]], facets[:, [2, 0]]]), axis=1),
+                      axis=0)
+    chi = np.unique(facets).size - edges.shape[0] + facets.shape[0]
+    return (2.0 - chi) / 2.0
+
+
 def face_connected_components(cells: np.ndarray) -> np.ndarray:
     """(M,) component index of every cell, cells being connected when they share a face; components
     are numbered by decreasing size (0: the largest).

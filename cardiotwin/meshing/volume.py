@@ -10,8 +10,10 @@ with it needs a surface reparametrisation that fails on biventricular topologies
 (decimation + tangential relaxation) and TetGen fills the volume. TetGen's refinement bounds the
 radius-edge ratio, which leaves slivers (worst ~3 deg on the sample CT at 1.5 mm); ``optimize``
 then moves interior vertices to maximise the worst dihedral angle around them and removes the
-few flat caps that sit on the surface, which brings the minimum dihedral angle above 5 deg without
-moving the boundary (so volumes and tags are unaffected). TetGen runs in a child process in a
+few flat caps that sit on the surface where that keeps the surface's topology (no hole through a
+wall one tet thick), which brings the minimum dihedral angle near or above 5 deg without moving
+the boundary (so volumes and tags are unaffected). ``quality.json`` reports the boundary
+surface's genus: 0 for a closed wall. TetGen runs in a child process in a
 temporary folder (``tetgen_run``): it leaves no ``_skipped.*`` files and its crashes become errors.
 
 Tags: cells take the myocardial label of the voxel holding their centroid (nearest myocardial
@@ -36,6 +38,7 @@ from cardiotwin.meshing.surface import (
     MYO_LABELS,
     BasePlane,
     clean_labels,
+    decimation_break_points,
     decimation_shortfall,
     find_base_plane,
     labelled_volume_below_plane_ml,
@@ -44,9 +47,9 @@ from cardiotwin.meshing.surface import (
     thicken_thin_walls,
 )
 from cardiotwin.meshing.optimize import improve_tets
-from cardiotwin.meshing.tetgen_run import SelfIntersectionError, run_tetgen
-from cardiotwin.meshing.tets import (boundary_facets, face_connected_components, orient_positive, signed_volumes,
-                                     triangle_normals)
+from cardiotwin.meshing.tetgen_run import SurfaceRejectedError, run_tetgen
+from cardiotwin.meshing.tets import (boundary_facets, boundary_genus, face_connected_components, orient_positive,
+                                     signed_volumes, triangle_normals)
 from cardiotwin.types import HeartMesh, LabelMap
 
 log = logging.getLogger(__name__)
@@ -152,6 +155,73 @@ def tag_facets(
     return tags
 
 
+def _thicken_where_decimation_fails(surface, cleaned: LabelMap, base: BasePlane, cfg: MeshConfig,
+                                    timings: dict[str, float]):
+    """A wall thinner than the edge stopped the decimation of ``surface``: thicken such spots outwards
+    (their growth is part of the volume error in quality.json, and stays under 70 % of its limit).
+
+    First only around the spots where one-step decimation breaks the surface (a thin RV wall, a free
+    fin of wall left by the thick slices of a cine stack), with a wall of one edge, raised by half an
+    edge, up to two edges, wherever a round leaves as many breaks as the last; then, if the surface
+    is still too fine, everywhere: walls under ``min_wall_fraction`` x edge, then under one edge.
+    Returns the surface to use and the label map it came from; records what grew in ``timings``.
+    """
+    source = cleaned.source or "label map"
+    edge = cfg.edge_mm
+    myo_ml = labelled_volume_below_plane_ml(cleaned, base, MYO_LABELS)
+    max_growth = 0.7 * cfg.max_volume_error  # keep the volume check's margin
+
+    def growth_of(labels: LabelMap) -> float:
+        return labelled_volume_below_plane_ml(labels, base, MYO_LABELS) / myo_ml - 1.0
+
+    def accept(labels: LabelMap, wall_mm: float, how: str) -> bool:
+        nonlocal surface, thickened
+        retry = myocardium_surface(labels, base, edge_mm=edge, smoothing_iterations=cfg.smoothing_iterations)
+        if retry.n_cells >= 0.8 * surface.n_cells:
+            return False
+        added_ml = float(np.count_nonzero(labels.labels != cleaned.labels)) * labels.geometry.voxel_volume_ml
+        log.info("%s: walls thinner than %.1f mm thickened outwards %s (%.1f mL); surface %d -> %d triangles",
+                 source, wall_mm, how, added_ml, surface.n_cells, retry.n_cells)
+        surface, thickened = retry, labels
+        timings.update(thickened_wall_ml=added_ml, thickened_below_mm=float(wall_mm),
+                       thickened_wall_fraction=float(growth_of(labels)), thickened_locally=float(how != "everywhere"))
+        return True
+
+    thickened = cleaned
+    current, wall, last = thickened, edge, None
+    for _ in range(12):
+        fine = myocardium_surface(current, base, edge_mm=edge, smoothing_iterations=cfg.smoothing_iterations,
+                                  decimate=False, relax=False)
+        breaks = decimation_break_points(fine, edge_mm=edge)
+        if breaks.shape[0] == 0:
+            break
+        if last is not None and breaks.shape[0] >= last:
+            wall += 0.5 * edge
+        if wall > 2.0 * edge:
+            break
+        last = breaks.shape[0]
+        thick, added = thicken_thin_walls(current, min_wall_mm=wall, near_mm=breaks, radius_mm=3.0 * edge)
+        if added and growth_of(thick) > max_growth:
+            break
+        current = thick
+    if current is not cleaned and accept(current, wall, f"around {last} decimation breaks") and \
+            decimation_shortfall(surface, edge_mm=edge) <= 1.5:
+        return surface, thickened
+    for fraction in sorted({cfg.min_wall_fraction, 1.0}):
+        thick, added = thicken_thin_walls(thickened, min_wall_mm=fraction * edge)
+        if not added:
+            continue
+        growth = growth_of(thick)
+        if growth > max_growth:
+            log.info("%s: thickening walls under %.1f mm would add %.1f %% of the myocardium; not used",
+                     source, fraction * edge, 100 * growth)
+            break
+        accept(thick, fraction * edge, "everywhere")
+        if decimation_shortfall(surface, edge_mm=edge) <= 1.5:
+            return surface, thickened
+    return surface, thickened
+
+
 def mesh_labels(labels: LabelMap, *, cfg: MeshConfig) -> tuple[HeartMesh, BasePlane, LabelMap, dict[str, float]]:
     """Label map -> tagged HeartMesh.
 
@@ -160,7 +230,12 @@ def mesh_labels(labels: LabelMap, *, cfg: MeshConfig) -> tuple[HeartMesh, BasePl
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    cleaned = clean_labels(resample_thick_slices(labels))
+    resampled = resample_thick_slices(labels)
+    # Between the slices of a thick-slice stack the wall closes over the ends of the blood pools (the
+    # apical tip of the RV); closed there with one voxel, it is lost to the anti-aliasing of the
+    # surface and leaves holes through the wall (MR sample: genus 21; two voxels: genus 0).
+    wall_mm = 2.05 * min(resampled.geometry.spacing_mm) if resampled is not labels else 0.0
+    cleaned = clean_labels(resampled, min_wall_mm=wall_mm)
     if cfg.base_point_mm is not None and cfg.base_normal is not None:
         n = np.asarray(cfg.base_normal, dtype=float)
         base = BasePlane(point_mm=tuple(cfg.base_point_mm), normal=tuple(n / np.linalg.norm(n)))
@@ -180,39 +255,13 @@ def mesh_labels(labels: LabelMap, *, cfg: MeshConfig) -> tuple[HeartMesh, BasePl
         t = time.perf_counter()
         surface = myocardium_surface(cleaned, base, edge_mm=cfg.edge_mm, smoothing_iterations=iterations,
                                      decimate=decimate, relax=relax)
-        if i == 0 and cfg.min_wall_fraction > 0 and decimation_shortfall(surface, edge_mm=cfg.edge_mm) > 1.5:
-            # A wall thinner than the edge stopped the decimation: thicken such spots outwards (their
-            # growth is part of the volume error in quality.json), first walls under min_wall_fraction
-            # x edge, then under one edge, and keep the first surface that reaches the target.
-            myo_ml = labelled_volume_below_plane_ml(cleaned, base, MYO_LABELS)
-            thickened = cleaned
-            for fraction in sorted({cfg.min_wall_fraction, 1.0}):
-                thick, added = thicken_thin_walls(cleaned, min_wall_mm=fraction * cfg.edge_mm)
-                if not added:
-                    continue
-                growth = labelled_volume_below_plane_ml(thick, base, MYO_LABELS) / myo_ml - 1.0
-                if growth > 0.7 * cfg.max_volume_error:  # keep the volume check's margin
-                    log.info("%s: thickening walls under %.1f mm would add %.1f %% of the myocardium; not used",
-                             source, fraction * cfg.edge_mm, 100 * growth)
-                    break
-                retry = myocardium_surface(thick, base, edge_mm=cfg.edge_mm, smoothing_iterations=iterations,
-                                           decimate=decimate, relax=relax)
-                if retry.n_cells < 0.8 * surface.n_cells:
-                    added_ml = added * thick.geometry.voxel_volume_ml
-                    log.info("%s: walls thinner than %.1f mm thickened outwards (%.1f mL); surface %d -> %d "
-                             "triangles", source, fraction * cfg.edge_mm, added_ml, surface.n_cells, retry.n_cells)
-                    surface, thickened = retry, thick
-                    timings["thickened_wall_ml"] = float(added_ml)
-                    timings["thickened_below_mm"] = float(fraction * cfg.edge_mm)
-                    timings["thickened_wall_fraction"] = float(growth)
-                if decimation_shortfall(surface, edge_mm=cfg.edge_mm) <= 1.5:
-                    break
-            cleaned = thickened
+        if i == 0 and cfg.min_wall_fraction > 0 and decimation_shortfall(surface, edge_mm=cfg.edge_mm) > 1.2:
+            surface, cleaned = _thicken_where_decimation_fails(surface, cleaned, base, cfg, timings)
         timings["surface_s"] += time.perf_counter() - t
         t = time.perf_counter()
         try:
             points, cells = tetrahedralise(surface, edge_mm=cfg.edge_mm, source=source)
-        except SelfIntersectionError as exc:
+        except SurfaceRejectedError as exc:
             if i == len(attempts) - 1:
                 raise
             nxt = attempts[i + 1]
@@ -260,6 +309,11 @@ def mesh_labels(labels: LabelMap, *, cfg: MeshConfig) -> tuple[HeartMesh, BasePl
         log.warning("%s: %d tets stay below the %.1f deg minimum dihedral angle (worst %.2f deg)",
                     labels.source or "label map", slivers.cells_below_target, cfg.min_dihedral_deg,
                     slivers.min_dihedral_after_deg)
+    genus = boundary_genus(cells)
+    timings["boundary_genus"] = genus
+    if genus != 0:
+        log.warning("%s: the mesh surface has genus %g, not 0: holes through the wall or bridges across a cavity "
+                    "(check the label map where the wall is thin)", source, genus)
     missing = [t.name for t in (FacetTag.LV_ENDO, FacetTag.EPI, FacetTag.BASE) if not np.any(mesh.facet_tags == t)]
     if missing:
         raise StageError(f"{labels.source or 'label map'}: the mesh has no {', '.join(missing)} surface")
