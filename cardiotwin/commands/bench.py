@@ -22,6 +22,7 @@ BENCHES: dict[str, str] = {
     "mesh": "cardiotwin.meshing.bench:bench_mesh",
     "crt": "cardiotwin.therapy.bench:bench_crt",
     "crt_real": "cardiotwin.therapy.bench:bench_crt_real",
+    "crt_real_mr": "cardiotwin.therapy.bench:bench_crt_real_mr",
     "viewer": "cardiotwin.viewer.bench:run_bench",
     "seg": "cardiotwin.segmentation.bench:run_seg_bench",
 }

@@ -137,27 +137,43 @@ def bench_crt_real(*, quick: bool) -> str:
     """Markdown section: the CRT recipe on the real contrast CT crop of ``../shared/data/real_ct``
     (segmented by the shipped network), as a user would run it: stage times, the twin's mesh, the
     LBBB baseline beat and the best protocol. ``quick``: no electromechanics, 2 QMC samples."""
+    return _bench_recipe_on_real_scan(
+        name="crt_real", title="the CRT recipe on a real contrast CT", recipe_name="crt_ct.yaml",
+        scan_parts=("real_ct", "ct_aorta_crop.nii.gz"), quick=quick)
+
+
+def bench_crt_real_mr(*, quick: bool) -> str:
+    """Markdown section: the MR CRT recipe on a real short-axis cine stack (Sunnybrook SCD0000201,
+    end-diastole, 10 mm slices; ``../shared/data/sunnybrook``), segmented by the shipped network, as
+    a user would run it; the same table as ``bench_crt_real`` plus the mesh's boundary genus."""
+    return _bench_recipe_on_real_scan(
+        name="crt_real_mr", title="the MR CRT recipe on a real cine MRI stack", recipe_name="crt_mri.yaml",
+        scan_parts=("sunnybrook", "SCD0000201", "ed_image.nii.gz"), quick=quick)
+
+
+def _bench_recipe_on_real_scan(*, name: str, title: str, recipe_name: str, scan_parts: tuple[str, ...],
+                               quick: bool) -> str:
     import csv
 
     import yaml
 
     repo = Path(__file__).resolve().parents[2]
-    scan = repo.parent / "shared" / "data" / "real_ct" / "ct_aorta_crop.nii.gz"
-    cmd = "cardiotwin bench crt_real" + (" --quick" if quick else "")
-    head = ["## crt_real: the CRT recipe on a real contrast CT", "",
+    scan = repo.parent.joinpath("shared", "data", *scan_parts)
+    cmd = f"cardiotwin bench {name}" + (" --quick" if quick else "")
+    head = [f"## {name}: {title}", "",
             f"Command: `{cmd}`. Machine: {machine_description()}; 1-min load average {os.getloadavg()[0]:.1f} "
             "before the run.", ""]
     if not scan.is_file():
         return "\n".join(head + [f"Not run: `{scan}` is absent (real data stay outside the repository)."]) + "\n"
-    recipe = repo / "pipelines" / "crt_ct.yaml"
-    root = Path(tempfile.mkdtemp(prefix="crt_real_bench_"))
+    recipe = repo / "pipelines" / recipe_name
+    root = Path(tempfile.mkdtemp(prefix=f"{name}_bench_"))
     try:
         if quick:
             data = yaml.safe_load(recipe.read_text())
             for stage in data["stages"]:
                 if isinstance(stage, dict) and "crt" in stage:
                     stage["crt"].update({"uq": {**(stage["crt"].get("uq") or {}), "samples": 2}, "em_top_k": 0})
-            recipe = root / "crt_ct_quick.yaml"
+            recipe = root / f"{recipe.stem}_quick.yaml"
             recipe.write_text(yaml.safe_dump(data, sort_keys=False))
         case = root / "case"
         total_s, info = _run_demo(case, recipe, scan, None)
@@ -172,13 +188,14 @@ def bench_crt_real(*, quick: bool) -> str:
         if not os.environ.get("CARDIOTWIN_BENCH_KEEP"):
             shutil.rmtree(root, ignore_errors=True)
     lines = head + [
-        f"Pipeline: `cardiotwin run pipelines/crt_ct.yaml --scan ../{scan.relative_to(repo.parent)}` (segmented by the "
-        "shipped network)" + (" (quick: 2 QMC samples, no electromechanics)" if quick else "") + f". Total wall time "
-        f"{total_s:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in info["wall_s"].items()) + ").", "",
+        f"Pipeline: `cardiotwin run pipelines/{recipe_name} --scan ../{scan.relative_to(repo.parent)}` (segmented by "
+        "the shipped network)" + (" (quick: 2 QMC samples, no electromechanics)" if quick else "") + f". Total wall "
+        f"time {total_s:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in info["wall_s"].items()) + ").", "",
         "| measure | value |", "|---|---|",
         f"| label map: LV blood / LV wall / RV blood / RV wall (mL) | {seg['lv_blood']:.1f} / {seg['lv_myo']:.1f} / "
         f"{seg['rv_blood']:.1f} / {seg['rv_myo']:.1f} |",
-        f"| mesh: points / tets / min dihedral (deg) | {q['n_points']} / {q['n_cells']} / {q['min_dihedral_deg']:.1f} |",
+        f"| mesh: points / tets / min dihedral (deg) / boundary genus | {q['n_points']} / {q['n_cells']} / "
+        f"{q['min_dihedral_deg']:.1f} / {q.get('boundary_genus', float('nan')):g} |",
         f"| mesh: LV / RV cavity (mL), LV cavity error against the labels | {q['lv_cavity_ml']:.1f} / "
         f"{q['rv_cavity_ml']:.1f}, {100 * q['lv_cavity_error']:+.1f} % |",
     ]
