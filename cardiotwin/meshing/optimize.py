@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cardiotwin.meshing.tets import _OUTWARD_FACES, boundary_facets, dihedral_angles_deg, signed_volumes
+from cardiotwin.meshing.tets import (_OUTWARD_FACES, boundary_face_mask, boundary_facets, dihedral_angles_deg,
+                                     signed_volumes)
 
 log = logging.getLogger(__name__)
 
@@ -268,12 +269,10 @@ def removable_boundary_cells(cells: np.ndarray, candidates: np.ndarray) -> np.nd
     through it (a thick-slice MR twin lost 11 handles' worth of wall that way).
     """
     cells = np.asarray(cells, dtype=np.int64)
-    if cells.size == 0:
-        return np.zeros(0, dtype=bool)
-    faces = np.sort(cells[:, _OUTWARD_FACES], axis=2)  # (M, 4, 3): face j is opposite corner j
-    _, inverse, counts = np.unique(faces.reshape(-1, 3), axis=0, return_inverse=True, return_counts=True)
-    on_face = (counts[inverse.ravel()] == 1).reshape(-1, 4)
-    bfaces = faces.reshape(-1, 3)[on_face.ravel()]
+    if cells.size == 0 or not np.any(candidates):
+        return np.zeros(cells.shape[0], dtype=bool)
+    on_face = boundary_face_mask(cells)  # face j is opposite corner j
+    bfaces = np.sort(cells[:, _OUTWARD_FACES], axis=2)[on_face]
     n_points = int(cells.max()) + 1
     boundary_vertex = np.zeros(n_points, dtype=bool)
     boundary_vertex[bfaces.ravel()] = True
@@ -306,7 +305,7 @@ def removable_boundary_cells(cells: np.ndarray, candidates: np.ndarray) -> np.nd
 
 
 def peel_boundary_slivers(
-    points: np.ndarray, cells: np.ndarray, *, below_deg: float, max_rounds: int = 20
+    points: np.ndarray, cells: np.ndarray, *, below_deg: float, max_rounds: int = 8
 ) -> tuple[np.ndarray, int]:
     """Remove flat tets (worst dihedral below ``below_deg``) that have a boundary face and all four
     corners on the boundary, so no vertex relocation can fix them.
@@ -334,7 +333,7 @@ def peel_boundary_slivers(
 
 
 def peel_tiny_boundary_cells(
-    points: np.ndarray, cells: np.ndarray, *, rel_volume: float = 1e-3, max_rounds: int = 20
+    points: np.ndarray, cells: np.ndarray, *, rel_volume: float = 1e-3, max_rounds: int = 10
 ) -> tuple[np.ndarray, int]:
     """Remove tets on the boundary whose volume is below ``rel_volume`` x that of a regular tet with
     the mesh's median edge length, round by round while any is left.

@@ -26,6 +26,21 @@ def orient_positive(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
     return cells
 
 
+def boundary_face_mask(cells: np.ndarray) -> np.ndarray:
+    """(M, 4) bool: face j of cell i (the face opposite corner j) belongs to no other cell."""
+    cells = np.asarray(cells, dtype=np.int64)
+    key = _face_keys(np.sort(cells[:, _OUTWARD_FACES].reshape(-1, 3), axis=1))
+    order = np.argsort(key, kind="stable")
+    sk = key[order]
+    dup = np.zeros(sk.size, dtype=bool)
+    same = sk[1:] == sk[:-1]
+    dup[1:] |= same
+    dup[:-1] |= same
+    once = np.empty(sk.size, dtype=bool)
+    once[order] = ~dup
+    return once.reshape(-1, 4)
+
+
 def boundary_facets(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Boundary triangles of a positively oriented tet mesh.
 
@@ -35,16 +50,8 @@ def boundary_facets(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cells = np.asarray(cells, dtype=np.int64)
     faces = cells[:, _OUTWARD_FACES].reshape(-1, 3)
     owner = np.repeat(np.arange(cells.shape[0]), 4)
-    key = _face_keys(np.sort(faces, axis=1))
-    # A face is on the boundary when its key occurs once: compare each sorted key with its neighbours.
-    order = np.argsort(key, kind="stable")
-    sk = key[order]
-    dup = np.zeros(sk.size, dtype=bool)
-    same = sk[1:] == sk[:-1]
-    dup[1:] |= same
-    dup[:-1] |= same
-    once = np.empty(sk.size, dtype=bool)
-    once[order] = ~dup
+    # A face is on the boundary when its key occurs once.
+    once = boundary_face_mask(cells).ravel()
     return faces[once], owner[once]
 
 
