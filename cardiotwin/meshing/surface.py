@@ -387,12 +387,6 @@ def myocardium_surface(
         tris = np.asarray(surf.faces).reshape(-1, 4)[:, 1:]
         points = tangential_relaxation(np.asarray(surf.points, dtype=float), tris, iterations=20)
         surf = pv.PolyData(points, np.asarray(surf.faces))
-    if decimate:
-        # Decimation leaves a few sub-millimetre edges between feature vertices (that relaxation
-        # does not move); TetGen must keep them, and the tets on them stay slivers: merge their ends.
-        merged = surf.clean(tolerance=0.1 * edge_mm, absolute=True).triangulate()
-        if merged.n_cells < surf.n_cells and _is_closed(merged):
-            surf = merged
     if not _is_closed(surf):
         raise StageError(f"{labels.source or 'label map'}: the myocardial surface is not watertight after smoothing")
     log.info("surface: %d triangles (mean edge %.2f -> %.2f mm), %.1f mL enclosed",
