@@ -266,7 +266,8 @@ def removable_boundary_cells(cells: np.ndarray, candidates: np.ndarray) -> np.nd
     with two, when the edge that neither boundary face holds is interior (the surface slides across
     it); with three, when its tip belongs to no other tet; with four, always. Peeling any other
     boundary tet pinches a vertex or an edge, or, across a wall one tet thick, opens a hole
-    through it (a thick-slice MR twin lost 11 handles' worth of wall that way).
+    through it (on the Sunnybrook stack's 3 mm mesh the Euler characteristic of the surface fell
+    from -26 to -37 that way: five to six more holes).
     """
     cells = np.asarray(cells, dtype=np.int64)
     if cells.size == 0 or not np.any(candidates):

@@ -191,7 +191,7 @@ def clean_labels(labels: LabelMap, *, min_wall_mm: float = 0.0) -> LabelMap:
     outside = ~np.isin(lab, VENTRICLE_LABELS + VALVE_LABELS)
     lv_leak = lv & ndimage.binary_dilation(outside | rv)
     rv_leak = rv & ndimage.binary_dilation(outside | lv)
-    if min_wall_mm > 0:
+    if min_wall_mm > 0:  # also those within min_wall_mm (the adjacent ones stay, however small it is)
         sp = labels.geometry.spacing_mm
         lv_leak |= lv & (ndimage.distance_transform_edt(~(outside | rv), sampling=sp) <= min_wall_mm)
         rv_leak |= rv & (ndimage.distance_transform_edt(~(outside | lv), sampling=sp) <= min_wall_mm)
@@ -260,8 +260,13 @@ def decimation_break_points(surface, *, edge_mm: float) -> np.ndarray:
     target = target_triangles(surface.area, edge_mm)
     if surface.n_cells <= 1.2 * target:
         return np.zeros((0, 3))
-    coarse = surface.decimate(float(np.clip(1.0 - target / surface.n_cells, 0.0, 0.95)), volume_preservation=True)
-    return np.asarray(_open_edges(coarse).points, dtype=float).reshape(-1, 3)
+    return np.asarray(_open_edges(_decimate_to(surface, target)).points, dtype=float).reshape(-1, 3)
+
+
+def _decimate_to(surface, target_tris: float):
+    """Quadric decimation (volume preserving) of ``surface`` towards ``target_tris`` in one step."""
+    reduction = float(np.clip(1.0 - target_tris / surface.n_cells, 0.0, 0.95))
+    return surface.decimate(reduction, volume_preservation=True)
 
 
 def find_base_plane(labels: LabelMap, *, margin_mm: float = 2.0) -> BasePlane:
@@ -362,7 +367,7 @@ def myocardium_surface(
     target_tris = target_triangles(surf.area, edge_mm)
     if decimate and surf.n_cells > 1.2 * target_tris:
         reduction = float(np.clip(1.0 - target_tris / surf.n_cells, 0.0, 0.95))
-        coarse = surf.decimate(reduction, volume_preservation=True)
+        coarse = _decimate_to(surf, target_tris)
         if not _is_closed(coarse):
             # Quadric decimation can pinch walls thinner than the target edge into non-manifold
             # edges. Decimate in steps of at most 25 % instead and keep the coarsest surface that is still
