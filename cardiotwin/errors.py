@@ -28,3 +28,17 @@ class CaseError(CardiotwinError):
 
 class StageError(CardiotwinError):
     """A stage that ran but could not produce a valid result (e.g. a mesh that fails)."""
+
+
+class FhirError(CardiotwinError):
+    """A FHIR resource or bundle that is invalid or unusable. The message names the file and the field."""
+
+    def __init__(self, path: object, field: str, problem: str) -> None:
+        self.path = str(path)
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{self.path}: {field}: {problem}")
+
+
+class InteropError(CardiotwinError):
+    """A PACS (DICOMweb) or FHIR server that cannot be reached, refuses us, or lacks what was asked for."""
