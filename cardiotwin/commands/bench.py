@@ -25,6 +25,7 @@ BENCHES: dict[str, str] = {
     "crt_real_mr": "cardiotwin.therapy.bench:bench_crt_real_mr",
     "viewer": "cardiotwin.viewer.bench:run_bench",
     "seg": "cardiotwin.segmentation.bench:run_seg_bench",
+    "seg_acdc": "cardiotwin.segmentation.bench_cine:run_acdc_bench",
 }
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--file", default="docs/BENCHMARKS.md", help="where to write the section")
     parser.add_argument("--no-write", action="store_true", help="print the section only")
     parser.add_argument("--model", metavar="DIR",
-                        help="bench seg: measure this bundle instead of the shipped one (its own section, "
+                        help="bench seg / seg_acdc: measure this bundle instead of the shipped one (its own section, "
                              "bench:seg:<folder name>, so the shipped model's section is kept)")
 
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     name, kwargs = args.name, {}
     if args.model:
         if "model" not in inspect.signature(func).parameters:
-            raise ConfigError(f"benchmark {args.name!r} does not measure a model; --model is for: seg")
+            raise ConfigError(f"benchmark {args.name!r} does not measure a model; --model is for: seg, seg_acdc")
         name, kwargs = f"{args.name}:{Path(args.model).name}", {"model": args.model}
     section = func(quick=args.quick, **kwargs)
     print(section)

@@ -21,7 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scan", help="scan file (.nii.gz, .nrrd, .mha ...) or DICOM series folder")
     parser.add_argument("--out", required=True,
                         help="LABELS.nii.gz (a label map file in the scan's geometry) or a case folder")
-    parser.add_argument("--model", help="model bundle folder (default: the shipped models/heart_seg_v1)")
+    parser.add_argument("--model", help="model bundle folder or the name of a folder in models/ (default: the shipped "
+                                        "models/heart_seg_v1; e.g. heart_seg_cine_acdc: non-commercial research only)")
+    parser.add_argument("--all-frames", action="store_true",
+                        help="4D cine (4D NIfTI or DICOM cine series): segment every frame, write the LV/RV volume "
+                             "curves (cine_volumes.json, .png) and ED / ES label maps; the ED labels are the output")
     parser.add_argument("--reference", help="reference label map on the scan's grid: report Dice, HD95, ASSD")
     parser.add_argument("--rv-myocardium", choices=["auto", "always", "never"],
                         help="RV myocardium from the RV blood pool: always = complete the wall with a shell where the "
@@ -39,23 +43,37 @@ def _dicom_seg_path(out: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     from cardiotwin.cases import Case
     from cardiotwin.io.scans import read_labels, write_labels
-    from cardiotwin.segmentation.bundle import DEFAULT_BUNDLE, load_bundle
+    from cardiotwin.errors import ConfigError
+    from cardiotwin.segmentation.bundle import DEFAULT_BUNDLE, load_bundle, model_record, resolve_bundle
+    from cardiotwin.segmentation.cine import segment_cine, write_cine_outputs
     from cardiotwin.segmentation.inference import segment
     from cardiotwin.segmentation.qc import compare, quality_report, raise_on_errors, write_overlays
 
     scan_path = Path(args.scan)
-    scan = read_scan_from_args(args.scan, args)
-    model_dir = Path(args.model) if args.model else DEFAULT_BUNDLE
-    model = load_bundle(model_dir)
+    model_dir = resolve_bundle(args.model) if args.model else DEFAULT_BUNDLE
+    model = load_bundle(model_dir if args.model else None)
     cfg = model.default_config
     if args.rv_myocardium:
         cfg = replace(cfg, rv_myocardium=args.rv_myocardium)
+    cine = None
+    if args.all_frames:
+        if args.frame is not None:
+            raise ConfigError("segment: --all-frames and --frame exclude each other")
+        cine = segment_cine(scan_path, lambda s: segment(s, model, cfg=cfg), modality=args.modality,
+                            series_uid=args.series_uid)
+        args.frame = cine.ed_frame
+    scan = read_scan_from_args(args.scan, args)
     reference = read_labels(args.reference) if args.reference else None
     out = Path(args.out)
 
     def run_stage(folder: Path, labels_name: str) -> dict:
-        label_map = segment(scan, model, cfg=cfg)
+        label_map = segment(scan, model, cfg=cfg) if cine is None else cine.labels[cine.ed_frame]
         report = quality_report(label_map)
+        report["model"] = model_record(model)
+        if cine is not None:
+            report["cine"] = cine.summary()
+            write_cine_outputs(cine, folder, stem="cine" if labels_name == "labels.nii.gz" else
+                               labels_name[: -len(image_suffix(labels_name))] + "_cine")
         raise_on_errors(report, source=str(scan_path))
         for w in report["warnings"]:
             log.warning("%s: %s", scan_path, w)
@@ -80,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     case = Case.open_or_create(out)
     scan_in_case = case.import_scan(scan)
     config = {"model": model.name, "model_weights_sha256": model.metadata["weights"]["sha256"],
+              "model_licence": model.licence, "all_frames": bool(args.all_frames),
               "inference": {k: str(v) for k, v in cfg.__dict__.items()}}
     inputs = {"scan": scan_in_case, "model": model_dir}
     if reference is not None:

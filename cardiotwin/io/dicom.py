@@ -73,6 +73,22 @@ def list_series(folder: str | Path) -> dict[str, int]:
     return dict(counts)
 
 
+def count_dicom_frames(folder: Path, *, series_uid: str | None = None) -> int:
+    """Frames per slice position of a DICOM series (a cine series: more than 1)."""
+    slices = _read_headers(folder)
+    uids = sorted({s.series_uid for s in slices})
+    if series_uid is None and len(uids) > 1:
+        raise ScanError(folder, f"holds {len(uids)} series; choose one with --series-uid: {', '.join(uids)}")
+    uid = series_uid or uids[0]
+    if uid not in uids:
+        raise ScanError(folder, f"no series with UID {uid} (found: {', '.join(uids)})")
+    per_position: dict[tuple[float, ...], int] = defaultdict(int)
+    for s in slices:
+        if s.series_uid == uid:
+            per_position[tuple(np.round(s.position, 2))] += 1
+    return max(per_position.values())
+
+
 def read_dicom_series(
     folder: Path, *, series_uid: str | None = None, frame: int | None = None
 ) -> tuple[object, Modality, str]:

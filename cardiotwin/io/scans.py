@@ -73,6 +73,30 @@ def read_scan(
     return Scan(voxels=voxels, geometry=geometry, modality=modality, sha256=digest, source=str(path))
 
 
+def count_frames(path: str | os.PathLike[str], *, series_uid: str | None = None) -> int:
+    """Number of time frames of an image file (4D: its 4th size, else 1) or DICOM series folder (cine: frames
+    per slice position). Raises ScanError naming the file when it cannot be read."""
+    path = Path(path)
+    if not path.exists():
+        raise ScanError(path, "no such file or folder")
+    if path.is_dir():
+        from cardiotwin.io.dicom import count_dicom_frames
+
+        return count_dicom_frames(path, series_uid=series_uid)
+    import SimpleITK as sitk
+
+    if not image_suffix(path):
+        raise ScanError(path, f"unsupported file type (expected one of {', '.join(IMAGE_SUFFIXES)} or a DICOM folder)")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise ScanError(path, f"unreadable image header ({str(exc).strip().splitlines()[-1][:200]})") from None
+    size = reader.GetSize()
+    return int(size[3]) if len(size) == 4 else 1
+
+
 def guess_modality(voxels: np.ndarray) -> Modality:
     """CT when a clear fraction of voxels is air-like in Hounsfield units, else MR."""
     low = float(np.percentile(voxels, 1))

@@ -101,7 +101,10 @@ def label_origin(manifest: dict[str, Any]) -> str:
         return f"{cfg['source']} (segment stage, not segmented by cardiotwin: no model QC was run)"
     if cfg.get("model"):
         sha = str(cfg.get("model_weights_sha256") or "")[:12]
-        return f"segmentation model {cfg['model']}" + (f" (weights sha256 {sha}…)" if sha else "")
+        licence = str(cfg.get("model_licence") or "")
+        use = " (non-commercial research only)" if "NC" in licence.split("-") else ""
+        return (f"segmentation model {cfg['model']}" + (f" (weights sha256 {sha}…)" if sha else "")
+                + (f", licence {licence}{use}" if licence else ""))
     return "segment stage (origin not recorded in its configuration)"
 
 
@@ -114,6 +117,13 @@ def segmentation_qc_rows(qc: dict[str, Any]) -> list[list[Any]]:
         rows.append(["LV myocardial mass", qc["lv_myocardial_mass_g"], "g"])
     for k, v in (qc.get("lv_wall_thickness_mm") or {}).items():
         rows.append([f"LV wall thickness {k}", v, "mm"])
+    wall = qc.get("lv_wall_plausibility") or {}
+    seg = list((wall.get("segment_median_thickness_mm") or {}).values())
+    if seg:
+        rows.append(["LV wall thinnest segment (median)", min(seg), "mm"])
+        rows.append(["LV wall thickest segment (median)", max(seg), "mm"])
+    if finite(wall.get("mid_open_fraction")) is not None:
+        rows.append(["LV blood pool boundary not walled in mid slices", wall["mid_open_fraction"], "fraction"])
     for name, n in (qc.get("components") or {}).items():
         rows.append([f"connected components {name}", n, ""])
     for pair, ok in (qc.get("adjacency") or {}).items():

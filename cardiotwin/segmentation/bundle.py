@@ -11,6 +11,16 @@ another one in the same format)::
     slice_model.safetensors  optional: a 2D network for thick-slice MR stacks (metadata "slice_model")
     MODEL_CARD.md, LICENSE
 
+A bundle whose main network is 2D (``network.spatial_dims`` 2) is a short-axis stack bundle: it
+segments thick-slice cine MR stacks slice by slice in the stack's own voxel frame
+(``slicenet.predict_stack``; settings in inference.json ``slice_stack``) and refuses other scans.
+
+Licences: LICENSE must exist and name the licence of metadata.json ``licence`` (Apache-2.0 or
+CC-BY-NC-SA-4.0). A non-commercial bundle (trained on data such as ACDC, whose licence follows the
+data) also needs a MODEL_CARD.md that says non-commercial research only, and is never loaded as
+the default: it is used only when asked for (``--model DIR``, ``--model NAME`` of a folder in
+``models/``, or a recipe's segment option ``model``).
+
 Everything is checked on load; any problem raises ``BundleError`` naming the bundle and the problem.
 """
 
@@ -30,13 +40,18 @@ from cardiotwin.errors import ConfigError
 from cardiotwin.io.atomic import sha256_file, write_json_atomic
 from cardiotwin.segmentation.inference import SegConfig
 from cardiotwin.segmentation.network import NetworkSpec, build_network
+from cardiotwin.segmentation.slicenet import StackConfig
 
 log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "cardiotwin-seg-bundle"
 BUNDLE_FORMAT_VERSION = 1
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "models" / "heart_seg_v1"
+MODELS_DIR = DEFAULT_BUNDLE.parent
 REQUIRED_FILES = ("metadata.json", "inference.json", "model.safetensors", "LICENSE")
+# licence id (metadata.json "licence") -> a phrase its LICENSE file must contain
+LICENCES = {"Apache-2.0": "Apache License", "CC-BY-NC-SA-4.0": "Attribution-NonCommercial-ShareAlike 4.0"}
+NON_COMMERCIAL = frozenset({"CC-BY-NC-SA-4.0"})
 
 
 class BundleError(ConfigError):
@@ -70,6 +85,15 @@ class SegModel:
     metadata: dict[str, Any]
     default_config: SegConfig
     slice: SliceModel | None = None
+    stack: StackConfig | None = None  # set: a 2D short-axis stack bundle (``slicenet``)
+
+    @property
+    def licence(self) -> str:
+        return str(self.metadata.get("licence", ""))
+
+    @property
+    def non_commercial(self) -> bool:
+        return self.licence in NON_COMMERCIAL
 
 
 def _read_json(path: Path, root: Path) -> dict[str, Any]:
@@ -115,9 +139,50 @@ def validate_metadata(meta: dict[str, Any], *, root: Path) -> None:
         raise BundleError(f"bundle {root}: inputs.target_spacing_mm must be a number in 0.3-6 mm, got {spacing!r}")
 
 
+def resolve_bundle(name: str | Path | None) -> Path:
+    """The bundle folder for ``--model``: a path, or the name of a folder in ``models/`` (None: the default)."""
+    if name is None:
+        return DEFAULT_BUNDLE
+    path = Path(name)
+    if not path.exists() and len(path.parts) == 1 and (MODELS_DIR / path).is_dir():
+        return MODELS_DIR / path
+    return path
+
+
+def model_record(model: SegModel) -> dict[str, Any]:
+    """What a result names about the model that made it: name, version, weights hash, licence and use."""
+    meta = model.metadata
+    return {"name": model.name, "folder": model.root.name, "version": meta.get("version"),
+            "weights_sha256": meta["weights"]["sha256"], "licence": model.licence,
+            "use": "non-commercial research only" if model.non_commercial else "per its licence"}
+
+
+def check_licence(meta: dict[str, Any], root: Path, *, as_default: bool) -> None:
+    """BundleError unless LICENSE names the licence of metadata.json and a non-commercial bundle has a model
+    card saying so and is not loaded as the default."""
+    licence = str(meta.get("licence", ""))
+    if licence not in LICENCES:
+        raise BundleError(f"bundle {root}: metadata.json licence {licence!r} is not one of {', '.join(LICENCES)}")
+    text = (root / "LICENSE").read_text(errors="replace")
+    if LICENCES[licence] not in text:
+        raise BundleError(f"bundle {root}: LICENSE does not hold the {licence} licence named in metadata.json "
+                          f"(expected the phrase {LICENCES[licence]!r})")
+    if licence in NON_COMMERCIAL:
+        card = root / "MODEL_CARD.md"
+        if not card.is_file():
+            raise BundleError(f"bundle {root}: a {licence} bundle needs a MODEL_CARD.md (non-commercial use, training data)")
+        if "non-commercial" not in card.read_text(errors="replace").lower():
+            raise BundleError(f"bundle {root}: MODEL_CARD.md of a {licence} bundle must say it is for non-commercial "
+                              "research only")
+        if as_default or root.resolve() == DEFAULT_BUNDLE.resolve():
+            raise BundleError(f"bundle {root}: a {licence} (non-commercial) bundle is never the default model; "
+                              "select it with --model")
+
+
 def load_bundle(root: str | Path | None = None, *, device: str = "cpu") -> SegModel:
-    """Load and validate a bundle folder (default: the shipped ``models/heart_seg_v1``)."""
-    root = Path(root) if root is not None else DEFAULT_BUNDLE
+    """Load and validate a bundle folder (default: the shipped ``models/heart_seg_v1``; a name: ``models/NAME``)."""
+    as_default = root is None
+    root = resolve_bundle(root)
     if not root.is_dir():
         raise BundleError(f"bundle {root}: no such folder")
     missing = [f for f in REQUIRED_FILES if not (root / f).is_file()]
@@ -125,14 +190,28 @@ def load_bundle(root: str | Path | None = None, *, device: str = "cpu") -> SegMo
         raise BundleError(f"bundle {root}: missing {', '.join(missing)}")
     meta = _read_json(root / "metadata.json", root)
     validate_metadata(meta, root=root)
+    check_licence(meta, root, as_default=as_default)
     inference = _read_json(root / "inference.json", root)
-    spec, net = _load_network(root, meta["weights"], meta["network"], device=device, spatial_dims=3)
-    roi = int(inference.get("roi_size", 64))
+    dims = meta["network"].get("spatial_dims", 3) if isinstance(meta["network"], dict) else 3
+    spec, net = _load_network(root, meta["weights"], meta["network"], device=device, spatial_dims=2 if dims == 2 else 3)
+    stack = None
+    if spec.spatial_dims == 2:
+        entry = inference.get("slice_stack")
+        if not isinstance(entry, dict):
+            raise BundleError(f"bundle {root}: a 2D bundle needs inference.json slice_stack (pixel_mm, window, tta)")
+        try:
+            stack = load_config(StackConfig, entry, source=f"{root}/inference.json slice_stack")
+        except ConfigError as exc:
+            raise BundleError(f"bundle {root}: {exc}") from None
+        if stack.window % spec.divisor or stack.tta not in (1, 2, 4, 8) or not 0.3 <= stack.pixel_mm <= 3.0:
+            raise BundleError(f"bundle {root}: slice_stack needs window a multiple of {spec.divisor}, tta 1/2/4/8 and "
+                              f"pixel_mm 0.3-3 (got {stack.window}, {stack.tta}, {stack.pixel_mm})")
+    roi = int(inference.get("roi_size", stack.window if stack else 64))
     if roi % spec.divisor:
         raise BundleError(f"bundle {root}: inference.json roi_size {roi} must be a multiple of {spec.divisor}")
     cfg_keys = {f.name for f in fields(SegConfig)}
     cfg = load_config(SegConfig, {k: v for k, v in inference.items() if k in cfg_keys}, source=f"{root}/inference.json")
-    unknown = sorted(set(inference) - cfg_keys - {"roi_size", "comment"})
+    unknown = sorted(set(inference) - cfg_keys - {"roi_size", "comment", "slice_stack"})
     if unknown:
         raise BundleError(f"bundle {root}: inference.json has unknown key(s) {', '.join(unknown)}")
     table = {int(k): str(v) for k, v in meta["outputs"]["label_table"].items()}
@@ -141,6 +220,7 @@ def load_bundle(root: str | Path | None = None, *, device: str = "cpu") -> SegMo
         roi=roi, predicted_labels=tuple(int(p) for p in meta["outputs"]["predicted_labels"]), label_table=table,
         metadata=meta, default_config=cfg, slice=_load_slice_model(root, meta, device=device,
                                                                   out_channels=spec.out_channels),
+        stack=stack,
     )
 
 

@@ -468,6 +468,8 @@ def check_heart_found(labels: np.ndarray, geometry: ImageGeometry, cfg: SegConfi
 
 def predict_raw_labels(scan: Scan, model: "SegModel", *, cfg: SegConfig) -> np.ndarray:
     """Network argmax labels (uint8, scan.shape) on the scan's own grid, before post-processing."""
+    if model.stack is not None:
+        return _predict_stack_labels(scan, model)
     modality = scan.modality if scan.modality in ("CT", "MR") else guess_modality(scan.voxels)
     work = to_working_grid(scan, spacing_mm=model.spacing_mm, modality=modality)
     probs = predict_working_grid(model.network, work.image, roi=model.roi, spacing_mm=model.spacing_mm, cfg=cfg,
@@ -479,6 +481,21 @@ def predict_raw_labels(scan: Scan, model: "SegModel", *, cfg: SegConfig) -> np.n
             and slice_axis(scan.geometry, min_ratio=sm.min_slice_ratio) is not None):
         return refine_thick_slices(probabilities_on_geometry(probs, work.geometry, scan.geometry), scan, sm)
     return probabilities_to_geometry(probs, work.geometry, scan.geometry)
+
+
+def _predict_stack_labels(scan: Scan, model: "SegModel") -> np.ndarray:
+    """A 2D stack bundle's labels: the scan's slices in its own voxel frame (direction matrix ignored)."""
+    from cardiotwin.segmentation.slicenet import clean_stack_labels, predict_stack_probs, stack_axis
+
+    sp = np.asarray(scan.geometry.spacing_mm, dtype=float)
+    axis = stack_axis(sp)
+    ratio = sp[axis] / max(float(np.delete(sp, axis).max()), 1e-6)
+    if scan.modality == "CT" or ratio < 2.0:
+        raise StageError(f"{scan.source or 'scan'}: model {model.name} segments short-axis cine MR stacks only "
+                         f"(slices at least 2x thicker than their pixels); this {scan.modality} scan has spacing "
+                         f"{tuple(round(float(v), 3) for v in sp)} mm: use the default model")
+    probs = predict_stack_probs(model.network, scan.voxels, sp, model.stack)
+    return clean_stack_labels(probs.argmax(0).astype(np.uint8), axis)
 
 
 def refine_thick_slices(probs3d: np.ndarray, scan: Scan, slice_model: "SliceModel") -> np.ndarray:

@@ -40,8 +40,9 @@ class NetworkSpec:
             raise ValueError(f"network type {self.type!r} not supported (supported: {', '.join(NETWORK_TYPES)})")
         if self.spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
-        if self.in_channels != 1:
-            raise ValueError(f"in_channels must be 1 (one scan), got {self.in_channels}")
+        if self.in_channels not in ((1, 3) if self.spatial_dims == 2 else (1,)):
+            raise ValueError(f"in_channels must be 1 (one scan; 2D networks: 1, or 3 for a slice and its two "
+                             f"neighbours), got {self.in_channels}")
         if self.out_channels < 2:
             raise ValueError(f"out_channels must be >= 2 (background + labels), got {self.out_channels}")
         if len(self.channels) < 2 or any(c <= 0 for c in self.channels):

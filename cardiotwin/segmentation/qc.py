@@ -52,6 +52,113 @@ def lv_wall_thickness_mm(labels: np.ndarray, spacing_mm: tuple[float, float, flo
             "p95": float(np.percentile(d, 95))}
 
 
+WALL_RANGE_MM = (2.0, 25.0)  # plausible local LV wall thickness over a segment (thin infarct scar to severe HCM)
+OPEN_RING_MAX_FRACTION = 0.1  # of the LV blood pool's boundary in a mid slice not covered by myocardium
+
+
+def _lv_frame(blood: np.ndarray, lv: np.ndarray, spacing: np.ndarray) -> tuple[int | None, np.ndarray]:
+    """(slice axis of a thick-slice stack or None, unit LV long axis in index-mm space)."""
+    k = int(np.argmax(spacing))
+    if spacing[k] >= 2.0 * float(np.delete(spacing, k).max()):
+        axis = np.zeros(3)
+        axis[k] = 1.0
+        return k, axis
+    pts = np.argwhere(lv) * spacing
+    if len(pts) < 10:
+        return None, np.array([0.0, 0.0, 1.0])
+    _, _, vt = np.linalg.svd(pts - pts.mean(axis=0), full_matrices=False)
+    return None, vt[0]
+
+
+def lv_wall_plausibility(labels: np.ndarray, spacing_mm: tuple[float, float, float], *, n_sectors: int = 6,
+                         wall_range_mm: tuple[float, float] = WALL_RANGE_MM,
+                         open_max_fraction: float = OPEN_RING_MAX_FRACTION) -> dict[str, Any]:
+    """Is the LV myocardium plausible for its cavity? Wall thickness per segment and a closed ring in mid slices.
+
+    Segments: three levels along the LV long axis (thirds of the LV blood pool's extent: ``end1``,
+    ``mid``, ``end2``; which end is basal is not known from the labels) x ``n_sectors`` angular sectors around the blood pool's centre. For a thick-slice stack
+    (a short-axis cine) the long axis is the slice axis and everything is measured in-plane, slice
+    by slice; otherwise it is the principal axis of the LV and distances are 3D. Local thickness:
+    distance from each myocardial voxel touching the blood pool to the nearest voxel outside the LV
+    (as ``lv_wall_thickness_mm``); a segment's value is its median. Mid slices (the middle third):
+    the fraction of the blood pool's boundary touching neither myocardium nor blood pool; more than
+    ``open_max_fraction`` means the ring is not closed. Returns the table and the ``flags`` (empty:
+    plausible).
+    """
+    sp = np.asarray(spacing_mm, dtype=float)
+    myo = np.isin(labels, (int(Label.LV_MYO), int(Label.SCAR)))
+    blood = labels == Label.LV_BLOOD
+    if not myo.any() or not blood.any():
+        return {}
+    lv = myo | blood
+    stack_axis, axis = _lv_frame(blood, lv, sp)
+    if stack_axis is not None:
+        st = ndimage.generate_binary_structure(3, 1)  # in-plane neighbours only
+        sl = [slice(None)] * 3
+        for off in (0, 2):
+            sl[stack_axis] = off
+            st[tuple(sl)] = False
+        dist_sp = sp.copy()
+        dist_sp[stack_axis] = 1.0e6  # no distance across slices
+    else:
+        st = ndimage.generate_binary_structure(3, 1)
+        dist_sp = sp
+    endo = myo & ndimage.binary_dilation(blood, st)
+    dist = ndimage.distance_transform_edt(lv, sampling=dist_sp)
+    pts_mm = np.argwhere(blood) * sp
+    h_blood = pts_mm @ axis
+    lo, hi = float(h_blood.min()), float(h_blood.max())
+    if stack_axis is not None:
+        levels_of = lambda idx: np.clip(((idx[:, stack_axis] * sp[stack_axis] - lo) / max(hi - lo, 1e-6) * 3)  # noqa: E731
+                                        .astype(int), 0, 2)
+    else:
+        levels_of = lambda idx: np.clip((((idx * sp) @ axis - lo) / max(hi - lo, 1e-6) * 3).astype(int), 0, 2)  # noqa: E731
+    # in-plane basis perpendicular to the axis
+    ref = np.array([1.0, 0.0, 0.0]) if abs(axis[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    e1 = np.cross(axis, ref)
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(axis, e1)
+    centre = pts_mm.mean(axis=0)
+    idx = np.argwhere(endo)
+    rel = idx * sp - centre
+    ang = np.arctan2(rel @ e2, rel @ e1)
+    sector = ((ang + np.pi) / (2 * np.pi) * n_sectors).astype(int) % n_sectors
+    level = levels_of(idx)
+    thick = dist[endo]
+    names = ("end1", "mid", "end2")  # which end is basal is not known from the labels alone
+    segments, flags = {}, []
+    for lv_i in range(3):
+        for s_i in range(n_sectors):
+            sel = (level == lv_i) & (sector == s_i)
+            if sel.sum() < 3:
+                continue
+            med = float(np.median(thick[sel]))
+            key = f"{names[lv_i]}-{s_i + 1}"
+            segments[key] = round(med, 2)
+            if med < wall_range_mm[0]:
+                flags.append(f"LV wall {med:.1f} mm thin over segment {key} (< {wall_range_mm[0]:g} mm)")
+            elif med > wall_range_mm[1]:
+                flags.append(f"LV wall {med:.1f} mm thick over segment {key} (> {wall_range_mm[1]:g} mm)")
+    # closed ring in the mid third
+    boundary = blood & ndimage.binary_dilation(~blood, st)
+    outside_lv = ~lv
+    open_vox = boundary & ndimage.binary_dilation(outside_lv, st)
+    b_idx = np.argwhere(boundary)
+    b_level = levels_of(b_idx)
+    mid = b_level == 1
+    open_fraction = None
+    if mid.any():
+        n_open = int(open_vox[tuple(b_idx[mid].T)].sum())
+        open_fraction = n_open / int(mid.sum())
+        if open_fraction > open_max_fraction:
+            flags.append(f"LV myocardium not closed around the blood pool in the mid slices ({open_fraction:.0%} of "
+                         f"its boundary touches neither wall nor cavity; > {open_max_fraction:.0%})")
+    return {"frame": "short-axis stack, in-plane" if stack_axis is not None else "principal LV axis, 3D",
+            "segment_median_thickness_mm": segments, "mid_open_fraction": (round(open_fraction, 4)
+                                                                           if open_fraction is not None else None),
+            "flags": flags}
+
+
 def quality_report(label_map: LabelMap, *, lv_range_ml: tuple[float, float] = LV_BLOOD_RANGE_ML) -> dict[str, Any]:
     """Volumes (mL) per label, LV myocardial mass (g), LV wall thickness (mm), connected components
     per label, adjacency checks, and lists of ``errors`` and ``warnings``."""
@@ -94,11 +201,14 @@ def quality_report(label_map: LabelMap, *, lv_range_ml: tuple[float, float] = LV
     thickness = lv_wall_thickness_mm(lab, label_map.geometry.spacing_mm)
     if thickness and not 2.0 <= thickness["median"] <= 25.0:
         warnings.append(f"median LV wall thickness {thickness['median']:.1f} mm is implausible (2-25 mm)")
+    wall = lv_wall_plausibility(lab, label_map.geometry.spacing_mm)
+    warnings.extend(f"implausible myocardium: {f}" for f in wall.get("flags", []))
     myo_ml = volumes["lv_myo"] + volumes.get("scar", 0.0)
     return {
         "volumes_ml": volumes,
         "lv_myocardial_mass_g": round(myo_ml * MYOCARDIAL_DENSITY_G_PER_ML, 2),
         "lv_wall_thickness_mm": {k: round(v, 2) for k, v in thickness.items()},
+        "lv_wall_plausibility": wall,
         "components": components,
         "adjacency": adjacency,
         "errors": errors,

@@ -1,0 +1,337 @@
+"""Training a 2D slice network on labelled real cine MRI (ACDC): ``cardiotwin.segmentation.train_cine``.
+
+Run: ``python -m cardiotwin.segmentation.train_cine --config configs/seg_cine_acdc.yaml --out RUN``
+(``--resume`` continues from RUN/last.pt; ``--max-minutes`` re-aims the learning-rate decay), then
+``... --out RUN --export models/heart_seg_cine_acdc --checkpoint step_N.pt`` writes the bundle. The patients come from the split file
+(``configs/acdc_split.json``): "train" to learn from, "tuning" to choose checkpoints; the
+"validation" patients are never read here (they are the benchmark, ``bench_cine``).
+
+Each sample is one slice of an ED or ES stack with its two neighbours (``slicenet.neighbour_channels``),
+drawn in the stack's voxel frame at ``pixel_mm`` pixels into a ``crop`` x ``crop`` window:
+any in-plane rotation and mirror image (the header's orientation is never trusted), scale
++-``scale`` (the true pixel size of a research export is unknown), 0.9-1.1 anisotropy, the crop
+centred near the heart (``p_random_crop`` anywhere in the slice), the neighbour slices shifted
+in-plane (breath-hold misalignment); then a multiplicative bias field, gamma, contrast, blur
+and Gaussian or Rician noise. Loss: Dice + cross-entropy; AdamW with poly decay over the steps or the time budget, whichever ends first; checkpoints
+(``last.pt``, ``best.pt`` by mean Dice on the tuning patients through ``slicenet.predict_stack``,
+``step_N.pt`` every ``val_every`` steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cardiotwin.config import config_to_dict, load_config
+from cardiotwin.io.atomic import write_json_atomic
+from cardiotwin.segmentation.network import NetworkSpec, build_network, count_parameters
+from cardiotwin.segmentation.slicenet import StackConfig, neighbour_channels, normalise_stack, predict_stack
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CineTrainConfig:
+    """Settings of a slice-network run on labelled cine stacks (configs/seg_cine_acdc.yaml)."""
+
+    data_dir: str = "../shared/data/acdc"
+    split_file: str = "configs/acdc_split.json"
+    seed: int = 0
+    crop: int = 128
+    pixel_mm: float = 1.5625  # the stacks' header pixel size is taken as true (ACDC: nominal)
+    batch: int = 12
+    steps: int = 3000
+    max_minutes: float = 70.0
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    val_every: int = 250
+    threads: int = 1
+    scale: float = 0.2
+    p_random_crop: float = 0.2
+    centre_jitter_px: float = 24.0
+    misalign_px: float = 3.0
+    network: dict[str, Any] = field(default_factory=lambda: NetworkSpec(
+        spatial_dims=2, in_channels=3, out_channels=4, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2),
+        num_res_units=1).to_dict())
+
+
+def load_stacks(data_dir: Path, patients: list[str]) -> list[dict[str, Any]]:
+    """ED and ES stacks of ``patients``: normalised image (Z, X, Y), labels (Z, X, Y), heart centre per slice."""
+    import nibabel as nib
+
+    out = []
+    for pid in patients:
+        for phase in ("ed", "es"):
+            img = np.asarray(nib.load(data_dir / pid / f"{phase}_image.nii.gz").dataobj, dtype=np.float32)
+            lab = np.asarray(nib.load(data_dir / pid / f"{phase}_labels.nii.gz").dataobj).astype(np.uint8)
+            stack = np.moveaxis(normalise_stack(img), 2, 0)
+            labs = np.moveaxis(lab, 2, 0)
+            heart = np.argwhere(labs > 0)
+            centre_all = heart[:, 1:].mean(axis=0) if len(heart) else np.array(stack.shape[1:]) / 2.0
+            centres = []
+            for z in range(stack.shape[0]):
+                idx = np.argwhere(labs[z] > 0)
+                centres.append(idx.mean(axis=0) if len(idx) else centre_all)
+            out.append({"id": f"{pid}/{phase}", "x": neighbour_channels(stack), "y": labs, "centres": np.array(centres),
+                        "img": img, "lab": lab})
+    return out
+
+
+def _sample(stacks: list[dict[str, Any]], cfg: CineTrainConfig, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One augmented (3, crop, crop) input and (1, crop, crop) label."""
+    s = stacks[rng.integers(len(stacks))]
+    z = int(rng.integers(s["x"].shape[0]))
+    x = torch.from_numpy(s["x"][z])  # (3, X, Y)
+    y = torch.from_numpy(s["y"][z].astype(np.float32))[None]
+    nx, ny = x.shape[1:]
+    if rng.random() < cfg.p_random_crop:
+        c = np.array([rng.uniform(0, nx - 1), rng.uniform(0, ny - 1)])
+    else:
+        c = s["centres"][z] + rng.normal(0.0, cfg.centre_jitter_px, 2)
+    theta = rng.uniform(0, 2 * np.pi)
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    scale = math.exp(rng.uniform(math.log(1 - cfg.scale), math.log(1 + cfg.scale)))
+    aniso = np.diag([rng.uniform(0.9, 1.1), 1.0]) * scale
+    mirror = np.diag([1.0, -1.0 if rng.random() < 0.5 else 1.0])
+    m = rot @ aniso @ mirror  # output pixel offset -> input pixel offset
+    half = (cfg.crop - 1) / 2.0
+    q = np.stack(np.meshgrid(np.arange(cfg.crop) - half, np.arange(cfg.crop) - half, indexing="ij"), -1)
+    p = q @ m.T + c  # (crop, crop, 2) input pixel coordinates (i, j)
+
+    def grid(pp: np.ndarray) -> torch.Tensor:
+        g = np.stack([2 * pp[..., 1] / max(ny - 1, 1) - 1, 2 * pp[..., 0] / max(nx - 1, 1) - 1], -1)
+        return torch.from_numpy(g).float()[None]
+
+    chans = []
+    for ch in range(3):
+        pp = p
+        if ch != 1 and rng.random() < 0.5:
+            pp = p + rng.normal(0.0, cfg.misalign_px, 2)
+        chans.append(torch.nn.functional.grid_sample(x[ch][None, None], grid(pp), mode="bilinear",
+                                                     padding_mode="zeros", align_corners=True)[0, 0])
+    xi = torch.stack(chans)
+    yi = torch.nn.functional.grid_sample(y[None], grid(p), mode="nearest", padding_mode="zeros",
+                                         align_corners=True)[0]
+    return _intensity(xi, rng), yi
+
+
+def _intensity(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Bias field, gamma, contrast / brightness, blur and noise on one (3, H, W) sample (in 0..1)."""
+    h, w = x.shape[1:]
+    if rng.random() < 0.7:  # smooth multiplicative bias field
+        coarse = torch.from_numpy(rng.normal(0.0, rng.uniform(0.1, 0.4), (1, 1, 4, 4))).float()
+        x = x * torch.exp(torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)[0])
+    if rng.random() < 0.7:
+        x = x.clamp(min=0) ** math.exp(rng.uniform(-0.4, 0.4))
+    if rng.random() < 0.5:
+        x = x * rng.uniform(0.7, 1.3) + rng.uniform(-0.1, 0.1)
+    if rng.random() < 0.2:
+        sig = rng.uniform(0.5, 1.2)
+        r = int(math.ceil(2 * sig))
+        k = torch.exp(-(torch.arange(-r, r + 1, dtype=torch.float32) ** 2) / (2 * sig * sig))
+        k = k / k.sum()
+        x = torch.nn.functional.conv2d(x[:, None], k.view(1, 1, -1, 1), padding=(r, 0))
+        x = torch.nn.functional.conv2d(x, k.view(1, 1, 1, -1), padding=(0, r))[:, 0]
+    if rng.random() < 0.5:
+        sd = rng.uniform(0.0, 0.06)
+        if rng.random() < 0.5:
+            x = x + torch.from_numpy(rng.normal(0, sd, x.shape)).float()
+        else:  # Rician: magnitude of a complex signal with noise in both channels
+            n1 = torch.from_numpy(rng.normal(0, sd, x.shape)).float()
+            n2 = torch.from_numpy(rng.normal(0, sd, x.shape)).float()
+            x = torch.sqrt((x + n1) ** 2 + n2**2)
+    return x.float()
+
+
+def dice_scores(pred: np.ndarray, ref: np.ndarray, labels=(1, 2, 3)) -> dict[int, float]:
+    """Dice per label (1.0 when both are empty)."""
+    out = {}
+    for k in labels:
+        a, b = pred == k, ref == k
+        s = int(a.sum()) + int(b.sum())
+        out[k] = 1.0 if s == 0 else 2.0 * int((a & b).sum()) / s
+    return out
+
+
+def evaluate(model: torch.nn.Module, stacks: list[dict[str, Any]], cfg: CineTrainConfig) -> dict[str, Any]:
+    """Mean Dice per label of ``predict_stack`` (the inference path) on whole stacks."""
+    model.eval()
+    per = []
+    for s in stacks:
+        pred = predict_stack(model, s["img"], (1.5625, 1.5625, 10.0), StackConfig(pixel_mm=cfg.pixel_mm, window=cfg.crop))
+        per.append(dice_scores(pred, s["lab"]))
+    model.train()
+    mean = {k: float(np.mean([d[k] for d in per])) for k in (1, 2, 3)}
+    return {"mean_per_label": mean, "mean": float(np.mean(list(mean.values())))}
+
+
+def train(cfg: CineTrainConfig, *, out_dir: Path, resume: bool = False) -> dict[str, Any]:
+    """Train; writes last.pt, best.pt, step_N.pt, log.jsonl and summary.json into ``out_dir``."""
+    from monai.losses import DiceCELoss
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    split = json.loads(Path(cfg.split_file).read_text())
+    data_dir = Path(cfg.data_dir)
+    train_stacks = load_stacks(data_dir, list(split["train"]))
+    tune_stacks = load_stacks(data_dir, list(split["tuning"]))
+    log.info("%d training stacks (%d slices), %d tuning stacks", len(train_stacks),
+             sum(s["x"].shape[0] for s in train_stacks), len(tune_stacks))
+    spec = NetworkSpec.from_dict(cfg.network)
+    model = build_network(spec)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, smooth_nr=1e-5, smooth_dr=1e-5)
+    step, best, elapsed_before = 0, -1.0, 0.0
+    last = out_dir / "last.pt"
+    if resume and last.is_file():
+        ck = torch.load(last, map_location="cpu", weights_only=True)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        step, best, elapsed_before = int(ck["step"]), float(ck["best"]), float(ck["elapsed_s"])
+    rng = np.random.default_rng(cfg.seed + step)
+    cfg_json = json.dumps(config_to_dict(cfg), default=str)
+    t0 = time.perf_counter()
+    history: list[dict[str, Any]] = []
+
+    def save(path: Path, extra: dict[str, Any]) -> None:
+        tmp = path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
+                    "elapsed_s": elapsed_before + time.perf_counter() - t0, "config_json": cfg_json,
+                    "network": spec.to_dict(), **extra}, tmp)
+        tmp.replace(path)
+
+    running = None
+    model.train()
+    while step < cfg.steps and elapsed_before + time.perf_counter() - t0 < cfg.max_minutes * 60:
+        xs, ys = zip(*(_sample(train_stacks, cfg, rng) for _ in range(cfg.batch)))
+        # poly decay over whichever ends first, the steps or the time budget (a loaded CPU stops early)
+        progress = max(step / cfg.steps, (elapsed_before + time.perf_counter() - t0) / (cfg.max_minutes * 60))
+        lr = cfg.lr * max(1.0 - progress, 0.0) ** 0.9
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(torch.stack(xs)), torch.stack(ys))
+        loss.backward()
+        opt.step()
+        step += 1
+        lv = float(loss.detach())
+        running = lv if running is None else 0.98 * running + 0.02 * lv
+        if step % 50 == 0:
+            log.info("step %d loss %.4f lr %.2e %.0f s", step, running, lr, elapsed_before + time.perf_counter() - t0)
+        if step % cfg.val_every == 0 or step == cfg.steps:
+            res = evaluate(model, tune_stacks, cfg)
+            rec = {"step": step, "loss": running, "lr": lr, "tune_dice": res["mean_per_label"], "tune_mean": res["mean"],
+                   "elapsed_s": round(elapsed_before + time.perf_counter() - t0, 1)}
+            history.append(rec)
+            with open(out_dir / "log.jsonl", "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+            log.info("step %d tuning Dice %s mean %.3f", step, {k: round(v, 3) for k, v in res["mean_per_label"].items()},
+                     res["mean"])
+            if res["mean"] > best:
+                best = res["mean"]
+                save(out_dir / "best.pt", {"val": res})
+            save(out_dir / f"step_{step}.pt", {"val": res})
+            save(last, {})
+    save(last, {})
+    summary = {"steps": step, "best_tune_mean_dice": best, "elapsed_s": elapsed_before + time.perf_counter() - t0,
+               "history": history, "config": json.loads(cfg_json), "network_parameters": count_parameters(model)}
+    write_json_atomic(out_dir / "summary.json", summary)
+    return summary
+
+
+def export_stack_bundle(checkpoint: Path, bundle_dir: Path, *, name: str, command: str,
+                        stack: StackConfig | None = None) -> Path:
+    """Write a run checkpoint as a 2D short-axis stack bundle (weights, metadata.json, inference.json) licensed
+    CC-BY-NC-SA-4.0; LICENSE and MODEL_CARD.md are written by hand and must already be in ``bundle_dir``."""
+    from safetensors.torch import save_file
+
+    from cardiotwin.anatomy import LABEL_NAMES
+    from cardiotwin.bench import machine_description
+    from cardiotwin.io.atomic import sha256_file
+    from cardiotwin.segmentation.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, load_bundle
+
+    ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    cfg = json.loads(ck["config_json"])
+    split = json.loads(Path(cfg["split_file"]).read_text())
+    bundle_dir = Path(bundle_dir)
+    bundle_dir.mkdir(parents=True, exist_ok=True)
+    weights = bundle_dir / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in ck["model"].items()}, str(weights),
+              metadata={"format": BUNDLE_FORMAT, "step": str(ck["step"])})
+    stack = stack or StackConfig(pixel_mm=float(cfg["pixel_mm"]), window=int(cfg["crop"]))
+    meta = {
+        "format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION, "name": name, "version": "1.0.0",
+        "description": "LV blood pool, LV myocardium and RV blood pool in short-axis cine MRI stacks, slice by slice "
+                       "in the stack's own voxel frame (2D U-Net); research use only (trained on ACDC, CC BY-NC-SA 4.0).",
+        "network": ck["network"],
+        "inputs": {"channels": 3, "modalities": ["MR"], "target_spacing_mm": stack.pixel_mm,
+                   "orientation": "ignored: the thick-slice axis and the slices' own pixel grid (any in-plane rotation "
+                                  "or mirror image was trained)",
+                   "intensity_normalisation": {"MR": {"method": "percentile", "lower_pct": 0.5, "upper_pct": 99.5,
+                                                      "range": [0, 1], "over": "the whole stack"}},
+                   "slice_context": "each slice with its two neighbours along the slice axis"},
+        "outputs": {"label_table": {str(k): LABEL_NAMES[k] for k in range(4)}, "predicted_labels": [1, 2, 3],
+                    "activation": "softmax",
+                    "added_by_postprocessing": {"4": "RV myocardium: a shell around the RV blood pool (rv_myocardium)"}},
+        "weights": {"file": weights.name, "sha256": sha256_file(weights), "dtype": "float32",
+                    "parameters": int(sum(v.numel() for v in ck["model"].values() if v.dtype.is_floating_point))},
+        "training": {"data": "ACDC training set (Bernard et al., IEEE TMI 2018), CC BY-NC-SA 4.0: ED and ES stacks of "
+                             f"{len(split['train'])} patients with expert labels, from {cfg['data_dir']}",
+                     "train_patients": list(split["train"]), "tuning_patients": list(split["tuning"]),
+                     "validation_patients_never_trained_on": list(split["validation"]),
+                     "config": cfg, "command": command, "step": int(ck["step"]),
+                     "wall_time_s": round(float(ck.get("elapsed_s", 0.0)), 1), "hardware": machine_description()},
+        "validation": {"data": "ACDC tuning patients (checkpoint selection)", **(ck.get("val") or {})},
+        "licence": "CC-BY-NC-SA-4.0",
+        "use": "non-commercial research only; never the default model",
+    }
+    write_json_atomic(bundle_dir / "metadata.json", meta)
+    write_json_atomic(bundle_dir / "inference.json", {
+        "slice_stack": {"pixel_mm": stack.pixel_mm, "window": stack.window, "tta": stack.tta},
+        "largest_component": True, "lv_component": "myocardium_contact", "fill_holes": True,
+        "rv_myocardium": "always", "rv_wall_mm": "3.5 mm", "min_lv_blood_ml": "8 mL", "min_heart_ml": "30 mL",
+        "threads": 1})
+    load_bundle(bundle_dir)
+    return bundle_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--max-minutes", type=float)
+    ap.add_argument("--export", metavar="BUNDLE_DIR", help="write a checkpoint of the run as a bundle (no training)")
+    ap.add_argument("--checkpoint", default="best.pt", help="with --export: which checkpoint of --out (default best.pt)")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if a.export:
+        command = (f"python -m cardiotwin.segmentation.train_cine --config {a.config} --out {a.out} "
+                   f"--export {a.export} --checkpoint {a.checkpoint}")
+        export_stack_bundle(Path(a.out) / a.checkpoint, Path(a.export), name=Path(a.export).name, command=command)
+        return
+    import yaml
+
+    raw = yaml.safe_load(Path(a.config).read_text()) or {}
+    if a.steps:
+        raw["steps"] = a.steps
+    if a.max_minutes:
+        raw["max_minutes"] = a.max_minutes
+    cfg = load_config(CineTrainConfig, raw, source=a.config)
+    train(cfg, out_dir=Path(a.out), resume=a.resume)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""Cine MRI: licence rules of bundles, 4D frame selection, wall QC, and the ACDC research bundle on real data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cardiotwin.anatomy import Label
+from cardiotwin.errors import StageError
+from cardiotwin.segmentation import bundle as bundle_mod
+from cardiotwin.segmentation.bundle import DEFAULT_BUNDLE, BundleError, load_bundle, resolve_bundle
+from cardiotwin.segmentation.cine import pick_ed_es, segment_cine, write_cine_outputs
+from cardiotwin.segmentation.qc import lv_wall_plausibility
+from cardiotwin.types import ImageGeometry, LabelMap
+
+ACDC_BUNDLE = DEFAULT_BUNDLE.parent / "heart_seg_cine_acdc"
+
+
+@pytest.fixture()
+def nc_bundle(tmp_path):
+    """A copy of the default bundle relabelled as a CC BY-NC-SA 4.0 research bundle."""
+    dst = tmp_path / "research_acdc"
+    shutil.copytree(DEFAULT_BUNDLE, dst)
+    meta = json.loads((dst / "metadata.json").read_text())
+    meta["licence"] = "CC-BY-NC-SA-4.0"
+    (dst / "metadata.json").write_text(json.dumps(meta))
+    (dst / "LICENSE").write_text("Creative Commons Attribution-NonCommercial-ShareAlike 4.0 International\n")
+    (dst / "MODEL_CARD.md").write_text("# research model\n\nNon-commercial research only.\n")
+    return dst
+
+
+def test_non_commercial_bundle_loads_only_when_asked(nc_bundle, monkeypatch):
+    model = load_bundle(nc_bundle)
+    assert model.non_commercial and model.licence == "CC-BY-NC-SA-4.0"
+    monkeypatch.setattr(bundle_mod, "DEFAULT_BUNDLE", nc_bundle)
+    with pytest.raises(BundleError, match="never the default"):
+        load_bundle()  # as the default it is refused
+
+
+def test_bundle_without_licence_file_is_refused(nc_bundle):
+    (nc_bundle / "LICENSE").unlink()
+    with pytest.raises(BundleError, match="missing LICENSE"):
+        load_bundle(nc_bundle)
+
+
+def test_licence_file_must_match_metadata(nc_bundle):
+    (nc_bundle / "LICENSE").write_text("Apache License, Version 2.0\n")
+    with pytest.raises(BundleError, match="does not hold the CC-BY-NC-SA-4.0 licence"):
+        load_bundle(nc_bundle)
+
+
+def test_non_commercial_bundle_needs_a_model_card_saying_so(nc_bundle):
+    (nc_bundle / "MODEL_CARD.md").write_text("# research model\n\nTrained on ACDC.\n")
+    with pytest.raises(BundleError, match="must say it is for non-commercial research only"):
+        load_bundle(nc_bundle)
+    (nc_bundle / "MODEL_CARD.md").unlink()
+    with pytest.raises(BundleError, match="needs a MODEL_CARD.md"):
+        load_bundle(nc_bundle)
+
+
+def test_default_is_the_permissive_bundle_and_names_resolve_to_models():
+    model = load_bundle()
+    assert model.root == DEFAULT_BUNDLE and model.licence == "Apache-2.0" and not model.non_commercial
+    assert resolve_bundle(None) == DEFAULT_BUNDLE
+    assert resolve_bundle("heart_seg_v1") == DEFAULT_BUNDLE
+
+
+@pytest.mark.skipif(not (ACDC_BUNDLE / "model.safetensors").is_file(), reason="research bundle not built")
+def test_shipped_research_bundle_is_licensed_and_never_default():
+    model = load_bundle("heart_seg_cine_acdc")
+    assert "acdc" in model.root.name and model.non_commercial and model.stack is not None
+    assert "Attribution-NonCommercial-ShareAlike 4.0" in (ACDC_BUNDLE / "LICENSE").read_text()
+    card = (ACDC_BUNDLE / "MODEL_CARD.md").read_text().lower()
+    assert "non-commercial research only" in card and "acdc" in card
+    validation = set(model.metadata["training"]["validation_patients_never_trained_on"])
+    assert validation.isdisjoint(model.metadata["training"]["train_patients"])
+    assert (ACDC_BUNDLE / "model.safetensors").stat().st_size < 8 * 2**20
+    assert load_bundle().root != model.root
+
+
+def test_pick_ed_es_skips_failed_frames():
+    assert pick_ed_es([100.0, 140.0, float("nan"), 60.0, 90.0]) == (1, 3)
+    with pytest.raises(StageError, match="at least two"):
+        pick_ed_es([float("nan"), 50.0])
+
+
+def _synthetic_cine(n_frames: int = 12):
+    """A 4D short-axis stack (x, y, z, t): an LV ring whose cavity radius follows a known cycle.
+
+    Cavity radius r(t) = 18 + 6 cos(2 pi t / T) mm (ED at t = 0, ES at T / 2), wall 8 mm; bright
+    blood (1000), myocardium 300, background 50."""
+    sp = (1.5, 1.5, 8.0)
+    shape = (96, 96, 8)
+    ii, jj = np.meshgrid((np.arange(shape[0]) - 47.5) * sp[0], (np.arange(shape[1]) - 47.5) * sp[1], indexing="ij")
+    rr = np.hypot(ii, jj)[..., None].repeat(shape[2], axis=2)
+    frames, truth = [], []
+    for t in range(n_frames):
+        r = 18.0 + 6.0 * np.cos(2 * np.pi * t / n_frames)
+        img = np.full(shape, 50.0, dtype=np.float32)
+        img[rr < r + 8.0] = 300.0
+        img[rr < r] = 1000.0
+        frames.append(img)
+        truth.append(float((rr < r).sum()) * np.prod(sp) / 1000.0)
+    geo = ImageGeometry(shape=shape, spacing_mm=sp, origin_mm=(0.0, 0.0, 0.0),
+                        direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    return np.stack(frames, axis=-1), geo, truth
+
+
+def _threshold_segmenter(scan):
+    lab = np.zeros(scan.voxels.shape, dtype=np.uint8)
+    lab[scan.voxels > 150] = int(Label.LV_MYO)
+    lab[scan.voxels > 600] = int(Label.LV_BLOOD)
+    return LabelMap(labels=lab, geometry=scan.geometry)
+
+
+@pytest.mark.parametrize("container", ["nifti", "dicom"])
+def test_cine_frames_give_the_known_volume_curve_and_ed_es(tmp_path, container):
+    import SimpleITK as sitk
+
+    from cardiotwin.io.scans import to_sitk
+
+    vox4d, geo, truth = _synthetic_cine()
+    if container == "nifti":
+        path = tmp_path / "cine.nii.gz"
+        sitk.WriteImage(sitk.JoinSeries([to_sitk(vox4d[..., t], geo) for t in range(vox4d.shape[-1])]), str(path))
+    else:
+        from cardiotwin.io.dicom import write_dicom_series
+
+        path = write_dicom_series(vox4d, geo, tmp_path / "cine_dicom", modality="MR",
+                                  frame_times_ms=[40.0 * t for t in range(vox4d.shape[-1])])
+    res = segment_cine(path, _threshold_segmenter)
+    assert len(res.labels) == 12
+    np.testing.assert_allclose(res.volumes_ml["lv_blood_ml"], truth, rtol=1e-6)
+    assert (res.ed_frame, res.es_frame) == (0, 6)
+    s = res.summary()
+    assert s["lv_ef"] == pytest.approx((truth[0] - truth[6]) / truth[0], abs=1e-4)
+    out = write_cine_outputs(res, tmp_path / "out")
+    saved = json.loads(out["volumes_json"].read_text())
+    assert saved["ed_frame"] == 0 and saved["es_frame"] == 6
+    assert out["volumes_png"].stat().st_size > 1000 and out["es_labels"].is_file()
+
+
+def test_all_frames_refuses_a_3d_scan(tmp_path):
+    import SimpleITK as sitk
+
+    from cardiotwin.io.scans import to_sitk
+
+    vox4d, geo, _ = _synthetic_cine(2)
+    path = tmp_path / "one.nii.gz"
+    sitk.WriteImage(to_sitk(vox4d[..., 0], geo), str(path))
+    with pytest.raises(StageError, match="needs a 4D cine"):
+        segment_cine(path, _threshold_segmenter)
+
+
+def _ring(wall_px: int, gap: bool = False) -> np.ndarray:
+    ii, jj = np.meshgrid(np.arange(80) - 39.5, np.arange(80) - 39.5, indexing="ij")
+    rr = np.hypot(ii, jj)
+    lab = np.zeros((80, 80, 9), dtype=np.uint8)
+    lab[rr < 14 + wall_px] = int(Label.LV_MYO)
+    lab[rr < 14] = int(Label.LV_BLOOD)
+    if gap:  # a quarter of the wall missing in every slice
+        lab[((ii > 0) & (jj > 0))[..., None] & (lab == int(Label.LV_MYO))] = 0
+    return lab
+
+
+def test_wall_qc_flags_thin_and_open_myocardium():
+    spacing = (1.5, 1.5, 10.0)
+    normal = lv_wall_plausibility(_ring(6), spacing)  # 9 mm wall
+    assert normal["flags"] == [] and 7.0 < np.median(list(normal["segment_median_thickness_mm"].values())) < 10.0
+    thin = lv_wall_plausibility(_ring(1), spacing)  # 1.5 mm wall
+    assert any("thin over segment" in f for f in thin["flags"])
+    thick = lv_wall_plausibility(_ring(20), spacing)  # 30 mm wall
+    assert any("thick over segment" in f for f in thick["flags"])
+    open_ring = lv_wall_plausibility(_ring(6, gap=True), spacing)
+    assert any("not closed" in f for f in open_ring["flags"]) and open_ring["mid_open_fraction"] > 0.15
+
+
+@pytest.mark.skipif(not (ACDC_BUNDLE / "model.safetensors").is_file(), reason="research bundle not built")
+def test_research_bundle_accuracy_on_two_acdc_validation_patients(shared_data):
+    """Regression on two validation patients (never trained on; configs/acdc_split.json); the bundle's
+    benchmark scores are in docs/BENCHMARKS.md (bench:seg:heart_seg_cine_acdc)."""
+    from dataclasses import replace
+
+    from cardiotwin.io.scans import read_labels, read_scan
+    from cardiotwin.segmentation.bench_cine import random_rotation
+    from cardiotwin.segmentation.inference import segment
+
+    model = load_bundle("heart_seg_cine_acdc")
+    for pid in ("patient002", "patient065"):
+        scan = read_scan(shared_data / "acdc" / pid / "ed_image.nii.gz", modality="MR")
+        ref = read_labels(shared_data / "acdc" / pid / "ed_labels.nii.gz").labels
+        pred = segment(scan, model).labels
+        for k, floor in ((1, 0.85), (2, 0.70), (3, 0.70)):
+            a, b = pred == k, ref == k
+            assert 2 * (a & b).sum() / (a.sum() + b.sum()) > floor, (pid, k)
+        rotated = replace(scan, geometry=replace(scan.geometry, direction=tuple(random_rotation(5).ravel())))
+        assert np.array_equal(segment(rotated, model).labels, pred)  # the header's orientation is not used
