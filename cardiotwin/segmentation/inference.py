@@ -23,6 +23,10 @@ Thick-slice MR stacks (slices at least ``min_slice_ratio`` times thicker than th
 short-axis cines) are, when the bundle has a slice network, relabelled between steps 3 and 4 from
 the 3D probabilities averaged with the slice network's, run at the slices' own in-plane resolution
 (``refine_thick_slices``).
+
+A bundle whose main network is 2D (a short-axis stack bundle, ``bundle.SegModel.stack``) replaces
+steps 1-3: the stack is segmented slice by slice in its own voxel frame, its direction matrix
+ignored (``slicenet.predict_stack_probs``); other scans are refused with a StageError.
 """
 
 from __future__ import annotations
