@@ -105,3 +105,26 @@ def test_real_sunnybrook_volumes_match_the_published_reference(shared_data):
     assert m["lv_esv_ml"] == pytest.approx(184.77, abs=0.01)
     assert m["lv_mass_g"] == pytest.approx(1.05 * 136.62, abs=0.02)
     assert all(3.0 < t < 15.0 for t in m["wall_thickness_ed_mm"].values())
+
+
+def test_fhir_bundle_good_and_broken(tmp_path):
+    import json
+
+    from cardiotwin.errors import FhirError
+    from cardiotwin.io.fhir import bundle, observation
+    from cardiotwin.personalisation.measurements import read_measurements_fhir
+
+    good = bundle([(f"urn:uuid:{i}", observation(n, v, full_url=f"urn:uuid:{i}")) for i, (n, v) in enumerate(
+        [("lv_ef", 28.0), ("systolic_bp_mmhg", 118.0), ("diastolic_bp_mmhg", 72.0), ("qrs_duration_ms", 160.0)])])
+    p = tmp_path / "b.json"
+    p.write_text(json.dumps(good))
+    m = read_measurements_fhir(p)
+    assert m == pytest.approx({"lv_ef": 0.28, "systolic_bp_mmhg": 118.0, "diastolic_bp_mmhg": 72.0,
+                               "qrs_duration_ms": 160.0})
+    bad = bundle([("urn:uuid:0", observation("lv_ef", 97.0, full_url="urn:uuid:0"))])
+    p.write_text(json.dumps(bad))
+    with pytest.raises(MeasurementError, match="lv_ef = 0.97 is implausible"):
+        read_measurements_fhir(p)
+    p.write_text('{"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"resourceType": "Observation"}}]}')
+    with pytest.raises(FhirError, match=str(p)):
+        read_measurements_fhir(p)

@@ -136,6 +136,13 @@ def from_coded(values: dict[str, tuple[float, str]], *, where: str) -> dict[str,
     return out
 
 
+def read_measurements_fhir(path: str | Path) -> dict[str, float]:
+    """Clinical measurements from a FHIR R4 Bundle of Observations (``cardiotwin.io.fhir``)."""
+    from cardiotwin.io.fhir import read_observations
+
+    return from_coded(read_observations(path), where=str(path))
+
+
 # -- images ---------------------------------------------------------------------------------
 
 def _world_points(labels: LabelMap, mask: np.ndarray) -> np.ndarray:
