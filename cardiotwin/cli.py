@@ -28,6 +28,7 @@ COMMANDS: tuple[str, ...] = (
     "train_seg",
     "mesh",
     "fibers",
+    "calibrate",
     "report",
     "view",
     "crt",

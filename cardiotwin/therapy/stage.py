@@ -99,8 +99,11 @@ def run_crt(
     solver: ActivationSolver,
     client: "Client | None" = None,
     qrs: Callable[[HeartMesh, np.ndarray], float | None] | None = None,
+    em_mesh_path: Path | None = None,
 ) -> tuple[TherapyResult, dict[str, np.ndarray], dict[str, dict[str, Any]]]:
     """Run the virtual CRT study on ``mesh`` (read from ``mesh_path``; tasks reload it there).
+    The electromechanical beats run on ``em_mesh_path`` (the same mesh on another reference
+    geometry, e.g. the calibrated unloaded one) when given.
 
     Returns (result, activation maps in ms from QRS onset of "baseline" and the best protocols,
     electromechanical beats by protocol name). ``qrs`` maps an activation map to a QRS duration
@@ -221,7 +224,9 @@ def run_crt(
         for j, factor in enumerate(factors, start=1):
             scaled = scale_stiffness(cfg.electromechanics, float(factor))
             jobs.update({f"{n}__stiffness{j:02d}": (n, scaled) for n in names})
-        done = run_beats(jobs, maps, mesh_path=mesh_path, mesh_sha256=mesh_sha, work_dir=work_dir, client=client)
+        em_path = em_mesh_path or mesh_path
+        done = run_beats(jobs, maps, mesh_path=em_path, mesh_sha256=sha256_file(em_path), work_dir=work_dir,
+                         client=client)
         beats = {n: done[n] for n in names}
         sample_beats = [{n: done[f"{n}__stiffness{j:02d}"] for n in names} for j in range(1, len(factors) + 1)]
         if len(factors):
@@ -319,14 +324,62 @@ def crt_case_stage(
 
     mesh_path = case.require_stage("fibers") / "mesh.vtu"
     mesh = read_mesh(mesh_path)
-    with case.stage("therapy", inputs={"mesh": mesh_path}, config=cfg, force=force) as st:
+    inputs: dict[str, Path] = {"mesh": mesh_path}
+    calibration = calibrated_inputs(case)
+    em_mesh_path = None
+    if calibration is not None:
+        cfg = apply_calibration(cfg, calibration["data"])
+        em_mesh_path = calibration["unloaded_mesh"]
+        inputs.update({"calibration": calibration["json"], "unloaded_mesh": em_mesh_path})
+    with case.stage("therapy", inputs=inputs, config=cfg, force=force) as st:
         if st.skipped:
             return None
         result, maps, beats = run_crt(mesh, mesh_path=mesh_path, cfg=cfg, work_dir=case.root / "therapy_tasks",
-                                      solver=solver, client=client, qrs=qrs)
+                                      solver=solver, client=client, qrs=qrs, em_mesh_path=em_mesh_path)
+        result.metadata["calibration"] = calibration_record(calibration)
+        st.metrics["calibration"] = result.metadata["calibration"]
         write_outputs(result, st.dir, mesh=mesh, maps=maps, beats=beats)
         best = next((c for c in result.candidates if c.recommended), None)
         st.metrics.update({"timings_s": result.metadata["timings_s"], "n_tasks": result.metadata["n_tasks"],
                            "best": best.protocol.name if best else None,
                            "best_tat_change_pct": best.metrics["tat_change_pct"] if best else None})
     return result
+
+
+# EMConfig keys the calibrate stage sets; the CRT beats take them from CASE/calibrate/calibration.json
+CALIBRATED_EM_KEYS = ("material", "guccione", "holzapfel_ogden", "twitch", "lv_windkessel", "rv_windkessel",
+                      "lv_end_diastolic_pressure", "rv_end_diastolic_pressure", "beat_duration")
+
+
+def calibrated_inputs(case: "Case") -> dict[str, Any] | None:
+    """The case's calibration (``calibrate`` stage: calibration.json and the unloaded mesh), or None."""
+    import json
+
+    rec = case.stage_record("calibrate")
+    path = case.stage_dir("calibrate") / "calibration.json"
+    if not rec or rec.get("status") != "ok" or not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    return {"json": path, "data": data, "unloaded_mesh": case.stage_dir("calibrate") / data["unloaded_mesh"]}
+
+
+def apply_calibration(cfg: CRTConfig, calibration: dict[str, Any]) -> CRTConfig:
+    """``cfg`` with the calibrated electromechanics (stiffness, twitch, circulation, ED pressures,
+    beat length) and conduction speeds scaled by the calibrated factor."""
+    em = dict(cfg.electromechanics)
+    em.update({k: v for k, v in calibration["em_config"].items() if k in CALIBRATED_EM_KEYS})
+    s = float(calibration.get("conduction_speed_scale", 1.0))
+    c = cfg.conduction
+    conduction = dataclasses.replace(c, cv_fibre=c.cv_fibre * s, cv_cross=c.cv_cross * s, purkinje_cv=c.purkinje_cv * s)
+    return dataclasses.replace(cfg, electromechanics=em, conduction=conduction)
+
+
+def calibration_record(calibration: dict[str, Any] | None) -> dict[str, Any]:
+    """What the manifest and the therapy outputs say about the parameters the CRT stage used."""
+    if calibration is None:
+        return {"calibrated": False, "parameters": "population defaults (no calibrate stage in this case)"}
+    data = calibration["data"]
+    return {"calibrated": True, "calibration": str(calibration["json"]), "unloaded_mesh": str(calibration["unloaded_mesh"]),
+            "parameters": {k: {"value": v["value"], "unit": v["unit"], "interval": v.get("interval")}
+                           for k, v in data["parameters"].items()},
+            "conduction_speed_scale": data.get("conduction_speed_scale", 1.0)}

@@ -1,0 +1,396 @@
+"""The ``calibrate`` stage: a case with the fibres stage -> CASE/calibrate/.
+
+Steps: measurements (ED / ES label maps of the case, clinical values from YAML or FHIR) ->
+passive stiffness against the Klotz EDPVR, with the unloaded reference geometry at every
+evaluation -> systemic Windkessel from cuff pressures, heart rate and stroke volume ->
+conduction speed scale from the QRS duration -> peak active tension against the LV ejection
+fraction, one electromechanical beat per evaluation (``therapy.response.run_beat_task``, on the
+unloaded mesh, from the intrinsic LBBB activation the CRT stage uses as its baseline).
+
+Outputs: ``calibration.json`` (``measured``, ``simulated``, ``parameters`` name -> value, unit,
+interval, every evaluation, the unloading residuals, ``em_config``: the EMConfig keys the later
+stages use, ``conduction_scale``), ``validation.json`` (quantities the fit did not use),
+``unloaded_mesh.vtu`` (the fibres-stage mesh on the unloaded reference) and ``fit.png``.
+Beats are cached in ``CASE/calibrate_tasks/`` (outside the atomically replaced stage folder).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cardiotwin.config import config_to_dict, quantity
+from cardiotwin.errors import StageError
+from cardiotwin.personalisation.calibration import (
+    MMHG_KPA,
+    Fit1D,
+    conduction_scale,
+    gauss_newton_1d,
+    klotz_edpvr,
+    windkessel_estimate,
+)
+from cardiotwin.personalisation.unloading import UnloadConfig
+from cardiotwin.therapy.conduction import ConductionConfig
+
+if TYPE_CHECKING:
+    from cardiotwin.cases import Case
+    from cardiotwin.types import HeartMesh, LabelMap
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_JSON = "calibration.json"
+UNLOADED_MESH = "unloaded_mesh.vtu"
+COMPARED = ("lv_edv_ml", "lv_esv_ml", "lv_ef", "rv_edv_ml", "rv_esv_ml", "rv_ef")
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """Calibration stage settings. ``electromechanics``: EMConfig keys (units as strings) of the
+    calibration beats, on which the calibrated values are set; the CRT stage's beats get the same
+    calibrated values."""
+
+    electromechanics: dict[str, Any] = field(default_factory=lambda: {"dt": "20 ms", "diastolic_dt": "40 ms",
+                                                                      "beat_duration": "600 ms"})
+    conduction: ConductionConfig = ConductionConfig()
+    unloading: UnloadConfig = UnloadConfig(tol_mm=0.1)
+    population_lvedp: float = quantity(10.0, "mmHg", doc="LV end-diastolic pressure when none is measured")
+    population_rvedp: float = quantity(5.0, "mmHg", doc="RV end-diastolic pressure")
+    edpvr_fractions: tuple[float, ...] = (0.5, 1.0)
+    passive_evaluations: int = 5
+    tension_evaluations: int = 4
+    fit_tension: bool = True
+    sigma_volume_rel: float = quantity(0.05, "", doc="1-sd of image volumes (and of the Klotz prediction)")
+    sigma_ef: float = quantity(0.03, "", doc="1-sd of the measured ejection fraction")
+    sigma_cuff: float = quantity(5.0, "mmHg", doc="1-sd of a cuff pressure")
+    sigma_qrs: float = quantity(10.0, "ms", doc="1-sd of the QRS duration")
+
+    def validate(self) -> None:
+        self.conduction.validate()
+        self.unloading.validate()
+        if not self.edpvr_fractions or not all(0 < f <= 1 for f in self.edpvr_fractions):
+            raise ValueError("edpvr_fractions must be fractions in (0, 1]")
+        if self.passive_evaluations < 2 or self.tension_evaluations < 2:
+            raise ValueError("passive_evaluations and tension_evaluations must be >= 2")
+        if not (self.population_lvedp > 0 and self.population_rvedp > 0):
+            raise ValueError("population end-diastolic pressures must be > 0")
+
+
+def measured_values(ed: "LabelMap | None", es: "LabelMap | None", clinical: dict[str, float] | None) -> dict[str, Any]:
+    """The patient's measurements: image values where the case has labels, clinical values for the
+    rest (a clinical value that the images also give is kept under ``clinical`` for comparison)."""
+    from cardiotwin.personalisation.measurements import check_consistency, image_measurements
+
+    out: dict[str, Any] = image_measurements(ed, es) if ed is not None else {}
+    sources = {k: "images" for k in out}
+    clinical = dict(clinical or {})
+    for k, v in clinical.items():
+        if k not in out:
+            out[k] = v
+            sources[k] = "clinical"
+    for side in ("lv", "rv"):
+        edv, esv, ef = (f"{side}_{k}" for k in ("edv_ml", "esv_ml", "ef"))
+        if ef not in out and edv in out and esv in out:
+            out[ef], sources[ef] = (out[edv] - out[esv]) / out[edv], sources[esv]
+        if esv not in out and edv in out and ef in out:
+            out[esv], sources[esv] = out[edv] * (1.0 - out[ef]), sources[ef]
+    check_consistency({k: v for k, v in out.items() if isinstance(v, float)}, where="measurements")
+    out["sources"] = sources
+    out["clinical"] = {k: v for k, v in clinical.items() if sources.get(k) != "clinical"}
+    return out
+
+
+class _CaseTwin:
+    """The fibres-stage mesh as a dolfinx passive twin (serial)."""
+
+    def __init__(self, mesh: "HeartMesh", em_config: dict[str, Any], unload_cfg: UnloadConfig) -> None:
+        from mpi4py import MPI  # noqa: I001 - before dolfinx
+
+        import dolfinx
+
+        from cardiotwin.config import load_config
+        from cardiotwin.mechanics.electromechanics import EMConfig
+        from cardiotwin.meshing.fem import point_field_to_function, to_dolfinx
+        from cardiotwin.personalisation.passive import PassiveTwin
+
+        self.mesh = mesh
+        self.heart = to_dolfinx(mesh, MPI.COMM_SELF)
+        V = dolfinx.fem.functionspace(self.heart.mesh, ("Lagrange", 1, (3,)))
+        missing = [k for k in ("f0", "s0", "n0") if k not in mesh.point_data]
+        if missing:
+            raise StageError(f"{mesh.name or 'mesh'}: no fibre fields {missing}: run the fibers stage first")
+        fibres = tuple(point_field_to_function(self.heart, np.asarray(mesh.point_data[k], dtype=float), V)
+                       for k in ("f0", "s0", "n0"))
+        self.em_cfg = load_config(EMConfig, em_config, source="calibrate.electromechanics")
+        self.passive = PassiveTwin(self.heart.mesh, self.heart.facet_tags, fibres, self.em_cfg, unload_cfg=unload_cfg)
+
+    def unloaded_mesh(self) -> "HeartMesh":
+        points = np.array(self.mesh.points, dtype=float, copy=True)
+        points[self.heart.original_point_index] = self.heart.mesh.geometry.x
+        return dataclasses.replace(self.mesh, points=points)
+
+
+def _em_mapping(base: dict[str, Any], *, stiffness: float, edp_kpa: dict[str, float], windkessel: dict[str, Any] | None,
+                heart_rate_bpm: float | None, tension_kpa: float | None) -> dict[str, Any]:
+    from cardiotwin.therapy.response import scale_stiffness
+
+    out = scale_stiffness(base, stiffness)
+    out["lv_end_diastolic_pressure"] = f"{edp_kpa['LV']:.6g} kPa"
+    out["rv_end_diastolic_pressure"] = f"{edp_kpa['RV']:.6g} kPa"
+    lv_wk = dict(out.get("lv_windkessel") or {})
+    lv_wk["filling_pressure"] = f"{edp_kpa['LV']:.6g} kPa"
+    if windkessel is not None:
+        for key in ("peripheral_resistance", "compliance", "initial_arterial_pressure"):
+            lv_wk[key] = f"{windkessel[key]['value']:.6g} {windkessel[key]['unit']}"
+    out["lv_windkessel"] = lv_wk
+    rv_wk = dict(out.get("rv_windkessel") or {})
+    rv_wk.setdefault("filling_pressure", f"{edp_kpa['RV']:.6g} kPa")
+    out["rv_windkessel"] = rv_wk
+    if heart_rate_bpm:
+        out["beat_duration"] = f"{60000.0 / heart_rate_bpm:.6g} ms"
+    if tension_kpa is not None:
+        twitch = dict(out.get("twitch") or {})
+        twitch["peak_tension"] = f"{tension_kpa:.6g} kPa"
+        out["twitch"] = twitch
+    return out
+
+
+def _beat_values(beat: dict[str, Any]) -> dict[str, float | None]:
+    r = beat["result"]
+    out: dict[str, float | None] = {}
+    for side, key in (("lv", "LV"), ("rv", "RV")):
+        have = key in r["edv_ml"]
+        out[f"{side}_edv_ml"] = float(r["edv_ml"][key]) if have else None
+        out[f"{side}_esv_ml"] = float(r["esv_ml"][key]) if have else None
+        out[f"{side}_ef"] = float(r["ejection_fraction"][key]) if have else None
+    out["lv_peak_pressure_mmhg"] = float(np.max(r["lv_pressure_kpa"])) / MMHG_KPA
+    return out
+
+
+def calibrate(
+    mesh: "HeartMesh",
+    *,
+    measured: dict[str, Any],
+    cfg: CalibrationConfig,
+    work_dir: Path,
+    out_dir: Path,
+    solver: Any,
+) -> dict[str, Any]:
+    """Calibrate the twin ``mesh`` (fibres stage) to ``measured``; writes the unloaded mesh and
+    the beats' cache; returns the content of calibration.json (without writing it)."""
+    from cardiotwin.io.atomic import sha256_file
+    from cardiotwin.io.meshes import write_mesh
+    from cardiotwin.therapy.protocols import baseline_protocol
+    from cardiotwin.therapy.response import run_beat_task
+    from cardiotwin.therapy.sweep import solve_protocol
+
+    cfg.validate()
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    if "lv_ef" not in measured and cfg.fit_tension:
+        raise StageError("calibration needs the LV ejection fraction (ES labels, or lv_ef / lv_esv_ml in the "
+                         "measurements file)")
+    edp_mmhg = float(measured.get("lvedp_mmhg", cfg.population_lvedp))
+    edp_kpa = {"LV": edp_mmhg * MMHG_KPA, "RV": cfg.population_rvedp * MMHG_KPA}
+    notes = [] if "lvedp_mmhg" in measured else [
+        f"no measured LVEDP: population value {cfg.population_lvedp:g} mmHg (RV {cfg.population_rvedp:g} mmHg)"]
+
+    # 1. passive stiffness and unloaded reference against the Klotz EDPVR in the mesh's volume frame
+    t = time.perf_counter()
+    twin = _CaseTwin(mesh, cfg.electromechanics, cfg.unloading)
+    imaged = {c: twin.passive.mech.cavity_volume_ml(c) for c in twin.passive.cavities}
+    klotz, v0 = klotz_edpvr(imaged["LV"], edp_mmhg)
+    from cardiotwin.personalisation.passive import fit_passive_stiffness
+
+    passive, edpvr = fit_passive_stiffness(
+        twin.passive, pressures_kpa={c: edp_kpa[c] for c in twin.passive.cavities}, fractions=cfg.edpvr_fractions,
+        target_lv_ml=lambda p_kpa: klotz(p_kpa / MMHG_KPA), sigma_ml=cfg.sigma_volume_rel * imaged["LV"],
+        max_evaluations=cfg.passive_evaluations,
+        data=f"Klotz EDPVR through the imaged LV volume and EDP {edp_mmhg:g} mmHg")
+    unloading = twin.passive.last_unload.summary() if twin.passive.last_unload else {}
+    unloaded_path = write_mesh(twin.unloaded_mesh(), out_dir / UNLOADED_MESH)
+    timings["passive_s"] = round(time.perf_counter() - t, 2)
+
+    # 2. circulation
+    parameters: dict[str, Any] = {"passive_stiffness_factor": passive.to_dict()}
+    windkessel = None
+    sv = measured.get("lv_sv_ml") or (measured["lv_edv_ml"] * measured["lv_ef"]
+                                      if "lv_edv_ml" in measured and "lv_ef" in measured else None)
+    if {"systolic_bp_mmhg", "diastolic_bp_mmhg", "heart_rate_bpm"} <= set(measured) and sv:
+        from cardiotwin.circulation.models import WindkesselConfig
+
+        wk0 = WindkesselConfig()
+        windkessel = windkessel_estimate(
+            systolic_mmhg=measured["systolic_bp_mmhg"], diastolic_mmhg=measured["diastolic_bp_mmhg"],
+            heart_rate_bpm=measured["heart_rate_bpm"], stroke_volume_ml=sv, venous_pressure_kpa=wk0.venous_pressure,
+            characteristic_fraction=wk0.characteristic_resistance / (wk0.characteristic_resistance + wk0.peripheral_resistance),
+            sigma_cuff_mmhg=cfg.sigma_cuff, sigma_sv_rel=cfg.sigma_volume_rel * math.sqrt(2.0))
+        parameters.update({f"lv_windkessel.{k}": v for k, v in windkessel.items()})
+    else:
+        notes.append("no cuff pressures / heart rate: the systemic Windkessel keeps its population values "
+                     "(not identified)")
+
+    # 3. conduction and the baseline activation
+    t = time.perf_counter()
+    conduction = cfg.conduction
+    act, metrics = solve_protocol(mesh, baseline_protocol(), conduction, solver=solver)
+    tat_nominal = float(metrics["tat_ms"])
+    cv_scale = None
+    if "qrs_duration_ms" in measured:
+        cv_scale = conduction_scale(tat_nominal, measured["qrs_duration_ms"], sigma_qrs_ms=cfg.sigma_qrs)
+        s = cv_scale["value"]
+        conduction = dataclasses.replace(conduction, cv_fibre=conduction.cv_fibre * s, cv_cross=conduction.cv_cross * s,
+                                         purkinje_cv=conduction.purkinje_cv * s)
+        act, metrics = solve_protocol(mesh, baseline_protocol(), conduction, solver=solver)
+        cv_scale["simulated_tat_ms"] = float(metrics["tat_ms"])
+        cv_scale["nominal_tat_ms"] = tat_nominal
+        parameters["conduction_speed_scale"] = cv_scale
+    else:
+        notes.append("no QRS duration: conduction speeds keep their population values (not identified)")
+    timings["activation_s"] = round(time.perf_counter() - t, 2)
+
+    # 4. peak active tension against the LV EF, one beat per evaluation
+    t = time.perf_counter()
+    mesh_sha = sha256_file(unloaded_path)
+    beats: dict[float, dict[str, Any]] = {}
+
+    def mapping(tension: float | None) -> dict[str, Any]:
+        return _em_mapping(cfg.electromechanics, stiffness=passive.value, edp_kpa=edp_kpa, windkessel=windkessel,
+                           heart_rate_bpm=measured.get("heart_rate_bpm"), tension_kpa=tension)
+
+    def beat(tension: float) -> dict[str, Any]:
+        b = run_beat_task(f"calibrate_T{tension:.4f}", act, em_config=mapping(tension), mesh_path=str(unloaded_path),
+                          mesh_sha256=mesh_sha, work_dir=str(work_dir))
+        if "error" in b:
+            raise StageError(b["error"])
+        beats[tension] = b
+        return b
+
+    def evaluate(tension: float) -> tuple[np.ndarray, dict[str, Any]]:
+        v = _beat_values(beat(tension))
+        return np.array([v["lv_ef"] - measured["lv_ef"]]), {"simulated": v}
+
+    tension_fit: Fit1D | None = None
+    if cfg.fit_tension:
+        t0 = twin.em_cfg.twitch.peak_tension
+        tension_fit = gauss_newton_1d(evaluate, name="peak_active_tension", unit="kPa", x0=math.log(t0),
+                                      sigma=np.array([cfg.sigma_ef]), first_step=0.3, max_evaluations=cfg.tension_evaluations,
+                                      bounds=(math.log(5.0), math.log(500.0)), tol=0.02, data="LV ejection fraction")
+        parameters["peak_active_tension"] = tension_fit.to_dict()
+        final_tension = tension_fit.value
+    else:
+        final_tension = twin.em_cfg.twitch.peak_tension
+    final = beats.get(final_tension) or beat(final_tension)
+    timings["tension_s"] = round(time.perf_counter() - t, 2)
+    simulated = _beat_values(final)
+    not_identified = [name for name, p in parameters.items() if p.get("identifiable") is False]
+    fixed = ["passive exponents (Guccione bf, bt, bfs / Holzapfel-Ogden b's): no data on the shape of the EDPVR "
+             "beyond Klotz", "RV parameters (shared twitch and stiffness with the LV)", "twitch time course"]
+    timings["total_s"] = round(time.perf_counter() - t_start, 2)
+    return {
+        "measured": {k: measured.get(k) for k in COMPARED} | {k: v for k, v in measured.items()
+                                                              if k not in COMPARED and k not in ("sources",)},
+        "measured_sources": measured.get("sources", {}),
+        "simulated": {k: simulated.get(k) for k in COMPARED} | {"lv_peak_pressure_mmhg": simulated["lv_peak_pressure_mmhg"],
+                                                                "lv_edv_mesh_imaged_ml": imaged["LV"]},
+        "parameters": parameters,
+        "not_identified": not_identified,
+        "fixed_at_population_values": fixed,
+        "notes": notes,
+        "end_diastolic_pressures_kpa": edp_kpa,
+        "klotz": {"v0_ml": v0, "edv_ml": imaged["LV"], "edp_mmhg": edp_mmhg},
+        "edpvr": edpvr,
+        "unloading": unloading,
+        "em_config": mapping(final_tension),
+        "conduction": config_to_dict(conduction),
+        "conduction_speed_scale": cv_scale["value"] if cv_scale else 1.0,
+        "final_beat": {"name": final["name"], "result": {k: final["result"][k] for k in (
+            "times_ms", "lv_pressure_kpa", "lv_volume_ml", "rv_pressure_kpa", "rv_volume_ml")}},
+        "unloaded_mesh": UNLOADED_MESH,
+        "timings_s": timings,
+    }
+
+
+def calibrate_case_stage(
+    case: "Case",
+    *,
+    cfg: CalibrationConfig,
+    clinical: dict[str, float] | None = None,
+    clinical_path: Path | None = None,
+    es_labels: Path | None = None,
+    solver: Any = None,
+    force: bool = False,
+) -> dict[str, Any] | None:
+    """Run the ``calibrate`` stage of a case whose ``fibers`` stage is done.
+
+    Measurements: the case's ED labels (``segment`` stage) and ES labels (``es_labels``, or the
+    ``segment_es`` stage when the case has one), plus ``clinical`` values (read from
+    ``clinical_path``, a YAML or FHIR file, by the caller). A changed measurement, mesh or config
+    reruns the stage. Returns calibration.json's content, None when the stage was unchanged.
+    """
+    from cardiotwin.io.atomic import write_json_atomic
+    from cardiotwin.io.meshes import read_mesh
+    from cardiotwin.io.scans import read_labels
+    from cardiotwin.personalisation.outputs import fit_plot, validation
+
+    mesh_path = case.require_stage("fibers") / "mesh.vtu"
+    inputs: dict[str, Path] = {"mesh": mesh_path}
+    ed_path = case.stage_dir("segment") / "labels.nii.gz"
+    rec = case.stage_record("segment")
+    ed = None
+    if rec and rec.get("status") == "ok" and ed_path.is_file():
+        inputs["ed_labels"] = ed_path
+    if es_labels is None:
+        rec_es = case.stage_record("segment_es")
+        cand = case.stage_dir("segment_es") / "labels.nii.gz"
+        es_labels = cand if rec_es and rec_es.get("status") == "ok" and cand.is_file() else None
+    if es_labels is not None:
+        inputs["es_labels"] = Path(es_labels)
+    if clinical_path is not None:
+        inputs["measurements"] = Path(clinical_path)
+    if solver is None:
+        from cardiotwin.therapy.solver import eikonal_solver as solver
+    config = {"calibration": cfg, "clinical": dict(sorted((clinical or {}).items()))}
+    with case.stage("calibrate", inputs=inputs, config=config, force=force) as st:
+        if st.skipped:
+            return None
+        ed = read_labels(inputs["ed_labels"]) if "ed_labels" in inputs else None
+        es = read_labels(inputs["es_labels"]) if "es_labels" in inputs else None
+        measured = measured_values(ed, es, clinical)
+        result = calibrate(read_mesh(mesh_path), measured=measured, cfg=cfg, work_dir=case.root / "calibrate_tasks",
+                           out_dir=st.dir, solver=solver)
+        write_json_atomic(st.output(CALIBRATION_JSON), result)
+        write_json_atomic(st.output("validation.json"), validation(result))
+        fit_plot(result, st.output("fit.png"))
+        st.metrics.update({"simulated": result["simulated"], "timings_s": result["timings_s"],
+                           "parameters": {k: v["value"] for k, v in result["parameters"].items()},
+                           "not_identified": result["not_identified"]})
+    return result
+
+
+def read_clinical(path: Path | None) -> dict[str, float] | None:
+    """Clinical measurements from a YAML file or a FHIR R4 Bundle (``.json``), or None."""
+    from cardiotwin.personalisation.measurements import read_measurements_fhir, read_measurements_yaml
+
+    if path is None:
+        return None
+    return read_measurements_fhir(path) if Path(path).suffix.lower() == ".json" else read_measurements_yaml(path)
+
+
+def load_calibration_config(mapping: dict[str, Any] | None, *, source: str) -> CalibrationConfig:
+    """CalibrationConfig from a mapping (recipe stage options or a YAML file), validated."""
+    from cardiotwin.config import load_config
+    from cardiotwin.errors import ConfigError
+
+    cfg = load_config(CalibrationConfig, mapping or {}, source=source)
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return cfg

@@ -1,0 +1,109 @@
+"""Calibration pieces: measurement merging, the closed-form Windkessel, the CRT stage's use of a
+calibration, and (slow) a synthetic twin whose contractility is recovered from its own beat."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from cardiotwin.personalisation.calibration import MMHG_KPA, Fit1D, gauss_newton_1d, windkessel_estimate
+from cardiotwin.personalisation.stage import CalibrationConfig, measured_values
+
+
+def test_clinical_values_fill_what_the_images_do_not_give():
+    m = measured_values(None, None, {"lv_edv_ml": 160.0, "lv_ef": 0.3, "systolic_bp_mmhg": 120.0,
+                                     "diastolic_bp_mmhg": 80.0})
+    assert m["lv_esv_ml"] == pytest.approx(112.0)
+    assert m["sources"]["lv_esv_ml"] == "clinical"
+
+
+def _windkessel_pressures(r_p: float, z: float, c: float, p_ven: float, sv: float, hr: float) -> tuple[float, float, float]:
+    """Aortic pressure of a 3-element Windkessel fed by a half-sine ejection of ``sv`` over 300 ms,
+    integrated to a periodic state: (mean, max, min) in kPa."""
+    period, t_ej, dt = 60000.0 / hr, 300.0, 0.25
+    t = np.arange(0.0, period, dt)
+    q = np.where(t < t_ej, np.sin(np.pi * t / t_ej), 0.0)
+    q *= sv / (q.sum() * dt)
+    p = 10.0
+    for _ in range(40):
+        aortic = np.empty_like(t)
+        for i, qi in enumerate(q):
+            p += dt * (qi - (p - p_ven) / r_p) / c
+            aortic[i] = p + z * qi
+    return float(aortic.mean()), float(aortic.max()), float(aortic.min())
+
+
+def test_windkessel_estimate_reproduces_the_cuff_pressures():
+    """The closed-form resistance gives the measured mean pressure exactly; SV / PP (Chemla et al.,
+    Am J Physiol 274:H500, 1998) gives the pulse pressure within ~25 %."""
+    sbp, dbp, hr, sv = 125.0, 75.0, 70.0, 70.0
+    p_ven, frac = 0.67, 0.03 / 0.93
+    wk = windkessel_estimate(systolic_mmhg=sbp, diastolic_mmhg=dbp, heart_rate_bpm=hr, stroke_volume_ml=sv,
+                             venous_pressure_kpa=p_ven, characteristic_fraction=frac)
+    r_p, c = wk["peripheral_resistance"]["value"], wk["compliance"]["value"]
+    z = r_p * frac / (1 - frac)
+    mean, hi, lo = _windkessel_pressures(r_p, z, c, p_ven, sv, hr)
+    assert mean / MMHG_KPA == pytest.approx(dbp + (sbp - dbp) / 3, rel=0.01)
+    assert (hi - lo) / MMHG_KPA == pytest.approx(sbp - dbp, rel=0.25)
+    lo_r, hi_r = wk["peripheral_resistance"]["interval"]
+    assert lo_r < r_p < hi_r and wk["peripheral_resistance"]["identifiable"]
+
+
+def test_gauss_newton_recovers_a_parameter_and_flags_an_unidentifiable_one():
+    fit = gauss_newton_1d(lambda k: (np.array([0.5 * math.log(k / 3.0)]), {}), name="k", unit="", x0=0.0,
+                          sigma=np.array([0.01]), max_evaluations=8)
+    assert fit.converged and fit.value == pytest.approx(3.0, rel=1e-3)
+    assert fit.interval[0] < 3.0 < fit.interval[1] and fit.identifiable
+    flat = gauss_newton_1d(lambda k: (np.array([0.001 * math.log(k) + 0.2]), {}), name="flat", unit="", x0=0.0,
+                           sigma=np.array([0.05]), max_evaluations=4)
+    assert not flat.identifiable
+    assert len(flat.evaluations) == 4
+
+
+def test_crt_stage_takes_the_calibrated_parameters():
+    from cardiotwin.therapy.stage import CRTConfig, apply_calibration
+
+    calibration = {"em_config": {"guccione": {"C": "3.1 kPa"}, "twitch": {"peak_tension": "71 kPa"},
+                                 "lv_end_diastolic_pressure": "1.6 kPa", "dt": "1 ms"},
+                   "conduction_speed_scale": 0.8}
+    cfg = apply_calibration(CRTConfig(), calibration)
+    assert cfg.electromechanics["guccione"] == {"C": "3.1 kPa"}
+    assert cfg.electromechanics["twitch"] == {"peak_tension": "71 kPa"}
+    assert cfg.electromechanics["dt"] == CRTConfig().electromechanics["dt"]  # solver settings stay the CRT's
+    assert cfg.conduction.cv_fibre == pytest.approx(0.8 * CRTConfig().conduction.cv_fibre)
+
+
+def test_calibration_config_refuses_bad_values():
+    from cardiotwin.errors import ConfigError
+    from cardiotwin.personalisation.stage import load_calibration_config
+
+    with pytest.raises(ConfigError, match="edpvr_fractions"):
+        load_calibration_config({"edpvr_fractions": [0.5, 2.0]}, source="r.yaml")
+    assert load_calibration_config({"population_lvedp": "1.6 kPa"}, source="r.yaml").population_lvedp == pytest.approx(
+        1.6 / MMHG_KPA)
+
+
+@pytest.mark.slow
+def test_synthetic_twin_recovers_its_contractility():
+    """A beat on the idealised LV with a known peak tension gives the 'measured' EF; the fit, from
+    the population default, recovers the tension within its interval and the EF within 0.01."""
+    from cardiotwin.config import load_config
+    from cardiotwin.mechanics.demo import analytic_beat_inputs
+    from cardiotwin.mechanics.electromechanics import EMConfig, simulate_beat
+
+    base = {"dt": "20 ms", "diastolic_dt": "40 ms", "beat_duration": "500 ms"}
+
+    def ef(tension: float) -> float:
+        cfg = load_config(EMConfig, {**base, "twitch": {"peak_tension": f"{tension} kPa"}})
+        return float(simulate_beat(analytic_beat_inputs(char_length_mm=5.0), cfg).ejection_fraction["LV"])
+
+    true_tension = 55.0
+    measured = ef(true_tension)
+    fit: Fit1D = gauss_newton_1d(lambda t: (np.array([ef(t) - measured]), {}), name="peak_active_tension",
+                                 unit="kPa", x0=math.log(90.0), sigma=np.array([CalibrationConfig().sigma_ef]),
+                                 first_step=-0.3, max_evaluations=5, tol=0.02)
+    lo, hi = fit.interval
+    assert lo <= true_tension <= hi
+    assert abs(fit.residual[0]) < 0.01
