@@ -19,6 +19,7 @@ import dolfinx
 import ufl
 from petsc4py import PETSc
 
+from cardiotwin.errors import StageError
 from cardiotwin.mechanics.electromechanics import EMConfig
 from cardiotwin.mechanics.materials import Material
 from cardiotwin.personalisation.calibration import Fit1D, gauss_newton_1d
@@ -56,14 +57,23 @@ class PassiveTwin:
         self.imaged = mesh.geometry.x.copy()
         self.unload_cfg = unload_cfg
         self.last_unload: UnloadResult | None = None
+        self.references: dict[float, np.ndarray] = {}  # stiffness factor -> unloaded reference
 
     def evaluate(self, factor: float, pressures_kpa: Mapping[str, float], fractions: tuple[float, ...]) -> dict[str, Any]:
-        """Unload at stiffness ``factor`` and reinflate in load steps ``fractions`` of the ED
-        pressures. Returns {"volumes_ml": {cavity: [V at 0, V at each fraction]}, "unloading": summary}.
+        """Unload at stiffness ``factor`` (starting from the unloaded reference of the nearest
+        factor evaluated before) and reinflate in load steps ``fractions`` of the ED pressures. Returns {"volumes_ml": {cavity: [V at 0, V at each fraction]}, "unloading": summary}.
         The mesh is left on the unloaded reference."""
         self.scale.value = float(factor)
+        start = self.references.get(min(self.references, key=lambda f: abs(np.log(f / factor)))) if self.references else None
         self.mesh.geometry.x[:] = self.imaged
-        res = unload(self.mech, cfg=self.unload_cfg, pressures_kpa=pressures_kpa)
+        try:
+            res = unload(self.mech, cfg=self.unload_cfg, pressures_kpa=pressures_kpa, initial_reference_mm=start)
+        except StageError:
+            if start is None:
+                raise
+            log.info("unloading from the neighbouring reference failed; starting from the imaged mesh")
+            res = unload(self.mech, cfg=self.unload_cfg, pressures_kpa=pressures_kpa)
+        self.references[float(factor)] = res.reference_mm
         self.last_unload = res
         m = self.mech
         m.state.x.array[:] = 0.0
@@ -111,7 +121,7 @@ def fit_passive_stiffness(
     # the imaged ED point is reproduced by construction: its residual carries no information
     sigma = np.full(len(p_lv), sigma_ml)
     fit = gauss_newton_1d(evaluate, name="passive_stiffness_factor", unit="", x0=x0, sigma=sigma,
-                          max_evaluations=max_evaluations, bounds=(np.log(0.05), np.log(20.0)), data=data)
+                          max_evaluations=max_evaluations, bounds=(np.log(0.05), np.log(20.0)), max_step=0.5, data=data)
     if fit.value not in last or twin.last_unload is None or not np.isclose(twin.scale.value, fit.value):
         out = twin.evaluate(fit.value, pressures_kpa, fractions)
         last[fit.value] = out

@@ -170,11 +170,14 @@ def _forward(mech: CardiacMechanics, pressures: Mapping[str, float], warm: np.nd
 
 
 def unload(mech: CardiacMechanics, *, cfg: UnloadConfig = UnloadConfig(),
-           pressures_kpa: Mapping[str, float] | None = None) -> UnloadResult:
+           pressures_kpa: Mapping[str, float] | None = None,
+           initial_reference_mm: np.ndarray | None = None) -> UnloadResult:
     """Find the unloaded reference of ``mech``'s mesh, whose coordinates are the imaged (loaded) ED
     geometry. On return the mesh holds the unloaded reference and ``mech`` the reinflated state.
 
-    ``pressures_kpa`` defaults to ``cfg``'s LV/RV pressures for the cavities ``mech`` has. Raises
+    ``pressures_kpa`` defaults to ``cfg``'s LV/RV pressures for the cavities ``mech`` has;
+    ``initial_reference_mm`` (geometry order) starts the iteration from a nearby reference, e.g.
+    the unloaded mesh of a neighbouring stiffness (default: the imaged mesh). Raises
     StageError (with the iteration history) when the iteration diverges, inverts an element or
     does not reach ``cfg.tol_mm`` in ``cfg.max_iterations`` iterations.
     """
@@ -194,7 +197,7 @@ def unload(mech: CardiacMechanics, *, cfg: UnloadConfig = UnloadConfig(),
     mech.state.x.array[:] = 0.0
     mech.state.x.scatter_forward()
     imaged_volumes = volumes()
-    X = imaged.copy()
+    X = imaged.copy() if initial_reference_mm is None else np.array(initial_reference_mm, dtype=float, copy=True)
     warm = None
     history: list[dict[str, Any]] = []
     converged = False
