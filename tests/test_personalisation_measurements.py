@@ -128,3 +128,12 @@ def test_fhir_bundle_good_and_broken(tmp_path):
     p.write_text('{"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"resourceType": "Observation"}}]}')
     with pytest.raises(FhirError, match=str(p)):
         read_measurements_fhir(p)
+
+
+def test_short_axis_base_plane_sits_at_the_basal_end_of_the_cavity():
+    from cardiotwin.personalisation.measurements import short_axis_base_plane
+
+    point, normal = short_axis_base_plane(_annulus_stack(25.0, 33.0))
+    # cavity slices k = 1..10 at z = 5k mm; the apical cap is at k = 0, so the base is +z
+    assert np.allclose(normal, (0.0, 0.0, 1.0))
+    assert point[2] == pytest.approx(50.0 - 2.0)

@@ -286,3 +286,13 @@ def image_measurements(ed: LabelMap, es: LabelMap | None = None) -> dict[str, An
         t_ed = out["wall_thickness_ed_mm"]
         out["systolic_thickening"] = {k: (t_es[k] - t_ed[k]) / t_ed[k] for k in t_es if k in t_ed and t_ed[k] > 0}
     return out
+
+
+def short_axis_base_plane(ed: LabelMap, *, margin_mm: float = 2.0) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(point, normal) in LPS mm of a base plane for a label map without atria or great vessels
+    (expert short-axis contours): normal to the LV long axis, ``margin_mm`` below the most basal
+    LV blood-pool voxel centre; the normal points towards the base."""
+    centre, axis = lv_long_axis(ed)
+    s = (_world_points(ed, ed.labels == Label.LV_BLOOD) - centre) @ axis
+    point = centre + (float(s.max()) - margin_mm) * axis
+    return tuple(float(v) for v in point), tuple(float(v) for v in axis)
