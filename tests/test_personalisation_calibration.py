@@ -107,3 +107,25 @@ def test_synthetic_twin_recovers_its_contractility():
     lo, hi = fit.interval
     assert lo <= true_tension <= hi
     assert abs(fit.residual[0]) < 0.01
+
+
+def test_es_validation_of_a_mesh_against_its_own_cavity():
+    """The Land ellipsoid's cavity voxelised at 1 mm: the mesh's own cavity gives Dice ~1 and a
+    surface distance below the mesh's chordal error; the same mesh as 'ES' has zero thickening."""
+    from cardiotwin.meshing.analytic import LAND_BASE_Z_MM, LAND_ENDO, land_ellipsoid
+    from cardiotwin.personalisation.validation import es_validation
+    from cardiotwin.types import ImageGeometry, LabelMap
+
+    mesh = land_ellipsoid(char_length_mm=3.0)
+    h = 1.0
+    g = ImageGeometry(shape=(20, 20, 25), spacing_mm=(h, h, h), origin_mm=(-10.0, -10.0, -20.0))
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in g.shape], indexing="ij"), axis=-1)
+    xyz = g.index_to_world(ijk.reshape(-1, 3)).reshape(ijk.shape)
+    lab = ((LAND_ENDO.level(xyz) < 1.0) & (xyz[..., 2] < LAND_BASE_Z_MM)).astype(np.uint8)
+    aha = np.where(mesh.points[:, 2] < 0, 7, 1)
+    mesh = mesh.with_fields(point_data={"aha": aha})
+    out = es_validation(mesh, mesh.points, LabelMap(labels=lab, geometry=g), measured_thickening={1: 0.1})
+    assert out["lv_cavity_dice"] > 0.9
+    assert out["lv_endo_surface_distance_mm"]["mean"] < h
+    assert out["systolic_thickening_by_aha"]["1"]["simulated"] == pytest.approx(0.0, abs=1e-12)
+    assert out["systolic_thickening_by_aha"]["1"]["error"] == pytest.approx(-0.1)

@@ -11,7 +11,7 @@ from cardiotwin.mechanics.demo import analytic_beat_inputs
 from cardiotwin.mechanics.electromechanics import EMConfig
 from cardiotwin.personalisation.calibration import klotz_edpvr
 from cardiotwin.personalisation.passive import PassiveTwin, fit_passive_stiffness
-from cardiotwin.personalisation.unloading import UnloadConfig, _Nodal, passive_mechanics, unload
+from cardiotwin.personalisation.unloading import UnloadConfig, NodalDisplacement, passive_mechanics, unload
 
 EDP_KPA = 10 * 0.133322387415  # the population LV end-diastolic pressure, 10 mmHg
 
@@ -34,7 +34,7 @@ def test_unload_then_reinflate_recovers_the_imaged_geometry(ellipsoid):
     # stepping from zero, lands on the imaged mesh (issue #23: volume within 2 %, mean distance < 0.5 mm)
     fresh = passive_mechanics(ellipsoid.mesh, ellipsoid.facet_tags, ellipsoid.fibres, cfg, prefix="fresh_")
     fresh.solve_to(pressures_kpa={"LV": EDP_KPA}, initial_fraction=0.25)
-    x = ellipsoid.mesh.geometry.x + _Nodal(fresh).displacement()
+    x = ellipsoid.mesh.geometry.x + NodalDisplacement(fresh).displacement()
     d = np.linalg.norm(x - res.imaged_mm, axis=1)
     assert d.mean() < 0.05 and d.max() < 0.1
     assert fresh.cavity_volume_ml("LV") == pytest.approx(res.volumes_ml["imaged"]["LV"], rel=0.01)
@@ -67,7 +67,7 @@ def test_synthetic_twin_recovers_its_passive_stiffness(ellipsoid):
     for f in fractions:
         m.solve_to(pressures_kpa={"LV": f * EDP_KPA}, initial_fraction=0.5)
         volumes.append(m.cavity_volume_ml("LV"))
-    ellipsoid.mesh.geometry.x[:] += _Nodal(m).displacement()  # the loaded ED mesh is what is "imaged"
+    ellipsoid.mesh.geometry.x[:] += NodalDisplacement(m).displacement()  # the loaded ED mesh is what is "imaged"
     m.state.x.array[:] = 0.0
     twin.imaged = ellipsoid.mesh.geometry.x.copy()
     fit, edpvr = fit_passive_stiffness(twin, pressures_kpa={"LV": EDP_KPA}, fractions=fractions,

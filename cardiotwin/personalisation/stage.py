@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_JSON = "calibration.json"
 UNLOADED_MESH = "unloaded_mesh.vtu"
+END_SYSTOLIC_MESH = "end_systolic_mesh.vtu"
 COMPARED = ("lv_edv_ml", "lv_esv_ml", "lv_ef", "rv_edv_ml", "rv_esv_ml", "rv_ef")
 
 
@@ -134,6 +135,35 @@ class _CaseTwin:
         points = np.array(self.mesh.points, dtype=float, copy=True)
         points[self.heart.original_point_index] = self.heart.mesh.geometry.x
         return dataclasses.replace(self.mesh, points=points)
+
+    def end_systolic_mesh(self, activation_ms: np.ndarray, em_config: dict[str, Any],
+                          beat: dict[str, Any]) -> tuple["HeartMesh", dict[str, float]]:
+        """The mesh at the beat's end-systolic instant (minimum LV volume): the equilibrium under
+        that instant's cavity pressures and active tension (the beat is quasi-static), solved
+        from the current (end-diastolic) state of the passive twin at the calibrated stiffness."""
+        from cardiotwin.config import load_config
+        from cardiotwin.mechanics.electromechanics import EMConfig
+        from cardiotwin.meshing.fem import point_field_to_function
+        from cardiotwin.personalisation.unloading import NodalDisplacement
+
+        r = beat["result"]
+        i_es = int(np.argmin(r["lv_volume_ml"]))
+        t_es = float(r["times_ms"][i_es])
+        p = {"LV": float(r["lv_pressure_kpa"][i_es])}
+        if "RV" in self.passive.cavities:
+            p["RV"] = float(r["rv_pressure_kpa"][i_es])
+        act = np.asarray(activation_ms, dtype=float).copy()
+        act[~np.isfinite(act)] = np.nanmax(act[np.isfinite(act)])
+        mech = self.passive.mech
+        act_fn = point_field_to_function(self.heart, act, mech.scalar_space)
+        twitch = load_config(EMConfig, em_config, source="calibrate.electromechanics").twitch
+        mech.solve_to(pressures_kpa=p, active_tension_kpa=twitch.tension_kpa(t_es, act_fn.x.array),
+                      label=f"end-systolic state (t = {t_es:g} ms)", initial_fraction=0.25)
+        x = self.heart.mesh.geometry.x + NodalDisplacement(mech).displacement()
+        points = np.array(self.mesh.points, dtype=float, copy=True)
+        points[self.heart.original_point_index] = x
+        check = {"t_es_ms": t_es, "lv_volume_ml": mech.cavity_volume_ml("LV"), "beat_lv_esv_ml": float(r["lv_volume_ml"][i_es])}
+        return dataclasses.replace(self.mesh, points=points), check
 
 
 def _em_mapping(base: dict[str, Any], *, stiffness: float, edp_kpa: dict[str, float], windkessel: dict[str, Any] | None,
@@ -288,6 +318,10 @@ def calibrate(
         final_tension = twin.em_cfg.twitch.peak_tension
     final = beats.get(final_tension) or beat(final_tension)
     timings["tension_s"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    es_mesh, es_check = twin.end_systolic_mesh(act, mapping(final_tension), final)
+    write_mesh(es_mesh, out_dir / END_SYSTOLIC_MESH)
+    timings["end_systole_s"] = round(time.perf_counter() - t, 2)
     simulated = _beat_values(final)
     not_identified = [name for name, p in parameters.items() if p.get("identifiable") is False]
     fixed = ["passive exponents (Guccione bf, bt, bfs / Holzapfel-Ogden b's): no data on the shape of the EDPVR "
@@ -313,6 +347,8 @@ def calibrate(
         "final_beat": {"name": final["name"], "result": {k: final["result"][k] for k in (
             "times_ms", "lv_pressure_kpa", "lv_volume_ml", "rv_pressure_kpa", "rv_volume_ml")}},
         "unloaded_mesh": UNLOADED_MESH,
+        "end_systolic_mesh": END_SYSTOLIC_MESH,
+        "end_systolic_check": es_check,
         "timings_s": timings,
     }
 
@@ -366,7 +402,13 @@ def calibrate_case_stage(
         result = calibrate(read_mesh(mesh_path), measured=measured, cfg=cfg, work_dir=case.root / "calibrate_tasks",
                            out_dir=st.dir, solver=solver)
         write_json_atomic(st.output(CALIBRATION_JSON), result)
-        write_json_atomic(st.output("validation.json"), validation(result))
+        checks = validation(result)
+        if es is not None:
+            from cardiotwin.personalisation.validation import es_validation
+
+            checks["end_systole"] = es_validation(read_mesh(mesh_path), read_mesh(st.dir / END_SYSTOLIC_MESH).points, es,
+                                                  measured_thickening=measured.get("systolic_thickening"))
+        write_json_atomic(st.output("validation.json"), checks)
         fit_plot(result, st.output("fit.png"))
         st.metrics.update({"simulated": result["simulated"], "timings_s": result["timings_s"],
                            "parameters": {k: v["value"] for k, v in result["parameters"].items()},

@@ -120,7 +120,7 @@ def passive_mechanics(mesh: dolfinx.mesh.Mesh, facet_tags: dolfinx.mesh.MeshTags
                             boundaries=beat_boundaries(facet_tags, cfg, mesh.comm), cfg=cfg.mechanics, prefix=prefix)
 
 
-class _Nodal:
+class NodalDisplacement:
     """Displacement of ``mech`` at the geometry nodes (via a P1 interpolant)."""
 
     def __init__(self, mech: CardiacMechanics) -> None:
@@ -189,7 +189,7 @@ def unload(mech: CardiacMechanics, *, cfg: UnloadConfig = UnloadConfig(),
     pressures = {c: float((pressures_kpa or default)[c]) for c in cavities}
     geom = mech.mesh.geometry.x
     imaged = geom.copy()
-    nodal = _Nodal(mech)
+    nodal = NodalDisplacement(mech)
 
     def volumes() -> dict[str, float]:
         return {c: mech.cavity_volume_ml(c) for c in cavities}
