@@ -129,3 +129,44 @@ def test_es_validation_of_a_mesh_against_its_own_cavity():
     assert out["lv_endo_surface_distance_mm"]["mean"] < h
     assert out["systolic_thickening_by_aha"]["1"]["simulated"] == pytest.approx(0.0, abs=1e-12)
     assert out["systolic_thickening_by_aha"]["1"]["error"] == pytest.approx(-0.1)
+
+
+@pytest.mark.slow
+def test_calibrate_stage_on_the_idealised_biventricle(tmp_path):
+    """The stage end to end on a case holding the idealised biventricle (5 mm) and clinical values:
+    calibration.json has the interface's keys, the fit reaches the measured EF, the CRT config
+    picks the calibration up."""
+    import json
+
+    from test_therapy_support import biventricle_with_fibres
+
+    from cardiotwin.cases import Case
+    from cardiotwin.io.meshes import read_mesh, write_mesh
+    from cardiotwin.personalisation.stage import calibrate_case_stage
+    from cardiotwin.therapy.stage import calibrated_inputs
+
+    case = Case.create(tmp_path / "case")
+    mesh = biventricle_with_fibres(5.0)
+    src = write_mesh(mesh, tmp_path / "src.vtu")
+    with case.stage("fibers", inputs={"mesh": src}, config={}) as st:
+        write_mesh(mesh, st.dir / "mesh.vtu")
+    clinical = {"lv_ef": 0.45, "systolic_bp_mmhg": 120.0, "diastolic_bp_mmhg": 75.0, "heart_rate_bpm": 75.0,
+                "qrs_duration_ms": 120.0, "lvedp_mmhg": 12.0}
+    cfg = CalibrationConfig(passive_evaluations=3, tension_evaluations=4,
+                            electromechanics={"dt": "20 ms", "diastolic_dt": "40 ms"})
+    res = calibrate_case_stage(case, cfg=cfg, clinical=clinical)
+    out = json.loads((case.stage_dir("calibrate") / "calibration.json").read_text())
+    for key in ("lv_edv_ml", "lv_esv_ml", "lv_ef", "rv_edv_ml", "rv_esv_ml", "rv_ef"):
+        assert key in out["measured"] and key in out["simulated"]
+    for p in out["parameters"].values():
+        assert {"value", "unit", "interval"} <= set(p)
+    assert abs(out["simulated"]["lv_ef"] - 0.45) < 0.03
+    assert out["unloading"]["converged"]
+    assert out["parameters"]["conduction_speed_scale"]["simulated_tat_ms"] == pytest.approx(120.0, rel=0.03)
+    es = read_mesh(case.stage_dir("calibrate") / "end_systolic_mesh.vtu")
+    assert es.points.shape == mesh.points.shape
+    assert res["end_systolic_check"]["lv_volume_ml"] == pytest.approx(res["end_systolic_check"]["beat_lv_esv_ml"], rel=0.03)
+    assert (case.stage_dir("calibrate") / "fit.png").is_file()
+    assert calibrated_inputs(case)["unloaded_mesh"].is_file()
+    # unchanged inputs: skipped; a changed measurement reruns
+    assert calibrate_case_stage(case, cfg=cfg, clinical=clinical) is None
