@@ -170,3 +170,27 @@ def test_calibrate_stage_on_the_idealised_biventricle(tmp_path):
     assert calibrated_inputs(case)["unloaded_mesh"].is_file()
     # unchanged inputs: skipped; a changed measurement reruns
     assert calibrate_case_stage(case, cfg=cfg, clinical=clinical) is None
+
+
+def test_report_shows_the_calibration_and_its_validation(tmp_path):
+    import json
+
+    from cardiotwin.report.context import ReportContext
+    from cardiotwin.report.sections_vv import calibration_blocks
+
+    ctx = ReportContext(root=tmp_path, manifest={}, include_identifiers=False)
+    assert "no calibration" in json.dumps(calibration_blocks(ctx))
+    (tmp_path / "calibrate").mkdir()
+    keys = ("lv_edv_ml", "lv_esv_ml", "lv_ef", "rv_edv_ml", "rv_esv_ml", "rv_ef")
+    (tmp_path / "calibrate" / "calibration.json").write_text(json.dumps({
+        "measured": dict.fromkeys(keys, 1.0), "simulated": dict.fromkeys(keys, 1.1),
+        "parameters": {"peak_active_tension": {"value": 80.0, "unit": "kPa", "interval": [70.0, 91.0],
+                                               "identifiable": True, "data": "LV ejection fraction"}},
+        "fixed_at_population_values": ["twitch time course"]}))
+    (tmp_path / "calibrate" / "validation.json").write_text(json.dumps({
+        "quantities": {"rv_ef": {"measured": 0.5, "simulated": 0.45, "error": -0.05}},
+        "end_systole": {"lv_cavity_dice": 0.81, "lv_endo_surface_distance_mm": {"mean": 2.1}}}))
+    blocks = calibration_blocks(ctx)
+    text = json.dumps(blocks)
+    assert "peak_active_tension" in text and "ES LV cavity Dice" in text and "twitch time course" in text
+    assert ctx.numbers["calibration.peak_active_tension"] == 80.0

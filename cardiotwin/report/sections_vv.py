@@ -309,7 +309,50 @@ def validation_section(ctx: ReportContext) -> Section:
         s.blocks.append(ctx.note_missing("validation", "no measured QRS duration or volumes were given "
                                          "(pipeline YAML key 'measurements', e.g. qrs_ms, edv_ml, esv_ml, "
                                          "ejection_fraction)."))
+    s.blocks.extend(calibration_blocks(ctx))
     return s
+
+
+def calibration_blocks(ctx: ReportContext) -> list[dict]:
+    """The calibrate stage's fit (measured vs simulated, parameters with intervals) and its
+    validation on the patient's data the fit did not use (CASE/calibrate/*.json)."""
+    import json
+
+    cal_path, why = stage_file(ctx.root, "calibrate", "calibration.json", "calibrate")
+    if cal_path is None:
+        return [ctx.note_missing("validation", f"no calibration: {why}")]
+    cal = json.loads(cal_path.read_text())
+    blocks = []
+    rows = [[k, cal["measured"].get(k), cal["simulated"].get(k)] for k in
+            ("lv_edv_ml", "lv_esv_ml", "lv_ef", "rv_edv_ml", "rv_esv_ml", "rv_ef")]
+    blocks.append(table(["Quantity", "measured", "simulated (calibrated twin)"], rows,
+                        caption="Calibration fit (CASE/calibrate/calibration.json)."))
+    prow = []
+    for name, par in cal.get("parameters", {}).items():
+        iv = par.get("interval") or [None, None]
+        prow.append([name, par.get("value"), par.get("unit") or "-", iv[0], iv[1],
+                     "yes" if par.get("identifiable", True) else "no", par.get("data", "")])
+        ctx.record(f"calibration.{name}", par.get("value"))
+    blocks.append(table(["Parameter", "value", "unit", "95 % low", "95 % high", "identified", "data"], prow,
+                        caption="Calibrated parameters; not calibrated (population values): "
+                                + "; ".join(cal.get("fixed_at_population_values", []))))
+    val_path, _ = stage_file(ctx.root, "calibrate", "validation.json", "calibrate")
+    if val_path is not None:
+        val = json.loads(val_path.read_text())
+        vrows = [[k, q.get("measured"), q.get("simulated"), q.get("error")] for k, q in val.get("quantities", {}).items()]
+        es = val.get("end_systole", {})
+        if "lv_cavity_dice" in es:
+            vrows.append(["ES LV cavity Dice vs ES labels", "-", es["lv_cavity_dice"], "-"])
+            ctx.record("validation.es_lv_cavity_dice", es["lv_cavity_dice"])
+        if "lv_endo_surface_distance_mm" in es:
+            vrows.append(["ES LV endocardium mean distance (mm)", "-", es["lv_endo_surface_distance_mm"]["mean"], "-"])
+        if "systolic_thickening_mean_abs_error" in es:
+            vrows.append(["systolic thickening, mean |error| over AHA segments", "-", "-",
+                          es["systolic_thickening_mean_abs_error"]])
+        blocks.append(table(["Quantity (not used by the calibration)", "measured", "simulated", "error"], vrows,
+                            caption="Validation against the patient's own images and measurements "
+                                    "(CASE/calibrate/validation.json)."))
+    return blocks
 
 
 def simulated_quantities(ctx: ReportContext) -> dict[str, float]:
