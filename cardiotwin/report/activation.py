@@ -37,6 +37,11 @@ FIELD = "activation_time_ms"
 # Camera directions in LPS (x to the patient's left, y posterior, z superior): the anterior view
 # looks from the front (-y), the posterior one from the back (+y); superior is up in both.
 VIEWS = (("anterior", np.array([0.0, -1.0, 0.0])), ("posterior", np.array([0.0, 1.0, 0.0])))
+# The clinical summary's views: left anterior oblique 40 degrees (the implanter's fluoroscopy view,
+# from the patient's front-left) and posterolateral (from the back-left: the inferolateral wall,
+# where LBBB activation ends and LV leads go).
+SUMMARY_VIEWS = (("LAO 40", np.array([np.sin(np.deg2rad(40.0)), -np.cos(np.deg2rad(40.0)), 0.0])),
+                 ("posterolateral", np.array([np.sqrt(0.5), np.sqrt(0.5), 0.0])))
 
 
 @dataclass(frozen=True)
@@ -144,35 +149,40 @@ def _png(img: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def render_maps(maps: Sequence[ActivationMap], *, width_px: int = 900) -> bytes:
-    """Off-screen pyvista rendering of the maps' boundary surfaces, one row per map (anterior and
-    posterior view), one shared colour scale (ms); never-activated points are grey. PNG bytes."""
+def render_maps(maps: Sequence[ActivationMap], *, width_px: int = 900,
+                views: Sequence[tuple[str, np.ndarray]] = VIEWS, maps_in_columns: bool = False,
+                height_ratio: float = 0.42, font_size: int = 9) -> bytes:
+    """Off-screen pyvista rendering of the maps' boundary surfaces, one row per map and one column
+    per view (``maps_in_columns``: the transpose), one shared colour scale (ms); never-activated
+    points are grey. ``views``: (name, direction from the heart to the camera, LPS), superior up.
+    PNG bytes."""
     import pyvista as pv
 
     values = np.concatenate([m.field.values[np.isfinite(m.field.values)] for m in maps])
     lo, hi = float(values.min()), float(values.max())
     clim = (lo, hi if hi > lo else lo + 1.0)
-    rows = len(maps)
-    height = int(0.42 * width_px)
-    plotter = pv.Plotter(off_screen=True, shape=(rows, 2), window_size=(width_px, height * rows), border=False)
+    shape = (len(views), len(maps)) if maps_in_columns else (len(maps), len(views))
+    height = int(height_ratio * width_px)
+    plotter = pv.Plotter(off_screen=True, shape=shape, window_size=(width_px, height * shape[0]), border=False)
     try:
         plotter.set_background("white")
-        for r, m in enumerate(maps):
+        for r_map, m in enumerate(maps):
             f = m.field
             faces = np.hstack([np.full((len(f.faces), 1), 3, dtype=np.int64), f.faces]).ravel()
             surf = pv.PolyData(np.asarray(f.points, dtype=float), faces)
             surf.point_data[FIELD] = np.asarray(f.values, dtype=float)
             centre = f.points.mean(axis=0)
             distance = 3.2 * float(np.ptp(f.points, axis=0).max())
-            for c, (view, direction) in enumerate(VIEWS):
+            for c_view, (view, direction) in enumerate(views):
+                r, c = (c_view, r_map) if maps_in_columns else (r_map, c_view)
                 plotter.subplot(r, c)
-                last = r == rows - 1 and c == 1
+                last = r == shape[0] - 1 and c == shape[1] - 1
                 plotter.add_mesh(surf.copy(), scalars=FIELD, cmap="turbo", clim=clim, nan_color="lightgrey",
                                  show_scalar_bar=last, smooth_shading=True,
                                  scalar_bar_args={"title": "ms", "color": "black", "vertical": True,
                                                   "position_x": 0.84, "position_y": 0.1, "height": 0.8,
                                                   "width": 0.08, "fmt": "%.0f"} if last else None)
-                plotter.add_text(f"{m.title}, {view}: TAT {m.tat_ms:.0f} ms", font_size=9, color="black")
+                plotter.add_text(f"{m.title}, {view}\ntotal activation {m.tat_ms:.0f} ms", font_size=font_size, color="black")
                 plotter.camera_position = [tuple(centre + distance * direction), tuple(centre), (0.0, 0.0, 1.0)]
                 plotter.reset_camera_clipping_range()
         img = plotter.screenshot(return_img=True)
@@ -181,7 +191,7 @@ def render_maps(maps: Sequence[ActivationMap], *, width_px: int = 900) -> bytes:
     return _png(img)
 
 
-def _render_in_child(maps: Sequence[ActivationMap]) -> bytes:
+def _render_in_child(maps: Sequence[ActivationMap], **kw: Any) -> bytes:
     """``render_maps`` in a fresh (spawned) process. VTK's off-screen OpenGL stack (Mesa llvmpipe
     threads, its own LLVM) left in the report's process made a later torch CPU convolution crash
     with SIGSEGV in the same process (seen in the test suite); a child keeps it out."""
@@ -189,7 +199,7 @@ def _render_in_child(maps: Sequence[ActivationMap]) -> bytes:
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(render_maps, list(maps)).result(timeout=600)
+        return pool.submit(render_maps, list(maps), **kw).result(timeout=600)
 
 
 def activation_figure(maps: Sequence[ActivationMap]) -> tuple[bytes, str]:
@@ -203,6 +213,20 @@ def activation_figure(maps: Sequence[ActivationMap]) -> tuple[bytes, str]:
 
     png = figures.activation_map([(m.title, m.field.points, m.field.faces, m.field.values) for m in maps])
     return png, "matplotlib (pyvista off-screen rendering failed)"
+
+
+def summary_figure(maps: Sequence[ActivationMap]) -> bytes:
+    """PNG of the maps for the clinical summary: one column per map (baseline, recommended), one
+    row per clinical view (LAO 40, posterolateral); matplotlib when VTK cannot render."""
+    titled = [replace(m, title="intrinsic (LBBB)" if i == 0 else "recommended") for i, m in enumerate(maps)]
+    try:
+        return _render_in_child(titled, width_px=1000, views=SUMMARY_VIEWS, maps_in_columns=True,
+                                height_ratio=0.42 if len(maps) > 1 else 0.84, font_size=15)
+    except Exception as exc:  # VTK raises RuntimeError/ValueError; any failure falls back
+        log.warning("pyvista off-screen rendering failed (%s); using matplotlib", exc)
+    from cardiotwin.report import figures
+
+    return figures.activation_map([(m.title, m.field.points, m.field.faces, m.field.values) for m in titled])
 
 
 def tat_change_pct(baseline: ActivationMap, best: ActivationMap) -> float | None:

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from cardiotwin.io.atomic import write_json_atomic
-from cardiotwin.report import casedata, figures
-from cardiotwin.report.context import ReportContext, Section, figure, fmt, p, table
+from cardiotwin.report import casedata
+from cardiotwin.report.context import ReportContext, Section
 from cardiotwin.report.render import render_html, write_html, write_pdf
+from cardiotwin.report.summary import summary_page
 from cardiotwin.report.sections_results import (
     activation_figure,
     applicability_section,
@@ -145,59 +146,6 @@ def evidence_sections(ctx: ReportContext) -> list[Section]:
     return built + [cred, results_section(ctx), provenance_section(ctx)]
 
 
-def summary_sections(ctx: ReportContext) -> list[Section]:
-    """One page for the cardiologist: recommendation, maps, QRS and PV loops, caveats."""
-    rec = Section("recommendation", "Recommended LV lead site")
-    best = summary_numbers(ctx)
-    if best.get("best") is None:
-        rec.blocks.append(ctx.note_missing("summary", ctx.cache.get("ranking_missing") or
-                                           "no eligible lead candidate in therapy/ranking.json."))
-    else:
-        conf = best["confidence"]
-        rec.blocks.append(p(f"Recommended: {best['best_name']}" + (f" (probability of being the best site "
-                            f"{fmt(100.0 * conf, 3)} %)" if conf is not None else " (no uncertainty analysis: "
-                            "confidence not quantified)") + (f"; runner-up: {best['runner_up']}." if best["runner_up"]
-                                                             else ".")))
-        m = best["best"].get("metrics") if isinstance(best["best"].get("metrics"), dict) else {}
-        rows = [[k, v] for k, v in m.items() if casedata.finite(v) is not None]
-        if rows:
-            rec.blocks.append(table(["Metric (recommended site)", "Value"], rows))
-    maps = Section("maps", "Activation: baseline vs best")
-    block = activation_figure(ctx, best=True)
-    if block is None:
-        maps.blocks.append(ctx.note_missing("summary", ctx.cache.get("activation_missing", "no activation map")))
-    else:
-        maps.blocks.append(block)
-    if ctx.cache.get("aha_means"):
-        maps.blocks.append(figure("bullseye", figures.bullseye(ctx.cache["aha_means"], label="activation (ms)"),
-                                  "Baseline activation per AHA segment."))
-    hemo = Section("qrs-pv", "QRS and PV loops")
-    sim = ctx.cache.get("simulated", {})
-    items = [f"{k} {fmt(v)}" for k, v in sim.items()]
-    hemo.blocks.append(p("Simulated: " + ("; ".join(items) if items else "no EP/EM outputs yet") + "."))
-    em = ctx.cache.get("em_metrics")
-    crt_loops = crt_pv_loops(ctx)
-    if isinstance(em, dict) and em.get("lv_volume_ml"):
-        hemo.blocks.append(figure("pv_loops", figures.pv_loops([("LV", np.asarray(em["lv_volume_ml"]),
-                                                                 np.asarray(em["lv_pressure_kpa"]))]), "LV PV loop."))
-    elif crt_loops:
-        hemo.blocks.append(figure("pv_loops", figures.pv_loops(crt_loops),
-                                  "LV pressure-volume loops of the CRT stage's beats, baseline vs best (therapy/beats.json)."))
-    else:
-        hemo.blocks.append(ctx.note_missing("summary", ctx.cache.get("em_missing") or "no PV loops."))
-    cav = Section("caveats", "Caveats")
-    below = [f.name for f in ctx.cache.get("factors", []) if not f.meets_goal]
-    cav.blocks.append(p(f"Model risk {ctx.numbers.get('model_risk_level')} of 5; {len(below)} of 13 V&V 40 "
-                        f"credibility factors below their goal ({', '.join(below[:6])}{'…' if len(below) > 6 else ''})."))
-    absent = sorted(ctx.missing)
-    if absent:
-        cav.blocks.append(p("Incomplete evidence in: " + ", ".join(absent) + " (see the evidence report)."))
-    cav.blocks.append(p("Decision support only: the recommendation is a model prediction from population tissue "
-                        "parameters on this patient's anatomy; confirm at implant (electrical delay, capture, phrenic "
-                        "stimulation, venous access)."))
-    return [rec, maps, hemo, cav]
-
-
 def build_report(case_root: str | os.PathLike[str], *, config: ReportConfig = ReportConfig(),
                  pipeline: Path | None = None, verification: Path | None = None,
                  reference_labels: Path | None = None, force: bool = False) -> dict[str, Path]:
@@ -240,14 +188,13 @@ def build_report(case_root: str | os.PathLike[str], *, config: ReportConfig = Re
             return {name: root / REPORT_STAGE / name for name in OUTPUTS}
         _load(ctx, reference_labels=reference_labels)
         evidence = evidence_sections(ctx)
-        summary = summary_sections(ctx)
+        sm_html, summary_status = summary_page(ctx, subtitle=f"{ctx.label} · for the implanting cardiologist · "
+                                               f"cardiotwin {(manifest.get('software') or {}).get('cardiotwin', '')}")
         sub = (f"{ctx.label} · report generated by cardiotwin "
                f"{(manifest.get('software') or {}).get('cardiotwin', '')} · structured by ASME V&V 40-2018 and the "
                "FDA guidance 'Assessing the Credibility of Computational Modeling and Simulation in Medical Device "
                "Submissions' (2023)")
         ev_html = render_html(title="In-silico evidence report", subtitle=sub, sections=evidence, toc=True)
-        sm_html = render_html(title="CRT planning summary", subtitle=f"{ctx.label} · for the implanting cardiologist",
-                              sections=summary, toc=False, summary=True)
         write_html(st.output("evidence.html"), ev_html)
         write_pdf(st.output("evidence.pdf"), ev_html)
         write_html(st.output("summary.html"), sm_html)
@@ -255,8 +202,9 @@ def build_report(case_root: str | os.PathLike[str], *, config: ReportConfig = Re
         data: dict[str, Any] = {
             "case": ctx.label, "numbers": ctx.numbers, "missing": ctx.missing,
             "sections": {s.id: s.status for s in evidence},
-            "summary_sections": {s.id: s.status for s in summary},
-            "figures": [b["name"] for s in evidence + summary for b in s.blocks if b["kind"] == "figure"],
+            "summary_sections": summary_status,
+            "figures": [b["name"] for s in evidence for b in s.blocks if b["kind"] == "figure"]
+            + [f"summary.{k}" for k, v in summary_status.items() if v == "complete"],
             "verification_results": str(ctx.verification_path.relative_to(root)) if ctx.verification_path
             and ctx.verification_path.is_relative_to(root) else (str(ctx.verification_path) if ctx.verification_path else None),
         }

@@ -74,14 +74,17 @@ def activation_map(maps: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]
     return _png(fig)
 
 
-def bullseye(values: dict[int, float], *, label: str, cmap: str = "turbo") -> bytes:
+def bullseye(values: dict[int, float], *, label: str, cmap: str = "turbo", marks: dict[int, str] | None = None,
+             size: tuple[float, float] = (3.6, 3.4)) -> bytes:
     """AHA 17-segment bullseye (Cerqueira et al. 2002): rings basal (1-6), mid (7-12), apical
     (13-16), apex (17); segment 1 anterior at 12 o'clock... drawn counter-clockwise as in the
-    standard plot (septum left). Segments without a value are grey and hatched."""
+    standard plot (septum left). Segments without a value are grey and hatched. ``marks``:
+    segment -> text written after its number (and the segment outlined)."""
     plt = _plt()
     from matplotlib.patches import Wedge
 
-    fig, ax = plt.subplots(figsize=(3.6, 3.4))
+    marks = marks or {}
+    fig, ax = plt.subplots(figsize=size)
     vals = [v for v in values.values() if math.isfinite(v)]
     lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
     norm = plt.Normalize(lo, hi if hi > lo else lo + 1.0)
@@ -95,14 +98,16 @@ def bullseye(values: dict[int, float], *, label: str, cmap: str = "turbo") -> by
             v = values.get(seg)
             face = cm(norm(v)) if v is not None and math.isfinite(v) else (0.85, 0.85, 0.85, 1.0)
             ax.add_patch(Wedge((0, 0), r1, theta1, theta1 + width, width=r1 - r0, facecolor=face,
-                               edgecolor="white", hatch=None if v is not None else "//"))
+                               edgecolor="black" if seg in marks else "white", lw=2.2 if seg in marks else 1.0,
+                               hatch=None if v is not None else "//", zorder=3 if seg in marks else 2))
             mid = math.radians(theta1 + width / 2)
             rm = (r0 + r1) / 2
-            ax.text(rm * math.cos(mid), rm * math.sin(mid), str(seg), ha="center", va="center", fontsize=7)
+            ax.text(rm * math.cos(mid), rm * math.sin(mid), str(seg) + marks.get(seg, ""), ha="center", va="center",
+                    fontsize=7, fontweight="bold" if seg in marks else "normal", zorder=4)
     v17 = values.get(17)
     ax.add_patch(Wedge((0, 0), 0.25, 0, 360, facecolor=cm(norm(v17)) if v17 is not None else (0.85, 0.85, 0.85, 1.0),
                        edgecolor="white"))
-    ax.text(0, 0, "17", ha="center", va="center", fontsize=7)
+    ax.text(0, 0, "17" + marks.get(17, ""), ha="center", va="center", fontsize=7, zorder=4)
     ax.set_xlim(-1.05, 1.05)
     ax.set_ylim(-1.05, 1.05)
     ax.set_aspect("equal")
@@ -131,15 +136,20 @@ def ecg(times_ms: np.ndarray, leads: dict[str, np.ndarray], *, qrs_ms: tuple[flo
     return _png(fig)
 
 
-def pv_loops(loops: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> bytes:
-    """Pressure-volume loops: (label, volume (T,) mL, pressure (T,) kPa) drawn in mmHg."""
+def pv_loops(loops: Sequence[tuple[str, np.ndarray, np.ndarray]], *, legend_below: bool = False,
+             size: tuple[float, float] = (4.2, 3.4)) -> bytes:
+    """Pressure-volume loops: (label, volume (T,) mL, pressure (T,) kPa) drawn in mmHg (the first
+    loop solid and thicker: the baseline)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.2, 3.4))
-    for label, vol, p in loops:
-        ax.plot(vol, np.asarray(p) * MMHG_PER_KPA, "-", lw=1.5, label=label)
+    fig, ax = plt.subplots(figsize=size)
+    for i, (label, vol, p) in enumerate(loops):
+        ax.plot(vol, np.asarray(p) * MMHG_PER_KPA, "-" if i == 0 else "--", lw=2.0 if i == 0 else 1.3, label=label)
     ax.set_xlabel("volume (mL)")
     ax.set_ylabel("pressure (mmHg)")
-    ax.legend(fontsize=8)
+    if legend_below:
+        ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
+    else:
+        ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _png(fig)
 

@@ -29,25 +29,16 @@ figcaption { font-size: 7.5pt; color: #444; }
 .toc li { margin: 0; }
 """
 
-_SUMMARY_CSS = """
-@page { size: A4; margin: 9mm 9mm; }
-body { font-size: 8.5pt; } h1 { font-size: 14pt; } h2 { font-size: 10.5pt; margin-top: 6pt; }
-figure { display: inline-block; width: 48%; vertical-align: top; margin: 2pt 0; }
-figure img { max-height: 58mm; } table { font-size: 7.5pt; margin: 2pt 0 4pt 0; } p { margin: 3pt 0; }
-.rec { font-size: 11pt; border: 2px solid #176117; padding: 5pt; margin: 4pt 0; }
-"""
-
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="generator" content="cardiotwin {{ version }}">
 <title>{{ title }}</title>
-<style>{{ css|safe }}{% if extra_css %}{{ extra_css|safe }}{% endif %}</style></head>
+<style>{{ css|safe }}</style></head>
 <body>
 <h1>{{ title }}</h1>
 <p class="meta">{{ subtitle }}</p>
 {% if toc %}<ul class="toc">{% for s in sections %}<li><a href="#{{ s.id }}">{{ s.title }}</a>
  <span class="status-{{ s.status }}">({{ s.status }})</span></li>{% endfor %}</ul>{% endif %}
-{% if lead %}<div class="rec">{{ lead }}</div>{% endif %}
 {% for s in sections %}
 <section id="{{ s.id }}" data-status="{{ s.status }}"><h2>{{ s.title }}</h2>
 {% for b in s.blocks %}
@@ -66,8 +57,7 @@ _PAGE = """<!DOCTYPE html>
 """
 
 
-def render_html(*, title: str, subtitle: str, sections: list[Section], toc: bool, summary: bool = False,
-                lead: str = "") -> str:
+def render_html(*, title: str, subtitle: str, sections: list[Section], toc: bool) -> str:
     """The page as one self-contained HTML string (images are data URIs)."""
     import jinja2
 
@@ -76,7 +66,7 @@ def render_html(*, title: str, subtitle: str, sections: list[Section], toc: bool
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(_PAGE).render(
         title=title, subtitle=subtitle, sections=sections, toc=toc, version=__version__,
-        css=_CSS, extra_css=_SUMMARY_CSS if summary else "", lead=lead)
+        css=_CSS)
 
 
 def write_html(path: Path, html: str) -> Path:

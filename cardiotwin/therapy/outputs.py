@@ -59,7 +59,8 @@ def result_to_dict(result: TherapyResult) -> dict[str, Any]:
         p = c.protocol
         lead = p.lv_site or p.rv_site
         cands.append({
-            "rank": c.rank, "name": p.name, "label": candidate_label(p), "recommended": c.recommended,
+            "rank": c.rank, "name": p.name, "label": candidate_label(p), "clinical_label": clinical_label(p),
+            "recommended": c.recommended,
             "excluded_reason": c.excluded_reason, "protocol": dataclasses.asdict(p),
             "position_mm": list(lead.position_mm) if lead else None,
             "lv_site": dataclasses.asdict(p.lv_site) if p.lv_site else None,
@@ -98,6 +99,30 @@ def candidate_label(p: "PacingProtocol") -> str:
         parts.append(p.rv_site.name.replace("_", " "))
     if p.lv_site or p.rv_site:
         parts.append(f"AV {p.av_delay_ms:g} / VV {p.vv_delay_ms:+g} ms")
+    return ", ".join(parts)
+
+
+def clinical_label(protocol: "PacingProtocol | dict[str, Any]") -> str:
+    """Short clinical name of a protocol, as the summary and the viewer show it:
+    "BiV, LV basal inferolateral, AV 100 / VV 0 ms" ("VV 20 ms LV first" / "RV first" when
+    not simultaneous; LV user or grid sites without an AHA name use their segment number).
+    Takes a PacingProtocol or its ``ranking.json`` form (``protocol`` of a candidate)."""
+    d = dataclasses.asdict(protocol) if dataclasses.is_dataclass(protocol) else dict(protocol)  # type: ignore[arg-type]
+    lv = d.get("lv_site") if isinstance(d.get("lv_site"), dict) else None
+    rv = d.get("rv_site") if isinstance(d.get("rv_site"), dict) else None
+    if not lv and not rv:
+        return "intrinsic rhythm (no pacing)"
+    parts = ["BiV" if lv and rv else "LV only" if lv else "RV only"]
+    if lv:
+        seg = int(lv.get("aha_segment") or 0)
+        parts.append(f"LV {AHA_SEGMENT_NAMES.get(seg, f'segment {seg}' if seg else 'site')}")
+    if not lv and rv:
+        parts.append(str(rv.get("name", "RV")).replace("_", " "))
+    av, vv = float(d.get("av_delay_ms", 0.0)), float(d.get("vv_delay_ms", 0.0))
+    timing = f"AV {av:g} / VV {abs(vv):g} ms"
+    if lv and rv and vv:
+        timing += " LV first" if vv > 0 else " RV first"
+    parts.append(timing)
     return ", ".join(parts)
 
 

@@ -21,11 +21,10 @@ import numpy as np
 
 from cardiotwin.errors import StageError
 from cardiotwin.io.atomic import write_json_atomic
+from cardiotwin.therapy.ranking import RESPONDER_DPDT_PCT
 from cardiotwin.therapy.sweep import read_task_result
 
 log = logging.getLogger(__name__)
-
-RESPONDER_DPDT_PCT = 10.0
 
 EM_UQ_KEYS = ("dpdt_change_pct", "stroke_volume_ml", "ejection_fraction", "stroke_work_mj")
 BASELINE_EM_KEYS = ("dpdt_max_kpa_per_ms", "stroke_volume_ml", "ejection_fraction", "stroke_work_mj")

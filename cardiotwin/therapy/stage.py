@@ -27,7 +27,15 @@ from cardiotwin.therapy.candidates import CandidateConfig, candidate_sites
 from cardiotwin.therapy.conduction import ActivationSolver, ConductionConfig
 from cardiotwin.therapy.metrics import change_vs_baseline
 from cardiotwin.therapy.protocols import ProtocolConfig, baseline_protocol, site_protocols, timing_protocols
-from cardiotwin.therapy.ranking import concordance, exclusion_reason, latest_segment, rank_key
+from cardiotwin.therapy.ranking import (
+    RankingRule,
+    concordance,
+    disagreement,
+    exclusion_reason,
+    latest_segment,
+    rank_key,
+    rank_order,
+)
 from cardiotwin.therapy.response import (
     beat_digest,
     haemodynamic_response,
@@ -54,7 +62,8 @@ METRIC_KEYS = ("tat_ms", "lvat_ms", "t90_ms", "tat_change_pct", "lvat_change_pct
 @dataclass(frozen=True)
 class CRTConfig:
     """Configuration of the virtual CRT stage. ``electromechanics``: EMConfig keys (units as
-    strings) for the beats of the best ``em_top_k`` protocols; ``em_top_k`` 0 skips them."""
+    strings) for the beats of the best ``em_top_k`` protocols; ``em_top_k`` 0 skips them;
+    ``ranking``: the rule that orders the protocols (``therapy.ranking.RankingRule``)."""
 
     conduction: ConductionConfig = ConductionConfig()
     candidates: CandidateConfig = CandidateConfig()
@@ -62,8 +71,10 @@ class CRTConfig:
     uq: uq.UQConfig = uq.UQConfig()
     em_top_k: int = 3
     electromechanics: dict[str, Any] = field(default_factory=lambda: {"dt": "20 ms", "beat_duration": "600 ms"})
+    ranking: RankingRule = RankingRule()
 
     def validate(self) -> None:
+        self.ranking.validate()
         self.conduction.validate()
         self.candidates.validate()
         self.protocols.validate()
@@ -239,18 +250,23 @@ def run_crt(
     beats = {n: b for n, b in beats.items() if "error" not in b}
     base_em = lv_beat_metrics(beats["baseline"]) if "baseline" in beats else None
     em_by_name: dict[str, dict[str, Any]] = em_uq.pop("candidates", {})
-    candidates = []
-    for rank, (p, m, why) in enumerate(ranked, start=1):
+    entries = []
+    for p, m, why in ranked:
         metrics: dict[str, Any] = dict(m)
         metrics["qrs_ms"] = qrs(mesh, maps[p.name]) if qrs and p.name in maps else None
         if base_em is not None and p.name in beats:
             metrics.update(haemodynamic_response(lv_beat_metrics(beats[p.name]), base_em))
         elif p.name in failed or (p.name in maps and "baseline" in failed):
             metrics["em_error"] = failed.get(p.name) or f"baseline beat failed: {failed['baseline']}"
+        entries.append((p, metrics, why, {**uq_by_name.get(p.name, {}), **em_by_name.get(p.name, {})}))
+    keyed = [(p.name, metrics, u, why) for p, metrics, why, u in entries]
+    order = rank_order(cfg.ranking, keyed)
+    candidates = []
+    for rank, i in enumerate(order, start=1):
+        p, metrics, why, u = entries[i]
         conc = concordance(p.lv_site.aha_segment, latest) if p.lv_site is not None else ""
         candidates.append(CandidateResult(protocol=p, rank=rank, recommended=not why, excluded_reason=why,
-                                          metrics=metrics, concordance=conc,
-                                          uq={**uq_by_name.get(p.name, {}), **em_by_name.get(p.name, {})}))
+                                          metrics=metrics, concordance=conc, uq=u))
     baseline_metrics: dict[str, Any] = {k: base0[k] for k in ("tat_ms", "lvat_ms", "t90_ms", "unreached_fraction")}
     baseline_metrics["qrs_ms"] = base_qrs
     if base_em is not None:
@@ -265,6 +281,8 @@ def run_crt(
                   "n_tasks": len(tasks) + len(phase2) + len(winners) * len(samples), "segment_activation_ms": seg_times,
                   "timings_s": timer.seconds, "mesh_sha256": mesh_sha, "em_failures": failed,
                   "timing_winners": [p.name for p in winners], "em_uq": em_uq,
+                  "ranking_rule": {**dataclasses.asdict(cfg.ranking), "text": cfg.ranking.describe()},
+                  "ranking_disagreement": disagreement(keyed, order),
                   "uq_inputs": {n: list(map(float, col)) for n, col in zip(uq.INPUT_NAMES, uq.input_values(conductions[1:]).T)}
                   if samples else {}},
     )
@@ -342,7 +360,8 @@ def crt_case_stage(
         best = next((c for c in result.candidates if c.recommended), None)
         st.metrics.update({"timings_s": result.metadata["timings_s"], "n_tasks": result.metadata["n_tasks"],
                            "best": best.protocol.name if best else None,
-                           "best_tat_change_pct": best.metrics["tat_change_pct"] if best else None})
+                           "best_tat_change_pct": best.metrics["tat_change_pct"] if best else None,
+                           "best_dpdt_change_pct": best.metrics.get("dpdt_change_pct") if best else None})
     return result
 
 
