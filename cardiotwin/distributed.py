@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -52,31 +53,54 @@ def dask_client(
     """
     from distributed import Client, LocalCluster
 
-    if scheduler:
-        _check_address(scheduler)
-        log.info("connecting to Dask scheduler %s", scheduler)
-        try:
-            client = Client(scheduler, timeout="20s")
-        except OSError as exc:
-            raise ConfigError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
-        try:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_dask_logs())
+        if scheduler:
+            _check_address(scheduler)
+            log.info("connecting to Dask scheduler %s", scheduler)
+            try:
+                client = Client(scheduler, timeout="20s")
+            except OSError as exc:
+                raise ConfigError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
+            stack.callback(client.close)
             yield client
-        finally:
-            client.close()
-        return
-    if n_workers < 1:
-        raise ConfigError(f"n_workers must be >= 1, got {n_workers}")
-    env = {k: str(threads_per_worker) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-    with _worker_env(env):
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
-                               host="127.0.0.1", dashboard_address=None, memory_limit=memory_limit)
-    log.info("started a local Dask cluster: %d worker(s) at %s", n_workers, cluster.scheduler_address)
-    client = Client(cluster)
-    try:
+            return
+        if n_workers < 1:
+            raise ConfigError(f"n_workers must be >= 1, got {n_workers}")
+        env = {k: str(threads_per_worker) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+        with _worker_env(env), warnings.catch_warnings():
+            if not logging.getLogger("cardiotwin").isEnabledFor(logging.DEBUG):
+                # its internal HTTP server moving to a free port when 8787 is taken: nothing to act on
+                warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
+            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
+                                   host="127.0.0.1", dashboard_address=None, memory_limit=memory_limit)
+        stack.callback(cluster.close)
+        log.info("started a local Dask cluster: %d worker(s) at %s", n_workers, cluster.scheduler_address)
+        client = Client(cluster)
+        stack.callback(client.close)
         yield client
+
+
+DASK_LOGGERS = ("distributed", "distributed.scheduler", "distributed.worker", "distributed.nanny", "distributed.core",
+                "distributed.comm", "distributed.batched", "distributed.http.proxy")
+
+
+@contextlib.contextmanager
+def _dask_logs() -> Iterator[None]:
+    """Dask's own log messages (worker registration, connections, shutdown) only with ``-v``
+    (the ``cardiotwin`` logger at DEBUG): warnings and errors always. Worker processes get the
+    same level through ``DASK_LOGGING__DISTRIBUTED`` (read by Dask's config when they start)."""
+    verbose = logging.getLogger("cardiotwin").isEnabledFor(logging.DEBUG)
+    level = logging.INFO if verbose else logging.WARNING
+    old = {name: logging.getLogger(name).level for name in DASK_LOGGERS}
+    for name in DASK_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    try:
+        with _worker_env({"DASK_LOGGING__DISTRIBUTED": logging.getLevelName(level).lower()}):
+            yield
     finally:
-        client.close()
-        cluster.close()
+        for name, lvl in old.items():
+            logging.getLogger(name).setLevel(lvl)
 
 
 @contextlib.contextmanager

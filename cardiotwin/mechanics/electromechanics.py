@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -221,8 +222,10 @@ class _SegmentStretch:
         return out
 
 
-def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = None) -> MechResult:
-    """Simulate one beat; write ``displacement.xdmf`` into ``out_dir`` when given.
+def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = None,
+                  on_step: Callable[[float, float], None] | None = None) -> MechResult:
+    """Simulate one beat; write ``displacement.xdmf`` into ``out_dir`` when given. ``on_step(t_ms,
+    end_ms)`` is called after each converged time step (progress displays).
 
     A diverging Newton solve raises StageError naming the step, time and load; the last
     converged displacement is then written to ``out_dir/last_converged.xdmf``.
@@ -342,6 +345,8 @@ def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = N
                 write(t)
             log.info("t = %5.0f ms  p = %s kPa  V = %s mL  (%d 3D solves)", t,
                      np.round(pressures[-1], 3), np.round(vols[-1], 2), solves)
+            if on_step is not None:
+                on_step(t, float(grid[-1]))
     finally:
         if xdmf is not None:
             xdmf.close()

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +53,12 @@ def run_beat_task(
     mesh_sha256: str,
     em_config: dict[str, Any],
     work_dir: str,
+    on_step: Callable[[float, float], None] | None = None,
 ) -> dict[str, Any]:
     """Simulate (or reuse) one beat; writes ``work_dir/em_<name>.json`` and ``em_<name>/`` outputs.
     A beat whose mechanics or coupling diverges returns ``{"error": message}`` and stores nothing.
+    While it runs, the simulated time goes to ``on_step(t_ms, end_ms)``, or (None, e.g. on a Dask
+    worker) to ``work_dir/em_<name>.progress`` (``progress_path``) for the client to show.
 
     activation_times_ms: (N,) per mesh point, ms from QRS onset (non-finite values, i.e. scar
     core, are set to the latest finite time: those points never contract actively in a useful way,
@@ -96,15 +99,44 @@ def run_beat_task(
     beat_dir = Path(work_dir) / f"em_{name}"
     try:
         require_face_connected(mesh.cells, source=str(mesh_path))
-        result = simulate_beat(inputs, cfg, out_dir=None)
+        result = simulate_beat(inputs, cfg, out_dir=None,
+                               on_step=on_step or _progress_writer(progress_path(work_dir, name)))
     except StageError as exc:  # a diverged beat is reported, not stored: a rerun tries again
         log.warning("electromechanics of %s failed: %s", name, exc)
         return {"name": name, "digest": digest, "error": str(exc), "seconds": round(time.perf_counter() - t0, 2)}
+    finally:
+        progress_path(work_dir, name).unlink(missing_ok=True)
     write_outputs(result, beat_dir)
     data = {"name": name, "digest": digest, "seconds": round(time.perf_counter() - t0, 2),
             "result": result_to_dict(result)}
     write_json_atomic(out, data)
     return data
+
+
+def progress_path(work_dir: str | Path, name: str) -> Path:
+    """Where a running beat task writes its simulated time: ``{"t_ms", "end_ms"}``."""
+    return Path(work_dir) / f"em_{name}.progress"
+
+
+def read_progress(work_dir: str | Path, name: str) -> tuple[float, float] | None:
+    """(simulated time, beat end) in ms of a running beat task, None before its first step."""
+    try:
+        d = json.loads(progress_path(work_dir, name).read_text())
+        return float(d["t_ms"]), float(d["end_ms"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _progress_writer(path: Path, every_s: float = 1.0) -> Callable[[float, float], None]:
+    last = [0.0]
+
+    def write(t_ms: float, end_ms: float) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s or t_ms >= end_ms:
+            last[0] = now
+            write_json_atomic(path, {"t_ms": t_ms, "end_ms": end_ms})
+
+    return write
 
 
 def scale_stiffness(em_config: dict[str, Any], factor: float) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cardiotwin.io.atomic import sha256_file
+from cardiotwin.progress import progress
 from cardiotwin.therapy import uq
 from cardiotwin.therapy.candidates import CandidateConfig, candidate_sites
 from cardiotwin.therapy.conduction import ActivationSolver, ConductionConfig
@@ -40,10 +41,12 @@ from cardiotwin.therapy.response import (
     beat_digest,
     haemodynamic_response,
     lv_beat_metrics,
+    read_progress,
     run_beat_task,
     scale_stiffness,
     stiffness_response_uq,
 )
+from cardiotwin.therapy.outputs import clinical_label
 from cardiotwin.therapy.sweep import SweepTask, run_sweep, solve_protocol
 from cardiotwin.types import CandidateResult, HeartMesh, LeadSite, PacingProtocol, TherapyResult
 
@@ -136,7 +139,7 @@ def run_crt(
 
     tasks = [SweepTask(sample=s, conduction=c, protocol=p) for s, c in enumerate(conductions) for p in phase1]
     sweep = dict(mesh_path=mesh_path, mesh_sha256=mesh_sha, work_dir=work_dir, solver=solver, client=client)
-    res = run_sweep(tasks, **sweep)
+    res = _sweep(tasks, sweep, "activation sweep: lead sites")
     t = timer.add("sweep_sites", t)
     table: dict[int, dict[str, dict[str, Any]]] = {}
     for r in res.values():
@@ -161,7 +164,8 @@ def run_crt(
     top_sites = [p.lv_site for p, _, why in ordered if not why and p.lv_site is not None][: cfg.protocols.timing_top_k]
     phase2 = timing_protocols(rv, top_sites, cfg.protocols)
     if phase2:
-        res2 = run_sweep([SweepTask(sample=0, conduction=cfg.conduction, protocol=p) for p in phase2], **sweep)
+        res2 = _sweep([SweepTask(sample=0, conduction=cfg.conduction, protocol=p) for p in phase2], sweep,
+                      "activation sweep: AV/VV timings")
         for p in phase2:
             table[0][p.name] = res2[f"s000_{p.name}"]["metrics"]
             m, why = evaluate(p, table[0][p.name])
@@ -172,8 +176,8 @@ def run_crt(
     # first carry P(best) and intervals like the lead sites
     winners = timing_winners(top_sites, phase2, nominal)
     if winners and len(conductions) > 1:
-        res3 = run_sweep([SweepTask(sample=s, conduction=c, protocol=p) for s, c in enumerate(conductions)
-                          if s > 0 for p in winners], **sweep)
+        res3 = _sweep([SweepTask(sample=s, conduction=c, protocol=p) for s, c in enumerate(conductions)
+                       if s > 0 for p in winners], sweep, "activation sweep: uncertainty of the best timings")
         for r in res3.values():
             table[r["sample"]][r["protocol"]] = r["metrics"]
     t = timer.add("sweep_timing_uq", t)
@@ -236,8 +240,9 @@ def run_crt(
             scaled = scale_stiffness(cfg.electromechanics, float(factor))
             jobs.update({f"{n}__stiffness{j:02d}": (n, scaled) for n in names})
         em_path = em_mesh_path or mesh_path
+        labels = {p.name: clinical_label(p) for p in best_per_site} | {"baseline": "intrinsic rhythm"}
         done = run_beats(jobs, maps, mesh_path=em_path, mesh_sha256=sha256_file(em_path), work_dir=work_dir,
-                         client=client)
+                         client=client, labels=labels)
         beats = {n: done[n] for n in names}
         sample_beats = [{n: done[f"{n}__stiffness{j:02d}"] for n in names} for j in range(1, len(factors) + 1)]
         if len(factors):
@@ -289,6 +294,11 @@ def run_crt(
     return result, maps, beats
 
 
+def _sweep(tasks: list[SweepTask], kw: dict[str, Any], title: str) -> dict[str, dict[str, Any]]:
+    with progress(title, len(tasks), unit="tasks") as bar:
+        return run_sweep(tasks, **kw, progress=lambda done, total: bar.set_done(done))
+
+
 def timing_winners(
     top_sites: list[LeadSite],
     phase2: list[PacingProtocol],
@@ -311,16 +321,44 @@ def run_beats(
     mesh_sha256: str,
     work_dir: Path,
     client: "Client | None" = None,
+    labels: dict[str, str] | None = None,
+    poll_s: float = 1.0,
 ) -> dict[str, dict[str, Any]]:
     """Run (or reuse) electromechanical beats: job name -> (activation map name, EMConfig mapping).
-    Returns job name -> beat (``{"error": ...}`` for a diverged one). On Dask, one task per beat."""
+    Returns job name -> beat (``{"error": ...}`` for a diverged one). On Dask, one task per beat.
+    Progress: beats done of all, and the simulated time of the running ones (``labels``: map name
+    -> name shown)."""
     kw = dict(mesh_path=str(mesh_path), mesh_sha256=mesh_sha256, work_dir=str(work_dir))
-    if client is None:
-        return {job: run_beat_task(job, maps[m], em_config=em, **kw) for job, (m, em) in jobs.items()}
-    futs = {job: client.submit(run_beat_task, job, maps[m], em_config=em, **kw, retries=1, pure=False,
-                               key=f"crt-em-{job}-{beat_digest(mesh_sha256, maps[m], em)[:12]}")
-            for job, (m, em) in jobs.items()}
-    return {job: f.result() for job, f in futs.items()}
+    labels = labels or {}
+
+    def name(job: str) -> str:
+        base, _, sample = job.partition("__stiffness")
+        return labels.get(base, base) + (f" (stiffness sample {int(sample)})" if sample else "")
+
+    out: dict[str, dict[str, Any]] = {}
+    with progress("electromechanics", len(jobs), unit="beats") as bar:
+        if client is None:
+            for job, (m, em) in jobs.items():
+                def step(t: float, end: float, job: str = job) -> None:
+                    bar.status(f"beat {len(out) + 1} of {len(jobs)}: {name(job)}, t = {t:.0f} / {end:.0f} ms")
+
+                out[job] = run_beat_task(job, maps[m], em_config=em, **kw, on_step=step)
+                bar.advance(detail=f"{name(job)} done")
+            return out
+        futs = {job: client.submit(run_beat_task, job, maps[m], em_config=em, **kw, retries=1, pure=False,
+                                   key=f"crt-em-{job}-{beat_digest(mesh_sha256, maps[m], em)[:12]}")
+                for job, (m, em) in jobs.items()}
+        pending = dict(futs)
+        while pending:
+            for job in [j for j, f in pending.items() if f.done()]:
+                out[job] = pending.pop(job).result()
+                bar.advance(detail=f"{name(job)} {'failed' if 'error' in out[job] else 'done'}")
+            running = [(job, read_progress(work_dir, job)) for job in pending]
+            if running and bar.live:
+                bar.status("; ".join(f"{name(j)} t = {p[0]:.0f} / {p[1]:.0f} ms" for j, p in running if p))
+            if pending:
+                time.sleep(poll_s)
+    return {job: out[job] for job in jobs}
 
 
 def crt_case_stage(
