@@ -167,13 +167,13 @@ def _stage_fibers(ctx: PipelineContext, options: dict[str, Any]) -> None:
 
 def _stage_crt(ctx: PipelineContext, options: dict[str, Any]) -> None:
     from cardiotwin.commands.crt import load_crt_config
-    from cardiotwin.therapy.solver import eikonal_solver, qrs_from_ecg
+    from cardiotwin.therapy.solver import eikonal_solver, paced_ecg
     from cardiotwin.therapy.stage import crt_case_stage
 
     cfg = load_crt_config(options, source="recipe stage crt")
     with ctx.client_factory() as client:
         result = crt_case_stage(ctx.case, cfg=cfg, solver=ctx.solver or eikonal_solver, client=client,
-                                force=ctx.force, qrs=None if ctx.solver else qrs_from_ecg)
+                                force=ctx.force, ecg=None if ctx.solver else paced_ecg)
     if result is not None:
         ctx.results["crt"] = result
 

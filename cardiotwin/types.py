@@ -228,7 +228,9 @@ class TherapyResult:
 
     baseline: metrics of the intrinsic (LBBB) activation; latest_segment: latest-activated non-scar
     AHA segment at baseline; scar_segments: AHA segments treated as scar; sensitivity: uncertain
-    input -> first-order index of each ranking output; metadata: config, samples, timings.
+    input -> first-order index of each ranking output; metadata: config, samples, timings;
+    ecgs: protocol name ("baseline" too) -> pseudo-ECG ``{"times_ms", "leads", "qrs_ms"}`` of the
+    activation maps the stage kept.
     """
 
     baseline: dict[str, float | bool | None]
@@ -237,6 +239,7 @@ class TherapyResult:
     scar_segments: tuple[int, ...]
     sensitivity: dict[str, dict[str, float]] = field(default_factory=dict)
     metadata: dict[str, object] = field(default_factory=dict)
+    ecgs: dict[str, dict[str, object]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from cardiotwin.cases import Case
     from cardiotwin.config import read_yaml
     from cardiotwin.distributed import dask_client
-    from cardiotwin.therapy.solver import eikonal_solver, qrs_from_ecg
+    from cardiotwin.therapy.solver import eikonal_solver, paced_ecg
     from cardiotwin.therapy.stage import crt_case_stage
 
     case = Case.open(args.case)
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
     local = args.workers == 0 and not args.scheduler
     with contextlib.nullcontext(None) if local else dask_client(scheduler=args.scheduler, n_workers=args.workers) as client:
-        result = crt_case_stage(case, cfg=cfg, solver=eikonal_solver, client=client, force=args.force, qrs=qrs_from_ecg)
+        result = crt_case_stage(case, cfg=cfg, solver=eikonal_solver, client=client, force=args.force, ecg=paced_ecg)
     if result is None:
         print(f"{case.root}: therapy unchanged (use --force to rerun); see {Path(case.root) / 'therapy' / 'ranking.json'}")
         return 0

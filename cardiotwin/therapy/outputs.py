@@ -13,6 +13,8 @@
 - ``beats.json``: those beats' curves (times, LV/RV pressure and volume) and metrics, for the
   report and the viewer.
 - ``activation_maps.png`` and ``activation.vtu``: activation times of baseline and best.
+- ``ecg.json``: the 12-lead pseudo-ECG (``times_ms``, ``leads``, ``qrs_ms``) of the baseline and of
+  each protocol with an activation map (when the stage computed them), for the viewer.
 
 Plots use matplotlib (Agg); 3D rendering stays in the viewer, which reads ``activation.vtu``.
 """
@@ -268,6 +270,12 @@ def write_outputs(
     paths["bullseye_response"] = out_dir / "bullseye_response.png"
     _save(fig, paths["bullseye_response"])
 
+    if result.ecgs:
+        paths["ecg_json"] = out_dir / "ecg.json"
+        write_json_atomic(paths["ecg_json"], _clean({name: {"times_ms": np.asarray(e["times_ms"]).tolist(),
+                                                            "leads": {k: np.asarray(v).tolist() for k, v in e["leads"].items()},
+                                                            "qrs_ms": e.get("qrs_ms")}
+                                                     for name, e in result.ecgs.items()}))
     if beats:
         paths["beats_json"] = out_dir / "beats.json"
         keys = ("times_ms", "lv_pressure_kpa", "lv_volume_ml", "rv_pressure_kpa", "rv_volume_ml", "edv_ml", "esv_ml",

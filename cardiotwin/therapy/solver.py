@@ -13,7 +13,8 @@ iterative method, Fu et al. 2013) with the tissue of the sweep:
 
 Solvers are cached per tissue object (the sweep reuses one tissue per conduction config), so a
 worker builds each solver once. ``qrs_from_ecg`` is the QRS duration of the EP package's
-pseudo-ECG of an activation map.
+pseudo-ECG of an activation map
+(``paced_ecg``: the leads too).
 """
 
 from __future__ import annotations
@@ -105,10 +106,12 @@ def eikonal_solver(mesh: HeartMesh, *, sources: Sequence[Source], tissue: Tissue
     return t
 
 
-def qrs_from_ecg(mesh: HeartMesh, activation_times_ms: np.ndarray) -> float | None:
-    """QRS duration (ms) of the electrophysiology package's 12-lead pseudo-ECG of an activation map
-    (reaction-eikonal transmembrane potentials, Niederer monodomain diffusivities), computed over
-    depolarisation only (until 40 ms after the last activation, before any repolarisation)."""
+def paced_ecg(mesh: HeartMesh, activation_times_ms: np.ndarray) -> dict[str, Any] | None:
+    """The electrophysiology package's 12-lead pseudo-ECG of an activation map (reaction-eikonal
+    transmembrane potentials, Niederer monodomain diffusivities) over depolarisation only (until
+    40 ms after the last activation, before any repolarisation), 1 ms steps: ``{"times_ms",
+    "leads": {name: values}, "qrs_ms"}`` (arbitrary units, as the pseudo-ECG), None when nothing
+    activates."""
     from cardiotwin.electrophysiology.ecg import ecg_from_activation, qrs_duration_ms
     from cardiotwin.electrophysiology.operators import NIEDERER_D_L, NIEDERER_D_T
 
@@ -118,4 +121,11 @@ def qrs_from_ecg(mesh: HeartMesh, activation_times_ms: np.ndarray) -> float | No
         return None
     times, leads = ecg_from_activation(mesh, t, d_l=NIEDERER_D_L, d_t=NIEDERER_D_T,
                                        t_end_ms=float(np.nanmax(t)) + 40.0, dt_ms=1.0)
-    return float(qrs_duration_ms(times, leads))
+    return {"times_ms": np.asarray(times, dtype=float), "leads": {k: np.asarray(v, dtype=float) for k, v in leads.items()},
+            "qrs_ms": float(qrs_duration_ms(times, leads))}
+
+
+def qrs_from_ecg(mesh: HeartMesh, activation_times_ms: np.ndarray) -> float | None:
+    """QRS duration (ms) of ``paced_ecg``."""
+    ecg = paced_ecg(mesh, activation_times_ms)
+    return ecg["qrs_ms"] if ecg is not None else None

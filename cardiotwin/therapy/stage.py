@@ -114,6 +114,7 @@ def run_crt(
     client: "Client | None" = None,
     qrs: Callable[[HeartMesh, np.ndarray], float | None] | None = None,
     em_mesh_path: Path | None = None,
+    ecg: Callable[[HeartMesh, np.ndarray], dict[str, Any] | None] | None = None,
 ) -> tuple[TherapyResult, dict[str, np.ndarray], dict[str, dict[str, Any]]]:
     """Run the virtual CRT study on ``mesh`` (read from ``mesh_path``; tasks reload it there).
     The electromechanical beats run on ``em_mesh_path`` (the same mesh on another reference
@@ -121,7 +122,9 @@ def run_crt(
 
     Returns (result, activation maps in ms from QRS onset of "baseline" and the best protocols,
     electromechanical beats by protocol name). ``qrs`` maps an activation map to a QRS duration
-    (ms) from a pseudo-ECG; None leaves ``qrs_ms`` empty.
+    (ms) from a pseudo-ECG; None leaves ``qrs_ms`` empty. ``ecg`` (instead of ``qrs``) maps it to the
+    pseudo-ECG (``therapy.solver.paced_ecg``): its leads are kept in ``result.ecgs``, its QRS duration
+    is ``qrs_ms``.
     """
     cfg.validate()
     timer = StageTimer()
@@ -225,7 +228,14 @@ def run_crt(
     maps["baseline"], _ = solve_protocol(mesh, baseline_protocol(), cfg.conduction, solver=solver)
     for p in best_per_site[: max(cfg.em_top_k, 1)]:
         maps[p.name], _ = solve_protocol(mesh, p, cfg.conduction, solver=solver)
-    base_qrs = qrs(mesh, maps["baseline"]) if qrs else None
+    ecgs = {name: e for name, t in maps.items() if (e := ecg(mesh, t)) is not None} if ecg is not None else {}
+
+    def qrs_of(name: str) -> float | None:
+        if ecg is not None:
+            return ecgs[name]["qrs_ms"] if name in ecgs else None
+        return qrs(mesh, maps[name]) if qrs is not None and name in maps else None
+
+    base_qrs = qrs_of("baseline")
     t = timer.add("activation_maps", t)
 
     beats: dict[str, dict[str, Any]] = {}
@@ -258,7 +268,7 @@ def run_crt(
     entries = []
     for p, m, why in ranked:
         metrics: dict[str, Any] = dict(m)
-        metrics["qrs_ms"] = qrs(mesh, maps[p.name]) if qrs and p.name in maps else None
+        metrics["qrs_ms"] = qrs_of(p.name)
         if base_em is not None and p.name in beats:
             metrics.update(haemodynamic_response(lv_beat_metrics(beats[p.name]), base_em))
         elif p.name in failed or (p.name in maps and "baseline" in failed):
@@ -282,6 +292,7 @@ def run_crt(
         latest_segment=latest,
         scar_segments=tuple(scar),
         sensitivity=sensitivity,
+        ecgs=ecgs,
         metadata={"n_sites": len(lv_sites), "rv_site": dataclasses.asdict(rv), "n_samples": len(samples),
                   "n_tasks": len(tasks) + len(phase2) + len(winners) * len(samples), "segment_activation_ms": seg_times,
                   "timings_s": timer.seconds, "mesh_sha256": mesh_sha, "em_failures": failed,
@@ -369,6 +380,7 @@ def crt_case_stage(
     client: "Client | None" = None,
     force: bool = False,
     qrs: Callable[[HeartMesh, np.ndarray], float | None] | None = None,
+    ecg: Callable[[HeartMesh, np.ndarray], dict[str, Any] | None] | None = None,
 ) -> TherapyResult | None:
     """Run the ``therapy`` stage of a case whose ``fibers`` stage is done.
 
@@ -391,7 +403,7 @@ def crt_case_stage(
         if st.skipped:
             return None
         result, maps, beats = run_crt(mesh, mesh_path=mesh_path, cfg=cfg, work_dir=case.root / "therapy_tasks",
-                                      solver=solver, client=client, qrs=qrs, em_mesh_path=em_mesh_path)
+                                      solver=solver, client=client, qrs=qrs, ecg=ecg, em_mesh_path=em_mesh_path)
         result.metadata["calibration"] = calibration_record(calibration)
         st.metrics["calibration"] = result.metadata["calibration"]
         write_outputs(result, st.dir, mesh=mesh, maps=maps, beats=beats)

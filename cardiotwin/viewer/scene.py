@@ -16,7 +16,13 @@ Files read (all optional; LPS mm, ms, kPa as in ARCHITECTURE.md):
 - ``em/metrics.json`` (``times_ms``, ``lv_pressure_kpa``, ``lv_volume_ml``, ``rv_*``,
   ``aha_fibre_strain_end_systole``): PV loops and the strain bullseye; ``em/displacement.xdmf``
   (dolfinx P1 ``displacement_mm`` over time): the deformation animation (needs h5py);
-- ``therapy/ranking.json``: lead candidates (see ``therapy.read_candidates``).
+- ``therapy/ranking.json``: lead candidates (see ``therapy.read_candidates``);
+- ``therapy/beats.json`` (the CRT stage's electromechanical beats: ``lv_pressure_kpa``,
+  ``lv_volume_ml``, ``rv_*``, ``times_ms`` per protocol, "baseline" too): PV loops of the baseline
+  and of each candidate that has a beat (``crt_pv``); ``therapy/ecg.json`` (its 12-lead pseudo-ECG
+  per protocol: ``times_ms``, ``leads``, ``qrs_ms``): ECG of the baseline and of each candidate with
+  an activation map (``crt_ecg``). Either panel counts as present when the em / ep stage or the
+  CRT stage holds its data.
 
 Array fields of the payload are ``{"dtype", "shape", "b64"}`` (little-endian, C order).
 """
@@ -84,6 +90,8 @@ class CaseContents:
     em_metrics: Path | None = None
     em_displacement: Path | None = None
     ranking: Path | None = None
+    crt_beats: Path | None = None
+    crt_ecg: Path | None = None
     absent: dict[str, str] = field(default_factory=dict)
 
 
@@ -123,8 +131,11 @@ def find_case_contents(root: str | Path) -> CaseContents:
         absent["activation"] = "no ep/activation.vtu (run `cardiotwin simulate ep` or `cardiotwin crt`)"
     ep_summary = _first_existing(root / "ep" / "ecg.hea", root / "ep" / "ep.json")
     em_metrics = _first_existing(root / "em" / "metrics.json")
-    if em_metrics is None:
-        absent["pv_loops"] = "no em/metrics.json (run `cardiotwin simulate em`)"
+    crt_beats = _first_existing(root / "therapy" / "beats.json")
+    crt_ecg = _first_existing(root / "therapy" / "ecg.json")
+    if em_metrics is None and crt_beats is None:
+        absent["pv_loops"] = ("no em/metrics.json or therapy/beats.json (run `cardiotwin simulate em`, or `cardiotwin "
+                              "crt` with em_top_k > 0)")
     em_displacement = _first_existing(root / "em" / "displacement.xdmf")
     if em_displacement is None:
         absent["deformation"] = "no em/displacement.xdmf (run `cardiotwin simulate em`)"
@@ -133,7 +144,8 @@ def find_case_contents(root: str | Path) -> CaseContents:
         absent["candidates"] = "no therapy/ranking.json (run `cardiotwin crt`)"
     return CaseContents(root=root, case_id=case_id, scan=scan, labels=labels, mesh=mesh,
                         activation=activation, ep_summary=ep_summary, em_metrics=em_metrics,
-                        em_displacement=em_displacement, ranking=ranking, absent=absent)
+                        em_displacement=em_displacement, ranking=ranking, crt_beats=crt_beats, crt_ecg=crt_ecg,
+                        absent=absent)
 
 
 # ------------------------------------------------------------------------------------ encoding
@@ -236,21 +248,76 @@ def _read_json(path: Path) -> Any:
         raise CaseError(f"{path}: unreadable JSON ({exc})") from None
 
 
-def _pv_section(path: Path) -> dict[str, Any] | None:
-    data = _read_json(path)
+def _pv_cavities(data: dict[str, Any]) -> dict[str, Any]:
+    """LV / RV pressure (mmHg) and volume (mL) curves of one beat, with EF and stroke volume."""
     out: dict[str, Any] = {}
     for cav, pre in (("LV", "lv"), ("RV", "rv")):
         p = np.asarray(data.get(f"{pre}_pressure_kpa") or [], dtype=float)
         v = np.asarray(data.get(f"{pre}_volume_ml") or [], dtype=float)
         if p.size and p.size == v.size:
+            ef, sv = data.get("ejection_fraction"), data.get("stroke_volume_ml")
             out[cav] = {"pressure_mmhg": (p * KPA_TO_MMHG).tolist(), "volume_ml": v.tolist(),
-                        "ejection_fraction": (data.get("ejection_fraction") or {}).get(cav),
-                        "stroke_volume_ml": (data.get("stroke_volume_ml") or {}).get(cav)}
+                        "ejection_fraction": ef.get(cav) if isinstance(ef, dict) else None,
+                        "stroke_volume_ml": sv.get(cav) if isinstance(sv, dict) else None}
+    return out
+
+
+def _pv_section(path: Path) -> dict[str, Any] | None:
+    data = _read_json(path)
+    out = _pv_cavities(data)
     if not out:
         return None
     strain = data.get("aha_fibre_strain_end_systole") or {}
     return {"cavities": out, "times_ms": data.get("times_ms") or [],
             "aha_fibre_strain": {str(k): float(v) for k, v in strain.items()}}
+
+
+def _beat_order(names: list[str], labels: dict[str, str]) -> list[str]:
+    """Baseline first, then the candidates in ranking order (labels' order), then any other."""
+    rank = {n: i for i, n in enumerate(labels)}
+    return sorted(names, key=lambda n: (n != "baseline", rank.get(n, len(rank)), n))
+
+
+def _config_id(name: str, configs: set[str]) -> str | None:
+    cid = "baseline" if name == "baseline" else f"candidate:{name}"
+    return cid if cid in configs else None
+
+
+def crt_pv_section(path: Path, labels: dict[str, str], configs: set[str]) -> list[dict[str, Any]]:
+    """PV loops of the CRT stage's beats (``therapy/beats.json``): one entry per beat (baseline
+    first) with its name shown as in the summary and the configuration it belongs to."""
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise CaseError(f"{path}: expected a mapping of protocol name -> beat")
+    out = []
+    for name in _beat_order([str(k) for k in data], labels):
+        beat = data[name]
+        if not isinstance(beat, dict):
+            raise CaseError(f"{path}: beat {name!r} is not an object")
+        sec = _pv_cavities(beat)
+        if sec:
+            out.append({"id": name, "label": labels.get(name, name), "configuration": _config_id(name, configs),
+                        "cavities": sec, "times_ms": [float(t) for t in beat.get("times_ms") or []]})
+    return out
+
+
+def crt_ecg_section(path: Path, labels: dict[str, str], configs: set[str]) -> list[dict[str, Any]]:
+    """Pseudo-ECGs of the CRT stage (``therapy/ecg.json``), baseline first."""
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise CaseError(f"{path}: expected a mapping of protocol name -> ECG")
+    out = []
+    for name in _beat_order([str(k) for k in data], labels):
+        ecg = data[name]
+        if not isinstance(ecg, dict) or not ecg.get("times_ms") or not isinstance(ecg.get("leads"), dict):
+            raise CaseError(f"{path}: ECG {name!r} needs times_ms and leads")
+        n = len(ecg["times_ms"])
+        leads = {str(k): [float(x) for x in v] for k, v in ecg["leads"].items() if len(v) == n}
+        qrs = ecg.get("qrs_ms")
+        out.append({"id": name, "label": labels.get(name, name), "configuration": _config_id(name, configs),
+                    "times_ms": [float(t) for t in ecg["times_ms"]], "leads": leads,
+                    "qrs_ms": float(qrs) if isinstance(qrs, (int, float)) and math.isfinite(qrs) else None})
+    return out
 
 
 def _wfdb_ecg(path: Path, *, max_samples: int = 2000) -> dict[str, Any] | None:
@@ -298,6 +365,7 @@ def build_scene(root: str | Path, *, opts: SceneOptions = SceneOptions()) -> dic
         "isochrone_step_ms": opts.isochrone_step_ms,
         "volume": None, "label_surfaces": [], "mesh": None, "fibres": None,
         "configurations": [], "candidates": [], "pv": None, "ecg": None, "deformation": None,
+        "crt_pv": [], "crt_ecg": [],
     }
     payload["volume"], payload["label_surfaces"] = _volume_section(contents, opts)
 
@@ -344,8 +412,14 @@ def build_scene(root: str | Path, *, opts: SceneOptions = SceneOptions()) -> dic
         payload["pv"] = _pv_section(contents.em_metrics)
     if contents.ep_summary is not None:
         payload["ecg"] = _ecg_section(contents.ep_summary)
-    if payload["ecg"] is None:
-        absent["ecg"] = "no ep/ecg.hea (run `cardiotwin simulate ep`)"
+    labels = {c["id"]: c["label"] for c in payload["candidates"]} | {"baseline": "intrinsic rhythm (baseline)"}
+    configs = {c["id"] for c in payload["configurations"]}
+    if contents.crt_beats is not None:
+        payload["crt_pv"] = crt_pv_section(contents.crt_beats, labels, configs)
+    if contents.crt_ecg is not None:
+        payload["crt_ecg"] = crt_ecg_section(contents.crt_ecg, labels, configs)
+    if payload["ecg"] is None and not payload["crt_ecg"]:
+        absent["ecg"] = "no ep/ecg.hea or therapy/ecg.json (run `cardiotwin simulate ep` or `cardiotwin crt`)"
     if contents.em_displacement is not None and surface is not None:
         from cardiotwin.viewer.deformation import read_displacement_series
 
@@ -355,7 +429,8 @@ def build_scene(root: str | Path, *, opts: SceneOptions = SceneOptions()) -> dic
             absent["deformation"] = str(exc)
     payload["absent"] = absent
     payload["present"] = sorted(k for k in ("volume", "label_surfaces", "mesh", "fibres", "configurations",
-                                            "candidates", "pv", "ecg", "deformation") if payload[k])
+                                            "candidates", "pv", "ecg", "deformation", "crt_pv", "crt_ecg")
+                                if payload[k])
     return payload
 
 
@@ -364,7 +439,7 @@ def _candidate_entry(c: Candidate, payload: dict[str, Any], surface: SurfaceMesh
     entry: dict[str, Any] = {"id": c.id, "label": c.label, "rank": c.rank,
                              "position_mm": list(c.position_mm) if c.position_mm else None,
                              "response": c.response, "response_name": c.response_name or "predicted response",
-                             "metrics": c.metrics, "configuration": None}
+                             "metrics": c.metrics, "details": [list(r) for r in c.details], "configuration": None}
     if c.activation_path is not None and surface is not None:
         from scipy.spatial import cKDTree
 

@@ -20,6 +20,10 @@ time (``-tat_change_pct``, the quantity the CRT ranking orders by / ``-lvat_chan
 This is the CRT stage's ``ranking.json``
 (``cardiotwin.therapy.outputs.result_to_dict``, with ``activation`` set per mapped candidate).
 
+A candidate with a ``protocol`` is shown under its clinical name (``therapy.outputs.clinical_label``:
+"BiV, LV basal inferolateral, AV 100 / VV 0 ms", as in the clinical summary); its metrics under
+clinical names with units (``METRIC_NAMES``); its identifier only in those details.
+
 When ``activation`` is not given, ``therapy/<id>/activation.vtu``,
 ``therapy/candidates/<id>/activation.vtu`` and ``therapy/activation/<id>.vtu`` are looked for.
 Paths must stay inside the case.
@@ -35,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from cardiotwin.errors import CaseError
+from cardiotwin.therapy.outputs import clinical_label
 
 _POSITION_KEYS = ("position_mm", "lead_position_mm", "position_lps_mm", "lv_lead_position_mm")
 _RESPONSE_KEYS = ("predicted_response", "response", "score")
@@ -53,6 +58,7 @@ class Candidate:
     response_name: str = ""
     metrics: dict[str, float | str] = field(default_factory=dict)
     activation_path: Path | None = None
+    details: tuple[tuple[str, str], ...] = ()
 
 
 def _scalar_metrics(d: Any) -> dict[str, float | str]:
@@ -67,6 +73,45 @@ def _scalar_metrics(d: Any) -> dict[str, float | str]:
         elif isinstance(v, str) and len(v) < 200:
             out[str(k)] = v
     return out
+
+
+# metric key -> (clinical name, unit, factor to the unit shown)
+METRIC_NAMES: dict[str, tuple[str, str, float]] = {
+    "dpdt_change_pct": ("LV dP/dt max change", "%", 1.0),
+    "responder_probability": ("probability of an acute response (dP/dt max rise >= 10 %)", "%", 100.0),
+    "tat_ms": ("total activation time", "ms", 1.0),
+    "tat_change_pct": ("total activation time change", "%", 1.0),
+    "total_activation_ms": ("total activation time", "ms", 1.0),
+    "lvat_ms": ("LV activation time", "ms", 1.0),
+    "lvat_change_pct": ("LV activation time change", "%", 1.0),
+    "t90_ms": ("time to 90 % activation", "ms", 1.0),
+    "t90_change_pct": ("time to 90 % activation, change", "%", 1.0),
+    "qrs_ms": ("QRS duration (pseudo-ECG)", "ms", 1.0),
+    "stroke_volume_ml": ("LV stroke volume", "mL", 1.0),
+    "ejection_fraction": ("LV ejection fraction", "%", 100.0),
+    "stroke_work_mj": ("LV stroke work", "mJ", 1.0),
+    "dpdt_max_kpa_per_ms": ("LV dP/dt max", "mmHg/s", 1000.0 / 0.133322387415),
+    "probability_best": ("probability of the shortest activation time", "%", 100.0),
+    "unreached_fraction": ("never activated tissue", "%", 100.0),
+    "responder": ("acute responder (dP/dt max rise >= 10 %)", "", 1.0),
+    "concordance": ("LV lead vs latest-activated segment", "", 1.0),
+    "excluded_reason": ("not recommended", "", 1.0),
+    "em_error": ("electromechanical beat failed", "", 1.0),
+}
+
+
+def clinical_details(metrics: dict[str, float | str], cid: str) -> tuple[tuple[str, str], ...]:
+    """(clinical name, value with unit) rows of the known metrics, in ``METRIC_NAMES`` order, then
+    the identifier of the protocol (the only place it is shown)."""
+    rows = []
+    for key, (name, unit, factor) in METRIC_NAMES.items():
+        v = metrics.get(key)
+        if isinstance(v, float):
+            text = f"{v * factor:.3g}" if abs(v * factor) < 1000 else f"{v * factor:.0f}"
+            rows.append((name, f"{text} {unit}".strip()))
+        elif isinstance(v, str) and v:
+            rows.append((name, {"True": "yes", "False": "no"}.get(v, v)))
+    return (*rows, ("identifier", cid))
 
 
 def _inside(root: Path, candidate: Path) -> bool:
@@ -141,7 +186,11 @@ def read_candidates(path: Path, *, case_root: Path) -> list[Candidate]:
             if p.is_file() and _inside(case_root, p):
                 act = p
                 break
-        out.append(Candidate(id=cid, label=str(e.get("label") or cid),
+        label = clinical_label(protocol) if protocol else str(e.get("clinical_label") or e.get("label") or cid)
+        for key in ("responder_probability",):
+            if isinstance(uq.get(key), (int, float)) and math.isfinite(float(uq[key])):
+                metrics[key] = float(uq[key])
+        out.append(Candidate(id=cid, label=label, details=clinical_details(metrics, cid),
                              position_mm=tuple(float(x) for x in pos) if pos is not None else None,
                              response=response, response_name=response_name,
                              rank=int(e["rank"]) if isinstance(e.get("rank"), int) else None,

@@ -261,6 +261,8 @@
     $("#config-b-row").style.display = S.compare ? "" : "none";
     drawBullseye();
     drawSlicesAll();
+    if ((S.scene.crt_ecg || []).length) drawECG();
+    highlightPV();
     refreshTime();
   }
 
@@ -285,11 +287,12 @@
     for (const tr of document.querySelectorAll("#candidate-table tr")) tr.classList.toggle("selected", tr.dataset.id === id);
     const box = $("#candidate-details");
     if (!c) { box.innerHTML = ""; return; }
-    let html = `<div><strong>${escapeHtml(c.label)}</strong> (${escapeHtml(c.id)})</div><table>`;
+    let html = `<div><strong>${escapeHtml(c.label)}</strong></div><table>`;
     if (c.rank !== null) html += `<tr><td>rank</td><td>${c.rank}</td></tr>`;
     if (c.response !== null) html += `<tr><td>${escapeHtml(c.response_name)}</td><td>${c.response.toPrecision(3)}</td></tr>`;
-    if (c.position_mm) html += `<tr><td>position (LPS mm)</td><td>${c.position_mm.map((v) => v.toFixed(1)).join(", ")}</td></tr>`;
-    for (const [k, v] of Object.entries(c.metrics)) html += `<tr><td>${escapeHtml(k)}</td><td>${typeof v === "number" ? v.toPrecision(4) : escapeHtml(v)}</td></tr>`;
+    if (c.position_mm) html += `<tr><td>lead position (LPS mm)</td><td>${c.position_mm.map((v) => v.toFixed(1)).join(", ")}</td></tr>`;
+    const rows = c.details || [...Object.entries(c.metrics), ["identifier", c.id]];
+    for (const [k, v] of rows) html += `<tr><td>${escapeHtml(k)}</td><td>${typeof v === "number" ? v.toPrecision(4) : escapeHtml(v)}</td></tr>`;
     box.innerHTML = html + "</table>";
     box.dataset.candidate = c.id;
     if (opts && opts.switchPane !== undefined && c.configuration) {
@@ -311,7 +314,7 @@
       const tr = document.createElement("tr");
       tr.dataset.id = c.id;
       tr.title = c.label;
-      tr.innerHTML = `<td>${c.rank ?? ""}</td><td><span class="swatch" style="background:${css(candidateColour(c))}"></span>${escapeHtml(c.id)}</td>` +
+      tr.innerHTML = `<td>${c.rank ?? ""}</td><td><span class="swatch" style="background:${css(candidateColour(c))}"></span>${escapeHtml(c.label)}</td>` +
         `<td>${c.response === null ? "" : c.response.toFixed(2)}</td>`;
       tr.addEventListener("click", () => selectCandidate(c.id, { switchPane: 0 }));
       tbl.appendChild(tr);
@@ -439,24 +442,54 @@
     return (x, y) => [x0 + (x - xr[0]) / (xr[1] - xr[0] || 1) * w, y0 + h - (y - yr[0]) / (yr[1] - yr[0] || 1) * h];
   }
 
+  // Loops to draw: the electromechanics stage's beat (LV and RV) and the CRT stage's LV loops of the
+  // baseline and of each candidate with a beat; the loops of the shown configurations are drawn bold.
+  const PALETTE = ["#e0503c", "#f0b429", "#57c785", "#4f8de0", "#b86bd6", "#e07bb1"];
+  function pvLoops() {
+    const sc = S.scene, loops = [];
+    if (sc.pv) for (const [cav, c] of Object.entries(sc.pv.cavities))
+      loops.push({ key: "em-" + cav, label: cav + " (electromechanics stage)", c, cavity: cav, em: true,
+                   colour: { LV: "#e0503c", RV: "#4f8de0" }[cav] || "#ccc" });
+    let k = 0;
+    for (const b of sc.crt_pv || []) {
+      if (!b.cavities.LV) continue;
+      loops.push({ key: b.id, label: b.label, c: b.cavities.LV, cavity: "LV", configuration: b.configuration,
+                   colour: b.id === "baseline" ? "#d8dde4" : PALETTE[k++ % PALETTE.length] });
+    }
+    return loops;
+  }
+
   function drawPV() {
-    const panel = $("#panel-pv"), pv = S.scene.pv;
-    if (!pv) { panel.hidden = true; return; }
-    const svg = panel.querySelector("svg"), cav = Object.entries(pv.cavities);
-    const vs = cav.flatMap(([, c]) => c.volume_ml), ps = cav.flatMap(([, c]) => c.pressure_mmhg);
+    const panel = $("#panel-pv"), loops = pvLoops();
+    if (!loops.length) { panel.hidden = true; return; }
+    const svg = panel.querySelector("svg");
+    const H = 240 + 13 * loops.length;
+    svg.setAttribute("viewBox", `0 0 320 ${H}`);
+    svg.classList.add("tall");
+    const vs = loops.flatMap((l) => l.c.volume_ml), ps = loops.flatMap((l) => l.c.pressure_mmhg);
     const tr = axes(svg, [44, 10, 260, 190], [Math.min(...vs), Math.max(...vs)], [0, Math.max(...ps) * 1.05], "volume (mL)", "pressure (mmHg)");
-    const colours = { LV: "#e0503c", RV: "#4f8de0" };
-    cav.forEach(([name, c], i) => {
-      const pts = c.volume_ml.map((v, k) => tr(v, c.pressure_mmhg[k]).map((x) => x.toFixed(1)).join(",")).join(" ");
-      svgEl("polyline", { points: pts, fill: "none", stroke: colours[name] || "#ccc", "stroke-width": 1.8, "data-cavity": name }, svg);
-      const ef = c.ejection_fraction == null ? "" : ` EF ${(100 * c.ejection_fraction).toFixed(0)}%`;
-      const t = svgEl("text", { x: 60, y: 24 + 13 * i }, svg); t.textContent = name + ef; t.style.fill = colours[name];
-      svgEl("circle", { r: 4, fill: colours[name] || "#ccc", stroke: "#fff", class: "pv-now", "data-cavity": name, visibility: "hidden" }, svg);
+    loops.forEach((l, i) => {
+      const pts = l.c.volume_ml.map((v, k) => tr(v, l.c.pressure_mmhg[k]).map((x) => x.toFixed(1)).join(",")).join(" ");
+      const attrs = { points: pts, fill: "none", stroke: l.colour, "stroke-width": 1.6, "data-cavity": l.cavity };
+      if (!l.em) attrs["data-beat"] = l.key;
+      svgEl("polyline", attrs, svg);
+      const ef = l.c.ejection_fraction == null ? "" : `, EF ${(100 * l.c.ejection_fraction).toFixed(0)} %`;
+      const t = svgEl("text", { x: 8, y: 242 + 13 * i }, svg); t.textContent = "\u2014 " + l.label + ef; t.style.fill = l.colour;
+      if (l.em) svgEl("circle", { r: 4, fill: l.colour, stroke: "#fff", class: "pv-now", "data-cavity": l.cavity, visibility: "hidden" }, svg);
     });
     S.pvTransform = tr;
   }
 
-  // The current time on each PV loop (linear interpolation of the recorded beat).
+  // The loops of the configurations on screen are bold (the others thin).
+  function highlightPV() {
+    const shown = new Set([S.configA, S.compare ? S.configB : null]);
+    for (const pl of document.querySelectorAll("#panel-pv polyline[data-beat]")) {
+      const l = (S.scene.crt_pv || []).find((b) => b.id === pl.dataset.beat);
+      pl.setAttribute("stroke-width", l && shown.has(l.configuration) ? 3.2 : 1.2);
+    }
+  }
+
+  // The current time on each PV loop of the electromechanics stage (linear interpolation of the beat).
   function markPV() {
     const pv = S.scene.pv;
     if (!pv || !pv.times_ms.length) return;
@@ -473,28 +506,57 @@
     }
   }
 
+  // ECG shown: the CRT stage's pseudo-ECG of the left pane's configuration over the baseline's (grey),
+  // else the EP stage's record.
+  function ecgTraces() {
+    const sc = S.scene, crt = sc.crt_ecg || [];
+    if (crt.length) {
+      const base = crt.find((e) => e.id === "baseline");
+      const shown = crt.find((e) => e.configuration && e.configuration === S.configA) || base || crt[0];
+      const out = [{ e: shown, colour: "#7be07b" }];
+      if (base && shown !== base) out.unshift({ e: base, colour: "#7d8590" });
+      return out;
+    }
+    return sc.ecg ? [{ e: { id: "ep", label: "EP stage", times_ms: sc.ecg.times_ms, leads: sc.ecg.leads }, colour: "#7be07b" }] : [];
+  }
+
   function drawECG() {
-    const panel = $("#panel-ecg"), ecg = S.scene.ecg;
-    if (!ecg) { panel.hidden = true; return; }
-    const svg = panel.querySelector("svg"), leads = Object.entries(ecg.leads), t = ecg.times_ms;
-    const rowH = 200 / leads.length, x0 = 36, w = 276;
-    // One amplitude scale per lead group (limb I-aVF, precordial V1-V6), so relative amplitudes
-    // within a group stay visible; the pseudo-ECG's limb electrodes are far away and much smaller.
+    const panel = $("#panel-ecg"), traces = ecgTraces();
+    if (!traces.length) { panel.hidden = true; return; }
+    const svg = panel.querySelector("svg");
+    svg.innerHTML = "";
+    const names = Object.keys(traces[traces.length - 1].e.leads);
+    const rowH = 200 / names.length, x0 = 36, w = 276;
+    const t0 = Math.min(...traces.map((tr) => tr.e.times_ms[0]));
+    const t1 = Math.max(...traces.map((tr) => tr.e.times_ms[tr.e.times_ms.length - 1]));
+    // One amplitude scale per lead group (limb I-aVF, precordial V1-V6) over all traces shown, so
+    // relative amplitudes stay visible; the pseudo-ECG's limb electrodes are far away and much smaller.
     const group = (name) => (/^V\d/.test(name) ? "precordial" : "limb");
     const amps = {};
-    for (const [name, v] of leads) amps[group(name)] = Math.max(amps[group(name)] || 0, ...v.map(Math.abs));
-    const xOf = (tt) => x0 + (tt - t[0]) / (t[t.length - 1] - t[0] || 1) * w;
-    leads.forEach(([name, v], i) => {
-      const mid = 10 + rowH * (i + 0.5);
-      const amp = amps[group(name)] || 1;
-      const pts = v.map((y, k) => `${xOf(t[k]).toFixed(1)},${(mid - (y / amp) * rowH * 0.95).toFixed(1)}`).join(" ");
-      svgEl("polyline", { points: pts, fill: "none", stroke: "#7be07b", "stroke-width": 1, "data-lead": name }, svg);
-      const lab = svgEl("text", { x: 2, y: mid + 3 }, svg); lab.textContent = name;
-    });
-    const lab = svgEl("text", { x: x0 + w / 2, y: 232, "text-anchor": "middle" }, svg);
-    lab.textContent = `time (ms), ${t[0].toFixed(0)}-${t[t.length - 1].toFixed(0)}; one scale for limb, one for precordial leads`;
+    for (const tr of traces) for (const [name, v] of Object.entries(tr.e.leads))
+      amps[group(name)] = Math.max(amps[group(name)] || 0, ...v.map(Math.abs));
+    const xOf = (tt) => x0 + (tt - t0) / (t1 - t0 || 1) * w;
+    for (const tr of traces) {
+      const t = tr.e.times_ms;
+      names.forEach((name, i) => {
+        const v = tr.e.leads[name];
+        if (!v) return;
+        const mid = 10 + rowH * (i + 0.5), amp = amps[group(name)] || 1;
+        const pts = v.map((y, k) => `${xOf(t[k]).toFixed(1)},${(mid - (y / amp) * rowH * 0.95).toFixed(1)}`).join(" ");
+        svgEl("polyline", { points: pts, fill: "none", stroke: tr.colour, "stroke-width": 1, "data-lead": name, "data-ecg": tr.e.id }, svg);
+      });
+    }
+    names.forEach((name, i) => { const lab = svgEl("text", { x: 2, y: 10 + rowH * (i + 0.5) + 3 }, svg); lab.textContent = name; });
+    const qrs = (e) => (e.qrs_ms == null ? "" : `, QRS ${e.qrs_ms.toFixed(0)} ms`);
+    const shown = traces[traces.length - 1].e;
+    const cap = svgEl("text", { x: x0 + w / 2, y: 222, "text-anchor": "middle" }, svg);
+    cap.textContent = traces.length > 1 ? `${shown.label}${qrs(shown)} (green) vs ${traces[0].e.label}${qrs(traces[0].e)} (grey)`
+      : `${shown.label}${qrs(shown)}`;
+    const lab = svgEl("text", { x: x0 + w / 2, y: 234, "text-anchor": "middle" }, svg);
+    lab.textContent = `time (ms), ${t0.toFixed(0)}-${t1.toFixed(0)}; one scale for limb, one for precordial leads`;
     S.ecgX = xOf;
     svgEl("line", { class: "ecg-now", y1: 8, y2: 212, stroke: "#ffffff", "stroke-width": 0.8, visibility: "hidden" }, svg);
+    panel.dataset.ecg = shown.id;
   }
 
   function markECG() {
@@ -568,14 +630,36 @@
     const sphere = box.getBoundingSphere(new THREE.Sphere());
     S.sceneCentre = sphere.center;
     S.sceneRadius = sphere.radius;
-    // LPS: look from the patient's anterior-left (x = left, -y = anterior), superior up (+z).
     const cam = new THREE.PerspectiveCamera(35, 1, sphere.radius / 50, sphere.radius * 20);
-    cam.up.set(0, 0, 1);
-    // Left anterior oblique-like: between anterior (-y) and the LV lateral wall (+x), slightly from above.
-    const dir = new THREE.Vector3(0.8, -0.9, 0.3).normalize();
-    cam.position.copy(sphere.center).addScaledVector(dir, sphere.radius * 2.9);
-    cam.lookAt(sphere.center);
     S.camera = cam;
+    placeCamera(DEFAULT_VIEW);
+  }
+
+  // Standard fluoroscopy views in LPS (x = patient's left, y = posterior, z = superior): the
+  // direction from the heart to the camera; superior is up, so the apex points down.
+  const deg = Math.PI / 180;
+  const VIEWS = {
+    "LAO 40": [Math.sin(40 * deg), -Math.cos(40 * deg), 0],
+    "RAO 30": [-Math.sin(30 * deg), -Math.cos(30 * deg), 0],
+    "AP": [0, -1, 0],
+    "left lateral": [1, 0, 0],
+    "PA": [0, 1, 0],
+  };
+  const DEFAULT_VIEW = "LAO 40";
+  function placeCamera(name) {
+    const cam = S.camera, d = new THREE.Vector3(...VIEWS[name]).normalize();
+    cam.up.set(0, 0, 1);
+    cam.position.copy(S.sceneCentre).addScaledVector(d, S.sceneRadius * 2.9);
+    cam.lookAt(S.sceneCentre);
+    S.view = name;
+    document.body.dataset.view = name;
+    for (const b of document.querySelectorAll("#view-buttons button")) b.classList.toggle("active", b.dataset.view === name);
+  }
+  function setView(name) {
+    if (!VIEWS[name]) throw new Error("unknown view " + name);
+    placeCamera(name);
+    for (const p of S.panes) { p.controls.target.copy(S.sceneCentre); p.controls.update(); }
+    renderAll();
   }
 
   // ------------------------------------------------------------------ test/automation hooks
@@ -604,7 +688,9 @@
       const ro = new ResizeObserver(() => renderAll());
       for (const p of S.panes) ro.observe(p.canvas);
       $("#status").textContent = `${S.scene.present.join(", ")}`;
-      window.cardiotwinViewer = { state: S, refresh, selectCandidate, markerScreenPosition, renderAll };
+      for (const b of document.querySelectorAll("#view-buttons button")) b.addEventListener("click", () => setView(b.dataset.view));
+      placeCamera(S.view);  // marks the active button
+      window.cardiotwinViewer = { state: S, refresh, selectCandidate, markerScreenPosition, renderAll, setView };
       document.body.dataset.ready = "1";
     } catch (err) {
       $("#status").textContent = "error: " + err.message;
