@@ -142,6 +142,7 @@ def test_summary_recommends_the_dpdt_winner_and_states_the_disagreement(few) -> 
         assert f'data-figure="{fig}"' in html
     assert html.count("<li>") <= 3  # caveats
     assert 'id="calibration"' in html and "Not calibrated" in html
+    assert "Ranking rule: Every lead site and timing is screened" in (root / "report" / "evidence.html").read_text()
     numbers = json.loads((root / "report" / "report.json").read_text())["numbers"]
     assert numbers["summary.dpdt_change_pct"] == 17.4 and numbers["summary.disagreement"] is True
 

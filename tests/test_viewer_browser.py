@@ -131,7 +131,8 @@ def test_clicking_a_marker_shows_its_metrics(page) -> None:
     page.mouse.click(pos["x"], pos["y"])
     details = page.locator("#candidate-details")
     assert details.get_attribute("data-candidate") == "lv-anterior"
-    assert "tat_change_pct" in details.inner_text()
+    assert "total activation time change" in details.inner_text()  # clinical names, the identifier last
+    assert "identifier" in details.inner_text() and "tat_change_pct" not in details.inner_text()
     assert page.input_value("#config-a") == "candidate:lv-anterior"  # the pane shows that candidate
     page.select_option("#config-a", "baseline")
 
@@ -243,7 +244,8 @@ def test_crt_stage_output_is_reviewable(browser, crt_case: Path) -> None:
         assert base.std() > 20
         page.locator("#candidate-table tr").first.click()
         assert page.locator("#candidate-details").get_attribute("data-candidate") == ranking["best"]
-        assert "tat_change_pct" in page.inner_text("#candidate-details")
+        details = page.inner_text("#candidate-details")
+        assert "total activation time change" in details and f"identifier\t{ranking['best']}" in details
         assert page.input_value("#config-a") == f"candidate:{ranking['best']}"
         assert changed_fraction(base, shot(page, "#pane-0 canvas")) > 0.03
         page.close()

@@ -114,3 +114,17 @@ def test_review_page_shows_the_crt_beats_ecg_and_clinical_views(crt_case: Path, 
         assert np.asarray(lao).std() > 20
         assert page.errors == []
         browser.close()
+
+
+def test_malformed_crt_files_name_the_file(tmp_path: Path) -> None:
+    from cardiotwin.errors import CaseError
+    from cardiotwin.viewer.scene import crt_ecg_section, crt_pv_section
+
+    bad = tmp_path / "beats.json"
+    bad.write_text('{"baseline": [1, 2]}')
+    with pytest.raises(CaseError, match="beats.json: expected a mapping of protocol name -> beat"):
+        crt_pv_section(bad, {}, set())
+    ecg = tmp_path / "ecg.json"
+    ecg.write_text('{"baseline": {"leads": {"I": [0]}}}')
+    with pytest.raises(CaseError, match="ecg.json: ECG 'baseline' needs times_ms and leads"):
+        crt_ecg_section(ecg, {}, set())

@@ -115,6 +115,10 @@ def _load(ctx: ReportContext, *, reference_labels: Path | None) -> None:
     c["crt_beats"] = casedata.read_json(beats) if beats else None
     rk, why = casedata.stage_file(root, "therapy", "ranking.json", "crt")
     c["ranking"] = casedata.read_ranking(rk) if rk else None
+    raw = casedata.read_json(rk) if rk else None
+    meta = raw.get("metadata") if isinstance(raw, dict) else None
+    rule = meta.get("ranking_rule") if isinstance(meta, dict) else None
+    c["ranking_rule"] = rule.get("text") if isinstance(rule, dict) else None
     c["ranking_missing"] = None if rk else f"lead ranking and its uncertainty: {why}"
     uq, _ = casedata.stage_file(root, "therapy", "uq.json", "crt")
     c["therapy_uq"] = casedata.read_json(uq) if uq else None

@@ -231,8 +231,14 @@ def results_section(ctx: ReportContext) -> Section:
                 ctx.record(f"therapy.{name}.{metric_key}", val)
                 names.append(name)
                 vals.append(val)
-        s.blocks.append(table(["Rank", "Candidate", metric_key or "metric", "P(best)", "Concordance", "Excluded"], rows,
-                              caption="therapy/ranking.json, best first."))
+        rule = ctx.cache.get("ranking_rule") or ("not stated in therapy/ranking.json (results of an earlier version: "
+                                                  "ranked by the change of total activation time)")
+        s.blocks.append(p(f"Ranking rule: {rule}"))
+        for i, c in enumerate(cands):
+            dpdt = finite((c.get("metrics") or {}).get("dpdt_change_pct"))
+            rows[i].insert(3, dpdt)
+        s.blocks.append(table(["Rank", "Candidate", metric_key or "metric", "dpdt_change_pct", "P(best)", "Concordance",
+                               "Excluded"], rows, caption="therapy/ranking.json, best first."))
         if vals:
             s.blocks.append(figure("ranking", figures.ranking_bars(names[:15], vals[:15], label=str(metric_key)),
                                    "Candidate ranking (best on top)."))

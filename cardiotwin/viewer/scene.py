@@ -283,17 +283,20 @@ def _config_id(name: str, configs: set[str]) -> str | None:
     return cid if cid in configs else None
 
 
+def _per_protocol(path: Path, labels: dict[str, str], what: str) -> list[tuple[str, dict[str, Any]]]:
+    """(protocol name, entry) of a CRT-stage file that maps protocol name -> object, baseline first
+    then in ranking order; CaseError naming the file for anything else."""
+    data = _read_json(path)
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise CaseError(f"{path}: expected a mapping of protocol name -> {what} object")
+    return [(name, data[name]) for name in _beat_order([str(k) for k in data], labels)]
+
+
 def crt_pv_section(path: Path, labels: dict[str, str], configs: set[str]) -> list[dict[str, Any]]:
     """PV loops of the CRT stage's beats (``therapy/beats.json``): one entry per beat (baseline
     first) with its name shown as in the summary and the configuration it belongs to."""
-    data = _read_json(path)
-    if not isinstance(data, dict):
-        raise CaseError(f"{path}: expected a mapping of protocol name -> beat")
     out = []
-    for name in _beat_order([str(k) for k in data], labels):
-        beat = data[name]
-        if not isinstance(beat, dict):
-            raise CaseError(f"{path}: beat {name!r} is not an object")
+    for name, beat in _per_protocol(path, labels, "beat"):
         sec = _pv_cavities(beat)
         if sec:
             out.append({"id": name, "label": labels.get(name, name), "configuration": _config_id(name, configs),
@@ -303,13 +306,9 @@ def crt_pv_section(path: Path, labels: dict[str, str], configs: set[str]) -> lis
 
 def crt_ecg_section(path: Path, labels: dict[str, str], configs: set[str]) -> list[dict[str, Any]]:
     """Pseudo-ECGs of the CRT stage (``therapy/ecg.json``), baseline first."""
-    data = _read_json(path)
-    if not isinstance(data, dict):
-        raise CaseError(f"{path}: expected a mapping of protocol name -> ECG")
     out = []
-    for name in _beat_order([str(k) for k in data], labels):
-        ecg = data[name]
-        if not isinstance(ecg, dict) or not ecg.get("times_ms") or not isinstance(ecg.get("leads"), dict):
+    for name, ecg in _per_protocol(path, labels, "ECG"):
+        if not ecg.get("times_ms") or not isinstance(ecg.get("leads"), dict):
             raise CaseError(f"{path}: ECG {name!r} needs times_ms and leads")
         n = len(ecg["times_ms"])
         leads = {str(k): [float(x) for x in v] for k, v in ecg["leads"].items() if len(v) == n}
