@@ -107,9 +107,11 @@ def _crt_case(root: Path, *, n_extra: int, calibration: bool = False) -> dict:
                 slab.points, [("tetra", slab.cells)], point_data={"activation_time_ms": values, "aha": point_aha}))
     if calibration:
         (root / "calibrate").mkdir()
-        (root / "calibrate" / "calibration.json").write_text(json.dumps({"fit": [
-            {"quantity": "QRS duration", "unit": "ms", "measured": 162.0, "simulated": 158.5},
-            {"quantity": "LV ejection fraction", "unit": "%", "measured": 27.0, "simulated": 29.1}]}))
+        (root / "calibrate" / "calibration.json").write_text(json.dumps({  # the calibrate stage's layout
+            "measured": {"lv_edv_ml": 210.0, "lv_esv_ml": 153.0, "lv_ef": 0.271, "rv_edv_ml": None},
+            "simulated": {"lv_edv_ml": 204.2, "lv_esv_ml": 145.0, "lv_ef": 0.29, "rv_edv_ml": 150.0},
+            "parameters": {"passive_stiffness_factor": {"value": 1.3, "unit": ""},
+                           "peak_active_tension": {"value": 85.0, "unit": "kPa"}}}))
     assert main(["report", str(root), "--no-verify", "--no-calc-verification"]) == 0
     return data
 
@@ -177,9 +179,11 @@ def test_many_candidates_and_a_calibration_still_fit_one_page(tmp_path) -> None:
     pages, _ = _pdfinfo_pages(root / "report" / "summary.pdf")
     assert pages == 1
     html = (root / "report" / "summary.html").read_text()
-    assert html.count("<tr>") <= 5 + 1 + 8 + 3  # best 5 + header, key-value rows, calibration rows
+    assert html.count("<tr>") <= 5 + 1 + 8 + 4  # best 5 + header, key-value rows, calibration rows
     assert "58 further protocols are listed in the evidence report" in html
     cal = html[html.index('id="calibration"'):html.index('id="caveats"')]
-    assert "QRS duration" in cal and "162 ms" in cal and "158.5 ms" in cal
+    assert "LV ejection fraction</td><td>27 %</td><td>29 %" in cal and "LV end-diastolic volume</td><td>210 mL" in cal
+    assert "RV end-diastolic volume" not in cal  # not measured: no row
+    assert "Fitted to this patient&#39;s measurements: myocardial stiffness, contractility" in cal
     text = _pdf_text(root / "report" / "summary.pdf")
     assert not CODE_IDENTIFIERS.search(text), CODE_IDENTIFIERS.findall(text)

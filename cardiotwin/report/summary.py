@@ -11,13 +11,10 @@ What the page holds, in clinical words and units only (no file keys or protocol 
   ``metadata.ranking_rule``);
 - the best protocols (at most ``MAX_ROWS``), the baseline and paced activation maps, the AHA
   bullseye, the LV pressure-volume loops;
-- the calibration fit (``CASE/calibrate/calibration.json``; until the case has one the page says
-  that population parameters were used);
+- the calibration fit (``CASE/calibrate/calibration.json`` of the calibrate stage: measured vs
+  twin volumes and ejection fractions, the properties fitted; without it the page says that
+  population parameters were used);
 - at most three caveats.
-
-``calibration.json`` is shown when it holds ``fit``: a list of ``{"quantity", "unit",
-"measured", "simulated"}`` rows (other layouts: the page says the file exists and where the
-details are).
 """
 
 from __future__ import annotations
@@ -278,24 +275,46 @@ def _maps_figure(ctx: ReportContext) -> dict[str, Any] | None:
                        "grey: not activated); left anterior oblique view (top) and posterolateral view (bottom)."}
 
 
+# calibration.json "measured" / "simulated" keys -> (clinical name, unit, factor to the unit shown)
+CALIBRATION_QUANTITIES = {
+    "lv_ef": ("LV ejection fraction", "%", 100.0),
+    "lv_edv_ml": ("LV end-diastolic volume", "mL", 1.0),
+    "lv_esv_ml": ("LV end-systolic volume", "mL", 1.0),
+    "rv_ef": ("RV ejection fraction", "%", 100.0),
+    "rv_edv_ml": ("RV end-diastolic volume", "mL", 1.0),
+    "rv_esv_ml": ("RV end-systolic volume", "mL", 1.0),
+}
+# calibrated parameters -> clinical name
+CALIBRATED_PARAMETERS = {
+    "passive_stiffness_factor": "myocardial stiffness",
+    "peak_active_tension": "contractility (peak active tension)",
+    "conduction_speed_scale": "conduction speed",
+    "windkessel": "arterial load",
+}
+
+
 def _calibration(ctx: ReportContext) -> dict[str, Any]:
+    """Measured vs calibrated-twin values of ``CASE/calibrate/calibration.json`` (the calibrate
+    stage), and which properties were fitted."""
     path = ctx.root / "calibrate" / "calibration.json"
     if not path.is_file():
         return {"rows": [], "text": "Not calibrated: the twin uses population tissue properties; a calibration to "
                                     "this patient's measurements will be shown here."}
     data = casedata.read_json(path)
+    data = data if isinstance(data, dict) else {}
+    measured = data.get("measured") if isinstance(data.get("measured"), dict) else {}
+    simulated = data.get("simulated") if isinstance(data.get("simulated"), dict) else {}
     rows = []
-    for r in (data.get("fit") if isinstance(data, dict) else None) or []:
-        if not isinstance(r, dict):
-            continue
-        unit = str(r.get("unit") or "")
-        cells = [str(r.get("quantity", ""))]
-        for k in ("measured", "simulated"):
-            v = _num(r.get(k))
-            cells.append(f"{v:.4g} {unit}".strip() if v is not None else "—")
-        rows.append(cells)
-    return {"rows": rows, "text": "Twin fitted to this patient's measurements." if rows else
-            "A calibration is stored with this case; its details are in the evidence report."}
+    for key, (name, unit, factor) in CALIBRATION_QUANTITIES.items():
+        m, t = _num(measured.get(key)), _num(simulated.get(key))
+        if m is not None and t is not None:
+            rows.append([name, f"{m * factor:.0f} {unit}", f"{t * factor:.0f} {unit}"])
+            ctx.record(f"summary.calibration.{key}", [m, t])
+    params = data.get("parameters") if isinstance(data.get("parameters"), dict) else {}
+    fitted = [CALIBRATED_PARAMETERS.get(k, k.replace("_", " ")) for k in params]
+    text = ("Fitted to this patient's measurements: " + ", ".join(fitted) + "." if fitted else
+            "A calibration is stored with this case; its details are in the evidence report.")
+    return {"rows": rows, "text": text}
 
 
 def _caveats(ctx: ReportContext, ranking: dict[str, Any], calibrated: bool) -> list[str]:
@@ -385,7 +404,7 @@ def summary_page(ctx: ReportContext, *, subtitle: str) -> tuple[str, dict[str, s
     if not maps:
         ctx.note_missing("summary", ctx.cache.get("activation_missing", "no activation map"))
     calibration = _calibration(ctx)
-    status["calibration"] = "complete" if calibration["rows"] else "missing"
+    status["calibration"] = "complete" if (ctx.root / "calibrate" / "calibration.json").is_file() else "missing"
     more = (f"{len(cands) - MAX_ROWS} further protocols are listed in the evidence report."
             if len(cands) > MAX_ROWS else "")
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
@@ -396,5 +415,5 @@ def summary_page(ctx: ReportContext, *, subtitle: str) -> tuple[str, dict[str, s
                             "Activation time change (%)", "LV lead vs latest segment"],
         rows=_table_rows(cands), more=more, maps=maps,
         missing_maps=ctx.cache.get("activation_missing", "no activation map."), side=side,
-        side_missing=side_missing, calibration=calibration, caveats=_caveats(ctx, ranking, bool(calibration["rows"])))
+        side_missing=side_missing, calibration=calibration, caveats=_caveats(ctx, ranking, status["calibration"] == "complete"))
     return html, status
