@@ -64,6 +64,9 @@ class PipelineContext:
     force: bool
     client_factory: Callable[[], Any]
     solver: Any = None
+    es_scan_path: Path | None = None
+    es_labels_path: Path | None = None
+    measurements_path: Path | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
 
@@ -139,6 +142,7 @@ def _run_command(module_name: str, argv: list[str]) -> int:
 
 
 def _stage_segment(ctx: PipelineContext, options: dict[str, Any]) -> None:
+    ctx.results["segment_options"] = dict(options)
     if ctx.labels_path is None:
         _run_command("segment", [str(ctx.scan_path), "--out", str(ctx.case.root), *options_to_flags(options),
                                  *(["--force"] if ctx.force else [])])
@@ -178,6 +182,20 @@ def _stage_crt(ctx: PipelineContext, options: dict[str, Any]) -> None:
         ctx.results["crt"] = result
 
 
+def _stage_calibrate(ctx: PipelineContext, options: dict[str, Any]) -> None:
+    from cardiotwin.personalisation.stage import calibrate_recipe_stage, load_calibration_config
+
+    seg_options = ctx.results.get("segment_options", {})
+
+    def segment(scan: Path, out: Path) -> None:
+        _run_command("segment", [str(scan), "--out", str(out), *options_to_flags(seg_options)])
+
+    ctx.results["calibrate"] = calibrate_recipe_stage(
+        ctx.case, load_calibration_config(options, source="recipe stage calibrate"), es_scan=ctx.es_scan_path,
+        es_labels=ctx.es_labels_path, measurements=ctx.measurements_path, segment=segment,
+        segment_config=seg_options, solver=ctx.solver, force=ctx.force)
+
+
 RECIPE_IN_CASE = "pipeline.yaml"
 
 
@@ -204,6 +222,7 @@ STAGES: dict[str, Callable[[PipelineContext, dict[str, Any]], None]] = {
     "segment": _stage_segment,
     "mesh": _stage_mesh,
     "fibers": _stage_fibers,
+    "calibrate": _stage_calibrate,
     "crt": _stage_crt,
 }
 
@@ -219,13 +238,18 @@ def run_pipeline(
     workers: int = 2,
     client: "Client | None" = None,
     solver: Any = None,
+    es_scan_path: Path | None = None,
+    es_labels_path: Path | None = None,
+    measurements_path: Path | None = None,
 ) -> PipelineContext:
     """Run every stage of ``recipe`` on the case ``out`` (created when absent); returns the
     context with per-stage wall times (s) and the crt result when the stage ran.
 
     Sweeps run on ``client`` when given, else on a Dask cluster (``scheduler`` or an embedded one
     with ``workers`` workers; ``workers=0`` runs them in this process). ``solver`` replaces the
-    electrophysiology eikonal binding (an ``ActivationSolver``; tests).
+    electrophysiology eikonal binding (an ``ActivationSolver``; tests). ``es_scan_path`` /
+    ``es_labels_path`` (end-systolic scan or labels) and ``measurements_path`` (YAML or FHIR
+    bundle of clinical values) feed the ``calibrate`` stage.
     """
     import contextlib
 
@@ -248,7 +272,10 @@ def run_pipeline(
         return dask_client(scheduler=scheduler, n_workers=workers)
 
     ctx = PipelineContext(case=case, scan_path=Path(scan_path), labels_path=Path(labels_path) if labels_path else None,
-                          force=force, client_factory=client_factory, solver=solver)
+                          force=force, client_factory=client_factory, solver=solver,
+                          es_scan_path=Path(es_scan_path) if es_scan_path else None,
+                          es_labels_path=Path(es_labels_path) if es_labels_path else None,
+                          measurements_path=Path(measurements_path) if measurements_path else None)
     for name, options in recipe.stages:
         t0 = time.perf_counter()
         log.info("pipeline %s: stage %s", recipe.name, name)

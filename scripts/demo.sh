@@ -18,6 +18,8 @@ if [ "${DEMO_LABELS:-network}" = reference ]; then
   REPORT_ARGS=()
 fi
 if [ -n "${FORCE:-}" ]; then ARGS+=(--force); fi
+# MEASUREMENTS=sample_scans/ct_sample_measurements.yaml (illustrative values) adds the calibrate stage
+if [ -n "${MEASUREMENTS:-}" ]; then ARGS+=(--measurements "$MEASUREMENTS"); fi
 echo "== cardiotwin demo: virtual CRT on $SCAN =="
 $CT info "$SCAN"
 time $CT run pipelines/crt_ct.yaml --scan "$SCAN" --out "$CASE" "${ARGS[@]}"

@@ -17,7 +17,9 @@ def test_shipped_recipes_parse():
     for name, modality in (("crt_ct", "CT"), ("crt_mri", "MR")):
         r = load_recipe(f"pipelines/{name}.yaml")
         assert r.name == name and r.modality == modality
-        assert [s for s, _ in r.stages] == ["segment", "mesh", "fibers", "crt"]
+        assert [s for s, _ in r.stages] == ["segment", "mesh", "fibers", "calibrate", "crt"]
+    twin = load_recipe("pipelines/twin_mri.yaml")
+    assert [s for s, _ in twin.stages] == ["segment", "mesh", "fibers", "calibrate"]
 
 
 def test_recipe_errors_name_the_file(tmp_path):
@@ -53,7 +55,7 @@ def test_pipeline_end_to_end_from_labels(small_ct_phantom, tmp_path):
     recipe_path = tmp_path / "crt_test.yaml"
     recipe_path.write_text(yaml.safe_dump({
         "name": "crt_test", "modality": "CT",
-        "stages": [{"segment": {}}, {"mesh": {"edge_mm": "5 mm"}}, {"fibers": {}},
+        "stages": [{"segment": {}}, {"mesh": {"edge_mm": "5 mm"}}, {"fibers": {}}, {"calibrate": {}},
                    {"crt": {"uq": {"samples": 2}, "em_top_k": 0, "protocols": {"timing_top_k": 1}}}],
         "report": {"question_of_interest": "Which LV lead site shortens activation most?", "model_influence": "medium"},
         "measurements": {"qrs_ms": 160},
@@ -61,10 +63,13 @@ def test_pipeline_end_to_end_from_labels(small_ct_phantom, tmp_path):
     case = tmp_path / "case"
     ctx = run_pipeline(load_recipe(recipe_path), scan_path=scan, out=case, labels_path=labels, workers=0,
                        solver=graph_activation)
-    assert list(ctx.timings_s) == ["segment", "mesh", "fibers", "crt"]
+    assert list(ctx.timings_s) == ["segment", "mesh", "fibers", "calibrate", "crt"]
     ranking = json.loads((case / "therapy" / "ranking.json").read_text())
     manifest = json.loads((case / "manifest.json").read_text())
     assert {"segment", "mesh", "fibers", "therapy"} <= set(manifest["stages"])
+    # no ES phase and no measured EF: calibration skipped, and the manifest says the CRT used population values
+    assert "calibrate" not in manifest["stages"]
+    assert manifest["stages"]["therapy"]["metrics"]["calibration"]["calibrated"] is False
     cands = ranking["candidates"]
     assert ranking["best"] == cands[0]["name"] and cands[0]["recommended"]
     assert [c["rank"] for c in cands] == list(range(1, len(cands) + 1))

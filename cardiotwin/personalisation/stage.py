@@ -436,3 +436,63 @@ def load_calibration_config(mapping: dict[str, Any] | None, *, source: str) -> C
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return cfg
+
+
+ES_STAGE = "segment_es"
+
+
+def store_es_labels(case: "Case", labels_path: Path, *, scan_path: Path | None = None, force: bool = False) -> Path:
+    """Store an end-systolic label map made elsewhere as the case's ``segment_es`` stage (checked
+    against the ES scan's grid when given). Returns the stored labels path."""
+    from cardiotwin.errors import ScanError
+    from cardiotwin.io.scans import read_labels, read_scan, write_labels
+
+    inputs = {"labels": Path(labels_path), **({"scan": Path(scan_path)} if scan_path else {})}
+    with case.stage(ES_STAGE, inputs=inputs, config={"source": "ES label map given"}, force=force) as st:
+        if not st.skipped:
+            labels = read_labels(labels_path)
+            if scan_path is not None and not labels.geometry.same_space(read_scan(scan_path).geometry):
+                raise ScanError(labels_path, f"label map is not on the grid of the ES scan {scan_path}")
+            write_labels(labels, st.dir / "labels.nii.gz")
+    return case.stage_dir(ES_STAGE) / "labels.nii.gz"
+
+
+def segment_es_scan(case: "Case", scan_path: Path, segment: Any, *, config: Any, force: bool = False) -> Path:
+    """Segment the end-systolic scan into the case's ``segment_es`` stage with ``segment(scan,
+    labels_out)`` (the segmentation stage's function, same model and options as the ED scan)."""
+    with case.stage(ES_STAGE, inputs={"scan": Path(scan_path)}, config=config, force=force) as st:
+        if not st.skipped:
+            segment(Path(scan_path), st.dir / "labels.nii.gz")
+    return case.stage_dir(ES_STAGE) / "labels.nii.gz"
+
+
+def calibrate_recipe_stage(
+    case: "Case",
+    cfg: CalibrationConfig,
+    *,
+    es_scan: Path | None,
+    es_labels: Path | None,
+    measurements: Path | None,
+    segment: Any,
+    segment_config: Any,
+    solver: Any = None,
+    force: bool = False,
+) -> dict[str, Any] | None:
+    """The ``calibrate`` stage of a recipe: store the ES labels (``es_labels``) or segment the ES
+    scan with ``segment(scan, labels_out)``, read the clinical measurements (YAML or FHIR), and
+    calibrate. Without an end-systolic phase and without a measured LV EF / ESV the stage is
+    skipped with a warning (the twin keeps its population parameters); returns None then."""
+    es = None
+    if es_labels is not None:
+        es = store_es_labels(case, es_labels, scan_path=es_scan, force=force)
+    elif es_scan is not None:
+        es = segment_es_scan(case, es_scan, segment, config=segment_config, force=force)
+    elif (case.stage_record(ES_STAGE) or {}).get("status") == "ok":
+        es = case.stage_dir(ES_STAGE) / "labels.nii.gz"
+    clinical = read_clinical(measurements)
+    if cfg.fit_tension and es is None and not (clinical and {"lv_ef", "lv_esv_ml"} & set(clinical)):
+        log.warning("calibrate: no end-systolic scan or labels (--es-scan, --es-labels) and no measured LV EF or ESV "
+                    "(--measurements, --fhir): the twin keeps its population parameters")
+        return None
+    return calibrate_case_stage(case, cfg=cfg, clinical=clinical, clinical_path=measurements, es_labels=es,
+                                solver=solver, force=force)
