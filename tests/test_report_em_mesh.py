@@ -1,7 +1,7 @@
 """Mesh refinement of the baseline electromechanical beat (``report.em_mesh``, `report --em-mesh-study`).
 
 The tiny case is the shipped sample CT's reference labels meshed by the real mesh and fibres
-stages at 5 mm (about 15k tets), with a CRT stage record and baseline map as the CRT stage writes
+stages at 5 mm (about 8k tets), with a CRT stage record and baseline map as the CRT stage writes
 them. The study re-meshes the labels for real; the electromechanical beat itself (minutes per
 level) is replaced by a stand-in whose LV outputs follow an exact power law of the level's
 representative size h = (V / N)^(1/3), phi(h) = phi_0 + c h^p, so the Richardson extrapolation
@@ -92,8 +92,21 @@ def studied(tmp_path_factory):
                       "tat_ms": float(np.max(activation_times_ms))})
         return {"name": name, **_law_beat(representative_size_mm(mesh)[0])}
 
+    import cardiotwin.report.em_mesh as em_mesh
+    from cardiotwin.errors import StageError
+
+    real_level_mesh = em_mesh.level_mesh
+
+    def finer_only(labels_path, *, edge_mm, **kw):
+        # Coarser levels refused, as for a label map the mesher cannot coarsen: the study then
+        # takes finer levels (the mesher itself meshes this sample at 7.5 mm).
+        if edge_mm > 5.0:
+            raise StageError(f"{labels_path.name}: refused in this test (edge {edge_mm:g} mm)")
+        return real_level_mesh(labels_path, edge_mm=edge_mm, **kw)
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(response, "run_beat_task", fake_beat)
+        mp.setattr(em_mesh, "level_mesh", finer_only)
         assert main(["report", str(root), "--no-verify", "--em-mesh-study"]) == 0
     data = json.loads((root / "calcver" / "calcver.json").read_text())
     study = next(s for s in data["studies"] if s["name"] == "mesh_em")
@@ -103,8 +116,7 @@ def studied(tmp_path_factory):
 def test_levels_are_remeshed_and_the_stage_beat_reused(studied):
     root, study, data, calls = studied
     levels = study["levels"]
-    # the sample labels cannot be meshed coarser than ~10k tets (surface-limited): both coarser
-    # targets (7.5, 11.25 mm) fall within h ratio 1.2 of the case mesh, so finer levels are made
+    # both coarser targets (7.5, 11.25 mm) are refused by the fixture, so finer levels are made
     assert [lvl["direction"] for lvl in levels] == ["case mesh", "finer", "finer"]
     assert [lvl["edge_mm"] for lvl in levels] == pytest.approx([5.0, 5.0 / 1.5, 5.0 / 2.25])
     hs = [lvl["h_mm"] for lvl in levels]

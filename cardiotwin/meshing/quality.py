@@ -26,6 +26,20 @@ def _stats(x: np.ndarray) -> dict[str, float]:
     }
 
 
+DIHEDRAL_BINS_DEG = (0.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.6)
+
+
+def dihedral_distribution(min_dihedral_deg: np.ndarray) -> dict:
+    """Distribution of the cells' smallest dihedral angles (deg): cell counts between the bin edges
+    ``DIHEDRAL_BINS_DEG`` (70.6 deg: a regular tet, the largest possible minimum) and percentiles."""
+    counts, _ = np.histogram(min_dihedral_deg, bins=np.asarray(DIHEDRAL_BINS_DEG))
+    return {
+        "bin_edges_deg": list(DIHEDRAL_BINS_DEG),
+        "cells": [int(c) for c in counts],
+        "percentiles_deg": {f"p{q:g}": float(np.percentile(min_dihedral_deg, q)) for q in (0.1, 1, 5, 50)},
+    }
+
+
 def mesh_quality(mesh: HeartMesh, *, labels: LabelMap | None = None, base: BasePlane | None = None) -> dict:
     """Quality numbers of ``mesh``; with ``labels`` and ``base`` also volume agreement.
 
@@ -45,6 +59,7 @@ def mesh_quality(mesh: HeartMesh, *, labels: LabelMap | None = None, base: BaseP
         "edge_length_mm": _stats(edge_lengths(mesh.points, mesh.cells)),
         "min_dihedral_deg": float(dihedral.min()),
         "dihedral_p0_1_deg": float(np.percentile(dihedral, 0.1)),
+        "min_dihedral_per_cell_deg": dihedral_distribution(dihedral),
         "radius_ratio": {"min": float(rr.min()), "mean": float(rr.mean())},
         "inverted_cells": int(np.count_nonzero(vols <= 0)),
         "boundary_genus": boundary_genus(mesh.cells),

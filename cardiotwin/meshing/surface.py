@@ -1,20 +1,22 @@
-"""Label map -> cleaned myocardium, base plane, and a smooth watertight surface (LPS mm).
+"""Label map -> cleaned myocardium, base plane, and a smooth watertight fine surface (LPS mm).
 
 Steps (each a plain function):
-0. ``resample_thick_slices``: a thick-slice stack (cine MR) becomes near-isotropic by nested
-   shape-based interpolation (the blood pools stay inside the interpolated epicardium).
+0. ``resample_thick_slices``: a thick-slice stack (cine MR), and voxels much coarser than the
+   working grid, become finer by nested shape-based interpolation (the blood pools stay inside the
+   interpolated epicardium).
 1. ``clean_labels``: keep the largest connected myocardium (drop islands), fill enclosed holes,
    close a myocardial wall where a blood pool touches the background or the other blood pool
    (segmentation noise, touching chambers), so the wall is closed around both cavities (two
-   voxels thick on a resampled stack, see ``volume.mesh_labels``).
+   voxels thick on a resampled grid, see ``volume.mesh_labels``).
 2. ``find_base_plane``: the plane of the valves: a least-squares plane through the voxels where
    the ventricles (labels 1-4) touch the atria / great vessels (5-8), oriented apex -> base; the
-   cut is placed ``margin_mm`` below it. A user-given plane replaces it.
-3. ``myocardium_surface``: anti-aliased indicator (Gaussian, sigma ~0.6-0.8 voxel; thick MR slices
-   get a proportionally wider sigma across slices), combined with the half-space below the base
-   plane (min of the two implicit functions), marching cubes (scikit-image, Lewiner) at a step
-   of about half the target edge, windowed-sinc smoothing (Taubin 1995, VTK) which does not shrink
-   the surface, and quadric decimation towards the target edge length.
+   cut is placed ``margin_mm`` below it. ``stack_base_plane``: the most basal LV slice of a
+   short-axis stack labelled without atria. A user-given plane replaces both.
+3. ``myocardium_surface``: anti-aliased indicator (Gaussian, sigma ~0.7 voxel; thick MR slices
+   get a proportionally wider sigma across slices) sampled on an isotropic working grid tied to
+   the target edge (``working_step_mm``), combined with the half-space below the base plane (min
+   of the two implicit functions), marching cubes (scikit-image, Lewiner), windowed-sinc smoothing
+   (Taubin 1995, VTK) which does not shrink the surface. ``remesh`` brings it to the target edge.
 """
 
 from __future__ import annotations
@@ -59,9 +61,12 @@ def _sub_slices(spacing: np.ndarray, max_anisotropy: float) -> np.ndarray:
     return np.where(ratio > max_anisotropy, np.rint(ratio), 1).astype(int)
 
 
-def resample_thick_slices(labels: LabelMap, *, max_anisotropy: float = 2.0) -> LabelMap:
-    """Near-isotropic label map from a thick-slice one (e.g. 8-10 mm cine MR stacks) by nested
-    shape-based interpolation (Raya & Udupa 1990, applied to nested regions as endo- and epicardial
+def resample_thick_slices(labels: LabelMap, *, max_anisotropy: float = 2.0,
+                          max_spacing_mm: float | None = None) -> LabelMap:
+    """Near-isotropic label map from a thick-slice one (e.g. 8-10 mm cine MR stacks), and with
+    ``max_spacing_mm`` a finer one from coarse voxels (axes coarser than 1.5 x it are split into
+    ceil(spacing / max_spacing_mm) sub-voxels: a wall one 3 mm voxel thick would otherwise be lost to
+    the anti-aliasing of the surface), by nested shape-based interpolation (Raya & Udupa 1990, applied to nested regions as endo- and epicardial
     contours are interpolated in cardiac MR).
 
     Each region's signed distance map is interpolated linearly along the thick axes: the ventricles
@@ -82,6 +87,9 @@ def resample_thick_slices(labels: LabelMap, *, max_anisotropy: float = 2.0) -> L
     g = labels.geometry
     spacing = np.asarray(g.spacing_mm, dtype=float)
     m = _sub_slices(spacing, max_anisotropy)
+    if max_spacing_mm is not None:
+        coarse = spacing > 1.5 * max_spacing_mm
+        m = np.where(coarse, np.maximum(m, np.ceil(spacing / max_spacing_mm - 1e-9)), m).astype(int)
     if np.all(m == 1):
         return labels
     shape = np.asarray(g.shape)
@@ -131,7 +139,7 @@ def resample_thick_slices(labels: LabelMap, *, max_anisotropy: float = 2.0) -> L
         origin_mm=tuple(float(v) for v in g.index_to_world(start)),
         direction=g.direction,
     )
-    log.info("%s: thick slices %s mm resampled to %s mm (nested shape-based interpolation)",
+    log.info("%s: voxels of %s mm resampled to %s mm (nested shape-based interpolation)",
              labels.source or "label map", [round(float(v), 2) for v in spacing],
              [round(float(v), 2) for v in spacing / m])
     return LabelMap(labels=out, geometry=geometry, source=labels.source)
@@ -203,72 +211,6 @@ def clean_labels(labels: LabelMap, *, min_wall_mm: float = 0.0) -> LabelMap:
     return LabelMap(labels=lab, geometry=labels.geometry, source=labels.source)
 
 
-def thicken_thin_walls(
-    labels: LabelMap, *, min_wall_mm: float, near_mm: np.ndarray | None = None, radius_mm: float = 0.0
-) -> tuple[LabelMap, int]:
-    """Thicken the myocardium outwards by ``min_wall_mm / 2`` where it is thinner than ``min_wall_mm``.
-
-    Local wall thickness at a myocardial voxel: twice the largest distance (voxel centre to the
-    nearest background centre) within ``min_wall_mm / 2`` of it, i.e. the inscribed sphere of the
-    wall around it; on a grid a sheet of n voxels measures n (n even) or n + 1 (n odd). Background
-    voxels within ``min_wall_mm / 2`` of a thinner spot take its label; blood pools and other labels
-    are never touched, so cavities keep their volume. A segmented RV free wall of 3-4 mm is a single
-    layer at a 5 mm target edge, and after anti-aliasing and smoothing it is thinner still: quadric
-    decimation pinches it into non-manifold edges and the surface stays fine (the network's label
-    map of the demo sample at 5 mm, heart_seg_v1 1.2.0: 33k tets; thickened under 5 mm: 12k, +2.8 %
-    volume). Growing by the measured deficit only was tried and is not enough for that. With
-    ``near_mm`` (K, 3) LPS points, only thin spots within ``radius_mm`` of them grow (the local repair
-    where decimation broke the surface). Returns the new labels and the number of voxels added.
-    """
-    lab = np.asarray(labels.labels).copy()
-    sp = np.asarray(labels.geometry.spacing_mm, dtype=float)
-    myo = np.isin(lab, MYO_LABELS)
-    inside = ndimage.distance_transform_edt(myo, sampling=sp)
-    r = np.maximum(np.round(0.5 * min_wall_mm / sp).astype(int), 1)
-    local = 2.0 * ndimage.maximum_filter(inside, size=tuple(int(v) for v in 2 * r + 1))
-    thin = myo & (local < min_wall_mm)
-    if near_mm is not None:
-        seeds = np.zeros(lab.shape, dtype=bool)
-        ijk = np.rint(labels.geometry.world_to_index(np.asarray(near_mm, dtype=float).reshape(-1, 3))).astype(np.int64)
-        ijk = ijk[np.all((ijk >= 0) & (ijk < np.asarray(lab.shape)), axis=1)]
-        seeds[tuple(ijk.T)] = True
-        if not seeds.any():
-            return labels, 0
-        thin &= ndimage.distance_transform_edt(~seeds, sampling=sp) <= radius_mm
-    if not thin.any():
-        return labels, 0
-    dist, nearest = ndimage.distance_transform_edt(~thin, sampling=sp, return_indices=True)
-    grow = (lab == Label.BACKGROUND) & (dist <= 0.5 * min_wall_mm)
-    lab[grow] = lab[tuple(i[grow] for i in nearest)]
-    return LabelMap(labels=lab, geometry=labels.geometry, source=labels.source), int(grow.sum())
-
-
-def target_triangles(area_mm2: float, edge_mm: float) -> float:
-    """Equilateral triangles of edge ``edge_mm`` that tile ``area_mm2``."""
-    return float(area_mm2 / (np.sqrt(3.0) / 4.0 * edge_mm**2))
-
-
-def decimation_shortfall(surface, *, edge_mm: float) -> float:
-    """Triangles of ``surface`` per triangle of an ideal surface of the same area at ``edge_mm``."""
-    return float(surface.n_cells / target_triangles(surface.area, edge_mm))
-
-
-def decimation_break_points(surface, *, edge_mm: float) -> np.ndarray:
-    """(K, 3) points (mm) of the edges that quadric decimation of ``surface`` towards ``edge_mm`` in one
-    step leaves open or non-manifold: the spots (thin walls, free fins of wall) that keep the surface
-    fine. Empty when the decimated surface is closed or no decimation is needed."""
-    target = target_triangles(surface.area, edge_mm)
-    if surface.n_cells <= 1.2 * target:
-        return np.zeros((0, 3))
-    return np.asarray(_open_edges(_decimate_to(surface, target)).points, dtype=float).reshape(-1, 3)
-
-
-def _decimate_to(surface, target_tris: float):
-    """Quadric decimation (volume preserving) of ``surface`` towards ``target_tris`` in one step."""
-    reduction = float(np.clip(1.0 - target_tris / surface.n_cells, 0.0, 0.95))
-    return surface.decimate(reduction, volume_preservation=True)
-
-
 def find_base_plane(labels: LabelMap, *, margin_mm: float = 2.0) -> BasePlane:
     """Base plane from the ventricle / valve (atria, aorta, pulmonary artery) interface.
 
@@ -298,23 +240,68 @@ def find_base_plane(labels: LabelMap, *, margin_mm: float = 2.0) -> BasePlane:
     return BasePlane(point_mm=tuple(float(v) for v in point), normal=tuple(float(v) for v in normal))
 
 
+def stack_base_plane(labels: LabelMap) -> BasePlane | None:
+    """Base plane of a short-axis stack whose labels hold no atria or great vessels (expert contours
+    of the ventricles only): the plane of the most basal slice holding LV blood, normal along the
+    slice axis towards the base. The base is the end where the LV blood reaches furthest beyond the
+    myocardium's apical cap, i.e. where the blood pool is open; ties go to the larger blood area.
+    None when the grid is not a thick-slice stack (max / min spacing <= 2) or has no LV blood.
+    """
+    g = labels.geometry
+    spacing = np.asarray(g.spacing_mm, dtype=float)
+    axis = int(np.argmax(spacing))
+    if spacing[axis] <= 2.0 * spacing.min():
+        return None
+    lab = np.moveaxis(np.asarray(labels.labels), axis, -1)
+    blood_slices = np.flatnonzero((lab == Label.LV_BLOOD).any(axis=(0, 1)))
+    wall_slices = np.flatnonzero(np.isin(lab, MYO_LABELS).any(axis=(0, 1)))
+    if blood_slices.size == 0 or wall_slices.size == 0:
+        return None
+    lo, hi = int(blood_slices[0]), int(blood_slices[-1])
+    cap_lo, cap_hi = lo - int(wall_slices[0]), int(wall_slices[-1]) - hi  # slices of wall beyond the blood
+    if cap_lo != cap_hi:
+        base_at_hi = cap_lo > cap_hi
+    else:
+        area = (lab == Label.LV_BLOOD).sum(axis=(0, 1))
+        base_at_hi = area[hi] >= area[lo]
+    k = hi if base_at_hi else lo
+    centre = np.asarray(np.argwhere(lab[..., k] == Label.LV_BLOOD).mean(axis=0), dtype=float)
+    ijk = np.zeros(3)
+    ijk[[d for d in range(3) if d != axis]] = centre
+    ijk[axis] = k
+    normal = np.asarray(g.direction, dtype=float).reshape(3, 3)[:, axis] * (1.0 if base_at_hi else -1.0)
+    point = g.index_to_world(ijk)
+    log.info("%s: no valve labels; base plane at the most basal LV slice (%d), normal %s",
+             labels.source or "label map", k, np.round(normal, 3))
+    return BasePlane(point_mm=tuple(float(v) for v in point), normal=tuple(float(v) for v in normal))
+
+
+def working_step_mm(edge_mm: float) -> float:
+    """Grid step (mm) of the marching cubes, whatever the voxel size: a third of the target edge, not
+    finer than 0.75 mm (half of a 1.5 mm edge; finer only adds remeshing time)."""
+    return max(edge_mm / 3.0, min(edge_mm / 2.0, 0.75))
+
+
 def myocardium_surface(
     labels: LabelMap,
     base: BasePlane,
     *,
     edge_mm: float,
     smoothing_iterations: int = 30,
-    decimate: bool = True,
-    relax: bool = True,
 ):
-    """Closed, smooth, triangulated surface of the myocardium below ``base`` (pyvista PolyData, LPS mm).
+    """Closed, smooth, fine triangulated surface of the myocardium below ``base`` (pyvista PolyData,
+    LPS mm), at about a third of ``edge_mm`` (``working_step_mm``) whatever the voxel size (``remesh.remesh_uniform``
+    brings it to the target edge).
 
-    ``labels`` should be cleaned with ``clean_labels`` first. ``decimate`` / ``relax`` switch off
-    the decimation towards the target edge and the tangential relaxation (the fallbacks when a
-    wall thinner than the target edge folds the coarse surface onto itself).
+    The anti-aliased indicator (Gaussian of ~0.7 finest voxel, wider across thick slices, and at
+    least a third of the working step so a fine grid is not aliased) is sampled trilinearly on an
+    isotropic working grid of step ``working_step_mm(edge_mm)``; marching cubes of its minimum with
+    the base half-space, windowed-sinc smoothing (does not shrink the surface). ``labels`` should be
+    cleaned with ``clean_labels`` first.
     """
-    import pyvista as pv
     from skimage.measure import marching_cubes
+
+    from cardiotwin.meshing.remesh import polydata
 
     g = labels.geometry
     spacing = np.asarray(g.spacing_mm, dtype=float)
@@ -322,161 +309,47 @@ def myocardium_surface(
     idx = np.argwhere(myo)
     if idx.size == 0:
         raise StageError(f"{labels.source or 'label map'}: empty myocardium after cleaning")
-    pad = 3
+    step_mm = working_step_mm(edge_mm)
+    pad = int(np.ceil(max(3.0, 2.0 * step_mm / spacing.min())))
     lo = np.maximum(idx.min(axis=0) - pad, 0)
     hi = np.minimum(idx.max(axis=0) + pad + 1, np.asarray(myo.shape))
     # Pad the crop with zeros so the surface is closed even where labels reach the image edge.
     crop = np.pad(myo[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].astype(np.float32), pad)
     origin_index = lo - pad
-    # Anti-aliasing: sigma of ~0.7 of the finest spacing, in mm, per axis (wider across thick slices).
-    sigma_mm = np.maximum(0.7 * spacing.min(), 0.45 * spacing)
+    sigma_mm = np.maximum(np.maximum(0.7 * spacing.min(), 0.45 * spacing), step_mm / 3.0)
     field = ndimage.gaussian_filter(crop, sigma=sigma_mm / spacing, mode="constant")
-    # Resample to an isotropic grid with step ~ edge/2 (bounded by the finest voxel size).
-    step_mm = float(np.clip(0.5 * edge_mm, 0.5 * spacing.min(), spacing.min()))
-    zoom = spacing / step_mm
-    if not np.allclose(zoom, 1.0):
-        field = ndimage.zoom(field, zoom, order=1, mode="nearest", grid_mode=False)
-    real_zoom = (np.asarray(field.shape) - 1) / (np.asarray(crop.shape) - 1)
-    n = np.asarray(field.shape)
-    # Continuous voxel index (in the original image) of every node of the resampled grid.
-    axes = [origin_index[d] + np.arange(n[d]) / real_zoom[d] for d in range(3)]
-    ii, jj, kk = np.meshgrid(*axes, indexing="ij")
-    xyz = g.index_to_world(np.stack([ii, jj, kk], axis=-1).reshape(-1, 3))
-    dist = base.signed_distance_mm(xyz).reshape(field.shape)
+    # Working grid: isotropic step, as continuous indices of the crop.
+    n = np.asarray(crop.shape)
+    m = np.maximum(np.round((n - 1) * spacing / step_mm).astype(int) + 1, 2)
+    scale = (n - 1) / (m - 1)  # crop index per working-grid index, per axis
+    axes = [np.arange(m[d], dtype=np.float32) * np.float32(scale[d]) for d in range(3)]
+    coords = np.stack(np.meshgrid(*axes, indexing="ij"))
+    sampled = ndimage.map_coordinates(field, coords, order=1, mode="nearest")
+    xyz = g.index_to_world(coords.reshape(3, -1).T.astype(float) + origin_index)
+    del coords
+    dist = base.signed_distance_mm(xyz).reshape(sampled.shape)
     # Plane as a ramp of the same slope scale as the indicator: 0.5 - dist / (2 * step).
     plane = np.clip(-dist / (2.0 * step_mm), -0.5, 0.5)
-    implicit = np.minimum(field - 0.5, plane).astype(np.float32)
-    implicit = np.pad(implicit, 1, constant_values=-0.5)
+    implicit = np.pad(np.minimum(sampled - 0.5, plane).astype(np.float32), 1, constant_values=-0.5)
+    if implicit.max() <= 0.0:
+        raise StageError(f"{labels.source or 'label map'}: no closed myocardial wall to mesh: the myocardium below "
+                         f"the base plane is nowhere thicker than the anti-aliasing at a {edge_mm:g} mm edge (about "
+                         f"{2 * sigma_mm.max():.1f} mm); check the label map, or ask for a finer edge")
     verts, faces, _, _ = marching_cubes(implicit, level=0.0, allow_degenerate=False, method="lewiner")
-    verts -= 1.0
-    ijk = origin_index + verts / real_zoom
-    pts = g.index_to_world(ijk)
-    faces_pv = np.hstack([np.full((faces.shape[0], 1), 3), faces]).ravel()
-    surf = pv.PolyData(pts, faces_pv).clean()
+    pts = g.index_to_world(origin_index + (verts - 1.0) * scale)
+    surf = polydata(pts, faces).clean()
     comps = surf.connectivity("largest")
-    surf = pv.PolyData(comps.points, comps.faces) if comps.n_cells != surf.n_cells else surf
+    if comps.n_cells != surf.n_cells:
+        surf = polydata(np.asarray(comps.points), np.asarray(comps.faces).reshape(-1, 4)[:, 1:])
     # Feature-preserving smoothing keeps the base rim sharp; windowed sinc does not shrink.
     if smoothing_iterations > 0:
         surf = surf.smooth_taubin(
             n_iter=smoothing_iterations, pass_band=0.05, feature_smoothing=False, feature_angle=45.0,
             boundary_smoothing=False, non_manifold_smoothing=True, normalize_coordinates=True,
         )
-    mean_edge = _mean_edge(surf)
-    # Quadric decimation towards the target edge, then tangential relaxation: marching cubes
-    # leaves needle triangles that would force slivers into the tetrahedra next to the surface.
-    target_tris = target_triangles(surf.area, edge_mm)
-    if decimate and surf.n_cells > 1.2 * target_tris:
-        reduction = float(np.clip(1.0 - target_tris / surf.n_cells, 0.0, 0.95))
-        coarse = _decimate_to(surf, target_tris)
-        if not _is_closed(coarse):
-            # Quadric decimation can pinch walls thinner than the target edge into non-manifold
-            # edges. Decimate in steps of at most 25 % instead and keep the coarsest surface that is still
-            # closed (a network's label map often has one thin spot that only the last step breaks),
-            # then try the topology-preserving decimation, which often cannot reduce much.
-            log.info("quadric decimation broke the surface; decimating in steps")
-            coarse = surf
-            while coarse.n_cells > 1.2 * target_tris:
-                step = float(np.clip(1.0 - target_tris / coarse.n_cells, 0.0, 0.25))
-                nxt = coarse.decimate(step, volume_preservation=True)
-                if not _is_closed(nxt):
-                    break
-                coarse = nxt
-            if coarse.n_cells > 2.0 * target_tris:
-                pro = surf.decimate_pro(reduction, preserve_topology=True, splitting=False,
-                                        boundary_vertex_deletion=False)
-                if _is_closed(pro) and pro.n_cells < coarse.n_cells:
-                    coarse = pro
-        surf = coarse if _is_closed(coarse) else surf
-    surf = surf.clean().triangulate()
-    if relax:
-        tris = np.asarray(surf.faces).reshape(-1, 4)[:, 1:]
-        points = tangential_relaxation(np.asarray(surf.points, dtype=float), tris, iterations=20)
-        surf = pv.PolyData(points, np.asarray(surf.faces))
-    if not _is_closed(surf):
-        raise StageError(f"{labels.source or 'label map'}: the myocardial surface is not watertight after smoothing")
-    log.info("surface: %d triangles (mean edge %.2f -> %.2f mm), %.1f mL enclosed",
-             surf.n_cells, mean_edge, _mean_edge(surf), surf.volume / 1000.0)
+    log.info("surface: marching cubes at %.2f mm: %d triangles, %.1f mL enclosed", step_mm, surf.n_cells,
+             surf.volume / 1000.0)
     return surf
-
-
-def tangential_relaxation(
-    points: np.ndarray, tris: np.ndarray, *, iterations: int = 20, step: float = 0.5, feature_angle_deg: float = 30.0,
-    max_turn_deg: float = 30.0,
-) -> np.ndarray:
-    """Move each vertex towards the mean of its neighbours within its tangent plane.
-
-    Evens out triangle shapes without moving the surface along its normal, so the enclosed volume
-    is kept to first order. Vertices on sharp features (a face normal more than
-    ``feature_angle_deg`` from the vertex normal, e.g. the base rim) stay put, and a move is undone
-    where it would turn a triangle by more than ``max_turn_deg`` (that is how relaxation folds a
-    surface onto itself). points: (N, 3) mm; tris: (F, 3); returns new (N, 3).
-    """
-    from scipy import sparse
-
-    n = points.shape[0]
-    e = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])
-    adj = sparse.coo_matrix((np.ones(2 * len(e)), (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])), shape=(n, n)).tocsr()
-    adj.data[:] = 1.0
-    degree = np.maximum(np.asarray(adj.sum(axis=1)).ravel(), 1.0)
-    cos_turn = np.cos(np.radians(max_turn_deg))
-
-    def face_normals(p: np.ndarray) -> np.ndarray:
-        v = p[tris]
-        fn = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
-        return fn
-
-    def unit(x: np.ndarray) -> np.ndarray:
-        return x / np.maximum(np.linalg.norm(x, axis=1), 1e-30)[:, None]
-
-    p = points.copy()
-    fn = face_normals(p)
-    vn = np.zeros_like(p)
-    for k in range(3):
-        np.add.at(vn, tris[:, k], fn)
-    vn = unit(vn)
-    fu = unit(fn)
-    # Feature vertices: some incident face turns far from the vertex normal.
-    worst = np.ones(n)
-    for k in range(3):
-        np.minimum.at(worst, tris[:, k], np.einsum("ij,ij->i", fu, vn[tris[:, k]]))
-    movable = worst > np.cos(np.radians(feature_angle_deg))
-    for _ in range(iterations):
-        fn = face_normals(p)
-        fu = unit(fn)
-        vn = np.zeros_like(p)
-        for k in range(3):
-            np.add.at(vn, tris[:, k], fn)
-        vn = unit(vn)
-        d = (adj @ p) / degree[:, None] - p
-        d -= np.einsum("ij,ij->i", d, vn)[:, None] * vn
-        d[~movable] = 0.0
-        trial = p + step * d
-        # Undo the moves of every vertex of a triangle that turned too far, until none does.
-        for _ in range(10):
-            turned = np.einsum("ij,ij->i", unit(face_normals(trial)), fu) < cos_turn
-            if not turned.any():
-                break
-            back = np.unique(tris[turned])
-            trial[back] = p[back]
-        p = trial
-    return p
-
-
-def _mean_edge(surf) -> float:
-    f = surf.faces.reshape(-1, 4)[:, 1:]
-    p = surf.points
-    e = np.concatenate([p[f[:, 0]] - p[f[:, 1]], p[f[:, 1]] - p[f[:, 2]], p[f[:, 2]] - p[f[:, 0]]])
-    return float(np.linalg.norm(e, axis=1).mean())
-
-
-def _open_edges(surf):
-    """Boundary and non-manifold edges of ``surf`` (pyvista PolyData of lines)."""
-    return surf.extract_feature_edges(boundary_edges=True, non_manifold_edges=True, feature_edges=False,
-                                      manifold_edges=False)
-
-
-def _is_closed(surf) -> bool:
-    return _open_edges(surf).n_cells == 0
 
 
 def labelled_volume_below_plane_ml(
