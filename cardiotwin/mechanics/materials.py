@@ -24,6 +24,8 @@ class Material(Protocol):
 
     def validate(self) -> None: ...
 
+    def shear_modulus(self) -> float: ...
+
 
 def _check_positive(obj: object, names: tuple[str, ...]) -> None:
     for name in names:
@@ -57,6 +59,10 @@ class Guccione:
     def validate(self) -> None:
         _check_positive(self, ("C", "bf", "bt", "bfs"))
 
+    def shear_modulus(self) -> float:
+        """Small-strain shear modulus across the fibres (kPa): W ~ C b_t/2 E:E there, so C b_t / 2."""
+        return 0.5 * self.C * self.bt
+
     def strain_energy(self, F, f0, s0, n0, *, isochoric: bool = False):  # noqa: ANN001, ANN201 - UFL
         Cg = _kinematics(F, isochoric)
         E = 0.5 * (Cg - ufl.Identity(3))
@@ -87,6 +93,10 @@ class HolzapfelOgden:
 
     def validate(self) -> None:
         _check_positive(self, ("a", "b", "a_f", "b_f", "a_s", "b_s", "a_fs", "b_fs"))
+
+    def shear_modulus(self) -> float:
+        """Small-strain shear modulus in the fibre-sheet plane (kPa): a (isotropic part) + a_fs."""
+        return self.a + self.a_fs
 
     def strain_energy(self, F, f0, s0, n0, *, isochoric: bool = False):  # noqa: ANN001, ANN201 - UFL
         Cg = _kinematics(F, isochoric)

@@ -11,9 +11,21 @@ The residual is the first variation of the strain energy plus three load terms:
 - active second Piola-Kirchhoff stress ``S_a = T_a (f0 x f0 + eta (s0 x s0 + n0 x n0))``
   (``eta`` the cross-fibre fraction), i.e. ``P_a = F S_a``, as in Land et al. 2015.
 
-Two compressibility treatments: ``mixed`` (incompressible, Taylor-Hood P2 displacement / P1
-pressure, ``W - p (J - 1)``) and ``penalty`` (nearly incompressible, isochoric W plus
-``kappa/2 (J - 1)^2``).
+Three compressibility treatments:
+
+- ``mixed``: incompressible, Taylor-Hood P2 displacement / P1 pressure, ``W - p (J - 1)``.
+- ``penalty``: nearly incompressible, isochoric W plus ``kappa/2 (J - 1)^2`` per quadrature
+  point. With P1 tetrahedra this locks on walls one or two cells thick (``tests/test_em_locking.py``).
+- ``nodal_pressure`` (default): the same energy with the volumetric term moved to the nodes,
+  the averaged nodal pressure tetrahedron of Bonet and Burton (Commun Numer Meth Eng 14:437,
+  1998): P1 displacement and P1 pressure, ``Pi = int W_iso + p (J - 1) dx - sum_a p_a^2 V_a /
+  (2 kappa)`` with the last term by vertex quadrature (lumped), so that
+  ``p_a = kappa (int J phi_a / int phi_a - 1)``: one volume constraint per node instead of one per
+  cell. P1/P1 is not inf-sup stable and still locks on one-cell walls (the filling of the Land
+  ellipsoid fell by 42 % from kappa 100 to 2000 kPa), so a Brezzi-Pitkaranta term
+  ``- alpha h^2 / (2 mu) |grad p|^2`` (h the cell diameter, mu the material's small-strain shear
+  modulus) relaxes it: with alpha 0.02-2 the filling changes by < 1 % from kappa 500 to 2000 kPa
+  and by 5 % across the whole alpha range. Measurements against P2: ``docs/mechanics.md``.
 """
 
 from __future__ import annotations
@@ -45,9 +57,12 @@ log = logging.getLogger(__name__)
 class MechanicsConfig:
     """Discretisation, boundary conditions and Newton settings of the mechanics solve."""
 
-    formulation: Literal["mixed", "penalty"] = "penalty"
-    degree: int = 1  # displacement degree for "penalty"; "mixed" is always P2/P1
-    bulk_modulus: float = quantity(500.0, "kPa", doc="penalty kappa")
+    formulation: Literal["mixed", "penalty", "nodal_pressure"] = "nodal_pressure"
+    degree: int = 1  # displacement degree for "penalty"; "mixed" is always P2/P1, "nodal_pressure" P1/P1
+    bulk_modulus: float = quantity(500.0, "kPa", doc="penalty kappa (penalty and nodal_pressure)")
+    pressure_stabilisation: float = quantity(0.5, "", doc="Brezzi-Pitkaranta alpha of nodal_pressure")
+    # shear modulus scaling the stabilisation; None: the material's small-strain cross-fibre value
+    stabilisation_modulus: float | None = None
     base_bc: Literal["fixed", "spring"] = "fixed"
     base_spring_kpa_per_mm: float = 1.0
     epi_spring_kpa_per_mm: float = 0.0
@@ -64,21 +79,34 @@ class MechanicsConfig:
         """The quadrature degree used in the forms."""
         if self.quadrature_degree is not None:
             return self.quadrature_degree
-        return 2 if self.formulation == "penalty" and self.degree == 1 else 4
+        linear = self.formulation == "nodal_pressure" or (self.formulation == "penalty" and self.degree == 1)
+        return 2 if linear else 4
 
     def validate(self) -> None:
-        if self.formulation not in ("mixed", "penalty"):
-            raise ValueError(f"formulation must be 'mixed' or 'penalty', got {self.formulation!r}")
+        if self.formulation not in ("mixed", "penalty", "nodal_pressure"):
+            raise ValueError(f"formulation must be 'mixed', 'penalty' or 'nodal_pressure', got {self.formulation!r}")
         if self.degree not in (1, 2):
             raise ValueError("degree must be 1 or 2")
         if not self.bulk_modulus > 0:
             raise ValueError(f"bulk_modulus must be > 0, got {self.bulk_modulus}")
+        if not self.pressure_stabilisation >= 0:
+            raise ValueError(f"pressure_stabilisation must be >= 0, got {self.pressure_stabilisation}")
+        if self.stabilisation_modulus is not None and not self.stabilisation_modulus > 0:
+            raise ValueError(f"stabilisation_modulus must be > 0, got {self.stabilisation_modulus}")
         if self.base_spring_kpa_per_mm < 0 or self.epi_spring_kpa_per_mm < 0:
             raise ValueError("spring stiffnesses must be >= 0")
         if not 0 <= self.cross_fibre_fraction <= 1:
             raise ValueError("cross_fibre_fraction must lie in [0, 1]")
         if self.quadrature_degree is not None and not 1 <= self.quadrature_degree <= 8:
             raise ValueError(f"quadrature_degree must lie in [1, 8], got {self.quadrature_degree}")
+
+
+def _shear_modulus(material: Material) -> float:
+    """Small-strain shear modulus (kPa) of a material, for the pressure stabilisation."""
+    modulus = getattr(material, "shear_modulus", None)
+    if modulus is None:
+        raise ValueError(f"{type(material).__name__} has no shear_modulus(); set MechanicsConfig.stabilisation_modulus")
+    return float(modulus())
 
 
 @dataclass(frozen=True)
@@ -130,8 +158,9 @@ class CardiacMechanics:
         self.monitor = NewtonMonitor()
         gdim = mesh.geometry.dim
         cell = mesh.basix_cell()
-        if cfg.formulation == "mixed":
-            el_u = basix.ufl.element("Lagrange", cell, 2, shape=(gdim,))
+        mixed = cfg.formulation in ("mixed", "nodal_pressure")
+        if mixed:
+            el_u = basix.ufl.element("Lagrange", cell, 2 if cfg.formulation == "mixed" else 1, shape=(gdim,))
             el_p = basix.ufl.element("Lagrange", cell, 1)
             self.W = dolfinx.fem.functionspace(mesh, basix.ufl.mixed_element([el_u, el_p]))
             self.V, self._v_map = self.W.sub(0).collapse()
@@ -148,13 +177,13 @@ class CardiacMechanics:
         f0, s0, n0 = (v / ufl.sqrt(ufl.inner(v, v)) for v in fibres)
         self.f0, self.s0, self.n0 = f0, s0, n0
 
-        if cfg.formulation == "mixed":
+        if mixed:
             u, p_h = ufl.split(self.state)
         else:
             u, p_h = self.state, None
         self.u = u
         test = ufl.TestFunction(self.W)
-        v = ufl.split(test)[0] if cfg.formulation == "mixed" else test
+        v = ufl.split(test)[0] if mixed else test
         F = ufl.variable(ufl.Identity(gdim) + ufl.grad(u))
         J = ufl.det(F)
         self.F, self.J = F, J
@@ -165,6 +194,20 @@ class CardiacMechanics:
         if cfg.formulation == "mixed":
             psi = material.strain_energy(F, f0, s0, n0, isochoric=False) - p_h * (J - 1)
             residual = ufl.derivative(psi * dx, self.state, test)
+        elif cfg.formulation == "nodal_pressure":
+            # Pi = int W_iso + p (J - 1) dx - sum_a p_a^2 V_a / (2 kappa): the p^2 term by vertex
+            # quadrature (lumped), so p_a = kappa (int J phi_a dx / V_a - 1) at every node
+            dx_vertex = ufl.Measure("dx", domain=mesh, metadata={"quadrature_rule": "vertex",
+                                                                 "quadrature_degree": 1})
+            psi = material.strain_energy(F, f0, s0, n0, isochoric=True) + p_h * (J - 1)
+            residual = (ufl.derivative(psi * dx, self.state, test)
+                        - ufl.derivative(p_h**2 / (2.0 * cfg.bulk_modulus) * dx_vertex, self.state, test))
+            if cfg.pressure_stabilisation > 0:
+                # Brezzi-Pitkaranta: - alpha h^2 / (2 mu) |grad p|^2 relaxes the one-constraint-per-node
+                # P1/P1 pair (not inf-sup stable) that still locks on walls one or two cells thick
+                mu = cfg.stabilisation_modulus or _shear_modulus(material)
+                beta = cfg.pressure_stabilisation / (2.0 * mu) * ufl.CellDiameter(mesh) ** 2
+                residual -= ufl.derivative(beta * ufl.inner(ufl.grad(p_h), ufl.grad(p_h)) * dx, self.state, test)
         else:
             psi = material.strain_energy(F, f0, s0, n0, isochoric=True) + 0.5 * cfg.bulk_modulus * (J - 1) ** 2
             residual = ufl.derivative(psi * dx, self.state, test)
@@ -191,7 +234,7 @@ class CardiacMechanics:
         bcs = []
         for tag in boundaries.fixed:
             facets = facet_tags.find(tag)
-            if cfg.formulation == "mixed":
+            if mixed:
                 dofs = dolfinx.fem.locate_dofs_topological((self.W.sub(0), self.V), fdim, facets)
                 zero = dolfinx.fem.Function(self.V)
                 bcs.append(dolfinx.fem.dirichletbc(zero, dofs, self.W.sub(0)))
