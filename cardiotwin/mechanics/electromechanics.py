@@ -85,7 +85,7 @@ from cardiotwin.config import quantity
 from cardiotwin.errors import StageError
 from cardiotwin.mechanics.active import TwitchConfig
 from cardiotwin.mechanics.materials import Guccione, HolzapfelOgden
-from cardiotwin.mechanics.newton import NewtonDiverged
+from cardiotwin.mechanics.newton import JIT_OPTIONS, NewtonDiverged
 from cardiotwin.mechanics.problem import Boundaries, CardiacMechanics, MechanicsConfig
 from cardiotwin.types import MechResult
 
@@ -201,7 +201,8 @@ class _SegmentStretch:
         self.mech = mech
         self.Q = dolfinx.fem.functionspace(mech.mesh, ("DG", 0))
         self.stretch = dolfinx.fem.Function(self.Q)
-        self.expr = dolfinx.fem.Expression(mech.fibre_stretch(), self.Q.element.interpolation_points)
+        self.expr = dolfinx.fem.Expression(mech.fibre_stretch(), self.Q.element.interpolation_points,
+                                           jit_options=JIT_OPTIONS)
         n_owned = mech.mesh.topology.index_map(mech.mesh.topology.dim).size_local
         seg = np.zeros(n_owned, dtype=int) if aha is None else np.rint(aha.x.array[:n_owned]).astype(int)
         self.seg = seg
@@ -363,7 +364,8 @@ def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = N
         "n_dofs": mech.n_dofs, "n_steps": n_steps, "dt_ms": cfg.dt, "diastolic_dt_ms": cfg.diastolic_dt,
         "coupling_fallbacks": fallbacks, "step_seconds": step_seconds, "newton_iterations_per_step": step_its, "cavities": list(cavities),
         "newton_iterations": int(sum(mech.monitor.iterations)), "newton_solves": len(mech.monitor.iterations),
-        "newton_failures": mech.monitor.failures, "coupling_3d_solves": solves_total,
+        "newton_failures": mech.monitor.failures,
+        "jacobians": int(sum(mech.monitor.jacobians)), "coupling_3d_solves": solves_total,
         "seconds": round(time.perf_counter() - t_start, 2), "mpi_ranks": comm.size,
         "aha_strain_curves": strain_curves, "circulation": cfg.circulation, "blood_volume_ml": blood,
     }

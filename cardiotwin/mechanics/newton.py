@@ -41,6 +41,11 @@ DEFAULT_KSP_OPTIONS: dict[str, object] = {
 }
 
 
+# FFCx waits this long (s) for a form that another process is compiling; dolfinx's 10 s is too
+# short when several jobs share two cores (a TimeoutError then aborts the solve)
+JIT_OPTIONS: dict[str, object] = {"timeout": 600}
+
+
 class NewtonDiverged(RuntimeError):
     """Newton did not converge (iteration limit, non-finite values or a failed linear solve)."""
 
@@ -51,12 +56,19 @@ class NewtonResult:
 
     iterations: int
     residual_norm: float
+    jacobians: int = 0  # Jacobian assemblies and factorisations spent
 
 
 class NewtonSolver:
     """Newton for ``R(state) = 0`` with homogeneous Dirichlet conditions ``bcs``.
 
     ``residual`` is a UFL form linear in the test function; its Jacobian is derived once.
+
+    ``reuse_jacobian``: keep the factorised Jacobian (also across solves: the next load or time
+    step starts from the last one) while each iteration still reduces the residual by at least
+    ``contraction`` (chord / modified Newton); otherwise reassemble and refactorise, undoing a
+    chord step that increased the residual. Iterations are then capped at ``4 * max_it`` with at
+    most ``max_it`` Jacobians. Without it every iteration is a full Newton step.
     """
 
     def __init__(
@@ -71,10 +83,16 @@ class NewtonSolver:
         max_it: int,
         ksp_options: dict[str, object] | None = None,
         jit_options: dict | None = None,
+        reuse_jacobian: bool = False,
+        contraction: float = 0.25,
     ) -> None:
         self.state, self.bcs, self.prefix = state, list(bcs), prefix
         self.rtol, self.atol, self.max_it = rtol, atol, max_it
+        self.reuse_jacobian, self.contraction = reuse_jacobian, contraction
+        self._factorised = False  # self.A holds a Jacobian (of some earlier state)
+        self.jacobians = 0
         self.comm = state.function_space.mesh.comm
+        jit_options = {**JIT_OPTIONS, **(jit_options or {})}
         du = ufl.TrialFunction(state.function_space)
         self.F_form = dolfinx.fem.form(residual, jit_options=jit_options)
         self.J_form = dolfinx.fem.form(ufl.derivative(residual, state, du), jit_options=jit_options)
@@ -107,11 +125,16 @@ class NewtonSolver:
         self.A.zeroEntries()
         dolfinx.fem.petsc.assemble_matrix(self.A, self.J_form, bcs=self.bcs)
         self.A.assemble()
+        self._factorised = True
+        self.jacobians += 1
+
+    def _iteration_budget(self) -> int:
+        return 4 * self.max_it if self.reuse_jacobian else self.max_it
 
     def linear_form_vector(self, name: str, form: ufl.Form) -> PETSc.Vec:
         """Assemble a linear form (compiled on first use, cached by ``name``), Dirichlet rows 0."""
         if name not in self._extra_vectors:
-            compiled = dolfinx.fem.form(form)
+            compiled = dolfinx.fem.form(form, jit_options=JIT_OPTIONS)
             self._extra_vectors[name] = (compiled, dolfinx.fem.petsc.create_vector(self.state.function_space))
         compiled, vec = self._extra_vectors[name]
         with vec.localForm() as loc:
@@ -152,17 +175,37 @@ class NewtonSolver:
     def solve(self) -> NewtonResult:
         """Newton until ||R|| <= max(atol, rtol ||R_0||); raises NewtonDiverged otherwise."""
         norm0 = norm = self.assemble_residual()
-        for it in range(self.max_it + 1):
+        jac0, budget = self.jacobians, self._iteration_budget()
+        refresh = not (self.reuse_jacobian and self._factorised)
+        for it in range(budget + 1):
             if not np.isfinite(norm):
                 raise NewtonDiverged("non-finite residual")
             if norm <= max(self.atol, self.rtol * norm0):
-                return NewtonResult(it, norm)
-            if it == self.max_it or norm > 1e6 * max(norm0, self.atol):
+                return NewtonResult(it, norm, self.jacobians - jac0)
+            if it == budget or norm > 1e6 * max(norm0, self.atol) or self.jacobians - jac0 >= self.max_it:
                 break
-            self.assemble_jacobian()
+            if refresh:
+                self.assemble_jacobian()
             self._linear_solve(self.b, self.dx)
-            norm, _ = self._finite_residual(self.dx, -1.0)
+            previous = norm
+            norm, scale = self._finite_residual(self.dx, -1.0)
+            undone: list[bool] = []
+            refresh = self._judge_step(refresh, norm, previous,
+                                       lambda scale=scale: (self._update(self.dx, -scale), undone.append(True)))
+            if undone:
+                norm = self.assemble_residual()
         raise NewtonDiverged(f"no convergence in {self.max_it} iterations (|R| {norm:.3g}, |R0| {norm0:.3g})")
+
+    def _judge_step(self, was_fresh: bool, norm: float, previous: float, undo: Callable[[], None]) -> bool:
+        """Whether the next iteration needs a fresh Jacobian; undoes a chord step that did not
+        reduce the residual (the caller then reassembles it)."""
+        if not self.reuse_jacobian:
+            return True
+        if was_fresh or norm <= self.contraction * previous:
+            return False
+        if not norm < previous:
+            undo()
+        return True
 
     # -- Newton with cavity pressures as unknowns ------------------------------------------------
     def solve_bordered(
@@ -189,7 +232,10 @@ class NewtonSolver:
         norm0 = None
         norm_ref = 0.0
         norm = self.assemble_residual()
-        for it in range(self.max_it + 1):
+        jac0, budget = self.jacobians, self._iteration_budget()
+        refresh = not (self.reuse_jacobian and self._factorised)
+        merit_prev = None
+        for it in range(budget + 1):
             v0d, dv0d_dp = volumes_0d(p)
             g = volumes_3d() - v0d
             if not (np.isfinite(norm) and np.all(np.isfinite(g))):
@@ -202,11 +248,23 @@ class NewtonSolver:
             if it > 1 and norm > 1e6 * norm_ref:
                 raise NewtonDiverged(f"residual grew from {norm_ref:.3g} to {norm:.3g}")
             ref = norm0 if it == 0 else norm_ref
-            if norm <= max(self.atol, self.rtol * ref) and np.max(np.abs(g)) <= volume_tol:
-                return NewtonResult(it, norm)
-            if it == self.max_it:
+            # distance to convergence: > 1 until both residuals are within tolerance
+            merit = max(norm / max(self.atol, self.rtol * ref), float(np.max(np.abs(g))) / volume_tol)
+            if merit <= 1.0:
+                return NewtonResult(it, norm, self.jacobians - jac0)
+            if merit_prev is not None:
+                undone: list[bool] = []
+                refresh = self._judge_step(refresh, merit, merit_prev, lambda: (undo(), undone.append(True)))
+                if undone:  # the chord step was undone: state and p as before
+                    p = p_prev
+                    norm = self.assemble_residual()
+                    v0d, dv0d_dp = volumes_0d(p)
+                    g = volumes_3d() - v0d
+                    merit = merit_prev
+            if it == budget or self.jacobians - jac0 >= self.max_it:
                 break
-            self.assemble_jacobian()
+            if refresh:
+                self.assemble_jacobian()
             self._linear_solve(self.b, self.dx)  # K dx = R, i.e. z1 = -dx
             c_vecs = [self.linear_form_vector(f"dVdu{i}", f) for i, f in enumerate(volume_derivative_forms)]
             for i, form in enumerate(pressure_load_forms):
@@ -237,6 +295,12 @@ class NewtonSolver:
             else:
                 raise NewtonDiverged("non-finite residual after step halving")
             p = p_old + trial * dp
+            merit_prev, p_prev = merit, p_old
+
+            def undo(trial: float = trial, p_old: np.ndarray = p_old) -> None:
+                self._update(self.dx, trial)
+                for c, value in zip(pressures, p_old):
+                    c.value = float(value)
         raise NewtonDiverged(f"coupled Newton: no convergence in {self.max_it} iterations")
 
     def destroy(self) -> None:

@@ -48,7 +48,7 @@ from petsc4py import PETSc
 from cardiotwin.config import quantity
 from cardiotwin.errors import StageError
 from cardiotwin.mechanics.materials import Material
-from cardiotwin.mechanics.newton import NewtonDiverged, NewtonSolver
+from cardiotwin.mechanics.newton import JIT_OPTIONS, NewtonDiverged, NewtonSolver
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,8 @@ class MechanicsConfig:
     snes_atol: float = 1e-8
     snes_max_it: int = 25
     min_load_fraction: float = 1.0 / 256
+    # modified Newton: keep the factorised Jacobian while the residual falls 4x per iteration
+    jacobian_reuse: bool = True
     # None: 2 for P1 penalty (F is constant per cell; fibres vary linearly), 4 otherwise (P2).
     # Degree 4 costs ~3.5x as many points as degree 2 in every Jacobian assembly.
     quadrature_degree: int | None = None
@@ -130,6 +132,7 @@ class NewtonMonitor:
 
     iterations: list[int] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    jacobians: list[int] = field(default_factory=list)
     failures: int = 0
 
 
@@ -244,7 +247,7 @@ class CardiacMechanics:
         self.bcs = bcs
         self.prefix = prefix
         self.newton = NewtonSolver(residual, self.state, bcs=bcs, prefix=prefix, rtol=cfg.snes_rtol,
-                                   atol=cfg.snes_atol, max_it=cfg.snes_max_it)
+                                   atol=cfg.snes_atol, max_it=cfg.snes_max_it, reuse_jacobian=cfg.jacobian_reuse)
         self._volume_forms: dict[str, dolfinx.fem.Form] = {}
         self._volume_ufl: dict[str, ufl.Form] = {}
         self._base_centroid_forms = None
@@ -281,8 +284,10 @@ class CardiacMechanics:
     # -- solving -----------------------------------------------------------------------------
     def _newton(self) -> int:
         t0 = time.perf_counter()
-        its = self.newton.solve().iterations
+        res = self.newton.solve()
+        its = res.iterations
         self.monitor.iterations.append(int(its))
+        self.monitor.jacobians.append(res.jacobians)
         self.monitor.seconds.append(time.perf_counter() - t0)
         return int(its)
 
@@ -391,6 +396,7 @@ class CardiacMechanics:
                     )
                     total += res.iterations
                     self.monitor.iterations.append(res.iterations)
+                    self.monitor.jacobians.append(res.jacobians)
                     self.monitor.seconds.append(time.perf_counter() - t0)
                     t0 = time.perf_counter()
                 return total
@@ -418,8 +424,8 @@ class CardiacMechanics:
             if self.boundaries.base is None:
                 raise ValueError("cavity volumes need Boundaries.base")
             ds_b = self.ds(self.boundaries.base)
-            self._base_area = dolfinx.fem.form(1.0 * ds_b)
-            self._base_centroid_forms = [dolfinx.fem.form(x[i] * ds_b) for i in range(3)]
+            self._base_area = dolfinx.fem.form(1.0 * ds_b, jit_options=JIT_OPTIONS)
+            self._base_centroid_forms = [dolfinx.fem.form(x[i] * ds_b, jit_options=JIT_OPTIONS) for i in range(3)]
             self._xc = dolfinx.fem.Constant(self.mesh, np.zeros(3, dtype=PETSc.ScalarType))
         area = self._scalar(self._base_area)
         self._xc.value[:] = [self._scalar(f) / area for f in self._base_centroid_forms]
@@ -427,7 +433,7 @@ class CardiacMechanics:
             N = ufl.FacetNormal(self.mesh)
             n_da = self.J * ufl.inv(self.F).T * N
             self._volume_ufl[name] = -1.0 / 3.0 * ufl.inner(x - self._xc, n_da) * self.ds(tag)
-            self._volume_forms[name] = dolfinx.fem.form(self._volume_ufl[name])
+            self._volume_forms[name] = dolfinx.fem.form(self._volume_ufl[name], jit_options=JIT_OPTIONS)
         return self._scalar(self._volume_forms[name]) / 1000.0
 
     def fibre_stretch(self) -> ufl.core.expr.Expr:
