@@ -7,51 +7,10 @@ volumes equal the 0D circulation's (``circulation.CoupledCirculation``). Outputs
 volume curves, metrics (EDV, ESV, SV, EF, dP/dt max, stroke work), end-systolic fibre strain per
 AHA segment, displacement over the beat (XDMF).
 
-Discretisation error on the demo CT twin (measured 2026-11-27, 2 shared cores, OMP_NUM_THREADS=1;
-LBBB baseline beat, Guccione C 2 kPa, twitch peak 90 kPa, P1 penalty kappa 500 kPa, fixed base):
-
-- The "EF 0.29 on the case mesh vs 0.52-0.55 on re-meshes" of the em mesh study (and the "EF 42 %
-  low at dt 20 ms" of the earlier time-step study) were a stale cached beat, not the numerics: the
-  case's ``therapy_tasks/em_baseline.json`` was computed at 02:33 with the old twitch peak 60 kPa
-  (the default became 90 kPa at 02:34) and both studies reused it, because
-  ``therapy.response.beat_digest`` hashed the recipe's ``electromechanics`` mapping, not the
-  resolved ``EMConfig`` (fixed: it now hashes the resolved configuration). Rerunning it with ``twitch: {peak_tension: 60 kPa}`` reproduces EF
-  0.29383 exactly; with the current defaults the case mesh gives:
-
-  | mesh (tets, h mm)      | dt ms | EDV mL | ESV mL | EF    | dP/dt_max kPa/ms | beat s |
-  | case 14,615, 2.23      | 20    | 140.9  | 70.5   | 0.500 | 0.157            | 98     |
-  | case 14,615, 2.23      | 10    | 140.9  | 70.1   | 0.503 | 0.164            | 191    |
-  | case 14,615, 2.23      | 5     | 140.9  | 69.9   | 0.504 | 0.166            | 274    |
-  | re-mesh 29,217, 1.77   | 20    | 146.8  | 69.9   | 0.524 | 0.159            | 432    |
-  | re-mesh 71,010, 1.32   | 20    | 152.4  | 69.3   | 0.545 | 0.156            | 1310   |
-
-  So dt 10 ms is within 0.2 % (EF) / 1.5 % (dP/dt_max) of dt 5 ms; ESV and dP/dt_max are within
-  2 % across meshes; EF still rises 5 % / 9 % under refinement, all of it through EDV.
-- That EDV (passive filling) dependence is volumetric locking of P1 tetrahedra with the stiff
-  penalty (1-2 cells across the wall). LV volume change of passive filling to 1 / 0.5 kPa (mL,
-  seconds for the filling alone):
-
-  | formulation         | case mesh (14,615 tets) | re-mesh 29,217 tets |
-  | P1 kappa 500 kPa    | 33.6 (9 s)              | 39.5 (24 s)         |
-  | P1 kappa 100 kPa    | 45.4 (7 s)              | 48.8 (19 s)         |
-  | P2 kappa 500 kPa    | 53.0 (193 s, 76,824 dofs) |                   |
-  | P2 kappa 100 kPa    | 55.1 (94 s)             |                     |
-
-  Mixed P2/P1 did not finish the filling in 400 s. P2 changes little with kappa (4 %), P1 loses
-  18-37 % of it: discretisation, not material. A smaller kappa is no remedy: P1 kappa 100 still
-  locks (45.4 vs 55.1 mL) and lets the wall lose 17 % of its volume (rms J - 1) at 90 kPa tension,
-  against 6 % at kappa 500; its beats agree across meshes (EF 0.563 / 0.568, EDV 152.7 / 156.1 mL
-  on the case mesh / 29k re-mesh, 59 / 151 s) only because the spurious compressibility offsets the
-  locking. Active contraction at fixed cavity pressure (LV 10, RV 3 kPa, uniform tension) barely
-  depends on the mesh with P1 kappa 500: 16.7 vs 16.5 mL ejected at 40 kPa, 83.6 vs 93.2 mL at
-  90 kPa. ``tests/test_em_locking.py`` shows the mechanism on the Land ellipsoid.
-- A P2 beat (kappa 500, dt 20 ms) on the case mesh did not finish in 45 min (killed; the P1 beat
-  takes 98 s; ~5.7 s per Newton iteration in the P2 filling vs ~0.5 s), far over the demo's budget
-  of 4 beats in ~8 min, so the defaults stay P1 kappa 500: on the
-  5 mm demo mesh EF is 4-8 % below the 3.3 / 2.2 mm re-meshes (EDV low; P2 filling suggests the
-  converged EDV is higher still), dP/dt_max and ESV within 2 %. Cheaper remedies to try next: an
-  averaged-nodal-dilatation P1 tetrahedron (Bonet & Burton, Commun Numer Meth Eng 14:437, 1998)
-  or a stabilised P1/P1 displacement-pressure form, each to be checked against the P2 filling above.
+Discretisation: the default ``MechanicsConfig`` is the nodal-pressure P1/P1 tetrahedron
+(``mechanics.problem``); the P1 penalty element it replaced locks on the twin meshes (1-2 cells
+across the wall). The measurements behind both choices (passive filling against P2, beat metrics
+across meshes and time steps, cost per beat) are in ``docs/mechanics.md``.
 """
 
 from __future__ import annotations

@@ -218,7 +218,8 @@ def min_jacobian_ratio(mesh: dolfinx.mesh.Mesh, *, degree: int = 4) -> float:
 def solve_land(problem: int, *, resolution: float | None = None, comm: MPI.Comm = MPI.COMM_WORLD,
                load_steps: int | None = None, quadrature_degree: int = 4,
                fibre_degree: int | None = None, geometry_degree: int = 2,
-               prolate_grid: tuple[int, int, int] | None = None) -> LandResult:
+               prolate_grid: tuple[int, int, int] | None = None, formulation: str = "mixed",
+               bulk_modulus: float = 500.0) -> LandResult:
     """Solve Land Problem 1, 2 or 3 and return the benchmark outputs.
 
     resolution: elements across the beam thickness for Problem 1 (default 2; 10x as many along
@@ -228,11 +229,13 @@ def solve_land(problem: int, *, resolution: float | None = None, comm: MPI.Comm 
     straight-sided tetrahedra, 2 (default) for curved (quadratic) endo/epi surfaces
     (Problems 2-3); prolate_grid: (n_wall, n_long, n_circ) for the structured prolate mesh
     (``land_ellipsoid_prolate``) instead of the gmsh mesh of size ``resolution`` (Problems 2-3).
+    formulation: "mixed" (incompressible Taylor-Hood, the benchmark's problem) or a nearly
+    incompressible ``MechanicsConfig.formulation`` ("nodal_pressure", "penalty") with ``bulk_modulus``.
     """
     if prolate_grid is not None and (len(prolate_grid) != 3 or min(prolate_grid) < 1):
         raise ValueError(f"prolate_grid must be three positive integers, got {prolate_grid}")
     t0 = time.perf_counter()
-    cfg = MechanicsConfig(formulation="mixed", quadrature_degree=quadrature_degree)
+    cfg = MechanicsConfig(formulation=formulation, quadrature_degree=quadrature_degree, bulk_modulus=bulk_modulus)
     if problem == 1:
         n = int(resolution or 2)
         mesh, ft = _beam_mesh(n, comm)
