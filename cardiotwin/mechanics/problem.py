@@ -103,12 +103,13 @@ class MechanicsConfig:
             raise ValueError(f"quadrature_degree must lie in [1, 8], got {self.quadrature_degree}")
 
 
-def _shear_modulus(material: Material) -> float:
-    """Small-strain shear modulus (kPa) of a material, for the pressure stabilisation."""
+def _shear_modulus(material: Material) -> float | ufl.core.expr.Expr:
+    """Small-strain shear modulus (kPa; a number or a UFL scalar) of a material, for the pressure
+    stabilisation."""
     modulus = getattr(material, "shear_modulus", None)
     if modulus is None:
         raise ValueError(f"{type(material).__name__} has no shear_modulus(); set MechanicsConfig.stabilisation_modulus")
-    return float(modulus())
+    return modulus()
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,9 @@ class ScaledMaterial:
     def strain_energy(self, F, f0, s0, n0, *, isochoric: bool):  # noqa: ANN001, ANN201 - UFL
         return self.scale * self.base.strain_energy(F, f0, s0, n0, isochoric=isochoric)
 
+    def shear_modulus(self):  # noqa: ANN201 - UFL scalar (the mechanics' pressure stabilisation scales with it)
+        return self.scale * self.base.shear_modulus()
+
 
 class PassiveTwin:
     """The passive mechanics of a twin whose mesh holds the imaged (loaded) ED geometry."""
