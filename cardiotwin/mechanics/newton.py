@@ -90,6 +90,7 @@ class NewtonSolver:
         self.rtol, self.atol, self.max_it = rtol, atol, max_it
         self.reuse_jacobian, self.contraction = reuse_jacobian, contraction
         self._factorised = False  # self.A holds a Jacobian (of some earlier state)
+        self._border: tuple[list[PETSc.Vec], list[PETSc.Vec]] | tuple = ()  # c and z2 of the kept Jacobian
         self.jacobians = 0
         self.comm = state.function_space.mesh.comm
         jit_options = {**JIT_OPTIONS, **(jit_options or {})}
@@ -127,6 +128,13 @@ class NewtonSolver:
         self.A.assemble()
         self._factorised = True
         self.jacobians += 1
+        self._drop_border()
+
+    def _drop_border(self) -> None:
+        for vecs in self._border:
+            for vec in vecs:
+                vec.destroy()
+        self._border = ()
 
     def _iteration_budget(self) -> int:
         return 4 * self.max_it if self.reuse_jacobian else self.max_it
@@ -263,12 +271,19 @@ class NewtonSolver:
                     merit = merit_prev
             if it == budget or self.jacobians - jac0 >= self.max_it:
                 break
-            if refresh:
-                self.assemble_jacobian()
+            if refresh or not self._border:
+                if refresh:
+                    self.assemble_jacobian()
+                # the border of the bordered Jacobian (c = dV/du, z2 = K^-1 dR/dp) is kept with K
+                c_vecs = [self.linear_form_vector(f"dVdu{i}", f).copy() for i, f in enumerate(volume_derivative_forms)]
+                for i, form in enumerate(pressure_load_forms):
+                    self._linear_solve(self.linear_form_vector(f"dRdp{i}", form), z2[i])
+                self._drop_border()
+                self._border = (c_vecs, [z.copy() for z in z2])
+            c_vecs, z2_kept = self._border
+            for z, kept in zip(z2, z2_kept):
+                kept.copy(z)
             self._linear_solve(self.b, self.dx)  # K dx = R, i.e. z1 = -dx
-            c_vecs = [self.linear_form_vector(f"dVdu{i}", f) for i, f in enumerate(volume_derivative_forms)]
-            for i, form in enumerate(pressure_load_forms):
-                self._linear_solve(self.linear_form_vector(f"dRdp{i}", form), z2[i])
             # g + c.(z1 - sum_i z2_i dp_i) - D dp = 0  ->  (C Z2 + D) dp = g + C z1
             M = np.array([[c_vecs[j].dot(z2[i]) for i in range(n)] for j in range(n)]) + dv0d_dp
             rhs = g - np.array([c_vecs[j].dot(self.dx) for j in range(n)])
@@ -308,3 +323,4 @@ class NewtonSolver:
             obj.destroy()
         for _, vec in self._extra_vectors.values():
             vec.destroy()
+        self._drop_border()
