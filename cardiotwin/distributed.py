@@ -87,11 +87,12 @@ DASK_LOGGERS = ("distributed", "distributed.scheduler", "distributed.worker", "d
 
 @contextlib.contextmanager
 def _dask_logs() -> Iterator[None]:
-    """Dask's own log messages (worker registration, connections, shutdown) only with ``-v``
-    (the ``cardiotwin`` logger at DEBUG): warnings and errors always. Worker processes get the
-    same level through ``DASK_LOGGING__DISTRIBUTED`` (read by Dask's config when they start)."""
+    """Dask's own log messages (worker registration, connections, a slow worker killed at
+    shutdown) only with ``-v`` (the ``cardiotwin`` logger at DEBUG); errors always (a failed task
+    raises in the caller anyway). Worker processes get the same level through
+    ``DASK_LOGGING__DISTRIBUTED`` (read by Dask's config when they start)."""
     verbose = logging.getLogger("cardiotwin").isEnabledFor(logging.DEBUG)
-    level = logging.INFO if verbose else logging.WARNING
+    level = logging.INFO if verbose else logging.ERROR
     old = {name: logging.getLogger(name).level for name in DASK_LOGGERS}
     for name in DASK_LOGGERS:
         logging.getLogger(name).setLevel(level)

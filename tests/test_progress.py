@@ -23,7 +23,8 @@ from cardiotwin.progress import progress
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers run fake_beat by value
 
 DASK_CHATTER = ("Register worker", "Starting established connection", "Starting worker compute stream",
-                "Scheduler at", "Start Nanny", "Receive client connection", "Remove client", "is already in use")
+                "Scheduler at", "Start Nanny", "Receive client connection", "Remove client", "is already in use",
+                "Worker process still alive")
 
 
 @pytest.fixture

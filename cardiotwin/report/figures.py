@@ -102,8 +102,10 @@ def bullseye(values: dict[int, float], *, label: str, cmap: str = "turbo", marks
                                hatch=None if v is not None else "//", zorder=3 if seg in marks else 2))
             mid = math.radians(theta1 + width / 2)
             rm = (r0 + r1) / 2
+            dark = 0.299 * face[0] + 0.587 * face[1] + 0.114 * face[2] < 0.45  # white text on dark segments
             ax.text(rm * math.cos(mid), rm * math.sin(mid), str(seg) + marks.get(seg, ""), ha="center", va="center",
-                    fontsize=7, fontweight="bold" if seg in marks else "normal", zorder=4)
+                    fontsize=7, fontweight="bold" if seg in marks else "normal", zorder=4,
+                    color="white" if dark else "black")
     v17 = values.get(17)
     ax.add_patch(Wedge((0, 0), 0.25, 0, 360, facecolor=cm(norm(v17)) if v17 is not None else (0.85, 0.85, 0.85, 1.0),
                        edgecolor="white"))
@@ -147,7 +149,7 @@ def pv_loops(loops: Sequence[tuple[str, np.ndarray, np.ndarray]], *, legend_belo
     ax.set_xlabel("volume (mL)")
     ax.set_ylabel("pressure (mmHg)")
     if legend_below:
-        ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
     else:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)

@@ -325,7 +325,8 @@ def _caveats(ctx: ReportContext, ranking: dict[str, Any], calibrated: bool) -> l
     if modality == "CT" and not ranking.get("scar_segments"):
         tissue.append("CT shows no scar, so the heart is modelled without scar")
     if tissue:
-        out.append("; ".join(tissue).capitalize() + ".")
+        text = "; ".join(tissue)
+        out.append(text[0].upper() + text[1:] + ".")
     below = [f for f in ctx.cache.get("factors", []) if not f.meets_goal]
     if ctx.cache.get("factors") is not None:
         out.append(f"Model credibility (ASME V&V 40): {len(below)} of {len(ctx.cache['factors'])} evidence factors "

@@ -549,11 +549,16 @@
     names.forEach((name, i) => { const lab = svgEl("text", { x: 2, y: 10 + rowH * (i + 0.5) + 3 }, svg); lab.textContent = name; });
     const qrs = (e) => (e.qrs_ms == null ? "" : `, QRS ${e.qrs_ms.toFixed(0)} ms`);
     const shown = traces[traces.length - 1].e;
-    const cap = svgEl("text", { x: x0 + w / 2, y: 222, "text-anchor": "middle" }, svg);
-    cap.textContent = traces.length > 1 ? `${shown.label}${qrs(shown)} (green) vs ${traces[0].e.label}${qrs(traces[0].e)} (grey)`
-      : `${shown.label}${qrs(shown)}`;
-    const lab = svgEl("text", { x: x0 + w / 2, y: 234, "text-anchor": "middle" }, svg);
-    lab.textContent = `time (ms), ${t0.toFixed(0)}-${t1.toFixed(0)}; one scale for limb, one for precordial leads`;
+    // one caption line per trace (green: the configuration shown; grey: the baseline under it)
+    const lines = traces.length > 1 ? [`green: ${shown.label}${qrs(shown)}`, `grey: ${traces[0].e.label}${qrs(traces[0].e)}`]
+      : [`${shown.label}${qrs(shown)}`];
+    lines.push(`time (ms), ${t0.toFixed(0)}-${t1.toFixed(0)}; one scale for limb, one for precordial leads`);
+    svg.setAttribute("viewBox", `0 0 320 ${214 + 11 * lines.length}`);
+    lines.forEach((text, i) => {
+      const cap = svgEl("text", { x: 2, y: 222 + 11 * i, "font-size": 8.5 }, svg);
+      cap.textContent = text;
+      cap.style.fontSize = "8.5px";
+    });
     S.ecgX = xOf;
     svgEl("line", { class: "ecg-now", y1: 8, y2: 212, stroke: "#ffffff", "stroke-width": 0.8, visibility: "hidden" }, svg);
     panel.dataset.ecg = shown.id;
