@@ -10,11 +10,13 @@ A recipe is data only::
       - fibers: {}
       - crt: {uq: {samples: 8}, em_top_k: 3}
 
-Stage names map to the functions in ``STAGES``. ``segment``, ``mesh`` and ``fibers`` run their
-``cardiotwin`` commands on the case (options become the commands' flags: ``edge_mm`` ->
-``--edge-mm``), so a recipe does exactly what the commands do; ``crt`` runs
-``therapy.stage.crt_case_stage`` with its options as a ``CRTConfig``. Every stage is cached by
-the case (inputs and config unchanged: skipped). Nothing in a recipe is evaluated.
+Each stage's options are the keys of its config class, validated and converted to the code's
+units once, when the recipe is loaded (``load_recipe``): ``segment`` -> ``SegStageConfig``,
+``mesh`` -> ``MeshConfig``, ``fibers`` -> ``FiberConfig``, ``ep`` -> ``EPStageConfig``,
+``em`` -> ``EMConfig``, ``crt`` -> ``CRTConfig``. ``run_pipeline`` calls the stage functions
+(``segment_case``, ``mesh_case``, ``fibers_case``, ``ep_case``, ``em_case``,
+``crt_case_stage``) on the case in order; each is cached by the case (inputs and config
+unchanged: skipped). Nothing in a recipe is evaluated.
 
 Besides ``stages`` a recipe may carry the evidence report's regulatory context, under ``report``
 or at the top level (``question_of_interest``, ``context_of_use``, ``model_influence``,
@@ -25,15 +27,14 @@ manifest as the input ``pipeline`` (path, sha256, source name), where ``cardiotw
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cardiotwin.config import read_yaml
+from cardiotwin.config import config_to_dict, load_config, read_yaml
 from cardiotwin.errors import ConfigError, ScanError
 
 if TYPE_CHECKING:
@@ -46,11 +47,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Recipe:
-    """A parsed recipe: name, expected modality (or None) and (stage, options) in order."""
+    """A parsed recipe: name, expected modality (or None) and (stage, typed config) in order."""
 
     name: str
     modality: str | None
-    stages: tuple[tuple[str, dict[str, Any]], ...]
+    stages: tuple[tuple[str, Any], ...]
     source: str = ""
 
 
@@ -99,82 +100,100 @@ def load_recipe(path: str | Path) -> Recipe:
             options = {}
         if not isinstance(options, dict):
             raise ConfigError(f"{path}: stages[{i}] ({name}): options must be a mapping")
-        stages.append((name, options))
+        stages.append((name, STAGES[name].load(options, f"{path}: stages[{i}] ({name})")))
     modality = data.get("modality")
     if modality is not None and modality not in ("CT", "MR"):
         raise ConfigError(f"{path}: modality must be CT or MR, got {modality!r}")
     return Recipe(name=str(data.get("name") or path.stem), modality=modality, stages=tuple(stages), source=str(path))
 
 
-def options_to_flags(options: Mapping[str, Any]) -> list[str]:
-    """{"edge_mm": "5 mm", "force": True, "base_point": [1, 2, 3]} -> ["--edge-mm", "5 mm", ...]."""
-    argv: list[str] = []
-    for key, value in options.items():
-        flag = "--" + str(key).replace("_", "-")
-        if value is True:
-            argv.append(flag)
-        elif value is False or value is None:
-            continue
-        elif isinstance(value, (list, tuple)):
-            argv += [flag, *map(str, value)]
-        elif isinstance(value, dict):
-            raise ConfigError(f"option {key!r}: nested mappings are not command options")
-        else:
-            argv += [flag, str(value)]
-    return argv
+@dataclass(frozen=True)
+class StageSpec:
+    """A recipe stage: how its options become a typed config, and how it runs on the case."""
+
+    load: Callable[[dict[str, Any], str], Any]
+    run: Callable[[PipelineContext, Any], None]
 
 
-def _run_command(module_name: str, argv: list[str]) -> int:
-    """Parse ``argv`` with a command's own parser and run it (exactly what the CLI does)."""
-    import importlib
+def _load_segment(options: dict[str, Any], source: str) -> Any:
+    from cardiotwin.segmentation.stage import SegStageConfig
 
-    module = importlib.import_module(f"cardiotwin.commands.{module_name}")
-    parser = argparse.ArgumentParser(prog=f"cardiotwin {module.NAME}", exit_on_error=False)
-    module.add_arguments(parser)
-    try:
-        args = parser.parse_args(argv)
-    except (argparse.ArgumentError, SystemExit) as exc:
-        raise ConfigError(f"{module.NAME}: invalid options {argv}: {exc}") from None
-    rc = int(module.run(args) or 0)
-    if rc != 0:
-        raise ConfigError(f"stage {module.NAME} exited with status {rc}")
-    return rc
+    return load_config(SegStageConfig, options, source=source)
 
 
-def _stage_segment(ctx: PipelineContext, options: dict[str, Any]) -> None:
-    ctx.results["segment_options"] = dict(options)
+def _run_segment(ctx: PipelineContext, cfg: Any) -> None:
+    from cardiotwin.segmentation.stage import segment_case, store_labels_case
+
+    ctx.results["segment_config"] = cfg  # the calibrate stage segments the ES scan alike
     if ctx.labels_path is None:
-        _run_command("segment", [str(ctx.scan_path), "--out", str(ctx.case.root), *options_to_flags(options),
-                                 *(["--force"] if ctx.force else [])])
+        segment_case(ctx.case, ctx.scan_path, cfg, force=ctx.force)
         return
-    # Given reference labels (tests, or a segmentation made elsewhere): store them as the segment stage.
-    from cardiotwin.io.scans import read_labels, read_scan, write_labels
-
-    scan = read_scan(ctx.scan_path)
-    labels = read_labels(ctx.labels_path)
-    if not labels.geometry.same_space(scan.geometry):
-        raise ScanError(ctx.labels_path, f"label map is not on the grid of the scan {ctx.scan_path}")
-    scan_in_case = ctx.case.import_scan(scan)
-    with ctx.case.stage("segment", inputs={"scan": scan_in_case, "labels": ctx.labels_path},
-                        config={"source": "label map given with --labels", **options}, force=ctx.force) as st:
-        if not st.skipped:
-            write_labels(labels, st.dir / "labels.nii.gz")
+    # given labels (tests, or a segmentation made elsewhere) are stored as the segment stage
+    given = {k: v for k, v in config_to_dict(cfg).items() if v is not None}
+    store_labels_case(ctx.case, ctx.scan_path, ctx.labels_path, config=given, force=ctx.force)
 
 
-def _stage_mesh(ctx: PipelineContext, options: dict[str, Any]) -> None:
-    _run_command("mesh", [str(ctx.case.root), *options_to_flags(options), *(["--force"] if ctx.force else [])])
+def _load_mesh(options: dict[str, Any], source: str) -> Any:
+    from cardiotwin.meshing.stage import MeshConfig
+
+    return load_config(MeshConfig, options, source=source)
 
 
-def _stage_fibers(ctx: PipelineContext, options: dict[str, Any]) -> None:
-    _run_command("fibers", [str(ctx.case.root), *options_to_flags(options), *(["--force"] if ctx.force else [])])
+def _run_mesh(ctx: PipelineContext, cfg: Any) -> None:
+    from cardiotwin.meshing.stage import mesh_case
+
+    mesh_case(ctx.case, cfg, force=ctx.force)
 
 
-def _stage_crt(ctx: PipelineContext, options: dict[str, Any]) -> None:
-    from cardiotwin.commands.crt import load_crt_config
+def _load_fibers(options: dict[str, Any], source: str) -> Any:
+    from cardiotwin.fibers.stage import FiberConfig
+
+    return load_config(FiberConfig, options, source=source)
+
+
+def _run_fibers(ctx: PipelineContext, cfg: Any) -> None:
+    from cardiotwin.fibers.stage import fibers_case
+
+    fibers_case(ctx.case, cfg, force=ctx.force)
+
+
+def _load_ep(options: dict[str, Any], source: str) -> Any:
+    from cardiotwin.electrophysiology.stage import EPStageConfig
+
+    return load_config(EPStageConfig, options, source=source)
+
+
+def _run_ep(ctx: PipelineContext, cfg: Any) -> None:
+    from cardiotwin.electrophysiology.stage import ep_case
+
+    ep_case(ctx.case, cfg, force=ctx.force)
+
+
+def _load_em(options: dict[str, Any], source: str) -> Any:
+    from cardiotwin.mechanics.stage import EMConfig
+
+    return load_config(EMConfig, options, source=source)
+
+
+def _run_em(ctx: PipelineContext, cfg: Any) -> None:
+    from cardiotwin.mechanics.stage import em_case
+
+    em_case(ctx.case, cfg, force=ctx.force)
+
+
+def _load_crt(options: dict[str, Any], source: str) -> Any:
+    from cardiotwin.therapy.stage import load_crt_config
+
+    try:
+        return load_crt_config(options, source=source)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _run_crt(ctx: PipelineContext, cfg: Any) -> None:
     from cardiotwin.therapy.solver import eikonal_solver, paced_ecg
     from cardiotwin.therapy.stage import crt_case_stage
 
-    cfg = load_crt_config(options, source="recipe stage crt")
     with ctx.client_factory() as client:
         result = crt_case_stage(ctx.case, cfg=cfg, solver=ctx.solver or eikonal_solver, client=client,
                                 force=ctx.force, ecg=None if ctx.solver else paced_ecg)
@@ -182,18 +201,25 @@ def _stage_crt(ctx: PipelineContext, options: dict[str, Any]) -> None:
         ctx.results["crt"] = result
 
 
-def _stage_calibrate(ctx: PipelineContext, options: dict[str, Any]) -> None:
-    from cardiotwin.personalisation.stage import calibrate_recipe_stage, load_calibration_config
+def _load_calibrate(options: dict[str, Any], source: str) -> Any:
+    from cardiotwin.personalisation.stage import load_calibration_config
 
-    seg_options = ctx.results.get("segment_options", {})
+    return load_calibration_config(options, source=source)
+
+
+def _run_calibrate(ctx: PipelineContext, cfg: Any) -> None:
+    from cardiotwin.personalisation.stage import calibrate_recipe_stage
+    from cardiotwin.segmentation.stage import SegStageConfig, segment_case
+
+    seg_cfg = ctx.results.get("segment_config") or SegStageConfig()
 
     def segment(scan: Path, out: Path) -> None:
-        _run_command("segment", [str(scan), "--out", str(out), *options_to_flags(seg_options)])
+        segment_case(Path(out), scan, seg_cfg)
 
     ctx.results["calibrate"] = calibrate_recipe_stage(
-        ctx.case, load_calibration_config(options, source="recipe stage calibrate"), es_scan=ctx.es_scan_path,
-        es_labels=ctx.es_labels_path, measurements=ctx.measurements_path, segment=segment,
-        segment_config=seg_options, solver=ctx.solver, force=ctx.force)
+        ctx.case, cfg, es_scan=ctx.es_scan_path, es_labels=ctx.es_labels_path, measurements=ctx.measurements_path,
+        segment=segment, segment_config={k: v for k, v in config_to_dict(seg_cfg).items() if v is not None},
+        solver=ctx.solver, force=ctx.force)
 
 
 RECIPE_IN_CASE = "pipeline.yaml"
@@ -218,12 +244,14 @@ def record_recipe(case: "Case", recipe: Recipe) -> Path | None:
     return dest
 
 
-STAGES: dict[str, Callable[[PipelineContext, dict[str, Any]], None]] = {
-    "segment": _stage_segment,
-    "mesh": _stage_mesh,
-    "fibers": _stage_fibers,
-    "calibrate": _stage_calibrate,
-    "crt": _stage_crt,
+STAGES: dict[str, StageSpec] = {
+    "segment": StageSpec(_load_segment, _run_segment),
+    "mesh": StageSpec(_load_mesh, _run_mesh),
+    "fibers": StageSpec(_load_fibers, _run_fibers),
+    "ep": StageSpec(_load_ep, _run_ep),
+    "em": StageSpec(_load_em, _run_em),
+    "calibrate": StageSpec(_load_calibrate, _run_calibrate),
+    "crt": StageSpec(_load_crt, _run_crt),
 }
 
 
@@ -276,9 +304,9 @@ def run_pipeline(
                           es_scan_path=Path(es_scan_path) if es_scan_path else None,
                           es_labels_path=Path(es_labels_path) if es_labels_path else None,
                           measurements_path=Path(measurements_path) if measurements_path else None)
-    for name, options in recipe.stages:
+    for name, cfg in recipe.stages:
         t0 = time.perf_counter()
         log.info("pipeline %s: stage %s", recipe.name, name)
-        STAGES[name](ctx, options)
+        STAGES[name].run(ctx, cfg)
         ctx.timings_s[name] = round(time.perf_counter() - t0, 2)
     return ctx

@@ -252,7 +252,7 @@ def test_ct_twin_beat_is_physiological(tmp_path):
     J Cardiovasc Magn Reson 8:417, 2006: 77-195 mL in men); peak LV pressure above the 80 mmHg
     diastolic aortic pressure the Windkessel starts at (the aortic valve must open).
     """
-    from cardiotwin.commands.simulate_em import _inputs_from_file
+    from cardiotwin.mechanics.stage import beat_inputs_from_file as _inputs_from_file
     from cardiotwin.mechanics.bench import LABELS
     from cardiotwin.mechanics.electromechanics import simulate_beat
     from cardiotwin.mechanics.twin import prepare_twin

@@ -10,7 +10,7 @@ from test_therapy_support import graph_activation
 
 from cardiotwin.cli import main
 from cardiotwin.errors import ConfigError
-from cardiotwin.pipeline import load_recipe, options_to_flags, run_pipeline
+from cardiotwin.pipeline import load_recipe, run_pipeline
 
 
 def test_shipped_recipes_parse():
@@ -39,8 +39,16 @@ def test_recipe_errors_name_the_file(tmp_path):
     bad.write_text("stages: [mesh]\nmodality: PET\n")
     with pytest.raises(ConfigError, match="CT or MR"):
         load_recipe(bad)
-    assert options_to_flags({"edge_mm": "5 mm", "force": True, "quiet": False, "base_point": [1, 2, 3]}) == [
-        "--edge-mm", "5 mm", "--force", "--base-point", "1", "2", "3"]
+    # stage options are the keys of the stage's config class, validated and unit-converted on load
+    bad.write_text("stages:\n  - mesh: {edge_mm: '5 mm', edge_size: 2}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: stages\[0\] \(mesh\).*unknown key.*edge_size"):
+        load_recipe(bad)
+    bad.write_text("stages:\n  - mesh: {edge_mm: '5 kPa'}\n")
+    with pytest.raises(ConfigError, match="bad.yaml.*edge_mm"):
+        load_recipe(bad)
+    bad.write_text("stages:\n  - mesh: {edge_mm: '0.4 cm'}\n  - ep: {dt: '20 us'}\n")
+    (_, mesh_cfg), (_, ep_cfg) = load_recipe(bad).stages
+    assert mesh_cfg.edge_mm == pytest.approx(4.0) and ep_cfg.dt == pytest.approx(0.02)
 
 
 def test_cli_run_refuses_a_missing_scan(tmp_path):

@@ -57,7 +57,7 @@ def test_the_mesh_is_a_solvable_biventricle(twin):
 
 @pytest.mark.slow
 def test_a_baseline_beat_converges_on_the_real_ct_twin(twin, tmp_path):
-    from cardiotwin.commands.simulate_em import _inputs_from_file
+    from cardiotwin.mechanics.stage import beat_inputs_from_file as _inputs_from_file
     from cardiotwin.mechanics.electromechanics import EMConfig, simulate_beat
     from cardiotwin.mechanics.twin import prepare_twin
 

@@ -148,7 +148,7 @@ def test_stiffness_response_intervals_pair_each_sample_with_its_own_baseline():
 
 
 def test_crt_command_overrides_the_uq_sample_counts():
-    from cardiotwin.commands.crt import load_crt_config
+    from cardiotwin.therapy.stage import load_crt_config
 
     cfg = load_crt_config({"uq": {"samples": 4, "stiffness_rel": 0.2}}, source="t.yaml", stiffness_samples=3)
     assert (cfg.uq.samples, cfg.uq.stiffness_samples, cfg.uq.stiffness_rel) == (4, 3, pytest.approx(0.2))

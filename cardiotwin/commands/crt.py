@@ -7,6 +7,7 @@ maps) and keeps each sweep task's result in CASE/therapy_tasks/ so a rerun skips
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 from pathlib import Path
 
@@ -28,25 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(overrides the config; 0: nominal stiffness only; each costs 1 + em_top_k beats)")
     parser.add_argument("--em-top-k", type=int, help="electromechanics for the best K protocols (0: none)")
     parser.add_argument("--force", action="store_true", help="rerun the stage even when inputs are unchanged")
-
-
-def load_crt_config(mapping: dict | None, *, source: str, samples: int | None = None, em_top_k: int | None = None,
-                    stiffness_samples: int | None = None):
-    """CRTConfig from a mapping with command-line overrides."""
-    import dataclasses
-
-    from cardiotwin.config import load_config
-    from cardiotwin.therapy.stage import CRTConfig
-
-    cfg = load_config(CRTConfig, mapping or {}, source=source)
-    if samples is not None:
-        cfg = dataclasses.replace(cfg, uq=dataclasses.replace(cfg.uq, samples=samples))
-    if stiffness_samples is not None:
-        cfg = dataclasses.replace(cfg, uq=dataclasses.replace(cfg.uq, stiffness_samples=stiffness_samples))
-    if em_top_k is not None:
-        cfg = dataclasses.replace(cfg, em_top_k=em_top_k)
-    cfg.validate()
-    return cfg
 
 
 def summary_lines(result) -> list[str]:  # noqa: ANN001 - TherapyResult
@@ -76,13 +58,11 @@ def run(args: argparse.Namespace) -> int:
     from cardiotwin.config import read_yaml
     from cardiotwin.distributed import dask_client
     from cardiotwin.therapy.solver import eikonal_solver, paced_ecg
-    from cardiotwin.therapy.stage import crt_case_stage
+    from cardiotwin.therapy.stage import crt_case_stage, load_crt_config
 
     case = Case.open(args.case)
     cfg = load_crt_config(read_yaml(args.config) if args.config else {}, source=args.config or "defaults",
                           samples=args.samples, em_top_k=args.em_top_k, stiffness_samples=args.stiffness_samples)
-    import contextlib
-
     local = args.workers == 0 and not args.scheduler
     with contextlib.nullcontext(None) if local else dask_client(scheduler=args.scheduler, n_workers=args.workers) as client:
         result = crt_case_stage(case, cfg=cfg, solver=eikonal_solver, client=client, force=args.force, ecg=paced_ecg)

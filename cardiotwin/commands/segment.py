@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-from dataclasses import replace
 from pathlib import Path
 
-from cardiotwin.commands._scan_args import add_scan_options, read_scan_from_args
-from cardiotwin.io.scans import image_suffix
+from cardiotwin.commands._scan_args import add_scan_options
 
 NAME = "segment"
 HELP = "segment the heart (labels 1-8) in a CT or MRI scan; writes a label map file or the case's segment stage"
-
-log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,93 +29,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_scan_options(parser)
 
 
-def _dicom_seg_path(out: Path) -> Path:
-    suffix = image_suffix(out)
-    return out.with_name(out.name[: -len(suffix)] + "_seg.dcm")
-
-
 def run(args: argparse.Namespace) -> int:
-    from cardiotwin.cases import Case
-    from cardiotwin.io.scans import read_labels, write_labels
-    from cardiotwin.errors import ConfigError
-    from cardiotwin.segmentation.bundle import DEFAULT_BUNDLE, load_bundle, model_record, resolve_bundle
-    from cardiotwin.segmentation.cine import segment_cine, write_cine_outputs
-    from cardiotwin.segmentation.inference import segment
-    from cardiotwin.segmentation.qc import compare, quality_report, raise_on_errors, write_overlays
+    from cardiotwin.io.scans import image_suffix
+    from cardiotwin.segmentation.stage import SegStageConfig, segment_case
 
-    scan_path = Path(args.scan)
-    model_dir = resolve_bundle(args.model) if args.model else DEFAULT_BUNDLE
-    model = load_bundle(model_dir if args.model else None)
-    cfg = model.default_config
-    if args.rv_myocardium:
-        cfg = replace(cfg, rv_myocardium=args.rv_myocardium)
-    cine = None
-    if args.all_frames:
-        if args.frame is not None:
-            raise ConfigError("segment: --all-frames and --frame exclude each other")
-        cine = segment_cine(scan_path, lambda s: segment(s, model, cfg=cfg), modality=args.modality,
-                            series_uid=args.series_uid)
-        args.frame = cine.ed_frame
-    scan = read_scan_from_args(args.scan, args)
-    reference = read_labels(args.reference) if args.reference else None
-    out = Path(args.out)
-
-    def run_stage(folder: Path, labels_name: str) -> dict:
-        label_map = segment(scan, model, cfg=cfg) if cine is None else cine.labels[cine.ed_frame]
-        report = quality_report(label_map)
-        report["model"] = model_record(model)
-        if cine is not None:
-            report["cine"] = cine.summary()
-            write_cine_outputs(cine, folder, stem="cine" if labels_name == "labels.nii.gz" else
-                               labels_name[: -len(image_suffix(labels_name))] + "_cine")
-        raise_on_errors(report, source=str(scan_path))
-        for w in report["warnings"]:
-            log.warning("%s: %s", scan_path, w)
-        if reference is not None:
-            report["reference"] = {"path": str(args.reference), "metrics": compare(label_map, reference)}
-        write_labels(label_map, folder / labels_name)
-        if scan_path.is_dir():
-            from cardiotwin.segmentation.dicomseg import write_dicom_seg
-
-            seg_path = _dicom_seg_path(folder / labels_name)
-            write_dicom_seg(label_map, scan_path, seg_path, series_uid=args.series_uid, frame=args.frame,
-                            label_names=model.label_table)
-            log.info("wrote DICOM SEG %s", seg_path)
-        return {"label_map": label_map, "report": report}
-
-    if image_suffix(out):
-        result = run_stage(out.parent if str(out.parent) else Path("."), out.name)
-        _log_report(result["report"])
-        print(f"wrote {out}")
-        return 0
-
-    case = Case.open_or_create(out)
-    scan_in_case = case.import_scan(scan)
-    config = {"model": model.name, "model_weights_sha256": model.metadata["weights"]["sha256"],
-              "model_licence": model.licence, "all_frames": bool(args.all_frames),
-              "inference": {k: str(v) for k, v in cfg.__dict__.items()}}
-    inputs = {"scan": scan_in_case, "model": model_dir}
-    if reference is not None:
-        inputs["reference"] = Path(args.reference)
-    with case.stage("segment", inputs=inputs, config=config, force=args.force) as st:
-        if st.skipped:
-            print(f"{case.root}: segment unchanged (use --force to rerun)")
-            return 0
-        result = run_stage(st.dir, "labels.nii.gz")
-        write_overlays(result["label_map"], scan.voxels, st.dir, stem="overlay")
-        (st.dir / "qc.json").write_text(json.dumps(result["report"], indent=2, default=str))
-        st.metrics.update({"volumes_ml": result["report"]["volumes_ml"],
-                           "lv_myocardial_mass_g": result["report"]["lv_myocardial_mass_g"],
-                           "warnings": result["report"]["warnings"]})
-    _log_report(result["report"])
-    print(f"wrote {case.stage_dir('segment') / 'labels.nii.gz'}")
+    cfg = SegStageConfig(model=args.model, rv_myocardium=args.rv_myocardium, reference=args.reference,
+                         modality=args.modality, series_uid=args.series_uid, frame=args.frame,
+                         all_frames=args.all_frames)
+    result = segment_case(Path(args.out), args.scan, cfg, force=args.force)
+    if result is None:
+        print(f"{args.out}: segment unchanged (use --force to rerun)")
+    else:
+        print(f"wrote {args.out if image_suffix(Path(args.out)) else result['labels_path']}")
     return 0
-
-
-def _log_report(report: dict) -> None:
-    vol = report["volumes_ml"]
-    log.info("volumes (mL): %s; LV mass %.1f g", {k: v for k, v in vol.items() if v}, report["lv_myocardial_mass_g"])
-    if "reference" in report:
-        for name, m in report["reference"]["metrics"].items():
-            log.info("vs reference %-18s Dice %.3f  HD95 %.1f mm  ASSD %.2f mm", name, m["dice"], m["hd95_mm"],
-                     m["assd_mm"])

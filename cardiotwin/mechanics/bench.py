@@ -32,12 +32,12 @@ def _beat(vtu: str, duration_ms: float, dt_ms: float, mechanics: dict | None = N
     """Run under mpirun: read the twin, simulate, return figures (rank 0 prints them)."""
     from mpi4py import MPI
 
-    from cardiotwin.commands.simulate_em import _inputs_from_file
+    from cardiotwin.mechanics.stage import beat_inputs_from_file
     from cardiotwin.mechanics.electromechanics import EMConfig, simulate_beat
     from cardiotwin.mechanics.problem import MechanicsConfig
 
     t0 = time.perf_counter()
-    inputs = _inputs_from_file(Path(vtu))
+    inputs = beat_inputs_from_file(Path(vtu))
     n_cells = inputs.mesh.comm.allreduce(inputs.mesh.topology.index_map(3).size_local, op=MPI.SUM)
     t1, c1 = time.perf_counter(), time.process_time()
     cfg = EMConfig(dt=dt_ms, beat_duration=duration_ms, mechanics=MechanicsConfig(**(mechanics or {})))

@@ -16,7 +16,7 @@ from mpi4py import MPI  # noqa: I001 - before dolfinx
 import dolfinx
 
 from cardiotwin.mechanics.electromechanics import BeatInputs
-from cardiotwin.mechanics.land import EPI_RL, _orthonormal_frame, land_fibres
+from cardiotwin.mechanics.land import EPI_RL, land_fibres, orthonormal_frame
 
 
 def analytic_beat_inputs(
@@ -42,5 +42,5 @@ def analytic_beat_inputs(
     act = dolfinx.fem.Function(S, name="activation_time_ms")
     src = np.asarray(source_mm, dtype=float)
     act.interpolate(lambda x: np.linalg.norm(x.T - src, axis=1) / conduction_velocity_mm_per_ms)
-    return BeatInputs(mesh=heart.mesh, facet_tags=heart.facet_tags, fibres=_orthonormal_frame(f0), activation=act,
+    return BeatInputs(mesh=heart.mesh, facet_tags=heart.facet_tags, fibres=orthonormal_frame(f0), activation=act,
                       extra={"heart": heart})

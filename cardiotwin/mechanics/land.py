@@ -135,7 +135,7 @@ def land_fibres(x: np.ndarray, *, alpha_endo_deg: float = 90.0, alpha_epi_deg: f
     return f / np.maximum(np.linalg.norm(f, axis=0), 1e-12)
 
 
-def _orthonormal_frame(f_fn: dolfinx.fem.Function) -> tuple[ufl.core.expr.Expr, ...]:
+def orthonormal_frame(f_fn: dolfinx.fem.Function) -> tuple[ufl.core.expr.Expr, ...]:
     """(f0, s0, n0) with s0, n0 any unit vectors orthogonal to f0 (enough for transverse isotropy)."""
     f = f_fn / ufl.sqrt(ufl.inner(f_fn, f_fn))
     a = ufl.conditional(ufl.lt(abs(f[2]), 0.9), ufl.as_vector((0.0, 0.0, 1.0)), ufl.as_vector((1.0, 0.0, 0.0)))
@@ -265,7 +265,7 @@ def solve_land(problem: int, *, resolution: float | None = None, comm: MPI.Comm 
             f_fn.interpolate(lambda x: np.vstack([np.ones_like(x[0]), np.zeros_like(x[0]), np.zeros_like(x[0])]))
             material = Guccione(C=10.0, bf=1.0, bt=1.0, bfs=1.0)
         mech = CardiacMechanics(
-            mesh, facet_tags, material=material, fibres=_orthonormal_frame(f_fn),
+            mesh, facet_tags, material=material, fibres=orthonormal_frame(f_fn),
             boundaries=Boundaries(fixed=(int(FacetTag.BASE),), cavities={"LV": int(FacetTag.LV_ENDO)},
                                   base=int(FacetTag.BASE)),
             cfg=cfg, prefix=f"land{problem}_",

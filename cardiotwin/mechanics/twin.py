@@ -29,17 +29,15 @@ def prepare_twin(labels_path: Path, work_dir: Path, *, edge_mm: float) -> Path:
     Writes ``work_dir/mesh`` (the mesh and fibres stages) and ``work_dir/ep/activation.vtu``
     (returned). Serial; run it before starting MPI ranks.
     """
-    from cardiotwin.cli import main
     from cardiotwin.electrophysiology.eikonal import EikonalConfig, simulate_eikonal
-    from cardiotwin.errors import StageError
+    from cardiotwin.fibers.stage import FIBERS_VTU, FiberConfig, fibers_case
     from cardiotwin.io.meshes import read_mesh, write_mesh
+    from cardiotwin.meshing.stage import MeshConfig, mesh_case
 
     mesh_dir, ep_dir = work_dir / "mesh", work_dir / "ep"
-    if main(["-q", "mesh", str(labels_path), "--out", str(mesh_dir), "--edge-mm", f"{edge_mm:g}"]) != 0:
-        raise StageError(f"{labels_path}: meshing failed")
-    if main(["-q", "fibers", str(mesh_dir)]) != 0:
-        raise StageError(f"{mesh_dir}: fibres stage failed")
-    mesh = read_mesh(mesh_dir / "mesh.vtu")
+    mesh_case(Path(labels_path), MeshConfig(edge_mm=edge_mm), out=mesh_dir)
+    fibers_case(mesh_dir, FiberConfig())
+    mesh = read_mesh(mesh_dir / FIBERS_VTU)
     res = simulate_eikonal(mesh, sinus_sources(mesh), cfg=EikonalConfig())
     ep_dir.mkdir(parents=True, exist_ok=True)
     vtu = ep_dir / "activation.vtu"

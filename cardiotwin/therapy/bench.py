@@ -47,7 +47,7 @@ def _crt_options(recipe: Path) -> dict:
 
 
 def _sweep_time(case: Path, n_workers: int, crt_options: dict) -> tuple[float, int]:
-    from cardiotwin.commands.crt import load_crt_config
+    from cardiotwin.therapy.stage import load_crt_config
     from cardiotwin.distributed import dask_client
     from cardiotwin.io.atomic import sha256_file
     from cardiotwin.io.meshes import read_mesh

@@ -71,7 +71,7 @@ def run_beat_task(
     from cardiotwin.config import load_config
     from cardiotwin.io.meshes import read_mesh
     from cardiotwin.mechanics.electromechanics import BeatInputs, EMConfig, simulate_beat
-    from cardiotwin.mechanics.land import _orthonormal_frame
+    from cardiotwin.mechanics.land import orthonormal_frame
     from cardiotwin.mechanics.outputs import result_to_dict, write_outputs
     from cardiotwin.meshing.fem import cell_field_to_function, point_field_to_function, to_dolfinx
     from cardiotwin.meshing.tets import require_face_connected
@@ -94,7 +94,7 @@ def run_beat_task(
     if "aha" in mesh.point_data:
         cell_aha = np.max(np.asarray(mesh.point_data["aha"])[mesh.cells], axis=1).astype(float)
         aha = cell_field_to_function(heart, cell_aha, dolfinx.fem.functionspace(heart.mesh, ("DG", 0)))
-    inputs = BeatInputs(mesh=heart.mesh, facet_tags=heart.facet_tags, fibres=_orthonormal_frame(f0), activation=a,
+    inputs = BeatInputs(mesh=heart.mesh, facet_tags=heart.facet_tags, fibres=orthonormal_frame(f0), activation=a,
                         aha=aha)
     beat_dir = Path(work_dir) / f"em_{name}"
     try:

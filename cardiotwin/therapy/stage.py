@@ -452,3 +452,20 @@ def calibration_record(calibration: dict[str, Any] | None) -> dict[str, Any]:
             "parameters": {k: {"value": v["value"], "unit": v["unit"], "interval": v.get("interval")}
                            for k, v in data["parameters"].items()},
             "conduction_speed_scale": data.get("conduction_speed_scale", 1.0)}
+
+
+def load_crt_config(mapping: dict[str, Any] | None, *, source: str, samples: int | None = None,
+                    em_top_k: int | None = None, stiffness_samples: int | None = None) -> CRTConfig:
+    """CRTConfig from a mapping (a recipe's ``crt`` options, a ``--config`` file) with the
+    command line's overrides; ConfigError naming ``source`` on a bad key, type or unit."""
+    from cardiotwin.config import load_config
+
+    cfg = load_config(CRTConfig, mapping or {}, source=source)
+    if samples is not None:
+        cfg = dataclasses.replace(cfg, uq=dataclasses.replace(cfg.uq, samples=samples))
+    if stiffness_samples is not None:
+        cfg = dataclasses.replace(cfg, uq=dataclasses.replace(cfg.uq, stiffness_samples=stiffness_samples))
+    if em_top_k is not None:
+        cfg = dataclasses.replace(cfg, em_top_k=em_top_k)
+    cfg.validate()
+    return cfg
