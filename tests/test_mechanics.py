@@ -253,7 +253,7 @@ def test_ct_twin_beat_is_physiological(tmp_path):
     diastolic aortic pressure the Windkessel starts at (the aortic valve must open).
     """
     from cardiotwin.mechanics.stage import beat_inputs_from_file as _inputs_from_file
-    from cardiotwin.mechanics.bench import LABELS
+    from cardiotwin.bench.em import LABELS
     from cardiotwin.mechanics.electromechanics import simulate_beat
     from cardiotwin.mechanics.twin import prepare_twin
 

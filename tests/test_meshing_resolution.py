@@ -18,7 +18,7 @@ import pytest
 
 from cardiotwin.anatomy import Label
 from cardiotwin.errors import StageError
-from cardiotwin.meshing.bench_sweep import check_row, phantom_labels
+from cardiotwin.bench.mesh_sweep import check_row, phantom_labels
 from cardiotwin.meshing.quality import mesh_quality
 from cardiotwin.meshing.tetgen_run import MesherTimeoutError
 from cardiotwin.meshing.volume import MeshConfig, mesh_labels

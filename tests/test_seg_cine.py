@@ -186,7 +186,7 @@ def test_research_bundle_accuracy_on_two_acdc_validation_patients(shared_data):
     from dataclasses import replace
 
     from cardiotwin.io.scans import read_labels, read_scan
-    from cardiotwin.segmentation.bench_cine import random_rotation
+    from cardiotwin.bench.seg_cine import random_rotation
     from cardiotwin.segmentation.inference import segment
 
     model = load_bundle("heart_seg_cine_acdc")

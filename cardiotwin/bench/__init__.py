@@ -1,45 +1,19 @@
-"""Benchmark bookkeeping: each `cardiotwin bench NAME` owns one section of docs/BENCHMARKS.md."""
+"""Benchmarks, one module per stage (``mesh``, ``ep``, ``em``, ``crt``, ``seg``, ``seg_cine``, ``viewer``), each
+calling the public stage functions; each `cardiotwin bench NAME` owns one section of docs/BENCHMARKS.md."""
 
 from __future__ import annotations
 
-import os
-import platform
 import re
+from collections.abc import Callable
 from pathlib import Path
 
+from cardiotwin.errors import ConfigError
 from cardiotwin.io.atomic import write_text_atomic
 
 HEADER = (
     "# cardiotwin benchmarks\n\n"
     "Written by `cardiotwin bench NAME`; each section names the command that produced it and the machine.\n"
 )
-
-
-def machine_description() -> str:
-    """One line: CPU model, cores, memory, and GPU if torch sees one."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gb = ""
-    try:
-        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        mem_gb = f", {pages / 2**30:.0f} GiB RAM"
-    except (ValueError, OSError):
-        pass
-    gpu = ""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpu = f", GPU {torch.cuda.get_device_name(0)}"
-    except ImportError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores{mem_gb}{gpu}, Python {platform.python_version()}"
 
 
 def write_section(name: str, markdown: str, *, path: str | Path = "docs/BENCHMARKS.md") -> Path:
@@ -55,3 +29,19 @@ def write_section(name: str, markdown: str, *, path: str | Path = "docs/BENCHMAR
         text = text.rstrip() + "\n\n" + block + "\n"
     write_text_atomic(path, text)
     return path
+
+
+BENCHES: tuple[str, ...] = ("em", "ep", "mesh", "crt", "crt_real", "crt_real_mr", "viewer", "seg", "seg_acdc")
+MODEL_BENCHES: tuple[str, ...] = ("seg", "seg_acdc")  # benchmarks of a model bundle (``model=`` a bundle folder)
+
+
+def bench_function(name: str) -> Callable[..., str]:
+    """The function of benchmark ``name``: takes ``quick`` (and ``model`` for MODEL_BENCHES) and
+    returns a markdown section. ConfigError for an unknown name."""
+    if name not in BENCHES:
+        raise ConfigError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHES)}")
+    from cardiotwin.bench import crt, em, ep, mesh, seg, viewer
+
+    return {"em": em.bench_em, "ep": ep.bench_ep, "mesh": mesh.bench_mesh, "crt": crt.bench_crt,
+            "crt_real": crt.bench_crt_real, "crt_real_mr": crt.bench_crt_real_mr, "viewer": viewer.run_bench,
+            "seg": seg.run_seg_bench, "seg_acdc": seg.run_acdc_bench}[name]

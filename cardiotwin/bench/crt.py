@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cardiotwin.bench import machine_description
+from cardiotwin.machine import machine_description
 
 TARGET_DEMO_S = 15 * 60
 

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cardiotwin.bench import machine_description
+from cardiotwin.machine import machine_description
 
 LABELS = Path(__file__).resolve().parents[2] / "sample_scans" / "ct_sample_labels.nii.gz"
 
@@ -28,7 +28,7 @@ LABELS = Path(__file__).resolve().parents[2] / "sample_scans" / "ct_sample_label
 OLD_DEFAULT = {"formulation": "penalty", "jacobian_reuse": False}
 
 
-def _beat(vtu: str, duration_ms: float, dt_ms: float, mechanics: dict | None = None) -> dict[str, float]:
+def beat_figures(vtu: str, duration_ms: float, dt_ms: float, mechanics: dict | None = None) -> dict[str, float]:
     """Run under mpirun: read the twin, simulate, return figures (rank 0 prints them)."""
     from mpi4py import MPI
 
@@ -59,7 +59,7 @@ def _beat(vtu: str, duration_ms: float, dt_ms: float, mechanics: dict | None = N
 def _mpi(vtu: Path, duration_ms: float, dt_ms: float, ranks: int,
          mechanics: dict | None = None) -> dict[str, float]:
     mpirun = Path(sys.executable).parent / "mpirun"
-    code = (f"import json; from cardiotwin.mechanics.bench import _beat; r = _beat({str(vtu)!r}, {duration_ms}, "
+    code = (f"import json; from cardiotwin.bench.em import beat_figures; r = beat_figures({str(vtu)!r}, {duration_ms}, "
             f"{dt_ms}, {mechanics or {}!r}); from mpi4py import MPI; "
             "MPI.COMM_WORLD.rank == 0 and print('RESULT', json.dumps(r))")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import torch
 
-from cardiotwin.bench import machine_description
+from cardiotwin.machine import machine_description
 from cardiotwin.electrophysiology.torchcor_compare import (
     TorchCorMissingError,
     compare_niederer,
@@ -82,7 +82,7 @@ def bench_ep(*, quick: bool) -> str:
     except TorchCorMissingError as exc:
         lines.append(f"\nTorchCor: {exc}. No side-by-side ratio is reported.")
 
-    from cardiotwin.electrophysiology.bench_eikonal import eikonal_section
+    from cardiotwin.bench.ep_eikonal import eikonal_section
 
     lines += eikonal_section(quick=quick, mesh_factory=_cached_biventricle)
     lines.append("\nGPU: not measured (no GPU lent to this session); the same code runs with `device='cuda'`.")

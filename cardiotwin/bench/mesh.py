@@ -1,4 +1,4 @@
-"""`cardiotwin bench mesh`: the resolution sweep (``bench_sweep``: phantoms at 0.5-3 mm voxels, thick-slice
+"""`cardiotwin bench mesh`: the resolution sweep (``bench.mesh_sweep``: phantoms at 0.5-3 mm voxels, thick-slice
 MR, the real CT crop, ACDC and Sunnybrook stacks at 1.5, 3 and 5 mm edges) against the meshing targets; the
 sample CT phantom labels -> 1.5 mm mesh in detail; fibres + coordinates time for ~100k tetrahedra."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from cardiotwin.bench import machine_description
+from cardiotwin.machine import machine_description
 
 
 def bench_mesh(*, quick: bool, run_sweep: bool = True) -> str:
@@ -15,7 +15,7 @@ def bench_mesh(*, quick: bool, run_sweep: bool = True) -> str:
     rows already measured by this mesher code only, the rest listed as not run)."""
     from cardiotwin.fibers.coordinates import compute_fibers
     from cardiotwin.io.scans import read_labels
-    from cardiotwin.meshing.bench_sweep import default_rows_path, sweep, sweep_markdown
+    from cardiotwin.bench.mesh_sweep import default_rows_path, sweep, sweep_markdown
     from cardiotwin.meshing.quality import mesh_quality
     from cardiotwin.meshing.volume import MeshConfig, mesh_labels
 
@@ -49,7 +49,7 @@ def bench_mesh(*, quick: bool, run_sweep: bool = True) -> str:
         "",
         f"Command: `cardiotwin bench mesh{' --quick' if quick else ''}`  ",
         f"Machine: {machine_description()}  ",
-        "Input: `sample_scans/ct_sample_labels.nii.gz`; the sweep's label maps (`cardiotwin/meshing/bench_sweep.py`)",
+        "Input: `sample_scans/ct_sample_labels.nii.gz`; the sweep's label maps (`cardiotwin/bench/mesh_sweep.py`)",
         "",
         "| measure | value | detail |",
         "|---|---|---|",

@@ -24,6 +24,7 @@ import numpy as np
 from cardiotwin.anatomy import LABEL_NAMES
 from cardiotwin.errors import StageError
 from cardiotwin.phantom import LvShape
+from cardiotwin.segmentation.diagnose import read_mr_scan
 
 log = logging.getLogger(__name__)
 
@@ -78,27 +79,6 @@ def phantom_scores(model, *, n_per_modality: int, lv: LvShape = "typical") -> li
     return rows
 
 
-def _read_mr(path: Path):
-    """read_scan, tolerating a slice spacing stored as 10.000004 mm (float32 NIfTI header) that
-    io.scans rejects as over its 10 mm limit; geometry and voxels are taken as ITK reads them."""
-    import SimpleITK as sitk
-
-    from cardiotwin.errors import ScanError
-    from cardiotwin.io.scans import from_sitk, read_scan
-    from cardiotwin.types import Scan
-
-    try:
-        return read_scan(path, modality="MR")
-    except ScanError as exc:
-        if "voxel spacing" not in str(exc):
-            raise
-        voxels, geometry = from_sitk(sitk.ReadImage(str(path)))
-        if max(geometry.spacing_mm) > 10.01:
-            raise
-        log.warning("%s: %s; read with ITK directly", path, exc)
-        return Scan(voxels=voxels.astype(np.float32), geometry=geometry, modality="MR", sha256="", source=str(path))
-
-
 def sunnybrook_scores(model, *, identity_direction: bool = False) -> list[dict]:
     import SimpleITK as sitk
 
@@ -110,7 +90,7 @@ def sunnybrook_scores(model, *, identity_direction: bool = False) -> list[dict]:
     root = SHARED_DATA / "sunnybrook"
     for case in sorted(p for p in root.iterdir() if p.is_dir()):
         for phase in ("ed", "es"):
-            scan = _read_mr(case / f"{phase}_image.nii.gz")
+            scan = read_mr_scan(case / f"{phase}_image.nii.gz")
             if identity_direction:
                 from dataclasses import replace
 
@@ -227,7 +207,7 @@ def sunnybrook_lines(bundle) -> list[str]:
 def run_seg_bench(*, quick: bool, model: str | Path | None = None) -> str:
     """Markdown section of the segmentation benchmark (see module docstring) for the shipped bundle or
     the bundle folder ``model``."""
-    from cardiotwin.bench import machine_description
+    from cardiotwin.machine import machine_description
     from cardiotwin.segmentation.bundle import load_bundle
 
     t0 = time.perf_counter()
@@ -235,7 +215,7 @@ def run_seg_bench(*, quick: bool, model: str | Path | None = None) -> str:
     n = 2 if quick else 5
     command = "cardiotwin bench seg" + (" --quick" if quick else "") + (f" --model {model}" if model else "")
     if bundle.stack is not None:  # a short-axis cine bundle: cine MRI only
-        from cardiotwin.segmentation.bench_cine import run_stack_bench
+        from cardiotwin.bench.seg_cine import run_stack_bench
 
         return run_stack_bench(bundle, quick=quick, command=command, sunnybrook=sunnybrook_lines, t0=t0)
     slice_note = (f"; slice network for thick-slice MR, weights sha256 "
@@ -263,7 +243,7 @@ def run_seg_bench(*, quick: bool, model: str | Path | None = None) -> str:
     if (SHARED_DATA / "sunnybrook").is_dir():
         lines += sunnybrook_lines(bundle)
     if (SHARED_DATA / "acdc").is_dir():
-        from cardiotwin.segmentation.bench_cine import acdc_section
+        from cardiotwin.bench.seg_cine import acdc_section
 
         lines += acdc_section(bundle, quick=quick)
     if (SHARED_DATA / "real_ct").is_dir():
@@ -274,5 +254,29 @@ def run_seg_bench(*, quick: bool, model: str | Path | None = None) -> str:
             lines.append(f"| {r['case']} | {r.get('structure', '')} | "
                          f"{_f(r['dice']) if 'dice' in r else 'error: ' + r['error'][:100]} |")
         lines += ["", "Whole heart = labels 1-6; aorta = 7; pulmonary artery = 8.", ""]
+    lines.append(f"Total benchmark time {time.perf_counter() - t0:.0f} s.")
+    return "\n".join(lines)
+
+
+def run_acdc_bench(*, quick: bool, model: str | Path | None = None) -> str:
+    """`cardiotwin bench seg_acdc [--model DIR]`: the ACDC validation split and Sunnybrook (true and identity
+    headers) alone, for any bundle (the cine part of `bench seg` without phantoms, CT and timing)."""
+    import time
+
+    from cardiotwin.bench.seg_cine import ACDC, acdc_section
+    from cardiotwin.machine import machine_description
+    from cardiotwin.segmentation.bundle import load_bundle, model_record
+
+    t0 = time.perf_counter()
+    bundle = load_bundle(model)
+    rec = model_record(bundle)
+    command = "cardiotwin bench seg_acdc" + (" --quick" if quick else "") + (f" --model {model}" if model else "")
+    lines = [f"## Segmentation of real cine MRI: ACDC split and Sunnybrook (`{command}`)", "",
+             f"Model `{bundle.name}` (`{bundle.root.name}`, weights sha256 {rec['weights_sha256'][:12]}...), licence "
+             f"{rec['licence']}. Machine: {machine_description()}.", ""]
+    if ACDC.is_dir():
+        lines += acdc_section(bundle, quick=quick, rotated=not quick)
+    if (ACDC.parent / "sunnybrook").is_dir():
+        lines += sunnybrook_lines(bundle)
     lines.append(f"Total benchmark time {time.perf_counter() - t0:.0f} s.")
     return "\n".join(lines)

@@ -65,7 +65,7 @@ def _browser_times(url: str) -> dict[str, float]:
 
 def run_bench(*, quick: bool) -> str:
     """Markdown section for docs/BENCHMARKS.md."""
-    from cardiotwin.bench import machine_description
+    from cardiotwin.machine import machine_description
     from cardiotwin.viewer.app import start_background
     from cardiotwin.viewer.export import export_review
     from cardiotwin.viewer.scene import build_scene

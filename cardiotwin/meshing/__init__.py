@@ -4,6 +4,6 @@ Modules: ``tets`` (topology helpers on plain arrays), ``analytic`` (Niederer sla
 idealised biventricle), ``surface`` (label map -> cleaned labels, base plane, fine smoothed surface),
 ``remesh`` (uniform remeshing and repair at the target edge), ``volume`` (the mesher's steps:
 TetGen / fTetWild tetrahedralisation and tagging), ``optimize`` (sliver removal), ``tetgen_run``
-(the tet meshers in a child process), ``bench_sweep`` (the resolution sweep of `bench mesh`), ``quality`` (quality report), ``fem`` (HeartMesh ->
+(the tet meshers in a child process), ``quality`` (quality report), ``fem`` (HeartMesh ->
 dolfinx mesh and tags under MPI). Nothing heavy is imported here.
 """

@@ -142,7 +142,7 @@ def run_verifications(*, suite: Suite = "ci", names: list[str] | None = None,
     suite "ci" runs the checks marked ``in_ci`` at their quick sizes (about a minute on 2
     cores); "full" runs every check at benchmark sizes. ``out_path``: results JSON to write.
     """
-    from cardiotwin.bench import machine_description
+    from cardiotwin.machine import machine_description
     from cardiotwin.cases import software_versions
 
     checks = registered_checks()

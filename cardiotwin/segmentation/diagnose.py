@@ -122,12 +122,32 @@ def sunnybrook_panel(case_dir: Path, model: "SegModel", out_png: Path, *, phase:
     import SimpleITK as sitk
 
     from cardiotwin.io.scans import from_sitk
-    from cardiotwin.segmentation.bench import _read_mr
     from cardiotwin.segmentation.inference import predict_raw_labels
 
     case_dir = Path(case_dir)
-    scan = _read_mr(case_dir / f"{phase}_image.nii.gz")
+    scan = read_mr_scan(case_dir / f"{phase}_image.nii.gz")
     reference = from_sitk(sitk.ReadImage(str(case_dir / f"{phase}_labels.nii.gz")))[0]
     raw = predict_raw_labels(scan, model, cfg=model.default_config)
     log.info("%s %s: raw labels %s", case_dir.name, phase, np.bincount(raw.ravel(), minlength=9).tolist())
     return scan_panel(scan.voxels, reference, raw, out_png, title=f"{case_dir.name} {phase.upper()}")
+
+
+def read_mr_scan(path: Path) -> "Scan":
+    """read_scan, tolerating a slice spacing stored as 10.000004 mm (float32 NIfTI header) that
+    io.scans rejects as over its 10 mm limit; geometry and voxels are taken as ITK reads them."""
+    import SimpleITK as sitk
+
+    from cardiotwin.errors import ScanError
+    from cardiotwin.io.scans import from_sitk, read_scan
+    from cardiotwin.types import Scan
+
+    try:
+        return read_scan(path, modality="MR")
+    except ScanError as exc:
+        if "voxel spacing" not in str(exc):
+            raise
+        voxels, geometry = from_sitk(sitk.ReadImage(str(path)))
+        if max(geometry.spacing_mm) > 10.01:
+            raise
+        log.warning("%s: %s; read with ITK directly", path, exc)
+        return Scan(voxels=voxels.astype(np.float32), geometry=geometry, modality="MR", sha256="", source=str(path))

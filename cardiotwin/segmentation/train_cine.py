@@ -4,7 +4,7 @@ Run: ``python -m cardiotwin.segmentation.train_cine --config configs/seg_cine_ac
 (``--resume`` continues from RUN/last.pt; ``--max-minutes`` re-aims the learning-rate decay), then
 ``... --out RUN --export models/heart_seg_cine_acdc --checkpoint step_N.pt`` writes the bundle. The patients come from the split file
 (``configs/acdc_split.json``): "train" to learn from, "tuning" to choose checkpoints; the
-"validation" patients are never read here (they are the benchmark, ``bench_cine``).
+"validation" patients are never read here (they are the benchmark, ``cardiotwin.bench.seg_cine``).
 
 Each sample is one slice of an ED or ES stack with its two neighbours (``slicenet.neighbour_channels``),
 drawn in the stack's voxel frame at ``pixel_mm`` pixels into a ``crop`` x ``crop`` window:

@@ -211,7 +211,7 @@ def run_stack_bench(bundle, *, quick: bool, command: str, sunnybrook, t0: float)
     """Markdown section of `bench seg` for a short-axis stack bundle: cine speed, ACDC split, Sunnybrook."""
     import time
 
-    from cardiotwin.bench import machine_description
+    from cardiotwin.machine import machine_description
     from cardiotwin.segmentation.bundle import model_record
 
     rec = model_record(bundle)
@@ -225,29 +225,5 @@ def run_stack_bench(bundle, *, quick: bool, command: str, sunnybrook, t0: float)
     if (ACDC.parent / "sunnybrook").is_dir():
         lines += sunnybrook(bundle)
         lines += ["Sunnybrook target for this bundle: LV myocardium >= 0.75 (never trained on).", ""]
-    lines.append(f"Total benchmark time {time.perf_counter() - t0:.0f} s.")
-    return "\n".join(lines)
-
-
-def run_acdc_bench(*, quick: bool, model: str | Path | None = None) -> str:
-    """`cardiotwin bench seg_acdc [--model DIR]`: the ACDC validation split and Sunnybrook (true and identity
-    headers) alone, for any bundle (the cine part of `bench seg` without phantoms, CT and timing)."""
-    import time
-
-    from cardiotwin.bench import machine_description
-    from cardiotwin.segmentation.bench import sunnybrook_lines
-    from cardiotwin.segmentation.bundle import load_bundle, model_record
-
-    t0 = time.perf_counter()
-    bundle = load_bundle(model)
-    rec = model_record(bundle)
-    command = "cardiotwin bench seg_acdc" + (" --quick" if quick else "") + (f" --model {model}" if model else "")
-    lines = [f"## Segmentation of real cine MRI: ACDC split and Sunnybrook (`{command}`)", "",
-             f"Model `{bundle.name}` (`{bundle.root.name}`, weights sha256 {rec['weights_sha256'][:12]}...), licence "
-             f"{rec['licence']}. Machine: {machine_description()}.", ""]
-    if ACDC.is_dir():
-        lines += acdc_section(bundle, quick=quick, rotated=not quick)
-    if (ACDC.parent / "sunnybrook").is_dir():
-        lines += sunnybrook_lines(bundle)
     lines.append(f"Total benchmark time {time.perf_counter() - t0:.0f} s.")
     return "\n".join(lines)

@@ -162,7 +162,7 @@ def run_case(case: SweepCase, edge_mm: float, *, time_limit_s: float) -> dict:
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
     with tempfile.TemporaryDirectory(prefix="cardiotwin-sweep-") as tmp:
         out = Path(tmp) / "row.json"
-        script = ("import json, sys; from cardiotwin.meshing.bench_sweep import _run_one; "
+        script = ("import json, sys; from cardiotwin.bench.mesh_sweep import _run_one; "
                   "json.dump(_run_one(sys.argv[1], float(sys.argv[2]), float(sys.argv[3])), open(sys.argv[4], 'w'))")
         t = time.perf_counter()
         try:
