@@ -26,6 +26,17 @@ LABEL_NAMES: dict[int, str] = {int(v): v.name.lower() for v in Label}
 HEART_LABELS: tuple[int, ...] = tuple(int(v) for v in Label if v not in (Label.BACKGROUND, Label.SCAR))
 
 
+class ThoraxTissue(IntEnum):
+    """Non-cardiac tissue codes of the phantoms' and the synthetic training data's tissue maps
+    (appearance only, above the label table's range; never in a label map)."""
+
+    AIR = 20
+    LUNG = 21
+    FAT = 22
+    SOFT = 23
+    BONE = 24
+
+
 class CellTag(IntEnum):
     """Tetrahedron tags of a HeartMesh."""
 

@@ -31,7 +31,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from cardiotwin.anatomy import Label
+from cardiotwin.anatomy import Label, ThoraxTissue
 from cardiotwin.types import ImageGeometry, LabelMap, Scan
 
 PhantomModality = Literal["CT", "MR"]
@@ -39,8 +39,7 @@ PhantomModality = Literal["CT", "MR"]
 # dilated cardiomyopathy: a large, rounder cavity with a normal to thin wall)
 LvShape = Literal["typical", "dilated"]
 
-# Non-cardiac tissue codes (internal, for appearance only): above the label table's range.
-_AIR, _LUNG, _FAT, _SOFT, _BONE = 20, 21, 22, 23, 24
+_AIR, _LUNG, _FAT, _SOFT, _BONE = (int(t) for t in ThoraxTissue)
 
 
 @dataclass(frozen=True)
@@ -278,7 +277,7 @@ def heart_labels_at(points_lps: np.ndarray, params: HeartShapeParams, *, vessels
     return out
 
 
-def _thorax_tissue_at(points_lps: np.ndarray, params: HeartShapeParams, rng_state: int) -> np.ndarray:
+def thorax_tissue_at(points_lps: np.ndarray, params: HeartShapeParams, rng_state: int) -> np.ndarray:
     """Non-cardiac tissue codes at LPS points: air, lung, fat, soft tissue, bone."""
     rng = np.random.default_rng(rng_state)
     # Body centre: the heart sits left and anterior in the chest.
@@ -327,7 +326,7 @@ def _grid_points(geometry: ImageGeometry, *, slice_offsets: np.ndarray | None = 
 
 def _tissue_map(points: np.ndarray, params: HeartShapeParams, seed: int, vessels: VesselModel = "short") -> np.ndarray:
     heart = heart_labels_at(points, params, vessels=vessels)
-    tissue = _thorax_tissue_at(points, params, seed + 1)
+    tissue = thorax_tissue_at(points, params, seed + 1)
     return np.where(heart > 0, heart, tissue)
 
 

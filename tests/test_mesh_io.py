@@ -8,7 +8,8 @@ import pytest
 from mpi4py import MPI
 
 from cardiotwin.anatomy import FacetTag
-from cardiotwin.io.meshes import read_mesh, write_mesh, write_opencarp, write_xdmf
+from cardiotwin.io.meshes import read_mesh, write_mesh, write_opencarp
+from cardiotwin.meshing.fem import write_xdmf
 from cardiotwin.meshing.analytic import land_ellipsoid, niederer_slab
 
 

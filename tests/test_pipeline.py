@@ -46,7 +46,7 @@ def test_recipe_errors_name_the_file(tmp_path):
     bad.write_text("stages:\n  - mesh: {edge_mm: '5 kPa'}\n")
     with pytest.raises(ConfigError, match="bad.yaml.*edge_mm"):
         load_recipe(bad)
-    bad.write_text("stages:\n  - mesh: {edge_mm: '0.4 cm'}\n  - ep: {dt: '20 us'}\n")
+    bad.write_text("stages:\n  - mesh: {edge_mm: '0.4 cm'}\n  - ep: {dt: '0.00002 s'}\n")
     (_, mesh_cfg), (_, ep_cfg) = load_recipe(bad).stages
     assert mesh_cfg.edge_mm == pytest.approx(4.0) and ep_cfg.dt == pytest.approx(0.02)
 

@@ -82,7 +82,7 @@ def assemble(mesh: HeartMesh, *, d_l: float = NIEDERER_D_L, d_t: float = NIEDERE
     import dolfinx.fem.petsc  # noqa: F401  (registers assemblers)
     import ufl
 
-    from cardiotwin.meshing.fem import _p1_dof_to_original_point, cell_field_to_function, to_dolfinx
+    from cardiotwin.meshing.fem import cell_field_to_function, p1_dof_to_original_point, to_dolfinx
 
     f = cell_fibres(mesh)
     scale = conductivity_scale(mesh, border_zone_mm=border_zone_mm, border_zone_factor=border_zone_factor)
@@ -96,7 +96,7 @@ def assemble(mesh: HeartMesh, *, d_l: float = NIEDERER_D_L, d_t: float = NIEDERE
     k_form = dolfinx.fem.form(ufl.inner(Dfun * ufl.grad(u), ufl.grad(v)) * ufl.dx)
     Mdx = dolfinx.fem.assemble_matrix(m_form).to_scipy()
     Kdx = dolfinx.fem.assemble_matrix(k_form).to_scipy()
-    orig = _p1_dof_to_original_point(heart, V)
+    orig = p1_dof_to_original_point(heart, V)
     n = mesh.n_points
     if orig.shape[0] != n:
         raise StageError(f"mesh {mesh.name}: {n} points but {orig.shape[0]} P1 dofs (unused points?)")

@@ -66,8 +66,8 @@ def facet_dofs(heart: DolfinxHeart, tags: tuple[int, ...]) -> np.ndarray:
 
 def point_dofs(heart: DolfinxHeart, original_points: np.ndarray) -> np.ndarray:
     """Local P1 dofs of the given HeartMesh point indices."""
-    from cardiotwin.meshing.fem import _p1_dof_to_original_point
+    from cardiotwin.meshing.fem import p1_dof_to_original_point
 
     V = p1_space(heart)
-    orig = _p1_dof_to_original_point(heart, V)
+    orig = p1_dof_to_original_point(heart, V)
     return np.flatnonzero(np.isin(orig, original_points)).astype(np.int32)

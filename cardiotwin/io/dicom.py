@@ -170,7 +170,7 @@ def write_dicom_series(
     """
     import SimpleITK as sitk
 
-    from cardiotwin.io.scans import to_sitk
+    from cardiotwin.io.sitk import to_sitk
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
-"""HeartMesh <-> files: VTU (all fields, ParaView/pyvista), XDMF/HDF5 (dolfinx), openCARP
-.pts/.elem/.lon, and any meshio format for the rest. Coordinates stay LPS mm.
+"""HeartMesh <-> files: VTU (all fields, ParaView/pyvista), openCARP .pts/.elem/.lon, and any
+meshio format for the rest (XDMF/HDF5 for dolfinx: ``meshing.fem.write_xdmf``). Coordinates stay LPS mm.
 
 VTU layout: two cell blocks, tetra (cell_data ``tag`` = CellTag plus every cell field) and the
 boundary triangles (``tag`` = FacetTag); the same tags also as ``cell_tags`` / ``facet_tags``
@@ -117,23 +117,3 @@ def write_opencarp(mesh: HeartMesh, stem: str | os.PathLike[str]) -> list[Path]:
                     np.savetxt(fh, f0, fmt="%.6f")
         out.append(lon)
     return out
-
-
-def write_xdmf(mesh: HeartMesh, path: str | os.PathLike[str]) -> Path:
-    """XDMF/HDF5 for dolfinx: mesh, ``cell_tags`` and ``facet_tags`` (serial write)."""
-    from mpi4py import MPI
-
-    import dolfinx.io
-
-    from cardiotwin.meshing.fem import to_dolfinx
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    heart = to_dolfinx(mesh, MPI.COMM_SELF)
-    heart.mesh.name = "heart"
-    with dolfinx.io.XDMFFile(MPI.COMM_SELF, str(path), "w") as fh:
-        fh.write_mesh(heart.mesh)
-        heart.mesh.topology.create_connectivity(2, 3)
-        fh.write_meshtags(heart.cell_tags, heart.mesh.geometry)
-        fh.write_meshtags(heart.facet_tags, heart.mesh.geometry)
-    return path

@@ -16,6 +16,7 @@ import numpy as np
 
 from cardiotwin.errors import ScanError
 from cardiotwin.io.atomic import atomic_path, sha256_file
+from cardiotwin.io.sitk import from_sitk, to_sitk
 from cardiotwin.types import ImageGeometry, LabelMap, Modality, Scan
 
 log = logging.getLogger(__name__)
@@ -130,31 +131,6 @@ def write_scan(scan: Scan, path: str | os.PathLike[str]) -> Path:
 def write_labels(labels: LabelMap, path: str | os.PathLike[str]) -> Path:
     """Write a label map (uint8) atomically with its geometry."""
     return _write_array(labels.labels.astype(np.uint8), labels.geometry, path)
-
-
-def to_sitk(array: np.ndarray, geometry: ImageGeometry):
-    """numpy (x, y, z) + geometry -> SimpleITK image (no other metadata)."""
-    import SimpleITK as sitk
-
-    image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(array, (2, 1, 0))))
-    image.SetSpacing([float(s) for s in geometry.spacing_mm])
-    image.SetOrigin([float(o) for o in geometry.origin_mm])
-    image.SetDirection([float(d) for d in geometry.direction])
-    return image
-
-
-def from_sitk(image) -> tuple[np.ndarray, ImageGeometry]:
-    """SimpleITK 3D image -> numpy (x, y, z) and its geometry."""
-    import SimpleITK as sitk
-
-    arr = np.transpose(sitk.GetArrayFromImage(image), (2, 1, 0))
-    geometry = ImageGeometry(
-        shape=tuple(int(n) for n in image.GetSize()),
-        spacing_mm=tuple(float(s) for s in image.GetSpacing()),
-        origin_mm=tuple(float(o) for o in image.GetOrigin()),
-        direction=tuple(float(d) for d in image.GetDirection()),
-    )
-    return arr, geometry
 
 
 # -- internals -------------------------------------------------------------------------------

@@ -16,7 +16,9 @@ fields (indexed in the original order) map to P1 / DG0 functions with
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from mpi4py import MPI
@@ -107,7 +109,7 @@ def to_dolfinx(mesh: HeartMesh | None, comm: MPI.Comm = MPI.COMM_WORLD, *, root:
     return heart
 
 
-def _p1_dof_to_original_point(heart: DolfinxHeart, V: dolfinx.fem.FunctionSpace) -> np.ndarray:
+def p1_dof_to_original_point(heart: DolfinxHeart, V: dolfinx.fem.FunctionSpace) -> np.ndarray:
     """(local dofs incl. ghosts,) original point index of each (blocked) dof of a P1 space."""
     element = V.element.basix_element
     if element.degree != 1 or element.discontinuous:
@@ -133,7 +135,7 @@ def point_field_to_function(heart: DolfinxHeart, values: np.ndarray, V: dolfinx.
     if values.shape[0] != heart.n_points_global or values.shape[1] != bs:
         raise ValueError(f"expected values of shape ({heart.n_points_global}, {bs}), got {values.shape}")
     u = dolfinx.fem.Function(V)
-    orig = _p1_dof_to_original_point(heart, V)
+    orig = p1_dof_to_original_point(heart, V)
     u.x.array[:] = values[orig].ravel()
     return u
 
@@ -158,7 +160,7 @@ def function_to_point_field(heart: DolfinxHeart, u: dolfinx.fem.Function, *, roo
     V = u.function_space
     bs = V.dofmap.index_map_bs
     n_owned = V.dofmap.index_map.size_local
-    orig = _p1_dof_to_original_point(heart, V)[:n_owned]
+    orig = p1_dof_to_original_point(heart, V)[:n_owned]
     vals = u.x.array.reshape(-1, bs)[:n_owned]
     comm = heart.mesh.comm
     gathered = comm.gather((orig, vals.copy()), root=root)
@@ -168,3 +170,17 @@ def function_to_point_field(heart: DolfinxHeart, u: dolfinx.fem.Function, *, roo
     for o, v in gathered:
         out[o] = v
     return out[:, 0] if bs == 1 else out
+
+
+def write_xdmf(mesh: HeartMesh, path: str | os.PathLike[str]) -> Path:
+    """XDMF/HDF5 for dolfinx: mesh, ``cell_tags`` and ``facet_tags`` (serial write)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    heart = to_dolfinx(mesh, MPI.COMM_SELF)
+    heart.mesh.name = "heart"
+    with dolfinx.io.XDMFFile(MPI.COMM_SELF, str(path), "w") as fh:
+        fh.write_mesh(heart.mesh)
+        heart.mesh.topology.create_connectivity(2, 3)
+        fh.write_meshtags(heart.cell_tags, heart.mesh.geometry)
+        fh.write_meshtags(heart.facet_tags, heart.mesh.geometry)
+    return path

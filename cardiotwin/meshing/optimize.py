@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cardiotwin.meshing.tets import (_OUTWARD_FACES, boundary_face_mask, boundary_facets, dihedral_angles_deg,
+from cardiotwin.meshing.tets import (OUTWARD_FACES, boundary_face_mask, boundary_facets, dihedral_angles_deg,
                                      signed_volumes)
 
 log = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ def removable_boundary_cells(cells: np.ndarray, candidates: np.ndarray) -> np.nd
     if cells.size == 0 or not np.any(candidates):
         return np.zeros(cells.shape[0], dtype=bool)
     on_face = boundary_face_mask(cells)  # face j is opposite corner j
-    bfaces = np.sort(cells[:, _OUTWARD_FACES], axis=2)[on_face]
+    bfaces = np.sort(cells[:, OUTWARD_FACES], axis=2)[on_face]
     n_points = int(cells.max()) + 1
     boundary_vertex = np.zeros(n_points, dtype=bool)
     boundary_vertex[bfaces.ravel()] = True

@@ -42,7 +42,8 @@ def mesh_case(
 
 def _write_mesh(labels, cfg: MeshConfig, folder: Path) -> dict[str, Any]:  # noqa: ANN001 - LabelMap
     from cardiotwin.io.atomic import write_json_atomic
-    from cardiotwin.io.meshes import write_mesh, write_xdmf
+    from cardiotwin.io.meshes import write_mesh
+    from cardiotwin.meshing.fem import write_xdmf
     from cardiotwin.meshing.quality import mesh_quality
     from cardiotwin.meshing.volume import mesh_labels
 

@@ -9,7 +9,7 @@ import numpy as np
 
 # Faces of a positively oriented tetrahedron (a, b, c, d), each ordered so that its right-hand
 # normal points out of the tetrahedron.
-_OUTWARD_FACES = np.array([[1, 2, 3], [0, 3, 2], [0, 1, 3], [0, 2, 1]], dtype=np.int64)
+OUTWARD_FACES = np.array([[1, 2, 3], [0, 3, 2], [0, 1, 3], [0, 2, 1]], dtype=np.int64)
 
 
 def signed_volumes(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
@@ -29,7 +29,7 @@ def orient_positive(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
 def boundary_face_mask(cells: np.ndarray) -> np.ndarray:
     """(M, 4) bool: face j of cell i (the face opposite corner j) belongs to no other cell."""
     cells = np.asarray(cells, dtype=np.int64)
-    key = _face_keys(np.sort(cells[:, _OUTWARD_FACES].reshape(-1, 3), axis=1))
+    key = _face_keys(np.sort(cells[:, OUTWARD_FACES].reshape(-1, 3), axis=1))
     order = np.argsort(key, kind="stable")
     sk = key[order]
     dup = np.zeros(sk.size, dtype=bool)
@@ -48,7 +48,7 @@ def boundary_facets(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with outward normals, and the index of that cell.
     """
     cells = np.asarray(cells, dtype=np.int64)
-    faces = cells[:, _OUTWARD_FACES].reshape(-1, 3)
+    faces = cells[:, OUTWARD_FACES].reshape(-1, 3)
     owner = np.repeat(np.arange(cells.shape[0]), 4)
     # A face is on the boundary when its key occurs once.
     once = boundary_face_mask(cells).ravel()
@@ -84,7 +84,7 @@ def face_connected_components(cells: np.ndarray) -> np.ndarray:
     n = cells.shape[0]
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    key = _face_keys(np.sort(cells[:, _OUTWARD_FACES].reshape(-1, 3), axis=1))
+    key = _face_keys(np.sort(cells[:, OUTWARD_FACES].reshape(-1, 3), axis=1))
     owner = np.repeat(np.arange(n), 4)
     order = np.argsort(key, kind="stable")
     sk, so = key[order], owner[order]
@@ -166,7 +166,7 @@ def dihedral_angles_deg(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
     p = points[cells]
     # Outward face normals for faces opposite vertex 0..3 (orientation-independent via abs below).
     normals = []
-    for f in _OUTWARD_FACES:
+    for f in OUTWARD_FACES:
         n = np.cross(p[:, f[1]] - p[:, f[0]], p[:, f[2]] - p[:, f[0]])
         normals.append(n / np.maximum(np.linalg.norm(n, axis=1), 1e-300)[:, None])
     angles = []
@@ -185,7 +185,7 @@ def radius_ratios(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
     p = points[cells]
     vol = np.abs(signed_volumes(points, cells))
     area = np.zeros(cells.shape[0])
-    for f in _OUTWARD_FACES:
+    for f in OUTWARD_FACES:
         area += 0.5 * np.linalg.norm(np.cross(p[:, f[1]] - p[:, f[0]], p[:, f[2]] - p[:, f[0]]), axis=1)
     r_in = 3.0 * vol / np.maximum(area, 1e-300)
     # Circumradius: |a|^2 (b x c) + |b|^2 (c x a) + |c|^2 (a x b) over 12 V, with a, b, c from vertex 0.

@@ -28,13 +28,13 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from cardiotwin.anatomy import Label
-from cardiotwin.phantom import LvShape, VesselModel, _thorax_tissue_at, heart_labels_at, sample_heart_params
+from cardiotwin.anatomy import Label, ThoraxTissue
+from cardiotwin.phantom import LvShape, VesselModel, heart_labels_at, sample_heart_params, thorax_tissue_at
 
 log = logging.getLogger(__name__)
 
-# Tissue codes above the label table (thorax codes as in cardiotwin.phantom).
-AIR, LUNG, FAT, SOFT, BONE, PAPILLARY = 20, 21, 22, 23, 24, 25
+AIR, LUNG, FAT, SOFT, BONE = (int(t) for t in ThoraxTissue)
+PAPILLARY = 25  # painted inside the LV blood pool, scored as LV blood
 # Non-cardiac structures of random shape and appearance painted on the fly (background class):
 # real thoracic MR/CT shows many bright or ring-shaped non-cardiac structures (liver and its vessels,
 # stomach, descending aorta, IVC, chest-wall fat, breasts, arms) that the plain thorax model lacks;
@@ -99,7 +99,7 @@ def make_label_volume(seed: int, *, size: int = 80, spacing_mm: float = 2.5,
     ], axis=-1).reshape(-1, 3)
     pts = pts + disp
     heart = heart_labels_at(pts, params, vessels=vessels)
-    tissue = _thorax_tissue_at(pts, params, seed + 1)
+    tissue = thorax_tissue_at(pts, params, seed + 1)
     codes = np.where(heart > 0, heart, tissue).astype(np.uint8)
     # Papillary muscles: elongated blobs near the LV free wall, inside the blood pool.
     q = (pts - base) @ rot

@@ -43,7 +43,7 @@ def read_displacement_series(path: Path, surface_mm: np.ndarray, *, max_frames: 
     """
     from scipy.spatial import cKDTree
 
-    from cardiotwin.viewer.scene import encode_array
+    from cardiotwin.viewer.encoding import encode_array
 
     try:
         import h5py  # noqa: F401

@@ -29,7 +29,6 @@ Array fields of the payload are ``{"dtype", "shape", "b64"}`` (little-endian, C 
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import math
@@ -43,6 +42,7 @@ import numpy as np
 from cardiotwin.anatomy import AHA_SEGMENT_NAMES, LABEL_NAMES
 from cardiotwin.errors import CaseError
 from cardiotwin.viewer import colors
+from cardiotwin.viewer.encoding import decode_array, encode_array  # noqa: F401 - decode_array: for readers of a scene
 from cardiotwin.viewer.geometry import (
     SurfaceMesh,
     aha_means,
@@ -149,18 +149,6 @@ def find_case_contents(root: str | Path) -> CaseContents:
 
 
 # ------------------------------------------------------------------------------------ encoding
-def encode_array(a: np.ndarray, dtype: str) -> dict[str, Any]:
-    """A numpy array as ``{"dtype", "shape", "b64"}`` (little-endian bytes, C order)."""
-    arr = np.ascontiguousarray(np.asarray(a).astype(np.dtype(dtype).newbyteorder("<"), copy=False))
-    return {"dtype": dtype, "shape": list(arr.shape), "b64": base64.b64encode(arr.tobytes()).decode("ascii")}
-
-
-def decode_array(obj: dict[str, Any]) -> np.ndarray:
-    """Inverse of ``encode_array``."""
-    raw = base64.b64decode(obj["b64"])
-    return np.frombuffer(raw, dtype=np.dtype(obj["dtype"]).newbyteorder("<")).reshape(obj["shape"])
-
-
 # ------------------------------------------------------------------------------------ sections
 def _volume_section(contents: CaseContents, opts: SceneOptions) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     from cardiotwin.io.scans import read_labels, read_scan
@@ -404,9 +392,9 @@ def build_scene(root: str | Path, *, opts: SceneOptions = SceneOptions()) -> dic
         ranking = _read_json(contents.ranking)
         if isinstance(ranking, dict) and isinstance(ranking.get("baseline"), dict) and payload["configurations"] \
                 and payload["configurations"][0]["id"] == "baseline":
-            from cardiotwin.viewer.therapy import _scalar_metrics
+            from cardiotwin.viewer.therapy import scalar_metrics
 
-            payload["configurations"][0]["metrics"] = _scalar_metrics(ranking["baseline"])
+            payload["configurations"][0]["metrics"] = scalar_metrics(ranking["baseline"])
     if contents.em_metrics is not None:
         payload["pv"] = _pv_section(contents.em_metrics)
     if contents.ep_summary is not None:

@@ -61,7 +61,7 @@ class Candidate:
     details: tuple[tuple[str, str], ...] = ()
 
 
-def _scalar_metrics(d: Any) -> dict[str, float | str]:
+def scalar_metrics(d: Any) -> dict[str, float | str]:
     out: dict[str, float | str] = {}
     if not isinstance(d, dict):
         return out
@@ -166,10 +166,10 @@ def read_candidates(path: Path, *, case_root: Path) -> list[Candidate]:
                 pos = protocol[site].get("position_mm")
         if pos is not None and not (isinstance(pos, (list, tuple)) and len(pos) == 3):
             raise CaseError(f"{path}: candidate {cid!r}: position is not a 3-vector ({' / '.join(_POSITION_KEYS)})")
-        metrics = _scalar_metrics(e.get("metrics"))
+        metrics = scalar_metrics(e.get("metrics"))
         if not metrics:  # flat layout: scalar fields of the entry itself
             skip = {"id", "name", "label", "rank", "activation", *_POSITION_KEYS}
-            metrics = _scalar_metrics({k: v for k, v in e.items() if k not in skip})
+            metrics = scalar_metrics({k: v for k, v in e.items() if k not in skip})
         for key in ("recommended", "excluded_reason", "concordance"):
             if key in e and e[key] not in ("", None):
                 metrics[key] = str(e[key])
