@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from distributed import Client
 
     from cardiotwin.cases import Case
+    from cardiotwin.report.build import ReportConfig
 
 log = logging.getLogger(__name__)
 
@@ -310,3 +311,28 @@ def run_pipeline(
         STAGES[name].run(ctx, cfg)
         ctx.timings_s[name] = round(time.perf_counter() - t0, 2)
     return ctx
+
+
+def report_case(
+    case_root: str | Path,
+    *,
+    config: "ReportConfig",
+    pipeline: Path | None = None,
+    verification: Path | None = None,
+    reference_labels: Path | None = None,
+    force: bool = False,
+) -> dict[str, Path]:
+    """Verify a case (``verification.stage.verify_case``: the code-verification suite when the case
+    stores none and no ``verification`` file is given, and the refinement studies ``config`` asks
+    for), then write its evidence report and clinical summary (``report.build.build_report``)."""
+    from cardiotwin.cases import Case
+    from cardiotwin.report.build import build_report
+    from cardiotwin.verification.stage import VerificationConfig, verify_case
+
+    vcfg = VerificationConfig(run_suite=config.run_verification and verification is None,
+                              calc_verification=config.calc_verification, timestep_study=config.timestep_study,
+                              timestep_levels=config.timestep_levels, em_mesh_study=config.em_mesh_study,
+                              em_mesh_factors=config.em_mesh_factors)
+    reasons = verify_case(Case.open(case_root), vcfg)
+    return build_report(case_root, config=config, pipeline=pipeline, verification=verification,
+                        reference_labels=reference_labels, force=force, calcver_reasons=reasons)

@@ -380,7 +380,7 @@ def test_em_timestep_study_reuses_the_stage_beat_and_extrapolates(tmp_path, monk
     from cardiotwin.cases import Case
     from cardiotwin.io.atomic import sha256_file
     from cardiotwin.meshing.analytic import niederer_slab
-    from cardiotwin.report.timestep import em_timestep_study, study_inputs
+    from cardiotwin.verification.timestep import em_timestep_study, study_inputs
 
     slab = niederer_slab(dx_mm=2.0)
     case = Case.create(tmp_path / "c")

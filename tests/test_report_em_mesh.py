@@ -45,7 +45,7 @@ def _make_case(root: Path):
     from cardiotwin.io.atomic import sha256_file
     from cardiotwin.io.meshes import read_mesh
     from cardiotwin.io.scans import read_labels, write_labels
-    from cardiotwin.report.em_mesh import representative_size_mm
+    from cardiotwin.verification.em_mesh import representative_size_mm
     from cardiotwin.therapy.conduction import ConductionConfig
     from cardiotwin.therapy.protocols import baseline_protocol
     from cardiotwin.therapy.response import beat_digest
@@ -78,7 +78,7 @@ def studied(tmp_path_factory):
     """The case after `cardiotwin report CASE --em-mesh-study` with the stand-in beat."""
     import cardiotwin.therapy.response as response
     from cardiotwin.io.meshes import read_mesh
-    from cardiotwin.report.em_mesh import representative_size_mm
+    from cardiotwin.verification.em_mesh import representative_size_mm
 
     root = tmp_path_factory.mktemp("emmesh") / "case"
     _make_case(root)
@@ -183,7 +183,7 @@ def test_report_shows_the_study_numbers_and_scores_the_factor(studied):
 
 
 def test_missing_prerequisites_are_stated_not_crashed(studied, tmp_path, monkeypatch):
-    import cardiotwin.report.calcver as calcver
+    import cardiotwin.verification.calcver as calcver
     from cardiotwin.cases import Case
 
     # no CRT stage at all: the report says why the study cannot run
@@ -212,7 +212,7 @@ def test_gci_with_non_constant_refinement_ratios():
     test_gci_of_the_outputs_recovers_the_power_law). A sequence with |e32| < |e21| converges when
     r32 < r21 (phi = 1 + h^0.5 at h = 1, 1.5, 1.8: e32/e21 = 0.52), which the constant-ratio test
     would call divergent; below ln r32 / ln r21 no positive order exists."""
-    from cardiotwin.report.gci import grid_convergence
+    from cardiotwin.verification.gci import grid_convergence
 
     r = grid_convergence([2.0, 1.0, 1.3], [3 + 0.5 * 2.0**1.7, 3.5, 3 + 0.5 * 1.3**1.7])
     assert r.converged == "monotone"
@@ -247,7 +247,7 @@ def test_em_mesh_study_on_the_demo_case(tmp_path):
 def test_a_failed_remesh_is_stated_and_the_other_side_tried(studied, monkeypatch):
     """A level the mesher fails on (StageError) is a note, not a failed study; the cached levels
     (calcver_tasks/em_mesh_edge*/level.json digests) are reused without re-meshing."""
-    import cardiotwin.report.em_mesh as em_mesh
+    import cardiotwin.verification.em_mesh as em_mesh
     import cardiotwin.therapy.response as response
     from cardiotwin.cases import Case
     from cardiotwin.errors import StageError
@@ -287,7 +287,7 @@ def test_a_level_at_the_case_edge_is_the_case_mesh(studied, tmp_path):
     own edge reproduces fibers/mesh.vtu (points, cells, tags, fibres, AHA segments)."""
     from cardiotwin.cases import Case
     from cardiotwin.io.meshes import read_mesh
-    from cardiotwin.report.em_mesh import em_mesh_inputs, level_mesh
+    from cardiotwin.verification.em_mesh import em_mesh_inputs, level_mesh
 
     root = studied[0]
     inputs, why = em_mesh_inputs(Case.open(root))
@@ -313,7 +313,7 @@ def test_levels_outside_the_asymptotic_range_count_with_the_two_finer_gci(tmp_pa
     two-level rule) give 3 * |0.5454 - 0.5237| / 0.5454 / (1.769 / 1.316 - 1) = 34.7 %, and that is
     the GCI the credibility factor scores."""
     from cardiotwin.cases import Case
-    from cardiotwin.report.em_mesh import _gci
+    from cardiotwin.verification.em_mesh import _gci
 
     hs, ef = [2.228, 1.769, 1.316], [0.2938, 0.5237, 0.5454]
     levels = [{"h_mm": h, "case_mesh": i == 0, "ejection_fraction": v, "dpdt_max_kpa_per_ms": float("nan"),

@@ -11,8 +11,8 @@ import pytest
 
 from cardiotwin.cli import main
 from cardiotwin.errors import CaseError
-from cardiotwin.report.gci import grid_convergence
-from cardiotwin.report.verification import (
+from cardiotwin.verification.gci import grid_convergence
+from cardiotwin.verification.registry import (
     REGISTRY,
     CheckOutcome,
     Quantity,
@@ -61,7 +61,7 @@ def test_gci_flags_oscillation_divergence_and_two_levels():
 # -- checks ----------------------------------------------------------------------------------------
 def test_mms_diffusion_reaches_p1_orders():
     # P1 FE on a smooth solution: L2 error O(h^2), H1 error O(h) (Ciarlet 1978, thm 3.2.2).
-    from cardiotwin.report.checks import mms_diffusion_errors, observed_orders
+    from cardiotwin.verification.checks import mms_diffusion_errors, observed_orders
 
     hs, l2, h1 = mms_diffusion_errors([4, 8, 16])
     assert l2[0] > l2[1] > l2[2]
@@ -70,7 +70,7 @@ def test_mms_diffusion_reaches_p1_orders():
 
 
 def test_circulation_backward_euler_is_first_order():
-    from cardiotwin.report.checks import observed_orders, rc_discharge_errors
+    from cardiotwin.verification.checks import observed_orders, rc_discharge_errors
 
     dts = [4.0, 2.0, 1.0]
     errs = rc_discharge_errors(dts)
@@ -147,7 +147,7 @@ def test_uniform_refinement_preserves_geometry_and_fields():
     # 8x cells, 4x boundary triangles, original points keep their indices, P1 fields exact.
     from cardiotwin.meshing.analytic import niederer_slab
     from cardiotwin.meshing.tets import signed_volumes
-    from cardiotwin.report.calcver import mean_edge_mm, refine_uniform
+    from cardiotwin.verification.calcver import mean_edge_mm, refine_uniform
 
     slab = niederer_slab(dx_mm=1.0, size_mm=(4.0, 2.0, 2.0))
     lin = slab.points @ np.array([1.0, -2.0, 0.5])
@@ -169,7 +169,7 @@ def test_niederer_check_calls_the_ep_benchmark(monkeypatch):
     # wiring: the check runs electrophysiology.verify.run_niederer at the quick (dx, dt) and
     # compares P8/P9 with the fenicsx-beat reference at the same (dx, dt).
     import cardiotwin.electrophysiology.verify as ep_verify
-    from cardiotwin.report.checks import NIEDERER_QUICK, NIEDERER_REL_TOL
+    from cardiotwin.verification.checks import NIEDERER_QUICK, NIEDERER_REL_TOL
 
     calls = []
 
@@ -194,7 +194,7 @@ def test_calculation_verification_on_a_case_with_the_crt_solver(tmp_path):
 
     from cardiotwin.cases import Case
     from cardiotwin.io.meshes import write_mesh
-    from cardiotwin.report.calcver import find_activation_solver, run_calcver_stage
+    from cardiotwin.verification.calcver import find_activation_solver, run_calcver_stage
     from cardiotwin.therapy.solver import eikonal_solver
 
     solver, where = find_activation_solver()

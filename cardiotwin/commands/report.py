@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cardiotwin.errors import ConfigError
-    from cardiotwin.report.build import ReportConfig, build_report
+    from cardiotwin.pipeline import report_case
+    from cardiotwin.report.build import ReportConfig
 
     if any(not f > 1.0 for f in args.em_mesh_factors):
         raise ConfigError(f"cardiotwin report: --em-mesh-factors must all be > 1, got {args.em_mesh_factors}")
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
                        run_verification=not args.no_verify, timestep_study=args.timestep_study,
                        timestep_levels=args.timestep_levels, em_mesh_study=args.em_mesh_study,
                        em_mesh_factors=tuple(args.em_mesh_factors))
-    paths = build_report(
+    paths = report_case(
         args.case, config=cfg, force=args.force,
         pipeline=Path(args.pipeline) if args.pipeline else None,
         verification=Path(args.verification) if args.verification else None,

@@ -1,7 +1,7 @@
 """`cardiotwin verify`: code-verification benchmarks (Niederer slab, Land problems, MMS, eikonal, ...).
 
 ``cardiotwin verify`` (or ``verify all``) runs every registered check of
-``cardiotwin.report.verification`` (``--suite ci``: the quick subset; ``--suite full``: all at
+``cardiotwin.verification.registry`` (``--suite ci``: the quick subset; ``--suite full``: all at
 benchmark sizes) and stores the results with software versions and timestamps in a JSON that
 the evidence report cites: ``--out PATH`` (default ``verification.json``) or, with ``--case
 CASE``, the case's ``verify/verification.json``. ``verify NAME`` runs one benchmark module.
@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the suite; exit 0 when no check failed or errored (unavailable checks are reported)."""
     from mpi4py import MPI
 
-    from cardiotwin.report.verification import registered_checks, summary_counts
-    from cardiotwin.report.verify_store import run_and_store
+    from cardiotwin.verification.registry import registered_checks, summary_counts
+    from cardiotwin.verification.store import run_and_store
 
     if args.list:
         for name, check in sorted(registered_checks().items()):

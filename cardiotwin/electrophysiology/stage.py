@@ -25,9 +25,10 @@ from cardiotwin.fibers.stage import FIBERS_VTU
 from cardiotwin.stage_io import StageSource, stage_input, stage_output
 from cardiotwin.types import HeartMesh
 
-__all__ = ["ACTIVATION_VTU", "EP_JSON", "EPStageConfig", "ep_case"]
+__all__ = ["ACTIVATION_FIELD", "ACTIVATION_VTU", "EP_JSON", "EPStageConfig", "ep_case"]
 
 ACTIVATION_VTU = "activation.vtu"
+ACTIVATION_FIELD = "activation_time_ms"  # point data of activation.vtu (ms; NaN: never activated)
 EP_JSON = "ep.json"
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def simulate_to_folder(mesh: HeartMesh, cfg: EPStageConfig, out: Path, *, source
             if writer:
                 writer.close()
     act = res.activation_times_ms
-    fields = {"activation_time_ms": act}
+    fields = {ACTIVATION_FIELD: act}
     if res.repolarisation_times_ms is not None:
         fields["repolarisation_time_ms"] = res.repolarisation_times_ms
     write_mesh(mesh.with_fields(point_data=fields), out / ACTIVATION_VTU)

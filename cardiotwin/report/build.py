@@ -55,7 +55,7 @@ class ReportConfig:
     run the CI code-verification suite into the case when no results are stored; timestep_study: also
     refine the time step of the baseline electromechanical beat at ``timestep_levels`` (2: dt, dt/2;
     3: also dt/4) steps (minutes: opt-in); em_mesh_study: also repeat that beat on re-meshed levels
-    of the patient at target edges x / em_mesh_factors (``report.em_mesh``; minutes: opt-in)."""
+    of the patient at target edges x / em_mesh_factors (``verification.em_mesh``; minutes: opt-in)."""
 
     include_identifiers: bool = False
     calc_verification: bool = True
@@ -152,24 +152,24 @@ def evidence_sections(ctx: ReportContext) -> list[Section]:
 
 def build_report(case_root: str | os.PathLike[str], *, config: ReportConfig = ReportConfig(),
                  pipeline: Path | None = None, verification: Path | None = None,
-                 reference_labels: Path | None = None, force: bool = False) -> dict[str, Path]:
-    """Write evidence.html/.pdf, summary.html/.pdf and report.json into CASE/report/."""
+                 reference_labels: Path | None = None, force: bool = False,
+                 calcver_reasons: list[str] | None = None) -> dict[str, Path]:
+    """Write evidence.html/.pdf, summary.html/.pdf and report.json into CASE/report/ from what the
+    case holds (``verification.stage.verify_case`` runs the verification first). ``calcver_reasons``:
+    the calculation-verification studies that could not run and why (default: those stored in
+    calcver/calcver.json)."""
     from cardiotwin.cases import Case
-    from cardiotwin.report.verification import load_results
-    from cardiotwin.report.verify_store import case_results, run_and_store
+    from cardiotwin.verification.registry import load_results
+    from cardiotwin.verification.store import case_results
 
     case = Case.open(case_root)
     root = case.root
-    if verification is None and case_results(root)[0] is None and config.run_verification:
-        log.info("%s: no stored code-verification results; running the CI suite into the case", root.name)
-        run_and_store(suite="ci", case=root)
-    calc_reasons: list[str] = ["the calculation-verification study was switched off (--no-calc-verification)."]
-    if config.calc_verification:
-        from cardiotwin.report.calcver import run_calcver_stage
-
-        calc_reasons = run_calcver_stage(case, timestep_study=config.timestep_study,
-                                         timestep_levels=config.timestep_levels, em_mesh_study=config.em_mesh_study,
-                                         em_mesh_factors=config.em_mesh_factors)
+    calc = root / "calcver" / "calcver.json"
+    if calcver_reasons is None:
+        stored = casedata.read_json(calc) if calc.is_file() else None
+        calcver_reasons = list((stored or {}).get("unavailable") or
+                               ["the calculation-verification studies have not been run on this case."])
+    calc_reasons = calcver_reasons
     manifest = case.manifest
     ctx = ReportContext(root=root, manifest=manifest, include_identifiers=config.include_identifiers)
     ctx.pipeline, ctx.pipeline_source, ctx.pipeline_missing = casedata.find_pipeline(root, manifest, pipeline)
@@ -179,7 +179,6 @@ def build_report(case_root: str | os.PathLike[str], *, config: ReportConfig = Re
         ctx.verification, ctx.verification_path = load_results(verification), Path(verification)
     else:
         ctx.verification, ctx.verification_path = case_results(root)
-    calc = root / "calcver" / "calcver.json"
     ctx.calcver = casedata.read_json(calc) if calc.is_file() else None
     inputs = {s: root / s for s in _INPUT_STAGES if (root / s).is_dir()}
     if pipeline is None and (root / "pipeline.yaml").is_file():
@@ -215,13 +214,3 @@ def build_report(case_root: str | os.PathLike[str], *, config: ReportConfig = Re
         write_json_atomic(st.output("report.json"), data)
         st.metrics.update({"sections_complete": sum(s.status == "complete" for s in evidence)})
     return {name: root / REPORT_STAGE / name for name in OUTPUTS}
-
-
-def crt_pv_loops(ctx: ReportContext) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """LV (volume mL, pressure kPa) loops of the CRT stage's electromechanics beats (baseline first)."""
-    beats = ctx.cache.get("crt_beats")
-    if not isinstance(beats, dict):
-        return []
-    names = sorted(beats, key=lambda n: (n != "baseline", n))
-    return [(n, np.asarray(beats[n]["lv_volume_ml"], dtype=float), np.asarray(beats[n]["lv_pressure_kpa"], dtype=float))
-            for n in names if isinstance(beats[n], dict) and beats[n].get("lv_volume_ml")]

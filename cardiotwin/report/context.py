@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cardiotwin.report import figures
 
 
@@ -111,3 +113,13 @@ class ReportContext:
     def note_missing(self, section: str, reason: str) -> dict[str, Any]:
         self.missing.setdefault(section, []).append(reason)
         return missing(reason)
+
+
+def crt_pv_loops(ctx: ReportContext) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """LV (volume mL, pressure kPa) loops of the CRT stage's electromechanics beats (baseline first)."""
+    beats = ctx.cache.get("crt_beats")
+    if not isinstance(beats, dict):
+        return []
+    names = sorted(beats, key=lambda n: (n != "baseline", n))
+    return [(n, np.asarray(beats[n]["lv_volume_ml"], dtype=float), np.asarray(beats[n]["lv_pressure_kpa"], dtype=float))
+            for n in names if isinstance(beats[n], dict) and beats[n].get("lv_volume_ml")]

@@ -11,7 +11,7 @@ import numpy as np
 from cardiotwin.anatomy import AHA_SEGMENT_NAMES
 from cardiotwin.report import figures
 from cardiotwin.report.casedata import candidate_confidence, candidate_name, finite, first_number, scalar_items
-from cardiotwin.report.context import ReportContext, Section, figure, fmt, p, table
+from cardiotwin.report.context import ReportContext, Section, crt_pv_loops, figure, fmt, p, table
 from cardiotwin.report.credibility import credibility_factors
 
 log = logging.getLogger(__name__)
@@ -202,8 +202,6 @@ def results_section(ctx: ReportContext) -> Section:
                     rows.append([key, cav, ctx.record(f"em.{key}.{cav}", float(v))])
         s.blocks.append(table(["Metric", "Cavity", "Value"], rows, caption="em/metrics.json"))
     elif isinstance(ctx.cache.get("crt_beats"), dict) and ctx.cache["crt_beats"]:
-        from cardiotwin.report.build import crt_pv_loops
-
         s.blocks.append(figure("pv_loops", figures.pv_loops(crt_pv_loops(ctx)),
                                "LV pressure-volume loops of the CRT stage's beats (therapy/beats.json)."))
         rows = []

@@ -122,7 +122,7 @@ def code_verification_section(ctx: ReportContext) -> Section:
                                          f"({ctx.verification_path}); run `cardiotwin verify --case CASE`."))
         ctx.evidence["code_checks"] = {}
         return s
-    from cardiotwin.report.verification import summary_counts
+    from cardiotwin.verification.registry import summary_counts
 
     counts = summary_counts(res)
     ctx.evidence["code_checks"] = counts

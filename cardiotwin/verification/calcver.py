@@ -17,7 +17,6 @@ studies that could not run and why.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from collections.abc import Callable
@@ -25,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cardiotwin.report.gci import grid_convergence
+from cardiotwin.verification.case_inputs import case_conduction, find_activation_solver
+from cardiotwin.verification.gci import grid_convergence
 from cardiotwin.types import HeartMesh
 
 if TYPE_CHECKING:
@@ -35,9 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CALCVER_STAGE = "calcver"
-# The CRT stage's activation solver (a therapy.conduction.ActivationSolver); the pipeline and
-# `cardiotwin crt` pass this binding to crt_case_stage.
-_SOLVER_LOCATIONS = (("cardiotwin.therapy.solver", "eikonal_solver"),)
 _TET_EDGES = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
 # children of a tet (vertices 0-3, edge midpoints 4-9 in _TET_EDGES order)
 _CHILDREN = ((0, 4, 5, 6), (4, 1, 7, 8), (5, 7, 2, 9), (6, 8, 9, 3),
@@ -83,17 +80,6 @@ def refine_uniform(mesh: HeartMesh) -> HeartMesh:
                      name=f"{mesh.name}-refined")
 
 
-def find_activation_solver() -> tuple[Callable[..., np.ndarray] | None, str]:
-    """The CRT stage's activation solver, or None and why it could not be imported."""
-    errors = []
-    for module, attr in _SOLVER_LOCATIONS:
-        try:
-            return getattr(importlib.import_module(module), attr), f"{module}.{attr}"
-        except (ImportError, AttributeError) as exc:
-            errors.append(f"{module}.{attr} ({exc})")
-    return None, ", ".join(errors)
-
-
 def mean_edge_mm(mesh: HeartMesh) -> float:
     e = np.concatenate([mesh.cells[:, [a, b]] for a, b in _TET_EDGES])
     return float(np.linalg.norm(mesh.points[e[:, 0]] - mesh.points[e[:, 1]], axis=1).mean())
@@ -135,19 +121,6 @@ def mesh_refinement_study(mesh: HeartMesh, solver: Callable[..., np.ndarray], *,
             "quantities": quantities, "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def case_conduction(case: "Case") -> tuple["ConductionConfig", str]:
-    """The conduction configuration the case's ``therapy`` stage ran with (nominal when it has not run)."""
-    from cardiotwin.config import load_config
-    from cardiotwin.therapy.conduction import ConductionConfig
-
-    rec = case.stage_record("therapy") or {}
-    data = (rec.get("config") or {}).get("conduction") if rec.get("status") == "ok" else None
-    if isinstance(data, dict):
-        return load_config(ConductionConfig, data, source=f"{case.root}/manifest.json:stages.therapy.config"), \
-            "therapy stage"
-    return ConductionConfig(), "nominal (no therapy stage)"
-
-
 MONODOMAIN_NOT_DONE = (
     "time-step refinement of the monodomain activation on this patient: not done. The CRT stage computes activation "
     "with the eikonal model, which has no time step (its discretisation error is the mesh study above); a monodomain "
@@ -161,16 +134,16 @@ def run_calcver_stage(case: "Case", *, levels: int = 2, force: bool = False, tim
                       em_mesh_factors: tuple[float, ...] | None = None) -> list[str]:
     """Run the studies whose inputs and solvers exist into the case's ``calcver`` stage: the mesh
     refinement of the baseline activation (always), with ``timestep_study`` the time-step
-    refinement of the baseline electromechanical beat (``report.timestep``; minutes) and with
-    ``em_mesh_study`` its mesh refinement (``report.em_mesh``, edge factors ``em_mesh_factors``,
+    refinement of the baseline electromechanical beat (``verification.timestep``; minutes) and with
+    ``em_mesh_study`` its mesh refinement (``verification.em_mesh``, edge factors ``em_mesh_factors``,
     default ``em_mesh.DEFAULT_FACTORS``; minutes).
 
     Returns the reasons of the studies that could not run (also stored in calcver.json).
     """
     from cardiotwin.errors import StageError
     from cardiotwin.io.atomic import write_json_atomic
-    from cardiotwin.report import em_mesh  # (module: its study function shares the flag's name)
-    from cardiotwin.report.timestep import baseline_beat_seconds, em_timestep_study, study_inputs
+    from cardiotwin.verification import em_mesh  # (module: its study function shares the flag's name)
+    from cardiotwin.verification.timestep import baseline_beat_seconds, em_timestep_study, study_inputs
 
     unavailable: list[str] = []
     mesh_path = case.root / "fibers" / "mesh.vtu"

@@ -1,4 +1,4 @@
-"""Built-in code-verification checks, registered in ``cardiotwin.report.verification.REGISTRY``.
+"""Built-in code-verification checks (``BUILTIN_CHECKS``, run by ``verification.registry``).
 
 - ``mms_diffusion``: manufactured solution of anisotropic diffusion, -div(D grad u) = f, with the
   P1 finite-element operator of the EP stage (dolfinx); observed orders must reach the
@@ -13,18 +13,16 @@
   source and an exact plane wave (BENCHMARKS.md), with the convergence of the error.
 - ``niederer``: ``electrophysiology.verify.run_niederer`` (monodomain, TTP06) on the Niederer et
   al. 2011 slab against the fenicsx-beat P1 reference at the same dx, dt (BENCHMARKS.md).
-  Both are unavailable (not failed) where the EP package cannot be imported.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 
 import numpy as np
 
-from cardiotwin.report.verification import CheckOutcome, CheckUnavailable, Quantity, VerificationCheck, register
+from cardiotwin.verification.outcome import CheckOutcome, Quantity, VerificationCheck
 
 log = logging.getLogger(__name__)
 
@@ -161,14 +159,6 @@ def _land(problem: int):  # noqa: ANN202 - returns a check function
 EIKONAL_V_L, EIKONAL_V_T = 0.6, 0.6 / 2.75
 
 
-def _ep(module: str, attr: str):  # noqa: ANN202
-    """An attribute of the EP package; CheckUnavailable (not a failure) where it is not installed."""
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise CheckUnavailable(f"{module}.{attr} is not available in this installation ({exc})") from None
-
-
 def eikonal_analytic_errors(spacings_mm: list[float], *, size_mm: tuple[float, float, float] = (8.0, 4.0, 4.0),
                             exclude_mm: float = 2.0, factor_radius_mm: float | None = None) -> dict[str, list[float]]:
     """Errors of ``electrophysiology.eikonal.simulate_eikonal`` against the analytic point source.
@@ -181,9 +171,7 @@ def eikonal_analytic_errors(spacings_mm: list[float], *, size_mm: tuple[float, f
     ``factor_radius_mm``: source factorisation radius of the solver (None: its default; 0: the
     plain first-order update, whose convergence under refinement is the discretisation check).
     """
-    simulate_eikonal = _ep("cardiotwin.electrophysiology.eikonal", "simulate_eikonal")
-    EikonalConfig = _ep("cardiotwin.electrophysiology.eikonal", "EikonalConfig")
-    EikonalSolver = _ep("cardiotwin.electrophysiology.eikonal", "EikonalSolver")
+    from cardiotwin.electrophysiology.eikonal import EikonalConfig, EikonalSolver, simulate_eikonal
     from cardiotwin.meshing.analytic import niederer_slab
 
     cfg = EikonalConfig(v_l=EIKONAL_V_L, v_t=EIKONAL_V_T)
@@ -246,11 +234,11 @@ NIEDERER_QUICK, NIEDERER_FULL, NIEDERER_REL_TOL = (0.5, 0.05), (0.2, 0.05), 0.03
 
 
 def _niederer(*, quick: bool) -> CheckOutcome:
-    run_niederer = _ep("cardiotwin.electrophysiology.verify", "run_niederer")
-    reference = _ep("cardiotwin.electrophysiology.verify", "NIEDERER_REFERENCE_MS")
+    from cardiotwin.electrophysiology import verify as ep_verify
+
     dx, dt = NIEDERER_QUICK if quick else NIEDERER_FULL
-    times, _ = run_niederer(dx_mm=dx, dt_ms=dt)
-    ref_p8, ref_p9 = reference[(dx, dt)]
+    times, _ = ep_verify.run_niederer(dx_mm=dx, dt_ms=dt)
+    ref_p8, ref_p9 = ep_verify.NIEDERER_REFERENCE_MS[(dx, dt)]
     quantities = tuple(
         Quantity(f"{name} activation (dx {dx} mm, dt {dt} ms)", times[name], "ms", expected=ref,
                  tolerance=NIEDERER_REL_TOL * ref)
@@ -264,21 +252,23 @@ def _niederer(*, quick: bool) -> CheckOutcome:
                         message=f"P8 {times['P8']:.2f} ms (ref {ref_p8}), P9 {times['P9']:.2f} ms (ref {ref_p9})")
 
 
-register(VerificationCheck("mms_diffusion", "Manufactured solution: anisotropic P1 diffusion (dolfinx)",
-                           "code: FE operator", "Roache 2002, J Fluids Eng 124:4; Ciarlet 1978 thm 3.2.2",
-                           _mms_diffusion, in_ci=True))
-register(VerificationCheck("circulation_rc", "0D circulation: RC discharge, time-step convergence",
-                           "code: ODE integrator", "analytic exponential; Hairer & Wanner 1996 sec. IV.3",
-                           _circulation_rc, in_ci=True))
-register(VerificationCheck("land_1", "Land 2015 problem 1: beam bending", "code: mechanics benchmark",
-                           "Land et al. 2015, Proc R Soc A 471:20150641", _land(1), in_ci=True))
-register(VerificationCheck("land_2", "Land 2015 problem 2: passive LV inflation", "code: mechanics benchmark",
-                           "Land et al. 2015, Proc R Soc A 471:20150641", _land(2)))
-register(VerificationCheck("land_3", "Land 2015 problem 3: inflation and active contraction",
-                           "code: mechanics benchmark", "Land et al. 2015, Proc R Soc A 471:20150641", _land(3)))
-register(VerificationCheck("eikonal_analytic", "Eikonal: anisotropic point source, analytic solution",
-                           "code: EP eikonal", "T = sqrt((x/v_l)^2 + (y/v_t)^2 + (z/v_t)^2) (BENCHMARKS.md)",
-                           _eikonal_analytic, in_ci=True))
-register(VerificationCheck("niederer", "Niederer 2011 N-version slab benchmark (monodomain, TTP06)",
-                           "code: EP benchmark", "Niederer et al. 2011, Phil Trans R Soc A 369:4331",
-                           _niederer))
+BUILTIN_CHECKS: tuple[VerificationCheck, ...] = (
+    VerificationCheck("mms_diffusion", "Manufactured solution: anisotropic P1 diffusion (dolfinx)",
+                      "code: FE operator", "Roache 2002, J Fluids Eng 124:4; Ciarlet 1978 thm 3.2.2",
+                      _mms_diffusion, in_ci=True),
+    VerificationCheck("circulation_rc", "0D circulation: RC discharge, time-step convergence",
+                      "code: ODE integrator", "analytic exponential; Hairer & Wanner 1996 sec. IV.3",
+                      _circulation_rc, in_ci=True),
+    VerificationCheck("land_1", "Land 2015 problem 1: beam bending", "code: mechanics benchmark",
+                      "Land et al. 2015, Proc R Soc A 471:20150641", _land(1), in_ci=True),
+    VerificationCheck("land_2", "Land 2015 problem 2: passive LV inflation", "code: mechanics benchmark",
+                      "Land et al. 2015, Proc R Soc A 471:20150641", _land(2)),
+    VerificationCheck("land_3", "Land 2015 problem 3: inflation and active contraction",
+                      "code: mechanics benchmark", "Land et al. 2015, Proc R Soc A 471:20150641", _land(3)),
+    VerificationCheck("eikonal_analytic", "Eikonal: anisotropic point source, analytic solution",
+                      "code: EP eikonal", "T = sqrt((x/v_l)^2 + (y/v_t)^2 + (z/v_t)^2) (BENCHMARKS.md)",
+                      _eikonal_analytic, in_ci=True),
+    VerificationCheck("niederer", "Niederer 2011 N-version slab benchmark (monodomain, TTP06)",
+                      "code: EP benchmark", "Niederer et al. 2011, Phil Trans R Soc A 369:4331",
+                      _niederer),
+)

@@ -51,8 +51,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cardiotwin.report.gci import grid_convergence
-from cardiotwin.report.timestep import QUANTITIES, TASK_DIR, study_inputs
+from cardiotwin.verification.gci import grid_convergence
+from cardiotwin.verification.timestep import QUANTITIES, TASK_DIR, read_activation_ms, study_inputs
 from cardiotwin.types import HeartMesh
 
 if TYPE_CHECKING:
@@ -170,12 +170,10 @@ def em_mesh_study(case: "Case", inputs: dict[str, Any], *, factors: tuple[float,
     from cardiotwin.io.meshes import read_mesh
     from cardiotwin.mechanics.electromechanics import EMConfig
     from cardiotwin.meshing.volume import MeshConfig
-    from cardiotwin.report.activation import FIELD
-    from cardiotwin.report.calcver import case_conduction, find_activation_solver
-    from cardiotwin.report.casedata import read_point_field
     from cardiotwin.therapy import response
     from cardiotwin.therapy.protocols import baseline_protocol
     from cardiotwin.therapy.sweep import read_task_result, solve_protocol
+    from cardiotwin.verification.case_inputs import case_conduction, find_activation_solver
 
     if not factors or any(not f > 1.0 for f in factors):
         raise ValueError(f"mesh factors must be > 1, got {factors}")
@@ -196,7 +194,7 @@ def em_mesh_study(case: "Case", inputs: dict[str, Any], *, factors: tuple[float,
     # the case's own level: the stage's mesh and stored map, its beat reused when the digest matches
     case_mesh = read_mesh(inputs["mesh"])
     h0, vol0 = representative_size_mm(case_mesh)
-    raw = read_point_field(inputs["activation"], FIELD).values
+    raw = read_activation_ms(inputs["activation"])
     _, met0 = solve_protocol(case_mesh, baseline_protocol(), conduction, solver=solver)  # its TAT, as on the others
     levels: list[dict[str, Any]] = [{"edge_mm": edge0, "n_points": case_mesh.n_points, "n_cells": case_mesh.n_cells,
                                      "h_mm": h0, "volume_ml": vol0 / 1000.0, "case_mesh": True, "direction": "case mesh",

@@ -2,7 +2,8 @@
 
 A *check* is a named function ``run(*, quick: bool) -> CheckOutcome`` that solves a problem with
 a known answer (analytic solution, manufactured solution, community benchmark) and compares.
-Checks register themselves in :data:`REGISTRY` (built-ins in ``cardiotwin.report.checks``);
+The built-in checks are listed in ``verification.checks.BUILTIN_CHECKS``; others are added with
+``register`` (kept in :data:`REGISTRY`);
 ``run_verifications`` runs a suite and stores a results JSON with software versions, machine
 and timestamps, which the evidence report cites (ASME V&V 40 section "code verification").
 
@@ -21,79 +22,19 @@ import logging
 import os
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 from cardiotwin.errors import CaseError, ConfigError
 from cardiotwin.io.atomic import write_json_atomic
+from cardiotwin.verification.outcome import CheckOutcome, CheckUnavailable, Quantity, VerificationCheck
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 Status = Literal["pass", "fail", "unavailable", "error"]
 Suite = Literal["ci", "full"]
-
-
-@dataclass(frozen=True)
-class Quantity:
-    """One compared number. ``expected`` with ``tolerance`` (absolute) or ``range`` (lo, hi)."""
-
-    name: str
-    value: float
-    unit: str
-    expected: float | None = None
-    tolerance: float | None = None
-    range: tuple[float, float] | None = None
-
-    @property
-    def passed(self) -> bool:
-        if self.range is not None:
-            return self.range[0] <= self.value <= self.range[1]
-        if self.expected is not None and self.tolerance is not None:
-            return abs(self.value - self.expected) <= self.tolerance
-        return True
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name, "value": self.value, "unit": self.unit, "pass": self.passed}
-        if self.expected is not None:
-            d["expected"] = self.expected
-        if self.tolerance is not None:
-            d["tolerance"] = self.tolerance
-        if self.range is not None:
-            d["range"] = list(self.range)
-        return d
-
-
-@dataclass(frozen=True)
-class CheckOutcome:
-    """What a check function returns: compared quantities plus free-form details (JSON-ready)."""
-
-    quantities: tuple[Quantity, ...]
-    details: dict[str, Any] = field(default_factory=dict)
-    message: str = ""
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.quantities) and all(q.passed for q in self.quantities)
-
-
-class CheckUnavailable(Exception):
-    """Raised by a check whose solver is not part of this installation (yet)."""
-
-
-@dataclass(frozen=True)
-class VerificationCheck:
-    """A registered check. ``in_ci``: part of the quick suite that the tests run."""
-
-    name: str
-    title: str
-    category: str
-    reference: str
-    run: Callable[..., CheckOutcome]
-    in_ci: bool = False
 
 
 REGISTRY: dict[str, VerificationCheck] = {}
@@ -108,10 +49,10 @@ def register(check: VerificationCheck) -> VerificationCheck:
 
 
 def registered_checks() -> dict[str, VerificationCheck]:
-    """All checks, built-ins loaded."""
-    import cardiotwin.report.checks  # noqa: F401 - registers the built-in checks
+    """All checks: the built-ins of ``verification.checks`` and those registered since."""
+    from cardiotwin.verification.checks import BUILTIN_CHECKS
 
-    return dict(REGISTRY)
+    return {**{c.name: c for c in BUILTIN_CHECKS}, **REGISTRY}
 
 
 def run_check(check: VerificationCheck, *, quick: bool) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cardiotwin.errors import CaseError
-from cardiotwin.report.verification import Suite, load_results, run_verifications
+from cardiotwin.verification.registry import Suite, load_results, run_verifications
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def run_and_store(*, suite: Suite = "ci", names: list[str] | None = None, out: s
 
 
 def _counts(results: dict[str, Any]) -> dict[str, int]:
-    from cardiotwin.report.verification import summary_counts
+    from cardiotwin.verification.registry import summary_counts
 
     return summary_counts(results)
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cardiotwin.report.gci import grid_convergence
+from cardiotwin.verification.gci import grid_convergence
 
 if TYPE_CHECKING:
     from cardiotwin.cases import Case
@@ -87,8 +87,6 @@ def em_timestep_study(case: "Case", inputs: dict[str, Any], *, levels: int = 2) 
     from cardiotwin.errors import StageError
     from cardiotwin.io.atomic import sha256_file
     from cardiotwin.mechanics.electromechanics import EMConfig
-    from cardiotwin.report.activation import FIELD
-    from cardiotwin.report.casedata import read_point_field
     from cardiotwin.therapy.response import beat_digest, lv_beat_metrics, run_beat_task
     from cardiotwin.therapy.sweep import read_task_result
 
@@ -97,7 +95,7 @@ def em_timestep_study(case: "Case", inputs: dict[str, Any], *, levels: int = 2) 
     t0 = time.perf_counter()
     mesh_path: Path = inputs["mesh"]
     mesh_sha = sha256_file(mesh_path)
-    raw = read_point_field(inputs["activation"], FIELD).values
+    raw = read_activation_ms(inputs["activation"])
     act = np.where(raw < 0.0, np.nan, raw)  # -1 marks never-activated points, stored as NaN by the stage
     source = f"{case.root / 'manifest.json'}:stages.therapy.config.electromechanics"
     per_level = []
@@ -146,3 +144,19 @@ def em_timestep_study(case: "Case", inputs: dict[str, Any], *, levels: int = 2) 
                            "stage's electromechanics configuration otherwise unchanged.",
             "size_label": "dt (ms)", "levels": per_level, "quantities": quantities, "notes": notes,
             "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def read_activation_ms(path: Path) -> np.ndarray:
+    """Point data ``activation_time_ms`` of an activation .vtu as floats (CaseError if unusable)."""
+    import meshio
+
+    from cardiotwin.electrophysiology.stage import ACTIVATION_FIELD
+    from cardiotwin.errors import CaseError
+
+    try:
+        m = meshio.read(path)
+    except Exception as exc:  # meshio raises many types
+        raise CaseError(f"{path}: cannot read mesh ({exc})") from None
+    if ACTIVATION_FIELD not in m.point_data:
+        raise CaseError(f"{path}: no point data '{ACTIVATION_FIELD}'")
+    return np.asarray(m.point_data[ACTIVATION_FIELD], dtype=float).ravel()
