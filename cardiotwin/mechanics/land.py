@@ -23,32 +23,7 @@ about the same cost. ``prolate_grid=(n_wall, n_long, n_circ)`` replaces the gmsh
 element across the 3 mm wall at 2-2.5 mm) by a structured grid in the benchmark's prolate
 coordinates, every mid-node on the parametric map.
 
-Measured here (P2/P1, quadrature degree 4, quadrature fibres; apex z in mm, endo / epi;
-published: P2 about -26.5 / -28.2, P3 -12.0 to -12.5 / -15.2 to -15.5):
-
-    mesh                 dofs    P2 straight      P2 curved        P3 straight      P3 curved
-    gmsh 4.0 mm          4155    -26.05 / -27.86  -26.51 / -28.27  -11.43 / -16.04  -11.55 / -15.49
-    gmsh 2.5 mm          9263    -26.34 / -28.06  -26.57 / -28.25  -11.55 / -15.66  -11.58 / -15.44
-    gmsh 2.0 mm         14537                                      -11.56 / -15.51  -11.59 / -15.40
-    gmsh 1.5 mm         33863                     -26.71 / -28.42  -11.97 / -15.58  -11.98 / -15.56
-    gmsh 1.2 mm         54k                                        -11.91 / -15.57
-    prolate 2x8x12       5886                                                       -11.85 / -15.59
-    prolate 3x12x16     16585                                      -12.26 / -15.79  -12.02 / -15.49
-    prolate 4x16x24     42776                                                       -12.23 / -15.49
-
-So curved geometry brings Problem 2 within 0.07 mm of the quoted values at 2.5 mm, but at
-1.5 mm (two elements across the wall; 222 s on a loaded 2-core machine) it moves on to -26.71 /
--28.42, 0.2 mm (0.8 %) past "about -26.5 / -28.2": the coarse agreement is partly luck, and
-Problem 2 is not shown converged here. Curved geometry moves the Problem 3 epi apex into the published range, but not the endo apex: on the gmsh meshes it stalls at -11.6
-until the wall holds two elements (1.5 mm), i.e. the gap was transmural resolution. With 3 and 4
-curved elements across the wall both outputs lie inside the published ranges (endo -12.02,
--12.23, still moving down by ~0.2 mm per step, first order or slower, possibly because the
-fibre field is singular at the apex; epi -15.49, converged). Curved vs straight on 3x12x16 differs by 0.24 /
-0.30 mm, so straight-sided tetrahedra are not adequate there either.
-
-Open: Problem 2 does not converge on the prolate grids (Newton stalls near 2-4 kPa with
-straight or curved geometry, same with finer load steps; the gmsh meshes are fine): not
-understood, so Problem 2 stays on gmsh meshes. Problem 3 converges on the prolate grids.
+Measured convergence of Problems 2-3 against the published values: docs/mechanics.md.
 """
 
 from __future__ import annotations
