@@ -35,7 +35,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cardiotwin.config import config_to_dict, load_config, read_yaml
+from cardiotwin.electrophysiology.stage import EPStageConfig, ep_case
 from cardiotwin.errors import ConfigError, ScanError
+from cardiotwin.fibers.stage import FiberConfig, fibers_case
+from cardiotwin.meshing.stage import MeshConfig, mesh_case
+from cardiotwin.segmentation.stage import SegStageConfig, segment_case, store_labels_case
+from cardiotwin.therapy.stage import CRTConfig
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -101,7 +106,7 @@ def load_recipe(path: str | Path) -> Recipe:
             options = {}
         if not isinstance(options, dict):
             raise ConfigError(f"{path}: stages[{i}] ({name}): options must be a mapping")
-        stages.append((name, STAGES[name].load(options, f"{path}: stages[{i}] ({name})")))
+        stages.append((name, load_config(STAGES[name].config_class(), options, source=f"{path}: stages[{i}] ({name})")))
     modality = data.get("modality")
     if modality is not None and modality not in ("CT", "MR"):
         raise ConfigError(f"{path}: modality must be CT or MR, got {modality!r}")
@@ -110,21 +115,14 @@ def load_recipe(path: str | Path) -> Recipe:
 
 @dataclass(frozen=True)
 class StageSpec:
-    """A recipe stage: how its options become a typed config, and how it runs on the case."""
+    """A recipe stage: its config class (the recipe's options are its keys) and how it runs on
+    the case with that config."""
 
-    load: Callable[[dict[str, Any], str], Any]
+    config_class: Callable[[], type]
     run: Callable[[PipelineContext, Any], None]
 
 
-def _load_segment(options: dict[str, Any], source: str) -> Any:
-    from cardiotwin.segmentation.stage import SegStageConfig
-
-    return load_config(SegStageConfig, options, source=source)
-
-
-def _run_segment(ctx: PipelineContext, cfg: Any) -> None:
-    from cardiotwin.segmentation.stage import segment_case, store_labels_case
-
+def _run_segment(ctx: PipelineContext, cfg: SegStageConfig) -> None:
     ctx.results["segment_config"] = cfg  # the calibrate stage segments the ES scan alike
     if ctx.labels_path is None:
         segment_case(ctx.case, ctx.scan_path, cfg, force=ctx.force)
@@ -134,46 +132,10 @@ def _run_segment(ctx: PipelineContext, cfg: Any) -> None:
     store_labels_case(ctx.case, ctx.scan_path, ctx.labels_path, config=given, force=ctx.force)
 
 
-def _load_mesh(options: dict[str, Any], source: str) -> Any:
-    from cardiotwin.meshing.stage import MeshConfig
+def _em_config() -> type:
+    from cardiotwin.mechanics.stage import EMConfig  # dolfinx: imported when a recipe has the stage
 
-    return load_config(MeshConfig, options, source=source)
-
-
-def _run_mesh(ctx: PipelineContext, cfg: Any) -> None:
-    from cardiotwin.meshing.stage import mesh_case
-
-    mesh_case(ctx.case, cfg, force=ctx.force)
-
-
-def _load_fibers(options: dict[str, Any], source: str) -> Any:
-    from cardiotwin.fibers.stage import FiberConfig
-
-    return load_config(FiberConfig, options, source=source)
-
-
-def _run_fibers(ctx: PipelineContext, cfg: Any) -> None:
-    from cardiotwin.fibers.stage import fibers_case
-
-    fibers_case(ctx.case, cfg, force=ctx.force)
-
-
-def _load_ep(options: dict[str, Any], source: str) -> Any:
-    from cardiotwin.electrophysiology.stage import EPStageConfig
-
-    return load_config(EPStageConfig, options, source=source)
-
-
-def _run_ep(ctx: PipelineContext, cfg: Any) -> None:
-    from cardiotwin.electrophysiology.stage import ep_case
-
-    ep_case(ctx.case, cfg, force=ctx.force)
-
-
-def _load_em(options: dict[str, Any], source: str) -> Any:
-    from cardiotwin.mechanics.stage import EMConfig
-
-    return load_config(EMConfig, options, source=source)
+    return EMConfig
 
 
 def _run_em(ctx: PipelineContext, cfg: Any) -> None:
@@ -182,16 +144,7 @@ def _run_em(ctx: PipelineContext, cfg: Any) -> None:
     em_case(ctx.case, cfg, force=ctx.force)
 
 
-def _load_crt(options: dict[str, Any], source: str) -> Any:
-    from cardiotwin.therapy.stage import load_crt_config
-
-    try:
-        return load_crt_config(options, source=source)
-    except ValueError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-
-
-def _run_crt(ctx: PipelineContext, cfg: Any) -> None:
+def _run_crt(ctx: PipelineContext, cfg: CRTConfig) -> None:
     from cardiotwin.therapy.solver import eikonal_solver, paced_ecg
     from cardiotwin.therapy.stage import crt_case_stage
 
@@ -202,15 +155,14 @@ def _run_crt(ctx: PipelineContext, cfg: Any) -> None:
         ctx.results["crt"] = result
 
 
-def _load_calibrate(options: dict[str, Any], source: str) -> Any:
-    from cardiotwin.personalisation.stage import load_calibration_config
+def _calibrate_config() -> type:
+    from cardiotwin.personalisation.stage import CalibrationConfig
 
-    return load_calibration_config(options, source=source)
+    return CalibrationConfig
 
 
 def _run_calibrate(ctx: PipelineContext, cfg: Any) -> None:
     from cardiotwin.personalisation.stage import calibrate_recipe_stage
-    from cardiotwin.segmentation.stage import SegStageConfig, segment_case
 
     seg_cfg = ctx.results.get("segment_config") or SegStageConfig()
 
@@ -246,13 +198,13 @@ def record_recipe(case: "Case", recipe: Recipe) -> Path | None:
 
 
 STAGES: dict[str, StageSpec] = {
-    "segment": StageSpec(_load_segment, _run_segment),
-    "mesh": StageSpec(_load_mesh, _run_mesh),
-    "fibers": StageSpec(_load_fibers, _run_fibers),
-    "ep": StageSpec(_load_ep, _run_ep),
-    "em": StageSpec(_load_em, _run_em),
-    "calibrate": StageSpec(_load_calibrate, _run_calibrate),
-    "crt": StageSpec(_load_crt, _run_crt),
+    "segment": StageSpec(lambda: SegStageConfig, _run_segment),
+    "mesh": StageSpec(lambda: MeshConfig, lambda ctx, cfg: mesh_case(ctx.case, cfg, force=ctx.force)),
+    "fibers": StageSpec(lambda: FiberConfig, lambda ctx, cfg: fibers_case(ctx.case, cfg, force=ctx.force)),
+    "ep": StageSpec(lambda: EPStageConfig, lambda ctx, cfg: ep_case(ctx.case, cfg, force=ctx.force)),
+    "em": StageSpec(_em_config, _run_em),
+    "calibrate": StageSpec(_calibrate_config, _run_calibrate),
+    "crt": StageSpec(lambda: CRTConfig, _run_crt),
 }
 
 
