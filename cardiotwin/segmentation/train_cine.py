@@ -257,8 +257,8 @@ def export_stack_bundle(checkpoint: Path, bundle_dir: Path, *, name: str, comman
     from safetensors.torch import save_file
 
     from cardiotwin.anatomy import LABEL_NAMES
-    from cardiotwin.bench import machine_description
     from cardiotwin.io.atomic import sha256_file
+    from cardiotwin.machine import machine_description
     from cardiotwin.segmentation.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, load_bundle
 
     ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
