@@ -50,12 +50,14 @@ _INPUT_STAGES = ("segment", "mesh", "fibers", "ep", "em", "therapy", "verify", "
 
 @dataclass(frozen=True)
 class ReportConfig:
-    """Options of the report stage. include_identifiers: show case name and source file names;
-    calc_verification: run the mesh / time-step refinement study when possible; run_verification:
-    run the CI code-verification suite into the case when no results are stored; timestep_study: also
-    refine the time step of the baseline electromechanical beat at ``timestep_levels`` (2: dt, dt/2;
-    3: also dt/4) steps (minutes: opt-in); em_mesh_study: also repeat that beat on re-meshed levels
-    of the patient at target edges x / em_mesh_factors (``verification.em_mesh``; minutes: opt-in)."""
+    """Options of the report stage. include_identifiers: show case name and source file names.
+    The others are carried out before the report by ``pipeline.report_case`` (through
+    ``verification.stage.verify_case``): run_verification: run the CI code-verification suite into
+    the case when no results are stored; calc_verification: run the mesh refinement study when
+    possible; timestep_study: also refine the time step of the baseline electromechanical beat at
+    ``timestep_levels`` (2: dt, dt/2; 3: also dt/4) steps (minutes: opt-in); em_mesh_study: also
+    repeat that beat on re-meshed levels of the patient at target edges x / em_mesh_factors
+    (``verification.em_mesh``; minutes: opt-in)."""
 
     include_identifiers: bool = False
     calc_verification: bool = True
