@@ -92,7 +92,7 @@ def studied(tmp_path_factory):
                       "tat_ms": float(np.max(activation_times_ms))})
         return {"name": name, **_law_beat(representative_size_mm(mesh)[0])}
 
-    import cardiotwin.report.em_mesh as em_mesh
+    import cardiotwin.verification.em_mesh as em_mesh
     from cardiotwin.errors import StageError
 
     real_level_mesh = em_mesh.level_mesh
