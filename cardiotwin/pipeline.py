@@ -95,15 +95,36 @@ def load_recipe(path: str | Path) -> Recipe:
         (name, options), = entry.items()
         if name not in STAGES:
             raise ConfigError(f"{path}: stages[{i}]: unknown stage {name!r}; known: {', '.join(STAGES)}")
-        if options is None:
-            options = {}
-        if not isinstance(options, dict):
-            raise ConfigError(f"{path}: stages[{i}] ({name}): options must be a mapping")
+        options = _check_stage_options(name, options, where=f"{path}: stages[{i}] ({name})")
         stages.append((name, options))
     modality = data.get("modality")
     if modality is not None and modality not in ("CT", "MR"):
         raise ConfigError(f"{path}: modality must be CT or MR, got {modality!r}")
     return Recipe(name=str(data.get("name") or path.stem), modality=modality, stages=tuple(stages), source=str(path))
+
+
+def _check_stage_options(name: str, options: Any, *, where: str) -> dict[str, Any]:
+    """Validate a stage's options before anything runs: the crt options as a ``CRTConfig``, the
+    others against their command's options (none that names an output location)."""
+    from cardiotwin.config import check_options, check_plain_data
+
+    if name == "crt":  # typed: every key and value checked by load_config
+        from cardiotwin.commands.crt import load_crt_config
+
+        if options is None:
+            options = {}
+        if not isinstance(options, dict):
+            raise ConfigError(f"{where}: options must be a mapping, got {type(options).__name__}")
+        check_plain_data(options, where=where)
+        load_crt_config(options, source=where)
+        return options
+    import importlib
+
+    module = importlib.import_module(f"cardiotwin.commands.{name}")
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    allowed = {a.dest for a in parser._actions if a.option_strings and a.dest != "help"}
+    return check_options(options, allowed=allowed, where=where)
 
 
 def options_to_flags(options: Mapping[str, Any]) -> list[str]:
@@ -154,8 +175,7 @@ def _stage_segment(ctx: PipelineContext, options: dict[str, Any]) -> None:
     labels = read_labels(ctx.labels_path)
     if not labels.geometry.same_space(scan.geometry):
         raise ScanError(ctx.labels_path, f"label map is not on the grid of the scan {ctx.scan_path}")
-    scan_in_case = ctx.case.import_scan(scan)
-    with ctx.case.stage("segment", inputs={"scan": scan_in_case, "labels": ctx.labels_path},
+    with ctx.case.stage("segment", inputs={"labels": ctx.labels_path}, scans={"scan": scan},
                         config={"source": "label map given with --labels", **options}, force=ctx.force) as st:
         if not st.skipped:
             write_labels(labels, st.dir / "labels.nii.gz")

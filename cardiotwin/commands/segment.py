@@ -96,14 +96,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     case = Case.open_or_create(out)
-    scan_in_case = case.import_scan(scan)
     config = {"model": model.name, "model_weights_sha256": model.metadata["weights"]["sha256"],
               "model_licence": model.licence, "all_frames": bool(args.all_frames),
               "inference": {k: str(v) for k, v in cfg.__dict__.items()}}
-    inputs = {"scan": scan_in_case, "model": model_dir}
+    inputs = {"model": model_dir}
     if reference is not None:
         inputs["reference"] = Path(args.reference)
-    with case.stage("segment", inputs=inputs, config=config, force=args.force) as st:
+    # the scan replaces the case's inputs/scan.nii.gz only when the stage succeeds
+    with case.stage("segment", inputs=inputs, config=config, force=args.force, scans={"scan": scan}) as st:
         if st.skipped:
             print(f"{case.root}: segment unchanged (use --force to rerun)")
             return 0

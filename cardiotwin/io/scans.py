@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +172,8 @@ def _read_image_file(path: Path):
         raise ScanError(path, "file is empty")
     if image_suffix(path) in (".nii", ".nii.gz"):
         _check_nifti_complete(path)  # ITK zero-fills a truncated NIfTI instead of failing
+    else:
+        check_header_spacing(path)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -204,12 +207,76 @@ def _check_nifti_complete(path: Path) -> None:
             raise ScanError(path, f"unreadable or truncated image (compressed stream ends early: {exc})") from None
     if actual < expected:
         raise ScanError(path, f"unreadable or truncated image ({actual} of {expected} bytes)")
+    # ITK reads a zero, negative or NaN pixdim as 1 mm with only a warning: refuse it here.
+    n_spatial = min(3, max(1, int(header["dim"][0])))
+    _refuse_bad_spacing(path, [float(v) for v in header["pixdim"][1 : 1 + n_spatial]], "pixdim")
     if header.get_data_dtype().kind == "f":
         # ITK's NIfTI reader turns NaN into 0: check the stored values themselves.
         raw = np.asarray(nifti.dataobj)
         n_bad = int(raw.size - np.count_nonzero(np.isfinite(raw)))
         if n_bad:
             raise ScanError(path, f"contains {n_bad} NaN/Inf voxels")
+
+
+def _refuse_bad_spacing(path: Path, spacing: list[float], field: str) -> None:
+    if not spacing or any(not np.isfinite(v) or v <= 0 for v in spacing):
+        shown = ", ".join(f"{v:g}" for v in spacing) or "none"
+        raise ScanError(path, f"header {field} gives voxel spacing ({shown}); every spacing must be a positive number "
+                              "of mm (fix the header; it is never guessed)")
+
+
+_HEADER_BYTES = 1 << 16
+
+
+def check_header_spacing(path: Path) -> None:
+    """Refuse an NRRD or MetaImage header whose spacing is 0, negative, NaN or unreadable.
+
+    ITK substitutes 1 mm for some of these with only a warning, which silently rescales every
+    volume and mass computed from the scan. The header is read as text up to its end (the blank
+    line of NRRD, the ``ElementDataFile`` line of MetaImage).
+    """
+    suffix = image_suffix(path)
+    if suffix not in (".nrrd", ".nhdr", ".mha", ".mhd"):
+        return
+    with open(path, "rb") as fh:
+        head = fh.read(_HEADER_BYTES)
+    fields: dict[str, str] = {}
+    for raw in head.split(b"\n"):
+        line = raw.decode("latin-1").strip()
+        if suffix in (".nrrd", ".nhdr"):
+            if not line:
+                break
+            key, sep, value = line.partition(":")
+            if sep and not value.startswith("="):
+                fields[key.strip().lower()] = value.strip()
+        else:
+            key, sep, value = line.partition("=")
+            if sep:
+                fields[key.strip().lower()] = value.strip()
+            if key.strip().lower() == "elementdatafile":
+                break
+    if suffix in (".nrrd", ".nhdr"):
+        if "space directions" in fields:
+            spacing: list[float] = []
+            for vec in re.findall(r"\(([^)]*)\)", fields["space directions"]):
+                try:
+                    spacing.append(float(np.linalg.norm([float(c) for c in vec.split(",")])))
+                except ValueError:
+                    spacing.append(float("nan"))
+            _refuse_bad_spacing(path, spacing, "'space directions'")
+        elif "spacings" in fields:
+            _refuse_bad_spacing(path, [_to_float(v) for v in fields["spacings"].split()[:3]], "'spacings'")
+        return
+    for key in ("elementspacing", "elementsize"):
+        if key in fields:
+            _refuse_bad_spacing(path, [_to_float(v) for v in fields[key].split()[:3]], key.replace("element", "Element"))
+
+
+def _to_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
 
 
 def _select_frame(image, path: Path, frame: int | None):

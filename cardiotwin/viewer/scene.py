@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from cardiotwin.anatomy import AHA_SEGMENT_NAMES, LABEL_NAMES
+from cardiotwin.cases import pseudonym
 from cardiotwin.errors import CaseError
 from cardiotwin.viewer import colors
 from cardiotwin.viewer.geometry import (
@@ -66,7 +67,8 @@ class SceneOptions:
 
     max_voxels_per_axis: slices are strided to at most this many voxels along each axis;
     surface_voxels_per_axis: same for the marching-cubes label surfaces; max_fibres: fibre glyphs;
-    isochrone_step_ms: spacing of the isochrone lines.
+    isochrone_step_ms: spacing of the isochrone lines. include_identifiers: show the case id
+    (default: its pseudonym, ``cases.pseudonym``).
     """
 
     max_voxels_per_axis: int = 128
@@ -74,6 +76,7 @@ class SceneOptions:
     max_fibres: int = 1500
     isochrone_step_ms: float = 10.0
     seed: int = 0
+    include_identifiers: bool = False
 
 
 @dataclass(frozen=True)
@@ -353,7 +356,7 @@ def build_scene(root: str | Path, *, opts: SceneOptions = SceneOptions()) -> dic
     absent = dict(contents.absent)
     payload: dict[str, Any] = {
         "format": PAYLOAD_FORMAT,
-        "case_id": contents.case_id,
+        "case_id": contents.case_id if opts.include_identifiers else pseudonym(contents.case_id),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "colormaps": {
             "activation": colors.stops_for_js(colors.ACTIVATION_STOPS),
