@@ -309,6 +309,12 @@ class Case:
         if not staging.is_dir():
             return
         for p in staging.iterdir():
+            if p.name.startswith("oldinput-"):
+                dest = self.root / "inputs" / p.name[len("oldinput-"):].rsplit("-", 1)[0]
+                if not dest.exists():
+                    os.replace(p, dest)
+                    log.warning("%s: restored the previous input %s", self.root, dest.name)
+                    continue
             if p.name.startswith("old-"):
                 stage = p.name[4:].rsplit("-", 1)[0]
                 if not self.stage_dir(stage).exists():
@@ -353,13 +359,11 @@ class Case:
                 run = StageRun(name=name, dir=work, skipped=False, metrics={})
                 try:
                     yield run
+                    self._commit(name, work, {self.root / "inputs" / f"{k}.nii.gz": tmp for k, (tmp, _) in staged.items()})
                 except BaseException as exc:
                     shutil.rmtree(work, ignore_errors=True)
                     self._record_failure(name, started, time.perf_counter() - t0, exc)
                     raise
-                self._commit(name, work)
-                for key, (tmp, _) in staged.items():
-                    os.replace(tmp, self.root / "inputs" / f"{key}.nii.gz")
             finally:
                 for tmp, _ in staged.values():
                     tmp.unlink(missing_ok=True)
@@ -396,7 +400,6 @@ class Case:
         rec = _input_record(Path("inputs") / f"{name}.nii.gz", sha256_file(tmp), source_sha256=scan.sha256,
                             source_name=Path(scan.source).name, modality=scan.modality,
                             shape=list(scan.geometry.shape), spacing_mm=list(scan.geometry.spacing_mm))
-        (self.root / "inputs").mkdir(exist_ok=True)
         return tmp, rec
 
     def _unchanged(self, name: str, prev: dict[str, Any] | None, inputs: dict[str, str], cfg_sha: str) -> bool:
@@ -412,13 +415,39 @@ class Case:
                 return False
         return True
 
-    def _commit(self, name: str, work: Path) -> None:
+    def _commit(self, name: str, work: Path, new_inputs: Mapping[Path, Path]) -> None:
+        """Move the stage's work folder (and its new input files) into place; on any error the
+        previous folder and inputs are put back, so the case is as before."""
         final = self.stage_dir(name)
-        parked = self.root / ".staging" / f"old-{name}-{uuid.uuid4().hex[:8]}"
-        if final.exists():
-            os.replace(final, parked)
-        os.replace(work, final)
-        shutil.rmtree(parked, ignore_errors=True)
+        tag = uuid.uuid4().hex[:8]
+        moved: list[tuple[Path, Path]] = []  # (parked, original) to restore on failure
+        placed: list[Path] = []
+        try:
+            for dest, tmp in new_inputs.items():
+                if dest.exists():
+                    parked = self.root / ".staging" / f"oldinput-{dest.name}-{tag}"
+                    os.replace(dest, parked)
+                    moved.append((parked, dest))
+                dest.parent.mkdir(exist_ok=True)
+                os.replace(tmp, dest)
+                placed.append(dest)
+            parked = self.root / ".staging" / f"old-{name}-{tag}"
+            if final.exists():
+                os.replace(final, parked)
+                moved.append((parked, final))
+            os.replace(work, final)
+        except BaseException:
+            for dest in placed:
+                dest.unlink(missing_ok=True)
+            for parked, original in reversed(moved):
+                if not original.exists():
+                    os.replace(parked, original)
+            inputs = self.root / "inputs"
+            if inputs.is_dir() and not any(inputs.iterdir()):
+                inputs.rmdir()
+            raise
+        for parked, _ in moved:
+            shutil.rmtree(parked, ignore_errors=True) if parked.is_dir() else parked.unlink(missing_ok=True)
 
     def _record_failure(self, name: str, started: str, seconds: float, exc: BaseException) -> None:
         attempts = self._read_attempts()

@@ -284,7 +284,6 @@ def run_pipeline(
         if scan.modality not in (recipe.modality, "unknown"):
             raise ScanError(scan_path, f"recipe {recipe.name} expects a {recipe.modality} scan, this is {scan.modality}")
     case = Case.open_or_create(out)
-    record_recipe(case, recipe)
 
     def client_factory() -> Any:
         if client is not None or (workers == 0 and not scheduler):
@@ -300,5 +299,7 @@ def run_pipeline(
         t0 = time.perf_counter()
         log.info("pipeline %s: stage %s", recipe.name, name)
         STAGES[name](ctx, options)
+        if not ctx.timings_s:  # recorded once a stage has succeeded: a failed run leaves the case as it was
+            record_recipe(case, recipe)
         ctx.timings_s[name] = round(time.perf_counter() - t0, 2)
     return ctx

@@ -189,6 +189,8 @@ def _check_nifti_complete(path: Path) -> None:
 
     import nibabel as nib
 
+    # ITK (and nibabel) read a zero, negative or NaN pixdim as 1 mm with only a warning: refuse it.
+    _refuse_bad_spacing(path, _raw_nifti_pixdim(path), "pixdim")
     try:
         nifti = nib.load(str(path))
         header = nifti.header
@@ -207,9 +209,6 @@ def _check_nifti_complete(path: Path) -> None:
             raise ScanError(path, f"unreadable or truncated image (compressed stream ends early: {exc})") from None
     if actual < expected:
         raise ScanError(path, f"unreadable or truncated image ({actual} of {expected} bytes)")
-    # ITK reads a zero, negative or NaN pixdim as 1 mm with only a warning: refuse it here.
-    n_spatial = min(3, max(1, int(header["dim"][0])))
-    _refuse_bad_spacing(path, [float(v) for v in header["pixdim"][1 : 1 + n_spatial]], "pixdim")
     if header.get_data_dtype().kind == "f":
         # ITK's NIfTI reader turns NaN into 0: check the stored values themselves.
         raw = np.asarray(nifti.dataobj)
@@ -226,6 +225,32 @@ def _refuse_bad_spacing(path: Path, spacing: list[float], field: str) -> None:
 
 
 _HEADER_BYTES = 1 << 16
+
+
+def _raw_nifti_pixdim(path: Path) -> list[float]:
+    """The spatial pixdim values exactly as the NIfTI-1/2 header stores them (readers "fix" them)."""
+    import gzip
+    import struct
+    import zlib
+
+    opener = gzip.open if image_suffix(path) == ".nii.gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            head = fh.read(540)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise ScanError(path, f"unreadable or truncated image ({exc})") from None
+    for endian in "<>":
+        if len(head) >= 348 and struct.unpack(endian + "i", head[:4])[0] == 348:
+            ndim = struct.unpack(endian + "h", head[40:42])[0]
+            pixdim = struct.unpack(endian + "8f", head[76:108])
+            break
+        if len(head) >= 540 and struct.unpack(endian + "i", head[:4])[0] == 540:
+            ndim = struct.unpack(endian + "q", head[16:24])[0]
+            pixdim = struct.unpack(endian + "8d", head[104:168])
+            break
+    else:
+        raise ScanError(path, "unreadable NIfTI header (sizeof_hdr is neither 348 nor 540)")
+    return [float(v) for v in pixdim[1 : 1 + min(3, max(1, int(ndim)))]]
 
 
 def check_header_spacing(path: Path) -> None:

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from cardiotwin.anatomy import AHA_SEGMENT_NAMES, LABEL_NAMES
-from cardiotwin.cases import pseudonym
+from cardiotwin.cases import Case, pseudonym
 from cardiotwin.errors import CaseError
 from cardiotwin.viewer import colors
 from cardiotwin.viewer.geometry import (
@@ -105,13 +105,7 @@ def _first_existing(*paths: Path) -> Path | None:
 def find_case_contents(root: str | Path) -> CaseContents:
     """Discover the viewable outputs of a case directory (needs ``manifest.json``)."""
     root = Path(root)
-    manifest_path = root / "manifest.json"
-    if not manifest_path.is_file():
-        raise CaseError(f"{root}: not a case directory (no manifest.json)")
-    try:
-        case_id = str(json.loads(manifest_path.read_text()).get("case_id") or root.name)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CaseError(f"{manifest_path}: unreadable manifest ({exc})") from None
+    case_id = str(Case.open(root).manifest.get("case_id") or root.name)  # CaseError for a damaged manifest
     absent: dict[str, str] = {}
     scan = _first_existing(root / "inputs" / "scan.nii.gz")
     if scan is None:
