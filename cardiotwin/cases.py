@@ -90,21 +90,42 @@ def pseudonym(case_id: str) -> str:
     return hashlib.sha256(str(case_id).encode("utf-8", "surrogatepass")).hexdigest()[:10]
 
 
-def redact(text: str, case: "Case | str | os.PathLike[str]") -> str:
-    """``text`` with the case folder's absolute path, its name and its case id replaced by the
-    pseudonym (for messages and logs written into the case or shown in its outputs)."""
+# Folder names too generic to identify anyone (tests, demos, examples): not replaced as words.
+_GENERIC_NAMES = frozenset({"case", "cases", "demo", "empty", "example", "sample", "test", "tmp", "temp", "out",
+                            "output", "run", "phantom", "copy", "new", "data"})
+
+
+def redact(data: Any, case: "Case | str | os.PathLike[str]") -> Any:
+    """``data`` (text, or JSON-like lists and mappings of it) with the case folder's path, and its
+    name and case id as whole words, replaced by ``case <pseudonym>``, also where they appear
+    HTML-escaped. Names shorter than 3 characters or generic (``case``, ``demo``) stay."""
+    import html
+    import re
+
     root = Path(case.root if isinstance(case, Case) else case)
-    names: list[str] = [str(root.resolve()), str(root)]
     try:
         case_id = Case(root)._read_manifest().get("case_id")
     except (CaseError, OSError):
         case_id = None
-    names += [n for n in (case_id, root.name) if n]
     tag = "case " + pseudonym(str(case_id or root.name))
-    for name in sorted(set(names), key=len, reverse=True):
-        if len(name) >= 3:
-            text = text.replace(name, tag)
-    return text
+    paths = {str(root.resolve()), str(root.absolute()), str(root)}
+    paths = sorted({v for p in paths if len(p) > 1 for v in (p, html.escape(p))}, key=len, reverse=True)
+    words = {n for n in (case_id, root.name) if n and len(n) >= 3 and n.lower() not in _GENERIC_NAMES}
+    words = sorted({v for n in words for v in (n, html.escape(n))}, key=len, reverse=True)
+    word_re = re.compile(r"(?<![\w-])(?:" + "|".join(map(re.escape, words)) + r")(?![\w-])") if words else None
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            for path in paths:
+                value = value.replace(path, tag)
+            return word_re.sub(tag, value) if word_re is not None else value
+        if isinstance(value, dict):
+            return {clean(k): clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    return clean(data)
 
 
 def _now() -> str:
@@ -456,7 +477,7 @@ class Case:
             "started": started,
             "ended": _now(),
             "duration_s": round(seconds, 3),
-            "error": f"{type(exc).__name__}: {exc}"[:2000],
+            "error": redact(f"{type(exc).__name__}: {exc}", self)[:2000],
         }
         try:
             write_json_atomic(self.root / ATTEMPTS, attempts)

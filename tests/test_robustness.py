@@ -293,6 +293,33 @@ def test_os_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, capsys, 
     assert "Traceback" in err and err.strip().splitlines()[-1].startswith("cardiotwin: error:")
 
 
+def test_unwritable_case_files_one_line(tmp_path, capsys, monkeypatch):
+    """What a read-only case folder does to a process that may not write it (simulated in-process
+    for every user, root included): the first write into the case is denied."""
+    import builtins
+    import errno
+
+    import cardiotwin.cases as cases
+    import cardiotwin.io.atomic as atomic
+
+    case = Case.create(tmp_path / "case")
+    scan = write_scan(small_scan(), tmp_path / "scan.nii.gz")
+    write_labels(LabelMap(labels=np.zeros(small_scan().geometry.shape, np.uint8), geometry=small_scan().geometry),
+                 tmp_path / "labels.nii.gz")
+    root = str(case.root)
+
+    def denied_open(file, mode="r", *args, **kwargs):
+        if str(file).startswith(root) and any(c in mode for c in "wa+x"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return builtins.open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(cases, "open", denied_open, raising=False)
+    monkeypatch.setattr(atomic, "open", denied_open, raising=False)
+    recipe = _recipe(tmp_path, "stages:\n  - segment: {}\n")
+    probe(capsys, ["run", recipe, "--scan", scan, "--labels", tmp_path / "labels.nii.gz", "--out", case.root],
+          protect=[tmp_path], match=r"case/\.lock: Permission denied")
+
+
 def test_read_only_case_folder(tmp_path):
     """A case folder the user cannot write: one line, exit 2, nothing changed. Run as an
     unprivileged user (root writes through read-only permissions), in a subprocess."""
