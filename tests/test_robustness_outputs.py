@@ -27,21 +27,21 @@ def test_report_and_review_export_are_pseudonymised(tmp_path, monkeypatch):
     import cardiotwin.report.build as build
 
     # The PDFs are rendered from the same HTML text (weasyprint, seconds each): keep that text.
-    monkeypatch.setattr(build, "write_pdf", lambda path, html: Path(path).write_text(html))
+    monkeypatch.setattr(build, "write_pdf", lambda path, html: Path(path).write_text(html, encoding="utf-8"))
     scan = write_scan(small_scan(), tmp_path / "scan.nii.gz")
     case = tmp_path / PATIENT
     assert main(["-q", "case", "new", str(case), "--scan", str(scan)]) == 0
     assert main(["-q", "report", str(case), "--no-verify", "--no-calc-verification"]) == 0
     assert main(["-q", "view", str(case), "--export", str(case / "review.html")]) == 0
     outputs = {**{f"report/{k}": v for k, v in _files_text(case / "report").items()},
-               "review.html": (case / "review.html").read_text()}
+               "review.html": (case / "review.html").read_text(encoding="utf-8")}
     assert set(outputs) >= {"report/evidence.html", "report/summary.html", "report/report.json", "review.html"}
     for name, text in outputs.items():
         assert PATIENT not in text, f"{name} names the case folder"
     assert "case " + pseudonym(PATIENT) in outputs["report/evidence.html"]
     # identifiers on request
     assert main(["-q", "view", str(case), "--export", str(tmp_path / "named.html"), "--include-identifiers"]) == 0
-    assert PATIENT in (tmp_path / "named.html").read_text()
+    assert PATIENT in (tmp_path / "named.html").read_text(encoding="utf-8")
 
 
 def test_failure_notes_in_the_case_are_pseudonymised(tmp_path, monkeypatch):

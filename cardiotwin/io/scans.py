@@ -259,7 +259,7 @@ def _raw_nifti_pixdim(path: Path) -> list[float]:
             pixdim = struct.unpack(endian + "8d", head[104:168])
             break
     else:
-        raise ScanError(path, "unreadable NIfTI header (sizeof_hdr is neither 348 nor 540)")
+        raise ScanError(path, "unreadable or truncated image (not a NIfTI header: sizeof_hdr is neither 348 nor 540)")
     return [float(v) for v in pixdim[1 : 1 + min(3, max(1, int(ndim)))]]
 
 
