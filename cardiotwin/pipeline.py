@@ -104,19 +104,20 @@ def load_recipe(path: str | Path) -> Recipe:
 
 
 def _check_stage_options(name: str, options: Any, *, where: str) -> dict[str, Any]:
-    """Validate a stage's options before anything runs: the crt options as a ``CRTConfig``, the
-    others against their command's options (none that names an output location)."""
+    """Validate a stage's options before anything runs: crt and calibrate options as their typed
+    configs, the others against their command's options (none that names an output location)."""
     from cardiotwin.config import check_options, check_plain_data
 
-    if name == "crt":  # typed: every key and value checked by load_config
+    if name in ("crt", "calibrate"):  # typed: every key and value checked by load_config
         from cardiotwin.commands.crt import load_crt_config
+        from cardiotwin.personalisation.stage import load_calibration_config
 
         if options is None:
             options = {}
         if not isinstance(options, dict):
             raise ConfigError(f"{where}: options must be a mapping, got {type(options).__name__}")
         check_plain_data(options, where=where)
-        load_crt_config(options, source=where)
+        (load_crt_config if name == "crt" else load_calibration_config)(options, source=where)
         return options
     import importlib
 
