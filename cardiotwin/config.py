@@ -2,8 +2,11 @@
 
 Configs are frozen dataclasses. A field declared with ``quantity(default, "kPa")`` accepts a
 number (taken in the declared unit) or a string with a unit ("75 mmHg", "0.1 cm") that is
-converted once, here, at the boundary. Unknown keys, wrong types and incompatible units raise
-``ConfigError`` naming the key and the source. Configs are data: nothing is ever evaluated.
+converted once, here, at the boundary. Unknown keys, wrong types, incompatible units, strings
+longer than ``MAX_STRING_CHARS`` and non-finite numbers raise ``ConfigError`` naming the key and
+the source. Configs are data: nothing is ever evaluated. YAML files are read with the safe loader,
+at most ``MAX_YAML_BYTES`` long, and aliases (``*name``) are refused before anything is built, so
+an alias bomb cannot expand.
 
     @dataclass(frozen=True)
     class MeshConfig:
@@ -15,6 +18,7 @@ converted once, here, at the boundary. Unknown keys, wrong types and incompatibl
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
 import re
 import types
@@ -62,6 +66,15 @@ _UNITS: dict[str, tuple[str, float]] = {
     "": ("dimensionless", 1.0), "1": ("dimensionless", 1.0), "%": ("dimensionless", 0.01),
 }
 
+MAX_STRING_CHARS = 4096
+MAX_YAML_BYTES = 1 << 20
+MAX_ITEMS = 10_000  # entries in one list or mapping of a config
+MAX_DEPTH = 16  # nesting of lists and mappings
+# Option keys that would let a recipe or config choose where a stage writes: a case is written
+# only by its own stages, inside its folder.
+OUTPUT_KEYS = frozenset({"out", "output", "out_dir", "output_dir", "export", "export_only", "dest", "destination",
+                         "case", "case_dir", "work_dir", "force"})
+
 _QUANTITY_RE = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S*)\s*$")
 
 
@@ -82,17 +95,24 @@ def parse_quantity(text: str | float | int, unit: str, *, where: str = "value") 
     if isinstance(text, bool):
         raise ConfigError(f"{where}: expected a quantity in {unit or 'no unit'}, got a boolean")
     if isinstance(text, (int, float)):
+        if not math.isfinite(float(text)):
+            raise ConfigError(f"{where}: {text!r} is not a finite quantity")
         return float(text)
     if not isinstance(text, str):
         raise ConfigError(f"{where}: expected a number or a string like '1.5 {unit}', got {type(text).__name__}")
+    if len(text) > 100:
+        raise ConfigError(f"{where}: a quantity of {len(text)} characters (e.g. '1.5 {unit}')")
     m = _QUANTITY_RE.match(text)
     if not m:
         raise ConfigError(f"{where}: cannot read {text!r} as a quantity (e.g. '1.5 {unit}')")
     number, given = float(m.group(1)), m.group(2)
     try:
-        return convert(number, given, unit) if given else number
+        value = convert(number, given, unit) if given else number
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}: {text!r} is not a finite quantity")
+    return value
 
 
 def quantity(default: float, unit: str, *, doc: str = "") -> Any:
@@ -171,6 +191,7 @@ def _coerce(value: Any, typ: Any, f: dataclasses.Field | None, *, where: str) ->
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        check_plain_data(value, where=where)
         return dict(value)
     if typ is bool:
         if not isinstance(value, bool):
@@ -181,16 +202,88 @@ def _coerce(value: Any, typ: Any, f: dataclasses.Field | None, *, where: str) ->
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if typ is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {_short(value)}")
         return float(value)
     if typ is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: expected a string, got {_short(value)}")
+        _check_string(value, where)
         return value
     if typ is Path:
+        if not isinstance(value, (str, Path)):
+            raise ConfigError(f"{where}: expected a path, got {_short(value)}")
+        _check_string(str(value), where)
         return Path(value)
+    check_plain_data(value, where=where)
     return value
+
+
+def _short(value: Any) -> str:
+    """repr of a value for a message, cut to one short line."""
+    text = repr(value) if not isinstance(value, (dict, list, tuple)) else f"a {type(value).__name__}"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_string(value: str, where: str) -> None:
+    if len(value) > MAX_STRING_CHARS:
+        raise ConfigError(f"{where}: a string of {len(value)} characters (at most {MAX_STRING_CHARS})")
+    if "\x00" in value:
+        raise ConfigError(f"{where}: a string holding a NUL character")
+
+
+def check_plain_data(value: Any, *, where: str, depth: int = 0) -> None:
+    """Refuse config data that is not plain (str, number, bool, date, None, lists and mappings of
+    those), too deep, too long, or holds an over-long string or a non-finite number."""
+    if depth > MAX_DEPTH:
+        raise ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep")
+    if value is None or isinstance(value, (bool, datetime.date)):
+        return
+    if isinstance(value, str):
+        _check_string(value, where)
+    elif isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}: {value!r} is not a finite number")
+    elif isinstance(value, (list, tuple)):
+        if len(value) > MAX_ITEMS:
+            raise ConfigError(f"{where}: a list of {len(value)} items (at most {MAX_ITEMS})")
+        for i, v in enumerate(value):
+            check_plain_data(v, where=f"{where}[{i}]", depth=depth + 1)
+    elif isinstance(value, dict):
+        if len(value) > MAX_ITEMS:
+            raise ConfigError(f"{where}: a mapping of {len(value)} entries (at most {MAX_ITEMS})")
+        for k, v in value.items():
+            if not isinstance(k, (str, int, float)):
+                raise ConfigError(f"{where}: key {_short(k)} is not a string or number")
+            _check_string(str(k), where)
+            check_plain_data(v, where=f"{where}.{k}", depth=depth + 1)
+    else:
+        raise ConfigError(f"{where}: unsupported value of type {type(value).__name__}")
+
+
+def check_options(options: Any, *, allowed: typing.Collection[str], where: str) -> dict[str, Any]:
+    """Validate a stage's option mapping: a mapping of known keys (none naming an output
+    location) to plain scalars or flat lists of scalars. Returns it unchanged."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"{where}: options must be a mapping, got {type(options).__name__}")
+    for key, value in options.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{where}: option key {_short(key)} is not a string")
+        if key in OUTPUT_KEYS:
+            raise ConfigError(f"{where}: option {key!r} is not allowed: a case is written only by its own stages, "
+                              "inside its folder")
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown option {_short(key)}; allowed: {', '.join(sorted(allowed)) or 'none'}")
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if len(items) > 16:
+            raise ConfigError(f"{where}.{key}: a list of {len(items)} values (at most 16)")
+        for v in items:
+            if v is not None and not isinstance(v, (str, int, float, bool)):
+                raise ConfigError(f"{where}.{key}: expected a number, string or true/false, got {_short(v)}")
+            check_plain_data(v, where=f"{where}.{key}")
+    return options
 
 
 def config_to_dict(cfg: Any) -> Any:
@@ -211,15 +304,41 @@ def config_to_dict(cfg: Any) -> Any:
     return cfg
 
 
+def parse_yaml(text: str, *, source: str) -> Any:
+    """Parse YAML text safely: no Python objects, no evaluation, no aliases, bounded size."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"{source}: {len(text)} characters of YAML (at most {MAX_YAML_BYTES})")
+    try:
+        # Events only (nothing is built yet): an alias would make one node appear many times,
+        # which is how "billion laughs" documents explode; configs never need them.
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                mark = event.start_mark
+                raise ConfigError(f"{source}: line {mark.line + 1}: YAML aliases (*{event.anchor}) are not allowed "
+                                  "in configs; write the value out")
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: invalid YAML ({' '.join(str(exc).split())})") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: YAML nested too deeply") from None
+    check_plain_data(data, where=source)
+    return data
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping safely (no Python objects, no evaluation)."""
+    """Read a YAML mapping safely (no Python objects, no evaluation, no aliases, bounded size)."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size} bytes (a config is at most {MAX_YAML_BYTES})")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    data = parse_yaml(text, source=str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -27,6 +27,7 @@ manifest as the input ``pipeline`` (path, sha256, source name), where ``cardiotw
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -102,11 +103,8 @@ def load_recipe(path: str | Path) -> Recipe:
         (name, options), = entry.items()
         if name not in STAGES:
             raise ConfigError(f"{path}: stages[{i}]: unknown stage {name!r}; known: {', '.join(STAGES)}")
-        if options is None:
-            options = {}
-        if not isinstance(options, dict):
-            raise ConfigError(f"{path}: stages[{i}] ({name}): options must be a mapping")
-        stages.append((name, load_config(STAGES[name].config_class(), options, source=f"{path}: stages[{i}] ({name})")))
+        where = f"{path}: stages[{i}] ({name})"
+        stages.append((name, load_config(STAGES[name].config_class(), _stage_options(name, options, where=where), source=where)))
     modality = data.get("modality")
     if modality is not None and modality not in ("CT", "MR"):
         raise ConfigError(f"{path}: modality must be CT or MR, got {modality!r}")
@@ -120,6 +118,25 @@ class StageSpec:
 
     config_class: Callable[[], type]
     run: Callable[[PipelineContext, Any], None]
+    flat: bool = True  # options are scalars or short lists (False: nested mappings, e.g. crt.uq)
+
+
+def _stage_options(name: str, options: Any, *, where: str) -> dict[str, Any]:
+    """A stage's options before they become its config: a mapping of plain data; a flat stage's
+    options are its config's keys with scalar or short list values, none naming an output location
+    (a case is written only by its own stages); nested ones are checked by their config class."""
+    from cardiotwin.config import check_options, check_plain_data
+
+    spec = STAGES[name]
+    if spec.flat:
+        allowed = {f.name for f in dataclasses.fields(spec.config_class())}
+        return check_options(options, allowed=allowed, where=where)
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"{where}: options must be a mapping, got {type(options).__name__}")
+    check_plain_data(options, where=where)
+    return options
 
 
 def _run_segment(ctx: PipelineContext, cfg: SegStageConfig) -> None:
@@ -202,9 +219,9 @@ STAGES: dict[str, StageSpec] = {
     "mesh": StageSpec(lambda: MeshConfig, lambda ctx, cfg: mesh_case(ctx.case, cfg, force=ctx.force)),
     "fibers": StageSpec(lambda: FiberConfig, lambda ctx, cfg: fibers_case(ctx.case, cfg, force=ctx.force)),
     "ep": StageSpec(lambda: EPStageConfig, lambda ctx, cfg: ep_case(ctx.case, cfg, force=ctx.force)),
-    "em": StageSpec(_em_config, _run_em),
-    "calibrate": StageSpec(_calibrate_config, _run_calibrate),
-    "crt": StageSpec(lambda: CRTConfig, _run_crt),
+    "em": StageSpec(_em_config, _run_em, flat=False),
+    "calibrate": StageSpec(_calibrate_config, _run_calibrate, flat=False),
+    "crt": StageSpec(lambda: CRTConfig, _run_crt, flat=False),
 }
 
 
@@ -245,7 +262,6 @@ def run_pipeline(
         if scan.modality not in (recipe.modality, "unknown"):
             raise ScanError(scan_path, f"recipe {recipe.name} expects a {recipe.modality} scan, this is {scan.modality}")
     case = Case.open_or_create(out)
-    record_recipe(case, recipe)
 
     def client_factory() -> Any:
         if client is not None or (workers == 0 and not scheduler):
@@ -261,6 +277,8 @@ def run_pipeline(
         t0 = time.perf_counter()
         log.info("pipeline %s: stage %s", recipe.name, name)
         STAGES[name].run(ctx, cfg)
+        if not ctx.timings_s:  # recorded once a stage has succeeded: a failed run leaves the case as it was
+            record_recipe(case, recipe)
         ctx.timings_s[name] = round(time.perf_counter() - t0, 2)
     return ctx
 

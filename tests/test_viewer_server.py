@@ -18,6 +18,8 @@ import pytest
 
 from test_viewer_scene import build_review_case
 
+from cardiotwin.cases import pseudonym
+
 SECRET = "top-secret-outside-the-case"
 
 
@@ -55,7 +57,7 @@ def test_serves_page_scene_assets_and_case_files(server, case: Path) -> None:
     status, body = raw_get(server.port, "/")
     assert status == 200 and b"cardiotwin review" in body
     status, body = raw_get(server.port, "/api/scene.json")
-    assert status == 200 and json.loads(body)["case_id"] == "p001"
+    assert status == 200 and json.loads(body)["case_id"] == pseudonym("p001")  # pseudonymised by default
     assert raw_get(server.port, "/static/vendor/three.bundle.min.js")[0] == 200
     status, body = raw_get(server.port, "/case/em/notes.txt")
     assert (status, body) == (200, b"inside")

@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765; 0 = any free port)")
     parser.add_argument("--export", metavar="HTML", help="write a self-contained review page here instead of serving")
     parser.add_argument("--max-voxels", type=int, default=128, help="slice resolution cap per axis (default 128)")
+    parser.add_argument("--include-identifiers", action="store_true",
+                        help="show the case id (default: pseudonymised)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port {args.port}: must be between 0 and 65535")
     if args.max_voxels < 8:
         raise ConfigError(f"--max-voxels {args.max_voxels}: must be at least 8")
-    opts = SceneOptions(max_voxels_per_axis=args.max_voxels)
+    opts = SceneOptions(max_voxels_per_axis=args.max_voxels, include_identifiers=args.include_identifiers)
     if args.export:
         from cardiotwin.viewer.export import export_review
 

@@ -132,7 +132,7 @@ def simulate_to_folder(mesh: HeartMesh, cfg: EPStageConfig, out: Path, *, source
         fields["repolarisation_time_ms"] = res.repolarisation_times_ms
     write_mesh(mesh.with_fields(point_data=fields), out / ACTIVATION_VTU)
     summary: dict[str, Any] = {
-        "model": res.model, "mesh": source_name, "n_points": mesh.n_points, "stimuli": list(res.stimuli),
+        "model": res.model, "mesh": _case_relative(Path(source_name)), "n_points": mesh.n_points, "stimuli": list(res.stimuli),
         "activation_ms": {"min": float(np.nanmin(act)), "max": float(np.nanmax(act)),
                           "mean": float(np.nanmean(act)), "not_activated": int(np.isnan(act).sum())},
         "metadata": {k: v for k, v in res.metadata.items() if isinstance(v, (int, float, str))},
@@ -177,3 +177,9 @@ class VmWriter:
         with atomic_path(self._out / "vm.pvd") as tmp:
             Path(tmp).write_text('<?xml version="1.0"?>\n<VTKFile type="Collection" version="0.1">\n'
                                  f"  <Collection>\n{rows}\n  </Collection>\n</VTKFile>\n")
+
+
+def _case_relative(path: Path) -> str:
+    """A case's file as CASE-relative text (outputs never name the case folder), others as given."""
+    parents = Path(path).parents
+    return str(Path(path).relative_to(parents[1])) if len(parents) > 1 and Case.is_case(parents[1]) else str(path)

@@ -31,6 +31,7 @@ class _Slice:
     instance: int
     trigger_time_ms: float
     modality: str
+    pixel_spacing: tuple[float, ...] = ()
 
 
 def _read_headers(folder: Path) -> list[_Slice]:
@@ -49,20 +50,37 @@ def _read_headers(folder: Path) -> list[_Slice]:
             continue
         if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
             continue
+        try:
+            geometry = _slice_geometry(ds)
+        except (TypeError, ValueError):
+            raise ScanError(f, "unreadable ImagePositionPatient, ImageOrientationPatient or PixelSpacing") from None
         slices.append(
             _Slice(
                 path=f,
-                series_uid=str(ds.get("SeriesInstanceUID", "")),
-                position=tuple(float(v) for v in ds.ImagePositionPatient),
-                orientation=tuple(float(v) for v in ds.ImageOrientationPatient),
-                instance=int(ds.get("InstanceNumber", 0) or 0),
-                trigger_time_ms=float(ds.get("TriggerTime", 0.0) or 0.0),
-                modality=str(ds.get("Modality", "")),
+                series_uid=str(ds.get("SeriesInstanceUID", ""))[:128],
+                **geometry,
+                modality=str(ds.get("Modality", ""))[:16],
             )
         )
     if not slices:
         raise ScanError(folder, "no readable DICOM image slices in folder")
     return slices
+
+
+def _slice_geometry(ds) -> dict[str, object]:
+    """Position, orientation, pixel spacing, instance and trigger time of one slice header."""
+    position = tuple(float(v) for v in ds.ImagePositionPatient)
+    orientation = tuple(float(v) for v in ds.ImageOrientationPatient)
+    if len(position) != 3 or len(orientation) != 6 or not np.all(np.isfinite([*position, *orientation])):
+        raise ValueError("bad position or orientation")
+    spacing = ds.get("PixelSpacing")
+    return {
+        "position": position,
+        "orientation": orientation,
+        "pixel_spacing": tuple(float(v) for v in spacing) if spacing is not None else (),
+        "instance": int(ds.get("InstanceNumber", 0) or 0),
+        "trigger_time_ms": float(ds.get("TriggerTime", 0.0) or 0.0),
+    }
 
 
 def list_series(folder: str | Path) -> dict[str, int]:
@@ -137,6 +155,13 @@ def read_dicom_series(
     chosen.sort(key=lambda s: float(np.dot(s.position, normal)))
     if len(chosen) < 2:
         raise ScanError(folder, "series has a single slice; a 3D volume is required")
+    for s in chosen:
+        # GDCM reads a missing or zero PixelSpacing as 1 mm: refuse it instead of guessing.
+        ps = s.pixel_spacing
+        if len(ps) != 2 or not all(np.isfinite(v) and v > 0 for v in ps):
+            shown = "missing" if not ps else "\\".join(f"{v:g}" for v in ps)
+            raise ScanError(s.path, f"PixelSpacing {shown}: every spacing must be a positive number of mm "
+                                    "(fix the header; it is never guessed)")
 
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(s.path) for s in chosen])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ MAX_SPACING_MM = 10.0
 # Headers store spacing in float32 (Sunnybrook's 10 mm slices read as 10.000004 mm): allow that slack.
 MIN_VOXELS_PER_AXIS = 4
 MIN_VOXELS_TOTAL = 4096
+MAX_VOXELS_TOTAL = 1 << 30  # 4 GB as float32; refused from the header, before anything is allocated
 
 
 def image_suffix(path: str | os.PathLike[str]) -> str:
@@ -147,6 +149,8 @@ def _read_image_file(path: Path):
         raise ScanError(path, "file is empty")
     if image_suffix(path) in (".nii", ".nii.gz"):
         _check_nifti_complete(path)  # ITK zero-fills a truncated NIfTI instead of failing
+    else:
+        check_header_spacing(path)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -162,12 +166,16 @@ def _check_nifti_complete(path: Path) -> None:
 
     import nibabel as nib
 
+    # ITK (and nibabel) read a zero, negative or NaN pixdim as 1 mm with only a warning: refuse it.
+    _refuse_bad_spacing(path, _raw_nifti_pixdim(path), "pixdim")
     try:
         nifti = nib.load(str(path))
         header = nifti.header
-        expected = int(header["vox_offset"]) + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
+        shape = [int(n) for n in header.get_data_shape()]
+        expected = int(header["vox_offset"]) + int(np.prod(shape)) * header.get_data_dtype().itemsize
     except Exception as exc:  # noqa: BLE001 - any header failure means an unreadable file
         raise ScanError(path, f"unreadable or truncated image (bad NIfTI header: {str(exc)[:150]})") from None
+    _refuse_bad_size(path, shape, "dim")
     if image_suffix(path) == ".nii":
         actual = path.stat().st_size
     else:
@@ -186,6 +194,120 @@ def _check_nifti_complete(path: Path) -> None:
         n_bad = int(raw.size - np.count_nonzero(np.isfinite(raw)))
         if n_bad:
             raise ScanError(path, f"contains {n_bad} NaN/Inf voxels")
+
+
+def _refuse_bad_spacing(path: Path, spacing: list[float], field: str) -> None:
+    if not spacing or any(not np.isfinite(v) or v <= 0 for v in spacing):
+        shown = ", ".join(f"{v:g}" for v in spacing) or "none"
+        raise ScanError(path, f"header {field} gives voxel spacing ({shown}); every spacing must be a positive number "
+                              "of mm (fix the header; it is never guessed)")
+
+
+_HEADER_BYTES = 1 << 16
+
+
+def _refuse_bad_size(path: Path, sizes: list[int], field: str) -> None:
+    if not sizes or any(n < 1 for n in sizes) or int(np.prod([float(n) for n in sizes])) > MAX_VOXELS_TOTAL:
+        shown = "x".join(str(n) for n in sizes) or "none"
+        raise ScanError(path, f"header {field} gives {shown} voxels; need 1 or more per axis and at most "
+                              f"{MAX_VOXELS_TOTAL} in all")
+
+
+def _raw_nifti_pixdim(path: Path) -> list[float]:
+    """The spatial pixdim values exactly as the NIfTI-1/2 header stores them (readers "fix" them)."""
+    import gzip
+    import struct
+    import zlib
+
+    opener = gzip.open if image_suffix(path) == ".nii.gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            head = fh.read(540)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise ScanError(path, f"unreadable or truncated image ({exc})") from None
+    for endian in "<>":
+        if len(head) >= 348 and struct.unpack(endian + "i", head[:4])[0] == 348:
+            ndim = struct.unpack(endian + "h", head[40:42])[0]
+            pixdim = struct.unpack(endian + "8f", head[76:108])
+            break
+        if len(head) >= 540 and struct.unpack(endian + "i", head[:4])[0] == 540:
+            ndim = struct.unpack(endian + "q", head[16:24])[0]
+            pixdim = struct.unpack(endian + "8d", head[104:168])
+            break
+    else:
+        raise ScanError(path, "unreadable or truncated image (not a NIfTI header: sizeof_hdr is neither 348 nor 540)")
+    return [float(v) for v in pixdim[1 : 1 + min(3, max(1, int(ndim)))]]
+
+
+def check_header_spacing(path: Path) -> None:
+    """Refuse an NRRD or MetaImage header whose spacing is 0, negative, NaN or unreadable, or
+    whose sizes are not positive or would need more than ``MAX_VOXELS_TOTAL`` voxels.
+
+    ITK substitutes 1 mm for some of these with only a warning, which silently rescales every
+    volume and mass computed from the scan. The header is read as text up to its end (the blank
+    line of NRRD, the ``ElementDataFile`` line of MetaImage).
+    """
+    suffix = image_suffix(path)
+    if suffix not in (".nrrd", ".nhdr", ".mha", ".mhd"):
+        return
+    with open(path, "rb") as fh:
+        head = fh.read(_HEADER_BYTES)
+    fields: dict[str, str] = {}
+    for raw in head.split(b"\n"):
+        line = raw.decode("latin-1").strip()
+        if suffix in (".nrrd", ".nhdr"):
+            if not line:
+                break
+            key, sep, value = line.partition(":")
+            if sep and not value.startswith("="):
+                fields[key.strip().lower()] = value.strip()
+        else:
+            key, sep, value = line.partition("=")
+            if sep:
+                fields[key.strip().lower()] = value.strip()
+            if key.strip().lower() == "elementdatafile":
+                break
+    # ITK crashes (segmentation fault) on some of these instead of raising: check them first
+    dim_key = "dimension" if suffix in (".nrrd", ".nhdr") else "ndims"
+    for key, bounds in ((dim_key, (1, 4)), ("elementnumberofchannels", (1, 16))):
+        if key in fields:
+            try:
+                value = int(fields[key])
+            except ValueError:
+                raise ScanError(path, f"header {key} {fields[key][:40]!r} is not an integer") from None
+            if not bounds[0] <= value <= bounds[1]:
+                raise ScanError(path, f"header {key} {value} outside {bounds[0]}-{bounds[1]}")
+    size_key = "sizes" if suffix in (".nrrd", ".nhdr") else "dimsize"
+    if size_key in fields:
+        try:
+            sizes = [int(v) for v in fields[size_key].split()]
+        except ValueError:
+            raise ScanError(path, f"header {size_key} {fields[size_key][:60]!r} is not a list of integers") from None
+        _refuse_bad_size(path, sizes, size_key)
+        if dim_key in fields and len(sizes) != int(fields[dim_key]):
+            raise ScanError(path, f"header {size_key} has {len(sizes)} values for {fields[dim_key]} dimensions")
+    if suffix in (".nrrd", ".nhdr"):
+        if "space directions" in fields:
+            spacing: list[float] = []
+            for vec in re.findall(r"\(([^)]*)\)", fields["space directions"]):
+                try:
+                    spacing.append(float(np.linalg.norm([float(c) for c in vec.split(",")])))
+                except ValueError:
+                    spacing.append(float("nan"))
+            _refuse_bad_spacing(path, spacing, "'space directions'")
+        elif "spacings" in fields:
+            _refuse_bad_spacing(path, [_to_float(v) for v in fields["spacings"].split()[:3]], "'spacings'")
+        return
+    for key in ("elementspacing", "elementsize"):
+        if key in fields:
+            _refuse_bad_spacing(path, [_to_float(v) for v in fields[key].split()[:3]], key.replace("element", "Element"))
+
+
+def _to_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
 
 
 def _select_frame(image, path: Path, frame: int | None):
@@ -215,9 +337,10 @@ def _image_to_array(image, path: Path, dtype=np.float32) -> tuple[np.ndarray, Im
         raise ScanError(path, f"is {image.GetDimension()}D; a 3D volume is required")
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise ScanError(path, "is not a scalar image")
+    _refuse_bad_size(path, list(image.GetSize()), "size")
     try:
         arr, geometry = from_sitk(image)
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError, MemoryError) as exc:
         raise ScanError(path, f"voxel data could not be read ({str(exc).strip()[:200]})") from None
     if dtype is not None:
         arr = arr.astype(dtype, copy=False)

@@ -160,7 +160,7 @@ def build_report(case_root: str | os.PathLike[str], *, config: ReportConfig = Re
     case holds (``verification.stage.verify_case`` runs the verification first). ``calcver_reasons``:
     the calculation-verification studies that could not run and why (default: those stored in
     calcver/calcver.json)."""
-    from cardiotwin.cases import Case
+    from cardiotwin.cases import Case, redact
     from cardiotwin.verification.registry import load_results
     from cardiotwin.verification.store import case_results
 
@@ -200,6 +200,8 @@ def build_report(case_root: str | os.PathLike[str], *, config: ReportConfig = Re
                "FDA guidance 'Assessing the Credibility of Computational Modeling and Simulation in Medical Device "
                "Submissions' (2023)")
         ev_html = render_html(title="In-silico evidence report", subtitle=sub, sections=evidence, toc=True)
+        if not config.include_identifiers:  # no case folder name or path in any output, wherever a section put it
+            ev_html, sm_html = redact(ev_html, case), redact(sm_html, case)
         write_html(st.output("evidence.html"), ev_html)
         write_pdf(st.output("evidence.pdf"), ev_html)
         write_html(st.output("summary.html"), sm_html)
@@ -213,6 +215,6 @@ def build_report(case_root: str | os.PathLike[str], *, config: ReportConfig = Re
             "verification_results": str(ctx.verification_path.relative_to(root)) if ctx.verification_path
             and ctx.verification_path.is_relative_to(root) else (str(ctx.verification_path) if ctx.verification_path else None),
         }
-        write_json_atomic(st.output("report.json"), data)
+        write_json_atomic(st.output("report.json"), data if config.include_identifiers else redact(data, case))
         st.metrics.update({"sections_complete": sum(s.status == "complete" for s in evidence)})
     return {name: root / REPORT_STAGE / name for name in OUTPUTS}

@@ -13,7 +13,6 @@ tests and reviewers can trace it to its source file.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from cardiotwin.cases import pseudonym
 from cardiotwin.report import figures
 
 
@@ -103,7 +103,7 @@ class ReportContext:
     def label(self) -> str:
         if self.include_identifiers:
             return self.case_id
-        return "case " + hashlib.sha256(self.case_id.encode()).hexdigest()[:10]
+        return "case " + pseudonym(self.case_id)
 
     def record(self, key: str, value: Any) -> Any:
         """Remember a number shown in the report (``report.json``); returns it."""

@@ -54,6 +54,30 @@ LICENCES = {"Apache-2.0": "Apache License", "CC-BY-NC-SA-4.0": "Attribution-NonC
 NON_COMMERCIAL = frozenset({"CC-BY-NC-SA-4.0"})
 
 
+# Ranges of a bundle's numbers, so that a bad bundle is refused on load instead of allocating
+# terabytes or looping: the window edge (voxels) and the inference settings.
+ROI_RANGE = (16, 256)
+SLICE_WINDOW_RANGE = (16, 512)
+_INFERENCE_RANGES: dict[str, tuple[float, float]] = {
+    "sw_batch_size": (1, 64), "threads": (1, 256), "centred_windows_mm": (0.0, 100.0), "rv_wall_mm": (0.5, 20.0),
+    "rv_myo_min_fraction": (0.0, 1.0), "min_lv_blood_ml": (0.0, 1000.0), "min_heart_ml": (0.0, 5000.0),
+}
+
+
+def _bounded_int(value: Any, bounds: tuple[int, int], *, root: Path, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not bounds[0] <= value <= bounds[1]:
+        shown = repr(value) if len(repr(value)) <= 40 else f"a {type(value).__name__}"
+        raise BundleError(f"bundle {root}: {what} must be an integer in {bounds[0]}-{bounds[1]}, got {shown}")
+    return value
+
+
+def _bounded_float(value: Any, bounds: tuple[float, float], *, root: Path, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not bounds[0] <= value <= bounds[1]:
+        shown = repr(value) if len(repr(value)) <= 40 else f"a {type(value).__name__}"
+        raise BundleError(f"bundle {root}: {what} must be a number in {bounds[0]}-{bounds[1]}, got {shown}")
+    return float(value)
+
+
 class BundleError(ConfigError):
     """A model bundle that is missing files or inconsistent. The message names the bundle."""
 
@@ -114,6 +138,9 @@ def validate_metadata(meta: dict[str, Any], *, root: Path) -> None:
     for key in ("name", "network", "inputs", "outputs", "weights", "training", "validation", "licence"):
         if key not in meta:
             raise BundleError(f"bundle {root}: metadata.json has no {key!r} entry")
+    for key in ("network", "inputs", "outputs", "weights"):
+        if not isinstance(meta[key], dict):
+            raise BundleError(f"bundle {root}: metadata.json {key!r} must be a JSON object")
     table = meta["outputs"].get("label_table")
     if not isinstance(table, dict):
         raise BundleError(f"bundle {root}: outputs.label_table must map label values to names")
@@ -121,6 +148,11 @@ def validate_metadata(meta: dict[str, Any], *, root: Path) -> None:
         table_int = {int(k): str(v) for k, v in table.items()}
     except ValueError:
         raise BundleError(f"bundle {root}: label_table keys must be integers") from None
+    predicted = meta["outputs"].get("predicted_labels", [])
+    if not isinstance(predicted, list) or any(isinstance(p, bool) or not isinstance(p, int) for p in predicted):
+        raise BundleError(f"bundle {root}: outputs.predicted_labels must be a list of label values")
+    if isinstance(meta["network"].get("out_channels"), bool) or not isinstance(meta["network"].get("out_channels"), int):
+        raise BundleError(f"bundle {root}: network.out_channels must be an integer")
     for value, name in table_int.items():
         if LABEL_NAMES.get(value) != name:
             raise BundleError(f"bundle {root}: wrong label table: label {value} is {name!r} in the bundle but "
@@ -206,14 +238,23 @@ def load_bundle(root: str | Path | None = None, *, device: str = "cpu") -> SegMo
         if stack.window % spec.divisor or stack.tta not in (1, 2, 4, 8) or not 0.3 <= stack.pixel_mm <= 3.0:
             raise BundleError(f"bundle {root}: slice_stack needs window a multiple of {spec.divisor}, tta 1/2/4/8 and "
                               f"pixel_mm 0.3-3 (got {stack.window}, {stack.tta}, {stack.pixel_mm})")
-    roi = int(inference.get("roi_size", stack.window if stack else 64))
-    if roi % spec.divisor:
-        raise BundleError(f"bundle {root}: inference.json roi_size {roi} must be a multiple of {spec.divisor}")
     cfg_keys = {f.name for f in fields(SegConfig)}
-    cfg = load_config(SegConfig, {k: v for k, v in inference.items() if k in cfg_keys}, source=f"{root}/inference.json")
-    unknown = sorted(set(inference) - cfg_keys - {"roi_size", "comment", "slice_stack"})
+    unknown = sorted(str(k)[:40] for k in set(inference) - cfg_keys - {"roi_size", "comment", "slice_stack"})
     if unknown:
         raise BundleError(f"bundle {root}: inference.json has unknown key(s) {', '.join(unknown)}")
+    roi = _bounded_int(inference.get("roi_size", stack.window if stack else 64), ROI_RANGE, root=root,
+                       what="inference.json roi_size")
+    if roi % spec.divisor:
+        raise BundleError(f"bundle {root}: inference.json roi_size {roi} must be a multiple of {spec.divisor}")
+    try:
+        cfg = load_config(SegConfig, {k: v for k, v in inference.items() if k in cfg_keys},
+                          source=f"{root}/inference.json")
+    except ConfigError as exc:
+        raise BundleError(f"bundle {root}: {exc}") from None
+    for key, bounds in _INFERENCE_RANGES.items():
+        value = getattr(cfg, key)
+        if not bounds[0] <= value <= bounds[1]:
+            raise BundleError(f"bundle {root}: inference.json {key} {value} outside {bounds[0]}-{bounds[1]}")
     table = {int(k): str(v) for k, v in meta["outputs"]["label_table"].items()}
     return SegModel(
         name=str(meta["name"]), root=root, network=net, spec=spec, spacing_mm=float(meta["inputs"]["target_spacing_mm"]),
@@ -229,12 +270,19 @@ def _load_network(root: Path, weights_meta: dict[str, Any], network_meta: Any, *
     """Build a network from its spec and load its safetensors weights, checking the sha256."""
     from safetensors.torch import load_file
 
-    weights = root / weights_meta.get("file", "model.safetensors")
+    name = weights_meta.get("file", "model.safetensors") if isinstance(weights_meta, dict) else None
+    if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
+        raise BundleError(f"bundle {root}: weights.file must name a file inside the bundle")
+    weights = root / name
     if not weights.is_file():
         raise BundleError(f"bundle {root}: missing weights file {weights.name}")
     expected = weights_meta.get("sha256")
     if expected and sha256_file(weights) != expected:
         raise BundleError(f"bundle {root}: {weights.name} does not match the sha256 in metadata.json (corrupt or replaced)")
+    channels = network_meta.get("channels") if isinstance(network_meta, dict) else None
+    if not isinstance(channels, list) or not 2 <= len(channels) <= 8 or any(
+            isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= 1024 for c in channels):
+        raise BundleError(f"bundle {root}: the network spec of {weights.name} needs channels: 2-8 integers in 1-1024")
     try:
         spec = NetworkSpec.from_dict(network_meta)
     except (TypeError, ValueError) as exc:
@@ -266,17 +314,14 @@ def _load_slice_model(root: Path, meta: dict[str, Any], *, device: str, out_chan
         raise BundleError(f"bundle {root}: the slice network has {n_out} outputs, the 3D network "
                           f"{out_channels}; they must predict the same label table")
     spec, net = _load_network(root, entry["weights"], entry["network"], device=device, spatial_dims=2)
-    window = int(entry["window"])
+    window = _bounded_int(entry["window"], SLICE_WINDOW_RANGE, root=root, what="slice_model window")
     if window % spec.divisor:
         raise BundleError(f"bundle {root}: slice_model window {window} must be a multiple of {spec.divisor}")
-    spacing = float(entry["pixel_spacing_mm"])
-    if not 0.3 <= spacing <= 3.0:
-        raise BundleError(f"bundle {root}: slice_model pixel_spacing_mm must be in 0.3-3 mm, got {spacing}")
-    weight = float(entry.get("weight", 0.5))
-    if not 0.0 < weight <= 1.0:
-        raise BundleError(f"bundle {root}: slice_model weight must be in (0, 1], got {weight}")
-    return SliceModel(network=net, spec=spec, spacing_mm=spacing, window=window,
-                      min_slice_ratio=float(entry.get("min_slice_ratio", 2.5)), weight=weight)
+    spacing = _bounded_float(entry["pixel_spacing_mm"], (0.3, 3.0), root=root, what="slice_model pixel_spacing_mm")
+    weight = _bounded_float(entry.get("weight", 0.5), (1e-6, 1.0), root=root, what="slice_model weight")
+    ratio = _bounded_float(entry.get("min_slice_ratio", 2.5), (1.0, 100.0), root=root,
+                           what="slice_model min_slice_ratio")
+    return SliceModel(network=net, spec=spec, spacing_mm=spacing, window=window, min_slice_ratio=ratio, weight=weight)
 
 
 def export_bundle(run_dir: Path, bundle_dir: Path, *, config_path: Path | None = None,

@@ -15,7 +15,6 @@ from typing import Any
 
 from cardiotwin.cases import Case
 from cardiotwin.errors import ConfigError
-from cardiotwin.stage_io import stage_output
 
 __all__ = ["LABELS_FILE", "QC_JSON", "SegStageConfig", "segment_case", "store_labels_case"]
 
@@ -132,14 +131,14 @@ def segment_case(
 
     from cardiotwin.segmentation.qc import write_overlays
 
-    scan_in_case = target.import_scan(scan)
     config = {"model": model.name, "model_weights_sha256": model.metadata["weights"]["sha256"],
               "model_licence": model.licence, "all_frames": cfg.all_frames,
               "inference": {k: str(v) for k, v in seg_cfg.__dict__.items()}}
-    inputs: dict[str, Path] = {"scan": scan_in_case, "model": model_dir}
+    inputs: dict[str, Path] = {"model": model_dir}
     if reference is not None:
         inputs["reference"] = Path(cfg.reference)  # type: ignore[arg-type]
-    with stage_output(target, "segment", out=None, inputs=inputs, config=config, force=force) as st:
+    # the scan replaces the case's inputs/scan.nii.gz only when the stage succeeds
+    with target.stage("segment", inputs=inputs, config=config, force=force, scans={"scan": scan}) as st:
         if st.skipped:
             return None
         result = run(st.dir, LABELS_FILE)
@@ -163,8 +162,7 @@ def store_labels_case(case: Case, scan_path: Path, labels_path: Path, *, config:
     labels = read_labels(labels_path)
     if not labels.geometry.same_space(scan.geometry):
         raise ScanError(labels_path, f"label map is not on the grid of the scan {scan_path}")
-    scan_in_case = case.import_scan(scan)
-    with case.stage("segment", inputs={"scan": scan_in_case, "labels": labels_path},
+    with case.stage("segment", inputs={"labels": labels_path}, scans={"scan": scan},
                     config={"source": "label map given with --labels", **(config or {})}, force=force) as st:
         if not st.skipped:
             write_labels(labels, st.dir / LABELS_FILE)

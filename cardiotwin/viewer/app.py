@@ -10,7 +10,8 @@ Routes (GET only):
 Every request path is checked on the raw request target before routing
 (``security.check_request_path``: ``..``, backslashes, NUL, ``//`` in any percent-encoded form
 are refused with 403), and file routes resolve through ``security.resolve_inside`` (symlinks
-followed, must stay inside the served folder; hidden entries refused).
+followed, must stay inside the served folder; hidden entries refused). A request the file system
+or a parser rejects otherwise gets 400, never a server error.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from aiohttp import web
 from cardiotwin.errors import CaseError
 from cardiotwin.viewer.export import STATIC_DIR, render_page
 from cardiotwin.viewer.scene import SceneOptions, build_scene
-from cardiotwin.viewer.security import PathRefused, check_request_path, resolve_inside
+from cardiotwin.viewer.security import PathRefused, PathTooLong, check_request_path, resolve_inside
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,11 @@ async def _confine(request: web.Request,
                    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     try:
         check_request_path(request.raw_path)
+    except PathTooLong as exc:
+        log.warning("refused %s...: %s", request.raw_path[:80], exc)
+        return web.Response(status=414, text="refused: path too long\n")
     except PathRefused as exc:
-        log.warning("refused %s: %s", request.raw_path, exc)
+        log.warning("refused %s: %s", request.raw_path[:200], exc)
         return web.Response(status=403, text="refused: path outside the case\n")
     if request.method not in ("GET", "HEAD"):
         return web.Response(status=405, text="read-only server\n")
@@ -62,7 +66,13 @@ async def _confine(request: web.Request,
         # DNS rebinding: a web page elsewhere must not read the case through a name it controls.
         log.warning("refused Host %r", request.headers.get("Host"))
         return web.Response(status=403, text="refused: unexpected Host header\n")
-    response = await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPException:
+        raise
+    except (OSError, ValueError, UnicodeError) as exc:  # a request the file system or a parser rejects
+        log.warning("bad request %s: %s", request.raw_path[:200], exc)
+        return web.Response(status=400, text="bad request\n", headers=_SECURITY_HEADERS)
     response.headers.update(_SECURITY_HEADERS)
     return response
 
@@ -81,7 +91,7 @@ def _serve_file(root: Path, rel: str) -> web.StreamResponse:
     except PathRefused as exc:
         log.warning("refused %r: %s", rel, exc)
         return web.Response(status=403, text="refused: path outside the case\n")
-    except (FileNotFoundError, UnicodeDecodeError):
+    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
         return web.Response(status=404, text="not found\n")
     ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     return web.Response(body=path.read_bytes(), content_type=ctype if "/" in ctype else "application/octet-stream")

@@ -22,8 +22,19 @@ THREE_BUNDLE = "vendor/three.bundle.min.js"
 
 
 def _script_safe(text: str) -> str:
-    """Text that cannot close the <script> element it is inlined into."""
+    """JavaScript source that cannot close the <script> element it is inlined into."""
     return text.replace("</", "<\\/").replace("<!--", "<\\!--")
+
+
+def json_for_script(data: Any) -> str:
+    """JSON for a ``<script type="application/json">`` element: still valid JSON, with every
+    ``<``, ``>``, ``&`` and line separator written as a ``\\u`` escape, so that no value (a case id
+    holding ``</script>`` or ``<!--``) can end the element or start a comment in it."""
+    text = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escape)
+    return text
 
 
 def render_page(*, scene: dict[str, Any] | None = None) -> str:
@@ -35,9 +46,8 @@ def render_page(*, scene: dict[str, Any] | None = None) -> str:
         body = f'<script src="static/{THREE_BUNDLE}"></script>\n<script src="static/viewer.js"></script>'
     else:
         head = "<style>\n" + (STATIC_DIR / "viewer.css").read_text(encoding="utf-8") + "\n</style>"
-        scene_json = json.dumps(scene, separators=(",", ":"), allow_nan=False)
         body = "\n".join([
-            f'<script id="cardiotwin-scene" type="application/json">{_script_safe(scene_json)}</script>',
+            f'<script id="cardiotwin-scene" type="application/json">{json_for_script(scene)}</script>',
             "<script>" + _script_safe((STATIC_DIR / THREE_BUNDLE).read_text(encoding="utf-8")) + "</script>",
             "<script>" + _script_safe((STATIC_DIR / "viewer.js").read_text(encoding="utf-8")) + "</script>",
         ])

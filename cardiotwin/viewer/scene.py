@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from cardiotwin.anatomy import AHA_SEGMENT_NAMES, LABEL_NAMES
+from cardiotwin.cases import Case, pseudonym
 from cardiotwin.errors import CaseError
 from cardiotwin.viewer import colors
 from cardiotwin.viewer.encoding import decode_array, encode_array  # noqa: F401 - decode_array: for readers of a scene
@@ -66,7 +67,8 @@ class SceneOptions:
 
     max_voxels_per_axis: slices are strided to at most this many voxels along each axis;
     surface_voxels_per_axis: same for the marching-cubes label surfaces; max_fibres: fibre glyphs;
-    isochrone_step_ms: spacing of the isochrone lines.
+    isochrone_step_ms: spacing of the isochrone lines. include_identifiers: show the case id
+    (default: its pseudonym, ``cases.pseudonym``).
     """
 
     max_voxels_per_axis: int = 128
@@ -74,6 +76,7 @@ class SceneOptions:
     max_fibres: int = 1500
     isochrone_step_ms: float = 10.0
     seed: int = 0
+    include_identifiers: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,13 +105,7 @@ def _first_existing(*paths: Path) -> Path | None:
 def find_case_contents(root: str | Path) -> CaseContents:
     """Discover the viewable outputs of a case directory (needs ``manifest.json``)."""
     root = Path(root)
-    manifest_path = root / "manifest.json"
-    if not manifest_path.is_file():
-        raise CaseError(f"{root}: not a case directory (no manifest.json)")
-    try:
-        case_id = str(json.loads(manifest_path.read_text()).get("case_id") or root.name)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CaseError(f"{manifest_path}: unreadable manifest ({exc})") from None
+    case_id = str(Case.open(root).manifest.get("case_id") or root.name)  # CaseError for a damaged manifest
     absent: dict[str, str] = {}
     scan = _first_existing(root / "inputs" / "scan.nii.gz")
     if scan is None:
@@ -341,7 +338,7 @@ def build_scene(root: str | Path, *, opts: SceneOptions = SceneOptions()) -> dic
     absent = dict(contents.absent)
     payload: dict[str, Any] = {
         "format": PAYLOAD_FORMAT,
-        "case_id": contents.case_id,
+        "case_id": contents.case_id if opts.include_identifiers else pseudonym(contents.case_id),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "colormaps": {
             "activation": colors.stops_for_js(colors.ACTIVATION_STOPS),

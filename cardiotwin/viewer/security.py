@@ -5,7 +5,7 @@ changes (``%252e`` -> ``%2e`` -> ``.``), it holds a ``..`` segment, a backslash,
 control character, a drive letter or an absolute path; and the file it names is resolved with
 symlinks followed (``Path.resolve``) and must still lie below the resolved case root, so a
 symlink inside the case that points out of it is refused too. Hidden entries (``.lock``,
-``.staging``) are not served either.
+``.staging``) are not served either, nor paths with a segment longer than a file name can be.
 """
 
 from __future__ import annotations
@@ -15,12 +15,18 @@ from pathlib import Path
 from urllib.parse import unquote
 
 _MAX_DECODE_ROUNDS = 5
+MAX_SEGMENT_BYTES = 255  # longest file name the file systems we serve from accept
+MAX_PATH_BYTES = 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 class PathRefused(Exception):
     """A request path that would leave the served folder (or is malformed). Maps to HTTP 403."""
+
+
+class PathTooLong(PathRefused):
+    """A request path longer than any file name could be. Maps to HTTP 414."""
 
 
 def fully_unquote(raw: str) -> str:
@@ -56,8 +62,16 @@ def check_request_path(raw_path: str) -> str:
     if decoded.startswith("//"):
         raise PathRefused(f"path {raw_path!r} starts with //")
     if any(seg in ("..", ".") for seg in decoded.split("/")[1:]):
-        raise PathRefused(f"path {raw_path!r} holds a dot segment")
+        raise PathRefused(f"path {raw_path[:80]!r} holds a dot segment")
+    _check_lengths(decoded)
     return decoded
+
+
+def _check_lengths(path: str) -> None:
+    data = path.encode("utf-8", "surrogatepass")
+    if len(data) > MAX_PATH_BYTES or any(len(seg) > MAX_SEGMENT_BYTES for seg in data.split(b"/")):
+        raise PathTooLong(f"path of {len(data)} bytes has a segment or total length over "
+                          f"{MAX_SEGMENT_BYTES}/{MAX_PATH_BYTES} bytes")
 
 
 def resolve_inside(root: Path, relative: str) -> Path:
@@ -73,6 +87,7 @@ def resolve_inside(root: Path, relative: str) -> Path:
         raise PathRefused(f"path {relative!r} is empty or malformed")
     if rel.startswith("/") or _DRIVE.match(rel):
         raise PathRefused(f"path {relative!r} is absolute")
+    _check_lengths(rel)
     parts = rel.split("/")
     if any(p in ("", ".", "..") for p in parts):
         raise PathRefused(f"path {relative!r} holds an empty or dot segment")
