@@ -41,7 +41,7 @@ def test_recipe_errors_name_the_file(tmp_path):
         load_recipe(bad)
     # stage options are the keys of the stage's config class, validated and unit-converted on load
     bad.write_text("stages:\n  - mesh: {edge_mm: '5 mm', edge_size: 2}\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: stages\[0\] \(mesh\).*unknown key.*edge_size"):
+    with pytest.raises(ConfigError, match=r"bad.yaml: stages\[0\] \(mesh\).*unknown (key|option).*edge_size"):
         load_recipe(bad)
     bad.write_text("stages:\n  - mesh: {edge_mm: '5 kPa'}\n")
     with pytest.raises(ConfigError, match="bad.yaml.*edge_mm"):
