@@ -8,7 +8,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from cardiotwin.commands._scan_args import add_scan_options, read_scan_from_args
+from cardiotwin.commands._scan_args import add_dicomweb_options, add_scan_options, read_scan_from_args, scan_source
 from cardiotwin.io.scans import image_suffix
 
 NAME = "segment"
@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("scan", help="scan file (.nii.gz, .nrrd, .mha ...) or DICOM series folder")
+    parser.add_argument("scan", nargs="?", help="scan file (.nii.gz, .nrrd, .mha ...) or DICOM series folder "
+                                                "(or --dicomweb URL --study UID)")
     parser.add_argument("--out", required=True,
                         help="LABELS.nii.gz (a label map file in the scan's geometry) or a case folder")
     parser.add_argument("--model", help="model bundle folder or the name of a folder in models/ (default: the shipped "
@@ -33,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "only when the model finds almost no wall; never = the network's wall only")
     parser.add_argument("--force", action="store_true", help="case output: rerun even when inputs are unchanged")
     add_scan_options(parser)
+    add_dicomweb_options(parser)
 
 
 def _dicom_seg_path(out: Path) -> Path:
@@ -49,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
     from cardiotwin.segmentation.inference import segment
     from cardiotwin.segmentation.qc import compare, quality_report, raise_on_errors, write_overlays
 
+    if args.dicomweb and image_suffix(Path(args.out)):
+        from cardiotwin.errors import ConfigError
+
+        raise ConfigError(f"segment: --dicomweb stores the series in a case: --out must be a case folder, not {args.out}")
+    args.scan = scan_source("segment", args, scan=args.scan, out=args.out, modality=args.modality)
     scan_path = Path(args.scan)
     model_dir = resolve_bundle(args.model) if args.model else DEFAULT_BUNDLE
     model = load_bundle(model_dir if args.model else None)
