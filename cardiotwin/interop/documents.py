@@ -112,7 +112,8 @@ def _concept(code: tuple[str, str, str]) -> Any:
     import highdicom as hd
 
     system, value, meaning = code
-    scheme = {"http://loinc.org": "LN", "http://snomed.info/sct": "SCT"}.get(system, system)
+    scheme = {"http://loinc.org": "LN", "http://snomed.info/sct": "SCT", "urn:cardiotwin:code": PRIVATE_SCHEME,
+              "http://dicom.nema.org/resources/ontology/DCM": "DCM"}[system]
     return hd.sr.CodedConcept(value=value, scheme_designator=scheme, meaning=meaning[:64])
 
 

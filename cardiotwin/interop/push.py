@@ -146,6 +146,8 @@ def push_case(case_dir: str | Path, url: str) -> tuple[list[Pushed], list[str]]:
         results.append(Pushed(kind=kind, sop_class_uid=str(ds.SOPClassUID), series_uid=str(ds.SeriesInstanceUID),
                               sop_uid=str(ds.SOPInstanceUID), status="already present" if present else "stored"))
         if not present:
+            if getattr(ds, "preamble", None) is None:  # STOW-RS parts must be DICOM files (preamble, 'DICM')
+                ds.preamble = b"\0" * 128
             todo.append(ds)
     if todo:
         with http_errors(url, "dicomweb", f"STOW-RS of {len(todo)} instance(s) into study {src['study_uid']}"):
