@@ -299,3 +299,39 @@ def test_series_choice_and_non_heart_series(pacs, pacs_env, tmp_path, capsys):
     err = _error(["case", "new", str(tmp_path / "h"), "--dicomweb", pacs.url, "--study", head_study], capsys)
     assert "is a scan of the HEAD (BodyPartExamined), not of the heart" in err
     assert not (tmp_path / "h").exists()
+
+
+@pytest.mark.slow
+def test_full_recipe_from_the_pacs_and_back(pacs, pacs_env, tmp_path, capsys):
+    """The CT recipe's stages through the CLI on a pulled phantom study: the shipped segmentation network,
+    mesh, fibres, virtual CRT with one electromechanical beat; then report, push, read back (minutes)."""
+    from cardiotwin.interop.results import key_numbers
+    from cardiotwin.phantom import make_phantom
+
+    ph = make_phantom(seed=27, modality="CT", spacing_mm=(2.0, 2.0, 2.0), fov_mm=128.0)
+    study_uid = upload(pacs, hospital_series(ph.scan.voxels, ph.scan.geometry, tmp_path / "ct"))
+    recipe = tmp_path / "crt_pacs.yaml"
+    recipe.write_text(yaml.safe_dump({"name": "crt_pacs", "modality": "CT", "stages": [
+        {"segment": {}}, {"mesh": {"edge_mm": "5 mm"}}, {"fibers": {}},
+        {"crt": {"uq": {"samples": 2}, "em_top_k": 1, "protocols": {"timing_top_k": 1}}}]}))
+    case = tmp_path / "case"
+    assert main(["run", str(recipe), "--dicomweb", pacs.url, "--study", study_uid, "--out", str(case),
+                 "--workers", "0"]) == 0
+    assert main(["report", str(case), "--no-verify", "--no-calc-verification"]) == 0
+    assert main(["push", str(case), "--dicomweb", pacs.url]) == 0
+    capsys.readouterr()
+    found = _study_instances(pacs, study_uid)
+    assert {m: len(v) for m, v in found.items() if m != "CT"} == {"SEG": 1, "DOC": 2, "SR": 1}
+    c = client(pacs)
+    seg = c.retrieve_instance(study_uid, *found["SEG"][0])
+    _check_seg(seg, case)
+    sr = c.retrieve_instance(study_uid, *found["SR"][0])
+    items = _content_items(sr)
+    numbers = key_numbers(case)
+    keys = {n.key for n in numbers.numbers()}
+    assert {"lv_edv_ml", "lv_esv_ml", "lv_ef", "tat_change_pct"} <= keys, numbers.missing
+    for n in numbers.numbers():
+        assert ("NUM", n.code[1], (pytest.approx(n.value, rel=1e-6), n.unit)) in items, n
+    assert ("CODE", "121075", numbers.recommendation["segment_code"][1]) in items
+    with capsys.disabled():
+        print("".join(f"\ndciodvfy {ds.Modality}:\n{_dciodvfy(ds, tmp_path)}" for ds in (seg, sr)))
