@@ -254,12 +254,14 @@ def test_server_and_study_errors_are_clear_and_leave_the_case_as_it_was(pacs, pa
     assert "cannot connect" in _error(["case", "new", str(tmp_path / "new"), "--dicomweb", down, "--study", study_uid],
                                       capsys)
     assert not (tmp_path / "new").exists()
-    # 401: the password is wrong and is not repeated in the message
+    # 401: the password is wrong and is repeated neither in the message nor in debug logs
     monkeypatch.setenv("CARDIOTWIN_DICOMWEB_PASSWORD", "wrong-password-123")
     for argv in (["segment", "--dicomweb", pacs.url, "--study", study_uid, "--out", str(case)],
                  ["push", str(case), "--dicomweb", pacs.url]):
-        err = _error(argv, capsys)
-        assert "refused access (HTTP 401" in err and "wrong-password-123" not in err, err
+        rc = main(["-v", "-v", *argv])
+        out, err = capsys.readouterr()
+        assert rc != 0 and "refused access (HTTP 401" in err, err
+        assert "wrong-password-123" not in out + err
         assert _tree(case) == before
     monkeypatch.delenv("CARDIOTWIN_DICOMWEB_PASSWORD")
     monkeypatch.delenv("CARDIOTWIN_DICOMWEB_USER")
