@@ -76,7 +76,9 @@ def dicomweb_client(url: str) -> Any:
 
     quiet_libraries()
     client = DICOMwebClient(check_url(url, "dicomweb"), session=session("dicomweb"), timeout=(10, 120))
-    client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=500)
+    # no silent retries: the `retrying` package behind them would also retry a refused connection and log a
+    # traceback per attempt; a failure is reported once, as one error
+    client.set_http_retry_params(retry=False)
     return client
 
 
