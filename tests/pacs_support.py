@@ -57,6 +57,17 @@ class Orthanc:
         return r.json()
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to stop it when the test process dies (a killed pytest leaves no Orthanc)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 @contextlib.contextmanager
 def running_orthanc(folder: Path) -> Iterator[Orthanc]:
     """Start Orthanc (HTTP basic auth, DICOMweb at /dicom-web) with storage in ``folder``; stop it after."""
@@ -76,7 +87,8 @@ def running_orthanc(folder: Path) -> Iterator[Orthanc]:
     (folder / "orthanc.json").write_text(json.dumps(config))
     log = folder / "orthanc.log"
     with open(log, "w") as fh:
-        proc = subprocess.Popen([binary, str(folder / "orthanc.json")], stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([binary, str(folder / "orthanc.json")], stdout=fh, stderr=subprocess.STDOUT,
+                                preexec_fn=_die_with_parent)
     root = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
