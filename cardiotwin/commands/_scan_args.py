@@ -42,6 +42,11 @@ def scan_source(parser_name: str, args: argparse.Namespace, *, scan: str | None,
         raise ConfigError(f"{parser_name}: give either a scan or --dicomweb, not both")
     if not args.study:
         raise ConfigError(f"{parser_name}: --dicomweb needs --study STUDY_UID")
+    from cardiotwin.io.scans import image_suffix
+
+    if image_suffix(Path(out)):
+        raise ConfigError(f"{parser_name}: --dicomweb stores the series in a case: the output must be a case folder, "
+                          f"not {out}")
     from cardiotwin.interop.pull import pull_series
 
     _, folder = pull_series(args.dicomweb, args.study, out=Path(out), series_uid=args.series, modality=modality,

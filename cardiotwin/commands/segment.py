@@ -51,8 +51,6 @@ def run(args: argparse.Namespace) -> int:
     from cardiotwin.segmentation.inference import segment
     from cardiotwin.segmentation.qc import compare, quality_report, raise_on_errors, write_overlays
 
-    if args.dicomweb and image_suffix(Path(args.out)):
-        raise ConfigError(f"segment: --dicomweb stores the series in a case: --out must be a case folder, not {args.out}")
     args.scan = scan_source("segment", args, scan=args.scan, out=args.out, modality=args.modality)
     scan_path = Path(args.scan)
     model_dir = resolve_bundle(args.model) if args.model else DEFAULT_BUNDLE
