@@ -65,3 +65,24 @@ def test_urls_with_credentials_or_other_schemes_are_refused():
     with pytest.raises(ConfigError, match="must start with http"):
         connection.check_url("ftp://pacs/dicom-web", "dicomweb")
     assert connection.check_url("https://pacs.example:443/dicom-web/", "dicomweb") == "https://pacs.example:443/dicom-web"
+
+
+def test_dicomweb_argument_errors(tmp_path, capsys):
+    from cardiotwin.cli import main
+
+    for argv, words in [
+        (["segment", "--dicomweb", "http://127.0.0.1:9/dicom-web", "--study", "1.2.3", "--out",
+          str(tmp_path / "labels.nii.gz")], "the output must be a case folder"),
+        (["run", "pipelines/crt_ct.yaml", "--study", "1.2.3", "--out", str(tmp_path / "c")],
+         "--study and --series need --dicomweb"),
+        (["run", "pipelines/crt_ct.yaml", "--dicomweb", "http://127.0.0.1:9/dicom-web", "--out", str(tmp_path / "c")],
+         "--dicomweb needs --study"),
+        (["case", "new", str(tmp_path / "c"), "--scan", "sample_scans/ct_sample.nii.gz", "--dicomweb",
+          "http://127.0.0.1:9/dicom-web", "--study", "1.2.3"], "either a scan or --dicomweb"),
+        (["case", "new", str(tmp_path / "c"), "--dicomweb", "http://u:p@127.0.0.1:9/dicom-web", "--study", "1.2.3"],
+         "credentials in the URL are refused"),
+    ]:
+        assert main(argv) != 0, argv
+        err = capsys.readouterr().err
+        assert words in err and err.count("error:") == 1, err
+    assert not (tmp_path / "c").exists()
