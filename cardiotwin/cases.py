@@ -256,14 +256,16 @@ class Case:
                                                      source_sha256=source_sha256, source_name=source_name, **extra)
             self._write_manifest(manifest)
 
-    def import_scan(self, scan: "Scan", *, name: str = "scan") -> Path:
+    def import_scan(self, scan: "Scan", *, name: str = "scan", **extra: Any) -> Path:
         """Store a scan as ``inputs/<name>.nii.gz`` (voxels and geometry only) and record it now
         (a new case). A stage that reads a new scan passes it as ``Case.stage(scans=...)`` instead,
         so that the case's scan is replaced only when that stage succeeds.
 
         Rewriting the image drops every header field but geometry, so no patient identifier of
         the source (DICOM tags, NIfTI descriptions) enters the case; only the source's file name
-        and sha256 are recorded.
+        and sha256 are recorded, with ``extra`` (e.g. the PACS a scan was pulled from). A scan
+        from the same source as the recorded one keeps the recorded extras (here and in
+        ``Case.stage(scans=...)``).
         """
         from cardiotwin.io.scans import write_scan
 
@@ -277,8 +279,18 @@ class Case:
                 modality=scan.modality,
                 shape=list(scan.geometry.shape),
                 spacing_mm=list(scan.geometry.spacing_mm),
+                **self._kept_extras(name, scan, extra),
             )
         return path
+
+    def _kept_extras(self, name: str, scan: "Scan", extra: dict[str, Any]) -> dict[str, Any]:
+        if extra:
+            return extra
+        prev = self.manifest["inputs"].get(name) or {}
+        if not isinstance(prev, dict) or prev.get("source_sha256") != scan.sha256:
+            return {}
+        standard = {"path", "sha256", "source_name", "source_sha256", "recorded", "modality", "shape", "spacing_mm"}
+        return {k: v for k, v in prev.items() if k not in standard}
 
     def input_path(self, name: str) -> Path:
         rec = self.manifest["inputs"].get(name)
@@ -420,7 +432,8 @@ class Case:
         tmp = write_scan(scan, self.root / ".staging" / f"input-{name}-{uuid.uuid4().hex[:8]}.nii.gz")
         rec = _input_record(Path("inputs") / f"{name}.nii.gz", sha256_file(tmp), source_sha256=scan.sha256,
                             source_name=Path(scan.source).name, modality=scan.modality,
-                            shape=list(scan.geometry.shape), spacing_mm=list(scan.geometry.spacing_mm))
+                            shape=list(scan.geometry.shape), spacing_mm=list(scan.geometry.spacing_mm),
+                            **self._kept_extras(name, scan, {}))
         return tmp, rec
 
     def _unchanged(self, name: str, prev: dict[str, Any] | None, inputs: dict[str, str], cfg_sha: str) -> bool:

@@ -39,6 +39,8 @@ COMMANDS: tuple[str, ...] = (
     "view",
     "crt",
     "run",
+    "push",
+    "export_fhir",
 )
 
 log = logging.getLogger("cardiotwin")

@@ -194,3 +194,41 @@ def test_report_shows_the_calibration_and_its_validation(tmp_path):
     text = json.dumps(blocks)
     assert "peak_active_tension" in text and "ES LV cavity Dice" in text and "twitch time course" in text
     assert ctx.numbers["calibration.peak_active_tension"] == 80.0
+
+
+def test_crt_stage_on_a_calibrated_case_records_the_calibration(tmp_path):
+    import json
+    import shutil
+
+    from test_therapy_support import biventricle_with_fibres, graph_activation
+
+    from cardiotwin.cases import Case
+    from cardiotwin.io.meshes import write_mesh
+    from cardiotwin.therapy.stage import CRTConfig, crt_case_stage
+    from cardiotwin.therapy.uq import UQConfig
+
+    case = Case.create(tmp_path / "case")
+    mesh = biventricle_with_fibres(5.0)
+    src = write_mesh(mesh, tmp_path / "src.vtu")
+    with case.stage("fibers", inputs={"mesh": src}, config={}) as st:
+        write_mesh(mesh, st.dir / "mesh.vtu")
+    calibration = {"em_config": {"guccione": {"C": "3.0 kPa"}}, "conduction_speed_scale": 0.75,
+                   "parameters": {"passive_stiffness_factor": {"value": 1.5, "unit": "", "interval": [1.2, 1.9]}},
+                   "unloaded_mesh": "unloaded_mesh.vtu"}
+    with case.stage("calibrate", inputs={"mesh": src}, config={}) as st:
+        (st.dir / "calibration.json").write_text(json.dumps(calibration))
+        shutil.copy(src, st.dir / "unloaded_mesh.vtu")
+    cfg = CRTConfig(em_top_k=0, uq=UQConfig(samples=0))
+    crt_case_stage(case, cfg=cfg, solver=graph_activation)
+    rec = case.stage_record("therapy")
+    assert rec["metrics"]["calibration"]["calibrated"] is True
+    assert rec["metrics"]["calibration"]["parameters"]["passive_stiffness_factor"]["value"] == 1.5
+    assert rec["config"]["conduction"]["cv_fibre"].startswith(repr(0.75 * cfg.conduction.cv_fibre))
+    assert {"calibration", "unloaded_mesh"} <= set(rec["inputs"])
+    # a changed calibration reruns the therapy stage
+    assert crt_case_stage(case, cfg=cfg, solver=graph_activation) is None
+    calibration["conduction_speed_scale"] = 0.8
+    with case.stage("calibrate", inputs={"mesh": src}, config={"changed": 1}) as st:
+        (st.dir / "calibration.json").write_text(json.dumps(calibration))
+        shutil.copy(src, st.dir / "unloaded_mesh.vtu")
+    assert crt_case_stage(case, cfg=cfg, solver=graph_activation) is not None

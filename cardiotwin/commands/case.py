@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from cardiotwin.cases import Case
-from cardiotwin.commands._scan_args import add_scan_options, read_scan_from_args
+from cardiotwin.commands._scan_args import add_dicomweb_options, add_scan_options, read_scan_from_args, scan_source
 
 NAME = "case"
 HELP = "create a case directory from a scan (new) or show its manifest (show)"
@@ -16,16 +17,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     new = sub.add_parser("new", help="create CASE_DIR holding the scan (geometry and voxels only) and a manifest")
     new.add_argument("case_dir")
-    new.add_argument("--scan", required=True, help="image file or DICOM folder")
+    new.add_argument("--scan", help="image file or DICOM folder (or --dicomweb URL --study UID)")
     new.add_argument("--id", dest="case_id", help="case identifier (default: the folder name)")
     add_scan_options(new)
+    add_dicomweb_options(new)
     show = sub.add_parser("show", help="print the stages of a case with status, timings and hashes")
     show.add_argument("case_dir")
     show.add_argument("--json", action="store_true", help="print the whole manifest")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "new" and args.dicomweb:
+        folder = scan_source("case new", args, scan=args.scan, out=args.case_dir, modality=args.modality,
+                             new_case=True, case_id=args.case_id)
+        case = Case.open(args.case_dir)
+        rec = case.manifest["inputs"]["scan"]
+        print(f"created case {case.root} with {rec['path']} ({rec['modality']}, {'x'.join(map(str, rec['shape']))} "
+              f"voxels) and the DICOM series {Path(folder).relative_to(case.root)} from {args.dicomweb}")
+        return 0
     if args.action == "new":
+        if not args.scan:
+            from cardiotwin.errors import ConfigError
+
+            raise ConfigError("case new: give a scan (--scan) or a PACS study (--dicomweb URL --study UID)")
         scan = read_scan_from_args(args.scan, args)  # validate before anything is created
         case = Case.create(args.case_dir, case_id=args.case_id)
         path = case.import_scan(scan)

@@ -1,10 +1,12 @@
-"""`cardiotwin run RECIPE --scan SCAN --out CASE`: run a pipeline recipe end to end on a scan."""
+"""`cardiotwin run RECIPE --scan SCAN|--dicomweb URL --study UID --out CASE`: run a pipeline recipe end to end on a scan."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 from pathlib import Path
+
+from cardiotwin.commands._scan_args import add_dicomweb_options, scan_source
 
 NAME = "run"
 HELP = "run a pipeline recipe (pipelines/crt_ct.yaml, crt_mri.yaml) on a scan into a case directory"
@@ -14,7 +16,7 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="pipeline YAML (e.g. pipelines/crt_ct.yaml)")
-    parser.add_argument("--scan", required=True, help="scan file or DICOM series folder")
+    parser.add_argument("--scan", help="scan file or DICOM series folder (or --dicomweb URL --study UID)")
     parser.add_argument("--out", required=True, help="case directory (created when absent)")
     parser.add_argument("--labels", help="use this label map (on the scan's grid) instead of running the segmentation")
     parser.add_argument("--es-scan", help="end-systolic scan (same series as --scan) for the calibrate stage")
@@ -25,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheduler", help="running Dask scheduler for the sweeps (tcp://HOST:PORT); default: local")
     parser.add_argument("--workers", type=int, default=2, help="workers of the embedded local Dask cluster (0: run the sweep in this process)")
     parser.add_argument("--force", action="store_true", help="rerun every stage even when inputs are unchanged")
+    add_dicomweb_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from cardiotwin.pipeline import load_recipe, run_pipeline
 
     recipe = load_recipe(args.recipe)
+    args.scan = scan_source("run", args, scan=args.scan, out=args.out, modality=recipe.modality)
     ctx = run_pipeline(recipe, scan_path=Path(args.scan), out=Path(args.out),
                        labels_path=Path(args.labels) if args.labels else None, force=args.force,
                        scheduler=args.scheduler, workers=args.workers,

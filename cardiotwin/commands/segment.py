@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cardiotwin.commands._scan_args import add_scan_options
+from cardiotwin.commands._scan_args import add_dicomweb_options, add_scan_options, scan_source
 
 NAME = "segment"
 HELP = "segment the heart (labels 1-8) in a CT or MRI scan; writes a label map file or the case's segment stage"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("scan", help="scan file (.nii.gz, .nrrd, .mha ...) or DICOM series folder")
+    parser.add_argument("scan", nargs="?", help="scan file (.nii.gz, .nrrd, .mha ...) or DICOM series folder "
+                                                "(or --dicomweb URL --study UID)")
     parser.add_argument("--out", required=True,
                         help="LABELS.nii.gz (a label map file in the scan's geometry) or a case folder")
     parser.add_argument("--model", help="model bundle folder or the name of a folder in models/ (default: the shipped "
@@ -27,16 +28,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "only when the model finds almost no wall; never = the network's wall only")
     parser.add_argument("--force", action="store_true", help="case output: rerun even when inputs are unchanged")
     add_scan_options(parser)
+    add_dicomweb_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from cardiotwin.io.scans import image_suffix
     from cardiotwin.segmentation.stage import SegStageConfig, segment_case
 
+    scan = scan_source("segment", args, scan=args.scan, out=args.out, modality=args.modality)
     cfg = SegStageConfig(model=args.model, rv_myocardium=args.rv_myocardium, reference=args.reference,
                          modality=args.modality, series_uid=args.series_uid, frame=args.frame,
                          all_frames=args.all_frames)
-    result = segment_case(Path(args.out), args.scan, cfg, force=args.force)
+    result = segment_case(Path(args.out), scan, cfg, force=args.force)
     if result is None:
         print(f"{args.out}: segment unchanged (use --force to rerun)")
     else:

@@ -236,16 +236,24 @@ def codeable(system: str, code: str, display: str, *, text: str | None = None) -
     return out
 
 
-def observation(name: str, value: float, *, full_url: str, subject: Mapping[str, Any] | None = None,
-                effective: str | None = None, unit: str | None = None, method: str | None = None) -> dict[str, Any]:
-    """A final Observation of measurement ``name`` (a ``MEASURES`` key) with a UCUM quantity."""
-    m = MEASURES[name]
-    system, code, display = m.coding
-    unit = unit or m.unit
+def observation(name: str | tuple[str, str, str], value: float, *, full_url: str,
+                subject: Mapping[str, Any] | None = None, effective: str | None = None, unit: str | None = None,
+                method: str | None = None, text: str | None = None, category: str | None = None) -> dict[str, Any]:
+    """A final Observation with a UCUM quantity: of measurement ``name`` (a ``MEASURES`` key), or of
+    an explicit (system, code, display) with ``unit`` given."""
+    if isinstance(name, str):
+        m = MEASURES[name]
+        (system, code, display), unit = m.coding, unit or m.unit
+        text, category = text or m.display, category or m.category
+    else:
+        system, code, display = name
+        if not unit:
+            raise ValueError(f"observation {code}: a unit is needed")
+    category = category or "exam"
     res: dict[str, Any] = {
         "resourceType": "Observation", "id": full_url.rsplit(":", 1)[-1], "status": "final",
-        "category": [codeable(OBSERVATION_CATEGORY, m.category, m.category.replace("-", " ").title())],
-        "code": {**codeable(system, code, display, text=m.display)},
+        "category": [codeable(OBSERVATION_CATEGORY, category, category.replace("-", " ").title())],
+        "code": codeable(system, code, display, text=text),
         "valueQuantity": {"value": _decimal(value), "unit": unit, "system": UCUM, "code": unit},
     }
     if subject:

@@ -240,6 +240,12 @@ def unload(mech: CardiacMechanics, *, cfg: UnloadConfig = UnloadConfig(),
             if denom > 0:
                 omega = -omega * comm.allreduce(float(r_prev[:n_own].ravel() @ dr), op=MPI.SUM) / denom
                 omega = float(np.clip(omega, 0.05, 1.5))
+        # backtrack a step that would invert an element (a large first correction on a soft wall)
+        while True:
+            geom[:] = X - omega * r
+            if _min_tet_volume(mech.mesh) > 0 or omega < 0.02:
+                break
+            omega *= 0.5
         history[-1]["relaxation"] = omega
         r_prev = r
         X = X - omega * r
