@@ -181,8 +181,9 @@ def test_wall_qc_flags_thin_and_open_myocardium():
 
 @pytest.mark.skipif(not (ACDC_BUNDLE / "model.safetensors").is_file(), reason="research bundle not built")
 def test_research_bundle_accuracy_on_two_acdc_validation_patients(shared_data):
-    """Regression on two validation patients (never trained on; configs/acdc_split.json); the bundle's
-    benchmark scores are in docs/BENCHMARKS.md (bench:seg:heart_seg_cine_acdc)."""
+    """Regression on two validation patients (never trained on; configs/acdc_split.json) at ED. Measured with
+    1.0.0: patient002 0.950 / 0.797 / 0.913, patient053 0.954 / 0.852 / 0.907 (LV blood / LV myo / RV blood);
+    the whole split is in docs/BENCHMARKS.md (bench:seg:heart_seg_cine_acdc)."""
     from dataclasses import replace
 
     from cardiotwin.io.scans import read_labels, read_scan
@@ -190,12 +191,31 @@ def test_research_bundle_accuracy_on_two_acdc_validation_patients(shared_data):
     from cardiotwin.segmentation.inference import segment
 
     model = load_bundle("heart_seg_cine_acdc")
-    for pid in ("patient002", "patient065"):
+    for pid in ("patient002", "patient053"):
         scan = read_scan(shared_data / "acdc" / pid / "ed_image.nii.gz", modality="MR")
         ref = read_labels(shared_data / "acdc" / pid / "ed_labels.nii.gz").labels
         pred = segment(scan, model).labels
-        for k, floor in ((1, 0.85), (2, 0.70), (3, 0.70)):
+        for k, floor in ((1, 0.92), (2, 0.76), (3, 0.87)):
             a, b = pred == k, ref == k
             assert 2 * (a & b).sum() / (a.sum() + b.sum()) > floor, (pid, k)
         rotated = replace(scan, geometry=replace(scan.geometry, direction=tuple(random_rotation(5).ravel())))
         assert np.array_equal(segment(rotated, model).labels, pred)  # the header's orientation is not used
+
+
+@pytest.mark.skipif(not (ACDC_BUNDLE / "model.safetensors").is_file(), reason="research bundle not built")
+def test_research_bundle_picks_ed_and_es_of_a_real_cine(shared_data, tmp_path):
+    """A 4-frame cine (ES, ED, ED, ES stacks of validation patient 074): ED is frame 1, ES frame 0, and the
+    EF from the curve is close to the expert's (info.json: from the expert labels)."""
+    import SimpleITK as sitk
+
+    from cardiotwin.segmentation.inference import segment
+
+    root = shared_data / "acdc" / "patient074"
+    ed, es = (sitk.ReadImage(str(root / f"{p}_image.nii.gz")) for p in ("ed", "es"))
+    path = tmp_path / "cine.nii.gz"
+    sitk.WriteImage(sitk.JoinSeries([es, ed, ed, es]), str(path))
+    model = load_bundle("heart_seg_cine_acdc")
+    res = segment_cine(path, lambda scan: segment(scan, model))
+    assert (res.ed_frame, res.es_frame) == (1, 0)
+    expert = json.loads((root / "info.json").read_text())["lv_ef"]
+    assert abs(res.summary()["lv_ef"] - expert) < 0.08

@@ -62,9 +62,9 @@ class StackConfig:
     min_lv_voxels: int = 20
 
 
-def _resample_slices(x: torch.Tensor, out_shape: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
-    return torch.nn.functional.interpolate(x, size=out_shape, mode=mode, align_corners=True) if mode != "nearest" \
-        else torch.nn.functional.interpolate(x, size=out_shape, mode="nearest")
+def _resample_slices(x: torch.Tensor, out_shape: tuple[int, int]) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, *out_shape), bilinear with the corner pixels kept in place."""
+    return torch.nn.functional.interpolate(x, size=out_shape, mode="bilinear", align_corners=True)
 
 
 def _run(network: torch.nn.Module, x: torch.Tensor, tta: int, batch: int = 16) -> torch.Tensor:

@@ -313,6 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--steps", type=int)
     ap.add_argument("--max-minutes", type=float)
+    ap.add_argument("--threads", type=int, help="torch threads (a run-time setting; resumable with another value)")
     ap.add_argument("--export", metavar="BUNDLE_DIR", help="write a checkpoint of the run as a bundle (no training)")
     ap.add_argument("--checkpoint", default="best.pt", help="with --export: which checkpoint of --out (default best.pt)")
     a = ap.parse_args(argv)
@@ -329,6 +330,8 @@ def main(argv: list[str] | None = None) -> None:
         raw["steps"] = a.steps
     if a.max_minutes:
         raw["max_minutes"] = a.max_minutes
+    if a.threads:
+        raw["threads"] = a.threads
     cfg = load_config(CineTrainConfig, raw, source=a.config)
     train(cfg, out_dir=Path(a.out), resume=a.resume)
 
