@@ -48,6 +48,15 @@ def test_one_line_per_step_when_not_a_terminal(caplog, info_logging) -> None:
     lines = [r.getMessage() for r in caplog.records if r.name == "cardiotwin.progress"]
     assert lines == ["sweep: 1/3 tasks", "sweep: 3/3 tasks (all)"]
     assert plain.file.getvalue() == ""
+    # a long step: a heartbeat line at most every heartbeat_s with the running detail
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="cardiotwin"), progress("electromechanics", 2, unit="beats",
+                                                                      console=plain, heartbeat_s=0.2) as bar:
+        bar.status("intrinsic rhythm t = 100 / 600 ms")  # within 0.2 s of the start: no line
+        time.sleep(0.25)
+        bar.status("intrinsic rhythm t = 200 / 600 ms")
+    assert [r.getMessage() for r in caplog.records if r.name == "cardiotwin.progress"] == [
+        "electromechanics: 0/2 beats, running: intrinsic rhythm t = 200 / 600 ms"]
 
 
 def test_live_bar_on_a_terminal_and_nothing_when_quiet(caplog, info_logging) -> None:

@@ -365,8 +365,7 @@ def run_beats(
                 out[job] = pending.pop(job).result()
                 bar.advance(detail=f"{name(job)} {'failed' if 'error' in out[job] else 'done'}")
             running = [(job, read_progress(work_dir, job)) for job in pending]
-            if running and bar.live:
-                bar.status("; ".join(f"{name(j)} t = {p[0]:.0f} / {p[1]:.0f} ms" for j, p in running if p))
+            bar.status("; ".join(f"{name(j)} t = {p[0]:.0f} / {p[1]:.0f} ms" for j, p in running if p))
             if pending:
                 time.sleep(poll_s)
     return {job: out[job] for job in jobs}
