@@ -219,3 +219,14 @@ def test_research_bundle_picks_ed_and_es_of_a_real_cine(shared_data, tmp_path):
     assert (res.ed_frame, res.es_frame) == (1, 0)
     expert = json.loads((root / "info.json").read_text())["lv_ef"]
     assert abs(res.summary()["lv_ef"] - expert) < 0.08
+
+
+def test_report_names_the_model_and_its_licence():
+    from cardiotwin.report.use_error import label_origin
+
+    manifest = {"stages": {"segment": {"config": {"model": "heart_seg_cine_acdc", "model_weights_sha256": "ab" * 32,
+                                                  "model_licence": "CC-BY-NC-SA-4.0"}}}}
+    text = label_origin(manifest)
+    assert "heart_seg_cine_acdc" in text and "CC-BY-NC-SA-4.0 (non-commercial research only)" in text
+    manifest["stages"]["segment"]["config"]["model_licence"] = "Apache-2.0"
+    assert "non-commercial" not in label_origin(manifest)
