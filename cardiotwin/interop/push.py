@@ -72,6 +72,7 @@ def _exists(client: Any, url: str, study_uid: str, sop_uid: str) -> bool:
 def _seg(case_root: Path, src: dict[str, Any], identity: Any, work: Path) -> Any:
     import pydicom
 
+    from cardiotwin.io.atomic import sha256_file
     from cardiotwin.io.scans import read_labels
     from cardiotwin.segmentation.dicomseg import write_dicom_seg
 
@@ -82,8 +83,6 @@ def _seg(case_root: Path, src: dict[str, Any], identity: Any, work: Path) -> Any
     labels = read_labels(labels_path)
     path = write_dicom_seg(labels, folder, work / "seg.dcm", series_uid=src["series_uid"], frame=src.get("frame"))
     seg = pydicom.dcmread(path)
-    from cardiotwin.io.atomic import sha256_file
-
     digest = sha256_file(labels_path)
     seg.SeriesInstanceUID = stable_uid(src["study_uid"], "seg-series")
     seg.SOPInstanceUID = stable_uid(src["study_uid"], "seg", digest)
