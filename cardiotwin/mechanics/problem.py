@@ -60,7 +60,7 @@ class MechanicsConfig:
     formulation: Literal["mixed", "penalty", "nodal_pressure"] = "nodal_pressure"
     degree: int = 1  # displacement degree for "penalty"; "mixed" is always P2/P1, "nodal_pressure" P1/P1
     bulk_modulus: float = quantity(500.0, "kPa", doc="penalty kappa (penalty and nodal_pressure)")
-    pressure_stabilisation: float = quantity(0.5, "", doc="Brezzi-Pitkaranta alpha of nodal_pressure")
+    pressure_stabilisation: float = quantity(0.1, "", doc="Brezzi-Pitkaranta alpha of nodal_pressure")
     # shear modulus scaling the stabilisation; None: the material's small-strain cross-fibre value
     stabilisation_modulus: float | None = None
     base_bc: Literal["fixed", "spring"] = "fixed"
