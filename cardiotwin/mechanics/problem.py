@@ -103,6 +103,14 @@ class MechanicsConfig:
             raise ValueError(f"quadrature_degree must lie in [1, 8], got {self.quadrature_degree}")
 
 
+def _cell_size(mesh: dolfinx.mesh.Mesh) -> ufl.core.expr.Expr:
+    """Cell diameter; on curved (non-affine) cells, where FFCx has no CellDiameter, the edge of the
+    regular tetrahedron of the local volume, 2^(1/6) |det J|^(1/3)."""
+    if mesh.ufl_domain().is_piecewise_linear_simplex_domain():
+        return ufl.CellDiameter(mesh)
+    return 2.0 ** (1.0 / 6.0) * abs(ufl.JacobianDeterminant(mesh)) ** (1.0 / 3.0)
+
+
 def _shear_modulus(material: Material) -> float | ufl.core.expr.Expr:
     """Small-strain shear modulus (kPa; a number or a UFL scalar) of a material, for the pressure
     stabilisation."""
@@ -210,7 +218,7 @@ class CardiacMechanics:
                 # Brezzi-Pitkaranta: - alpha h^2 / (2 mu) |grad p|^2 relaxes the one-constraint-per-node
                 # P1/P1 pair (not inf-sup stable) that still locks on walls one or two cells thick
                 mu = cfg.stabilisation_modulus or _shear_modulus(material)
-                beta = cfg.pressure_stabilisation / (2.0 * mu) * ufl.CellDiameter(mesh) ** 2
+                beta = cfg.pressure_stabilisation / (2.0 * mu) * _cell_size(mesh) ** 2
                 residual -= ufl.derivative(beta * ufl.inner(ufl.grad(p_h), ufl.grad(p_h)) * dx, self.state, test)
         else:
             psi = material.strain_energy(F, f0, s0, n0, isochoric=True) + 0.5 * cfg.bulk_modulus * (J - 1) ** 2
