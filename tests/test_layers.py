@@ -6,6 +6,7 @@ across modules, and thin commands."""
 from __future__ import annotations
 
 import ast
+import logging
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,7 +17,18 @@ def test_import_contracts_hold(monkeypatch):
     from importlinter.cli import lint_imports
 
     monkeypatch.chdir(ROOT)
-    assert lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True, no_logo=True) == 0
+    # import-linter's CLI runs logging.config.dictConfig, which disables every logger that exists
+    # already (cardiotwin's among them) for the rest of the process: restore them afterwards
+    loggers = [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    disabled = [lg.disabled for lg in loggers]
+    root_handlers, root_level = list(logging.root.handlers), logging.root.level
+    try:
+        assert lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True, no_logo=True) == 0
+    finally:
+        for lg, was in zip(loggers, disabled):
+            lg.disabled = was
+        logging.root.handlers[:] = root_handlers
+        logging.root.setLevel(root_level)
 
 
 def _module_name(path: Path) -> str:

@@ -73,8 +73,8 @@ def test_default_is_the_permissive_bundle_and_names_resolve_to_models():
 def test_shipped_research_bundle_is_licensed_and_never_default():
     model = load_bundle("heart_seg_cine_acdc")
     assert "acdc" in model.root.name and model.non_commercial and model.stack is not None
-    assert "Attribution-NonCommercial-ShareAlike 4.0" in (ACDC_BUNDLE / "LICENSE").read_text()
-    card = (ACDC_BUNDLE / "MODEL_CARD.md").read_text().lower()
+    assert "Attribution-NonCommercial-ShareAlike 4.0" in (ACDC_BUNDLE / "LICENSE").read_text(encoding="utf-8")
+    card = (ACDC_BUNDLE / "MODEL_CARD.md").read_text(encoding="utf-8").lower()
     assert "non-commercial research only" in card and "acdc" in card
     validation = set(model.metadata["training"]["validation_patients_never_trained_on"])
     assert validation.isdisjoint(model.metadata["training"]["train_patients"])

@@ -207,7 +207,7 @@ def test_slice_network_export_joins_a_bundle_and_is_checked_on_load(slice_run, t
         load_bundle(bundle)
     meta["slice_model"]["weight"] = 0.0
     (bundle / "metadata.json").write_text(json.dumps(meta))
-    with pytest.raises(BundleError, match="weight must be in"):
+    with pytest.raises(BundleError, match="weight must be a number in"):
         load_bundle(bundle)
     meta["slice_model"]["weight"] = 0.5
     (bundle / "metadata.json").write_text(json.dumps(meta))
