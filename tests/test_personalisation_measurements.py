@@ -137,3 +137,18 @@ def test_short_axis_base_plane_sits_at_the_basal_end_of_the_cavity():
     # cavity slices k = 1..10 at z = 5k mm; the apical cap is at k = 0, so the base is +z
     assert np.allclose(normal, (0.0, 0.0, 1.0))
     assert point[2] == pytest.approx(50.0 - 2.0)
+
+
+def test_volumes_below_the_mesh_base_plane_are_the_twins_domain():
+    """With the mesh stage's base plane the cavity volumes are those of the labels below it (a
+    voxel cut by the plane counts by its fraction), the whole-label values kept for comparison."""
+    from cardiotwin.personalisation.stage import measured_values
+
+    ed, es = _annulus_stack(25.0, 33.0, rv=True), _annulus_stack(18.0, 29.0, rv=True)
+    # cavity slices k = 1..10 span z = 2.5..52.5 mm; a plane at z = 30 mm keeps 27.5 mm of them
+    m = measured_values(ed, es, None, base_plane={"point_mm": [0.0, 0.0, 30.0], "normal": [0.0, 0.0, 1.0]})
+    assert m["lv_edv_ml"] == pytest.approx(np.pi * 25.0**2 * 27.5 / 1000, rel=0.02)
+    assert m["lv_esv_ml"] == pytest.approx(np.pi * 18.0**2 * 27.5 / 1000, rel=0.02)
+    assert m["lv_ef"] == pytest.approx(1 - (18 / 25) ** 2, abs=0.01)
+    assert m["whole_labels"]["lv_edv_ml"] == pytest.approx(np.pi * 25.0**2 * 50.0 / 1000, rel=0.01)
+    assert m["rv_esv_ml"] is None and m["rv_ef"] is None  # the RV does not eject in this stack

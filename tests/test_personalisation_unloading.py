@@ -78,3 +78,19 @@ def test_synthetic_twin_recovers_its_passive_stiffness(ellipsoid):
     assert hi / lo < 1.5  # the EDPVR identifies the stiffness
     assert len(fit.evaluations) >= 3 and all("residual" in e for e in fit.evaluations)
     assert edpvr["volumes_ml"]["LV"][0] == pytest.approx(volumes[0], rel=0.01)
+
+
+def test_stiffer_myocardium_fills_less_at_the_same_pressure(ellipsoid):
+    """Passive filling from one reference: doubling the stiffness factor lowers the LV volume at
+    the ED pressure, and both lie above the unloaded volume (a monotone EDPVR)."""
+    twin = PassiveTwin(ellipsoid.mesh, ellipsoid.facet_tags, ellipsoid.fibres, EMConfig())
+    m = twin.mech
+    v0 = m.cavity_volume_ml("LV")
+    filled = {}
+    for factor in (1.0, 2.0):
+        twin.scale.value = factor
+        m.state.x.array[:] = 0.0
+        m.solve_to(pressures_kpa={"LV": EDP_KPA}, initial_fraction=0.5)
+        filled[factor] = m.cavity_volume_ml("LV")
+    assert v0 < filled[2.0] < filled[1.0]
+    assert filled[1.0] - v0 > 1.3 * (filled[2.0] - v0)  # the softer wall takes markedly more volume

@@ -8,6 +8,7 @@ it is a dolfinx Constant, so one compiled problem serves every evaluation.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -115,9 +116,15 @@ def fit_passive_stiffness(
     target = np.asarray(target_lv_ml(p_lv) if callable(target_lv_ml) else target_lv_ml, dtype=float)
     last: dict[float, dict[str, Any]] = {}
 
+    t_start = time.perf_counter()
+
     def evaluate(factor: float) -> tuple[np.ndarray, dict[str, Any]]:
         out = twin.evaluate(factor, pressures_kpa, fractions)
         last[factor] = out
+        log.info("calibrate: passive evaluation %d, stiffness x%.3g -> LV volume at %s kPa: %s mL (target %s), "
+                 "unloading %d iterations; %.0f s elapsed", len(last), factor, np.round(p_lv, 2).tolist(),
+                 np.round(out["volumes_ml"]["LV"], 1).tolist(), np.round(target, 1).tolist(),
+                 out["unloading_iterations"], time.perf_counter() - t_start)
         return np.asarray(out["volumes_ml"]["LV"]) - target, {"volumes_ml": out["volumes_ml"],
                                                                "unloading": out["unloading"]}
 

@@ -17,6 +17,7 @@ Beats are cached in ``CASE/calibrate_tasks/`` (outside the atomically replaced s
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import time
@@ -83,12 +84,20 @@ class CalibrationConfig:
             raise ValueError("population end-diastolic pressures must be > 0")
 
 
-def measured_values(ed: "LabelMap | None", es: "LabelMap | None", clinical: dict[str, float] | None) -> dict[str, Any]:
+def measured_values(ed: "LabelMap | None", es: "LabelMap | None", clinical: dict[str, float] | None, *,
+                    base_plane: dict[str, Any] | None = None) -> dict[str, Any]:
     """The patient's measurements: image values where the case has labels, clinical values for the
-    rest (a clinical value that the images also give is kept under ``clinical`` for comparison)."""
+    rest (a clinical value that the images also give is kept under ``clinical`` for comparison).
+
+    ``base_plane`` ({"point_mm", "normal"}: the plane the mesh stage cut the ventricles at): the
+    cavity volumes are those of the labels below it, the domain the twin has (a voxel cut by the
+    plane counts by its fraction below); the volumes of the whole label maps are kept under
+    ``whole_labels``."""
     from cardiotwin.personalisation.measurements import check_consistency, image_measurements
 
     out: dict[str, Any] = image_measurements(ed, es) if ed is not None else {}
+    if base_plane is not None and ed is not None:
+        out.update(_volumes_below_plane(ed, es, base_plane, out))
     sources = {k: "images" for k in out}
     clinical = dict(clinical or {})
     for k, v in clinical.items():
@@ -104,6 +113,27 @@ def measured_values(ed: "LabelMap | None", es: "LabelMap | None", clinical: dict
     check_consistency({k: v for k, v in out.items() if isinstance(v, float)}, where="measurements")
     out["sources"] = sources
     out["clinical"] = {k: v for k, v in clinical.items() if sources.get(k) != "clinical"}
+    return out
+
+
+def _volumes_below_plane(ed: "LabelMap", es: "LabelMap | None", base_plane: dict[str, Any],
+                         whole: dict[str, Any]) -> dict[str, Any]:
+    from cardiotwin.anatomy import Label
+    from cardiotwin.meshing.surface import BasePlane, labelled_volume_below_plane_ml
+
+    plane = BasePlane(tuple(base_plane["point_mm"]), tuple(base_plane["normal"]))
+    out: dict[str, Any] = {"whole_labels": {k: whole[k] for k in COMPARED if k in whole},
+                           "volume_frame": "labels below the mesh's base plane (the twin's domain)"}
+    for side, label in (("lv", Label.LV_BLOOD), ("rv", Label.RV_BLOOD)):
+        edv = labelled_volume_below_plane_ml(ed, plane, (int(label),))
+        if edv <= 0:
+            continue
+        out[f"{side}_edv_ml"] = edv
+        esv = labelled_volume_below_plane_ml(es, plane, (int(label),)) if es is not None else 0.0
+        ok = 0 < esv < edv
+        out[f"{side}_esv_ml"] = esv if ok else None
+        out[f"{side}_sv_ml"] = edv - esv if ok else None
+        out[f"{side}_ef"] = (edv - esv) / edv if ok else None
     return out
 
 
@@ -191,6 +221,10 @@ def _em_mapping(base: dict[str, Any], *, stiffness: float, edp_kpa: dict[str, fl
     return out
 
 
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def _beat_values(beat: dict[str, Any]) -> dict[str, float | None]:
     r = beat["result"]
     out: dict[str, float | None] = {}
@@ -223,7 +257,7 @@ def calibrate(
     cfg.validate()
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    if "lv_ef" not in measured and cfg.fit_tension:
+    if measured.get("lv_ef") is None and cfg.fit_tension:
         raise StageError("calibration needs the LV ejection fraction (ES labels, or lv_ef / lv_esv_ml in the "
                          "measurements file)")
     edp_mmhg = float(measured.get("lvedp_mmhg", cfg.population_lvedp))
@@ -304,6 +338,10 @@ def calibrate(
 
     def evaluate(tension: float) -> tuple[np.ndarray, dict[str, Any]]:
         v = _beat_values(beat(tension))
+        log.info("calibrate: beat %d, peak tension %.1f kPa, stiffness x%.3g -> LV EDV %.1f (measured %s) mL, "
+                 "ESV %.1f (%s) mL, EF %.3f (target %.3f); %.0f s elapsed", len(beats), tension, passive.value,
+                 v["lv_edv_ml"], _fmt(measured.get("lv_edv_ml")), v["lv_esv_ml"], _fmt(measured.get("lv_esv_ml")),
+                 v["lv_ef"], measured["lv_ef"], time.perf_counter() - t_start)
         return np.array([v["lv_ef"] - measured["lv_ef"]]), {"simulated": v}
 
     tension_fit: Fit1D | None = None
@@ -398,7 +436,9 @@ def calibrate_case_stage(
             return None
         ed = read_labels(inputs["ed_labels"]) if "ed_labels" in inputs else None
         es = read_labels(inputs["es_labels"]) if "es_labels" in inputs else None
-        measured = measured_values(ed, es, clinical)
+        quality = case.stage_dir("mesh") / "quality.json"
+        base_plane = json.loads(quality.read_text()).get("base_plane") if quality.is_file() else None
+        measured = measured_values(ed, es, clinical, base_plane=base_plane)
         result = calibrate(read_mesh(mesh_path), measured=measured, cfg=cfg, work_dir=case.root / "calibrate_tasks",
                            out_dir=st.dir, solver=solver)
         write_json_atomic(st.output(CALIBRATION_JSON), result)
