@@ -193,6 +193,11 @@ def test_report_shows_the_calibration_and_its_validation(tmp_path):
     blocks = calibration_blocks(ctx)
     text = json.dumps(blocks)
     assert "peak_active_tension" in text and "ES LV cavity Dice" in text and "twitch time course" in text
+    # targets and held-out data in separate tables: the RV (never fitted) only among the held-out
+    target = next(json.dumps(b) for b in blocks if "Calibration target" in json.dumps(b))
+    held = next(json.dumps(b) for b in blocks if "Held-out quantity" in json.dumps(b))
+    assert "lv_ef" in target and "rv_" not in target
+    assert "rv_ef" in held and "lv_ef" not in held
     assert ctx.numbers["calibration.peak_active_tension"] == 80.0
 
 

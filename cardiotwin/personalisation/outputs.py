@@ -13,14 +13,15 @@ from cardiotwin.personalisation.calibration import MMHG_KPA
 def validation(calibration: dict[str, Any]) -> dict[str, Any]:
     """Simulated vs measured quantities that no calibrated parameter was fitted to.
 
-    The fit targets are the Klotz EDPVR (passive stiffness), the LV EF (tension), cuff pressures
-    (Windkessel, closed form) and QRS (conduction). Not used: the LV ESV and EDV as absolute
-    volumes (the mesh's cavity vs the segmentation), the RV volumes and EF, and the peak LV pressure
-    against the cuff systolic pressure.
+    The calibration targets are the LV EDV (the unloaded reference reinflated to the ED pressure
+    reproduces the imaged mesh), the Klotz EDPVR through it (passive stiffness), the LV EF and so
+    the ESV (tension), cuff pressures (Windkessel, closed form) and QRS (conduction). Not used: the
+    RV volumes and EF (the RV shares the LV's parameters), and the peak LV pressure against the cuff
+    systolic pressure.
     """
     m, s = calibration["measured"], calibration["simulated"]
     rows: dict[str, Any] = {}
-    for key in ("lv_edv_ml", "lv_esv_ml", "rv_edv_ml", "rv_esv_ml", "rv_ef"):
+    for key in ("rv_edv_ml", "rv_esv_ml", "rv_ef"):
         if m.get(key) is not None and s.get(key) is not None:
             err = s[key] - m[key]
             rows[key] = {"measured": m[key], "simulated": s[key], "error": err,

@@ -323,10 +323,14 @@ def calibration_blocks(ctx: ReportContext) -> list[dict]:
         return [ctx.note_missing("validation", f"no calibration: {why}")]
     cal = json.loads(cal_path.read_text())
     blocks = []
-    rows = [[k, cal["measured"].get(k), cal["simulated"].get(k)] for k in
-            ("lv_edv_ml", "lv_esv_ml", "lv_ef", "rv_edv_ml", "rv_esv_ml", "rv_ef")]
-    blocks.append(table(["Quantity", "measured", "simulated (calibrated twin)"], rows,
-                        caption="Calibration fit (CASE/calibrate/calibration.json)."))
+    rows = []
+    for k in ("lv_edv_ml", "lv_esv_ml", "lv_ef"):
+        m, sim = cal["measured"].get(k), cal["simulated"].get(k)
+        rows.append([k, m, sim, None if m is None or sim is None else sim - m])
+    frame = cal["measured"].get("volume_frame")
+    blocks.append(table(["Calibration target", "measured", "simulated (calibrated twin)", "error"], rows,
+                        caption="Calibration targets: the data the fit used (CASE/calibrate/calibration.json)"
+                                + (f"; volumes: {frame}." if frame else ".")))
     prow = []
     for name, par in cal.get("parameters", {}).items():
         iv = par.get("interval") or [None, None]
@@ -349,9 +353,9 @@ def calibration_blocks(ctx: ReportContext) -> list[dict]:
         if "systolic_thickening_mean_abs_error" in es:
             vrows.append(["systolic thickening, mean |error| over AHA segments", "-", "-",
                           es["systolic_thickening_mean_abs_error"]])
-        blocks.append(table(["Quantity (not used by the calibration)", "measured", "simulated", "error"], vrows,
-                            caption="Validation against the patient's own images and measurements "
-                                    "(CASE/calibrate/validation.json)."))
+        blocks.append(table(["Held-out quantity (not used by the calibration)", "measured", "simulated", "error"],
+                            vrows, caption="Validation against the patient's own images and measurements that "
+                                           "no fit used (CASE/calibrate/validation.json)."))
     return blocks
 
 
