@@ -24,9 +24,9 @@ def bench_mesh(*, quick: bool, run_sweep: bool = True) -> str:
     labels_path = Path(__file__).resolve().parents[2] / "sample_scans" / "ct_sample_labels.nii.gz"
     labels = read_labels(labels_path)
     t = time.perf_counter()
-    mesh, base, _, timings = mesh_labels(labels, cfg=MeshConfig(edge_mm=1.5))
+    mesh, base, closed, timings = mesh_labels(labels, cfg=MeshConfig(edge_mm=1.5))
     t_mesh = time.perf_counter() - t
-    q = mesh_quality(mesh, labels=labels, base=base)
+    q = mesh_quality(mesh, labels=labels, base=base, closed=closed)
     dist = q["min_dihedral_per_cell_deg"]
     fmesh, _, _, _ = mesh_labels(labels, cfg=MeshConfig(edge_mm=3.0))
     t = time.perf_counter()

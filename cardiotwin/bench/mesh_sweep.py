@@ -136,13 +136,14 @@ def _run_one(case_json: str, edge_mm: float, time_limit_s: float) -> dict:
     row: dict = {"case": case.name, "edge_mm": edge_mm, "voxel_mm": [round(v, 3) for v in labels.geometry.spacing_mm]}
     t, cpu = time.perf_counter(), _cpu_s()
     try:
-        mesh, base, _, timings = mesh_labels(labels, cfg=MeshConfig(edge_mm=edge_mm, time_limit_s=time_limit_s))
+        mesh, base, closed, timings = mesh_labels(labels, cfg=MeshConfig(edge_mm=edge_mm, time_limit_s=time_limit_s))
     except StageError as exc:
         row.update(error=str(exc), time_s=time.perf_counter() - t, cpu_s=_cpu_s() - cpu)
         return row
     row["time_s"], row["cpu_s"] = time.perf_counter() - t, _cpu_s() - cpu
-    q = mesh_quality(mesh, labels=labels, base=base)
+    q = mesh_quality(mesh, labels=labels, base=base, closed=closed)
     row.update(n_cells=mesh.n_cells, min_dihedral_deg=q["min_dihedral_deg"], volume_error=q["volume_error"],
+               volume_error_closed=q["volume_error_closed"], built_wall_ml=q["built_wall_ml"],
                lv_cavity_error=q["lv_cavity_error"], genus=q["boundary_genus"],
                mean_edge_mm=q["edge_length_mm"]["mean"], ftetwild=bool(timings.get("mesher_ftetwild", 0.0)))
     return row
@@ -199,13 +200,12 @@ def check_row(row: dict) -> list[str]:
 
 
 def mesher_fingerprint() -> str:
-    """sha256 (16 hex digits) of the meshing package's sources, benchmarks excepted."""
+    """sha256 (16 hex digits) of the meshing package's sources."""
     import hashlib
 
     h = hashlib.sha256()
-    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
-        if not path.name.startswith("bench"):
-            h.update(path.read_bytes())
+    for path in sorted((Path(__file__).resolve().parents[1] / "meshing").glob("*.py")):
+        h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 

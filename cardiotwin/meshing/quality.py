@@ -40,12 +40,17 @@ def dihedral_distribution(min_dihedral_deg: np.ndarray) -> dict:
     }
 
 
-def mesh_quality(mesh: HeartMesh, *, labels: LabelMap | None = None, base: BasePlane | None = None) -> dict:
+def mesh_quality(mesh: HeartMesh, *, labels: LabelMap | None = None, base: BasePlane | None = None,
+                 closed: LabelMap | None = None) -> dict:
     """Quality numbers of ``mesh``; with ``labels`` and ``base`` also volume agreement.
 
     Volumes in mL, areas in mm^2, lengths in mm, angles in degrees. ``volume_error`` is
     (mesh - label) / label for the myocardium below the base plane; ``lv_cavity_error`` the same for
-    the LV cavity closed by the base plane vs the LV blood pool below it.
+    the LV cavity closed by the base plane vs the LV blood pool below it. With ``closed``, the labels
+    as the mesher closed the wall (``volume.mesh_labels``'s third result), also the wall it built
+    (``built_wall_ml``: its myocardium minus the labels', below the plane; the RV wall of labels
+    without RV myocardium) and ``volume_error_closed``, the mesh against the labels' myocardium and
+    that wall.
     """
     vols = signed_volumes(mesh.points, mesh.cells)
     dihedral = dihedral_angles_deg(mesh.points, mesh.cells).min(axis=1)
@@ -78,5 +83,9 @@ def mesh_quality(mesh: HeartMesh, *, labels: LabelMap | None = None, base: BaseP
         report["label_lv_cavity_ml"] = lv
         report["volume_error"] = (report["mesh_volume_ml"] - myo) / myo
         report["lv_cavity_error"] = (report["lv_cavity_ml"] - lv) / lv if lv > 0 else None
+        if closed is not None:
+            closed_myo = labelled_volume_below_plane_ml(closed, base, MYO_LABELS)
+            report["built_wall_ml"] = closed_myo - myo
+            report["volume_error_closed"] = (report["mesh_volume_ml"] - closed_myo) / closed_myo
         report["base_plane"] = {"point_mm": list(base.point_mm), "normal": list(base.normal)}
     return report

@@ -47,8 +47,8 @@ def _write_mesh(labels, cfg: MeshConfig, folder: Path) -> dict[str, Any]:  # noq
     from cardiotwin.meshing.quality import mesh_quality
     from cardiotwin.meshing.volume import mesh_labels
 
-    mesh, base, _, timings = mesh_labels(labels, cfg=cfg)
-    quality = mesh_quality(mesh, labels=labels, base=base)
+    mesh, base, closed, timings = mesh_labels(labels, cfg=cfg)
+    quality = mesh_quality(mesh, labels=labels, base=base, closed=closed)
     quality["timings_s"] = timings
     write_mesh(mesh, folder / MESH_VTU)
     write_xdmf(mesh, folder / MESH_XDMF)

@@ -158,15 +158,16 @@ def _interp_axis(values: np.ndarray, positions: np.ndarray, *, axis: int) -> np.
     return np.take(values, lo, axis=axis) * (1.0 - w) + np.take(values, hi, axis=axis) * w
 
 
-def clean_labels(labels: LabelMap, *, min_wall_mm: float = 0.0) -> LabelMap:
-    """Repair segmentation noise so that the myocardium encloses both blood pools.
+def clean_labels(labels: LabelMap, *, min_wall_mm: float = 0.0, outward_mm: float | None = None) -> LabelMap:
+    """Repair segmentation noise so that the myocardium encloses both blood pools:
+    ``close_wall(tidy_labels(labels), ...)``. Raises StageError when there is no LV myocardium."""
+    return close_wall(tidy_labels(labels), min_wall_mm=min_wall_mm, outward_mm=outward_mm)
 
-    Where a blood pool touches non-ventricular tissue (other than the valves) or the other blood
-    pool, its voxels become wall: those adjacent to it, and with ``min_wall_mm`` > 0 all those
-    within that distance of it, so the wall there is at least that thick (a one-voxel sheet is
-    lost to the anti-aliasing of the surface and leaves a hole through the wall).
-    Raises StageError when there is no LV myocardium.
-    """
+
+def tidy_labels(labels: LabelMap) -> LabelMap:
+    """The largest connected piece of the ventricles; blood islands inside the wall made wall;
+    enclosed holes in the ventricles filled. Raises StageError when there is no LV myocardium or
+    LV blood pool."""
     lab = np.asarray(labels.labels).astype(np.uint8, copy=True)
     src = labels.source or "label map"
     if not np.any(lab == Label.LV_MYO):
@@ -194,21 +195,114 @@ def clean_labels(labels: LabelMap, *, min_wall_mm: float = 0.0) -> LabelMap:
     holes = ndimage.binary_fill_holes(heart) & ~heart
     lab[holes & ndimage.binary_dilation(lab == Label.LV_MYO, iterations=2)] = Label.LV_MYO
     lab[holes & (lab == Label.BACKGROUND)] = Label.RV_MYO
-    # Close the wall: blood touching non-ventricle tissue (except valves) or the other blood pool.
-    lv, rv = lab == Label.LV_BLOOD, lab == Label.RV_BLOOD
+    return LabelMap(labels=lab, geometry=labels.geometry, source=labels.source)
+
+
+def close_wall(labels: LabelMap, *, min_wall_mm: float = 0.0, outward_mm: float | None = None) -> LabelMap:
+    """Close the myocardial wall where a blood pool touches non-ventricular tissue (other than the
+    valves), so that the wall encloses both pools.
+
+    With ``outward_mm`` the wall goes outside the pool and the cavity keeps its size: the tissue
+    within ``outward_mm`` of where the pool touches it becomes that pool's wall (expert labels
+    without RV myocardium get an RV wall that thick, a gap in a network's wall is bridged outside the
+    blood; the grid grows where a pool reaches its edge), and a wall thinner than ``min_wall_mm`` is
+    thickened to it outwards. Where that cannot be done (without ``outward_mm``, and where the pool touches the other
+    blood pool) the pool's own voxels within ``min_wall_mm`` (at least the adjacent ones) become wall.
+    A wall closed with one voxel is lost to the anti-aliasing of the surface and leaves a hole.
+    """
+    src = labels.source or "label map"
+    sp = np.asarray(labels.geometry.spacing_mm, dtype=float)
+    if outward_mm is not None:  # room for the wall where a pool reaches the image's edge (a stack's apex)
+        labels = _pad_where_blood_reaches_the_edge(labels, int(np.ceil(max(outward_mm, min_wall_mm) / sp.min())) + 1)
+    lab = np.asarray(labels.labels).astype(np.uint8, copy=True)
     outside = ~np.isin(lab, VENTRICLE_LABELS + VALVE_LABELS)
+    grown = 0
+    if outward_mm is not None:
+        near = max(min_wall_mm, float(sp.max()))  # at least the 6-adjacent voxels
+        reach = {}
+        for blood in (Label.LV_BLOOD, Label.RV_BLOOD):
+            pool = lab == blood
+            touching = pool & ndimage.binary_dilation(outside)
+            # distance of the outside voxels that become this pool's wall: within min_wall_mm of the
+            # pool (a thin wall thickened), within outward_mm of where it touches outside (a wall built)
+            d = ndimage.distance_transform_edt(~pool, sampling=sp)
+            d_touch = ndimage.distance_transform_edt(~touching, sampling=sp) if touching.any() else np.inf
+            reach[blood] = np.where((d <= near) | (d_touch <= outward_mm), d, np.inf)
+        grow_lv = outside & np.isfinite(reach[Label.LV_BLOOD]) & (reach[Label.LV_BLOOD] <= reach[Label.RV_BLOOD])
+        grow_rv = outside & np.isfinite(reach[Label.RV_BLOOD]) & ~grow_lv
+        del reach
+        lab[grow_lv] = Label.LV_MYO
+        lab[grow_rv] = Label.RV_MYO
+        grown = int(grow_lv.sum() + grow_rv.sum())
+        outside &= ~(grow_lv | grow_rv)
+    lv, rv = lab == Label.LV_BLOOD, lab == Label.RV_BLOOD
     lv_leak = lv & ndimage.binary_dilation(outside | rv)
     rv_leak = rv & ndimage.binary_dilation(outside | lv)
     if min_wall_mm > 0:  # also those within min_wall_mm (the adjacent ones stay, however small it is)
-        sp = labels.geometry.spacing_mm
         lv_leak |= lv & (ndimage.distance_transform_edt(~(outside | rv), sampling=sp) <= min_wall_mm)
         rv_leak |= rv & (ndimage.distance_transform_edt(~(outside | lv), sampling=sp) <= min_wall_mm)
     lab[lv_leak] = Label.LV_MYO
     lab[rv_leak] = Label.RV_MYO
-    if lv_leak.any() or rv_leak.any():
-        log.info("%s: closed the wall at %d blood voxels touching outside or the other cavity", src,
+    if grown or lv_leak.any() or rv_leak.any():
+        log.info("%s: closed the wall where a blood pool touches outside: %d voxels of wall grown outwards, %d blood "
+                 "voxels made wall", src, grown,
                  int(lv_leak.sum() + rv_leak.sum()))
     return LabelMap(labels=lab, geometry=labels.geometry, source=labels.source)
+
+
+def _pad_where_blood_reaches_the_edge(labels: LabelMap, n: int) -> LabelMap:
+    """``labels`` with ``n`` background voxels added beyond each face of the grid that a blood pool
+    touches (unchanged when none does)."""
+    lab = np.asarray(labels.labels)
+    blood = np.isin(lab, (int(Label.LV_BLOOD), int(Label.RV_BLOOD)))
+    pad = [(n if blood.take(0, axis=d).any() else 0, n if blood.take(-1, axis=d).any() else 0) for d in range(3)]
+    if not any(a or b for a, b in pad):
+        return labels
+    g = labels.geometry
+    out = np.pad(lab, pad, constant_values=int(Label.BACKGROUND))
+    geometry = type(g)(shape=tuple(int(v) for v in out.shape), spacing_mm=g.spacing_mm,
+                       origin_mm=tuple(float(v) for v in g.index_to_world(np.array([-a for a, _ in pad], dtype=float))),
+                       direction=g.direction)
+    return LabelMap(labels=out, geometry=geometry, source=labels.source)
+
+
+def open_pools_to_the_base(labels: LabelMap, base: BasePlane) -> LabelMap:
+    """A blood pool that ends below the base plane of a stack labelled without atria (ACDC: the RV
+    contours stop a slice before the LV's) extended to just beyond the plane, along the plane's
+    normal, by its most basal cross-section (into background only), so that its cavity opens at the
+    base as the LV's does: a wall closed over it would shut it off and the mesh would fill it.
+    Unchanged when the normal is not along a grid axis or every pool reaches the plane."""
+    g = labels.geometry
+    cos = g.direction_matrix.T @ np.asarray(base.normal, dtype=float)
+    axis = int(np.argmax(np.abs(cos)))
+    if abs(cos[axis]) < 0.999:
+        return labels
+    lab = np.moveaxis(np.asarray(labels.labels).copy(), axis, -1)
+    if cos[axis] < 0:  # index increasing towards the base
+        lab = lab[..., ::-1]
+    n = lab.shape[-1]
+    k = np.arange(n) if cos[axis] > 0 else np.arange(n)[::-1]
+    ijk = np.zeros((n, 3))
+    ijk[:, axis] = k
+    height = base.signed_distance_mm(g.index_to_world(ijk))  # of each slice, apex -> base
+    step = float(g.spacing_mm[axis])
+    added = 0
+    for blood in (int(Label.LV_BLOOD), int(Label.RV_BLOOD)):
+        present = np.flatnonzero((lab == blood).any(axis=(0, 1)))
+        if present.size == 0 or height[present[-1]] >= -step:
+            continue
+        section = lab[..., present[-1]] == blood
+        for kk in np.flatnonzero((np.arange(n) > present[-1]) & (height <= step)):
+            fill = section & (lab[..., kk] == Label.BACKGROUND)
+            lab[..., kk][fill] = blood
+            added += int(fill.sum())
+    if not added:
+        return labels
+    if cos[axis] < 0:
+        lab = lab[..., ::-1]
+    log.info("%s: a blood pool ending below the base plane extended to it (%.1f mL)",
+             labels.source or "label map", added * g.voxel_volume_ml)
+    return LabelMap(labels=np.ascontiguousarray(np.moveaxis(lab, -1, axis)), geometry=g, source=labels.source)
 
 
 def find_base_plane(labels: LabelMap, *, margin_mm: float = 2.0) -> BasePlane:
@@ -349,6 +443,12 @@ def myocardium_surface(
         )
     log.info("surface: marching cubes at %.2f mm: %d triangles, %.1f mL enclosed", step_mm, surf.n_cells,
              surf.volume / 1000.0)
+    labelled_ml = labelled_volume_below_plane_ml(labels, base, MYO_LABELS)
+    if surf.volume / 1000.0 < 0.5 * labelled_ml:
+        raise StageError(f"{labels.source or 'label map'}: no closed myocardial wall to mesh: the largest closed "
+                         f"surface of the myocardium encloses {surf.volume / 1000.0:.1f} of its {labelled_ml:.1f} mL "
+                         f"below the base plane (walls thinner than the {step_mm:.1f} mm grid it is sampled on at a {edge_mm:g} "
+                         "mm edge); check the label map, or ask for a finer edge")
     return surf
 
 

@@ -127,22 +127,38 @@ def triangle_normals(points: np.ndarray, tris: np.ndarray) -> tuple[np.ndarray, 
 
 
 def enclosed_volume_mm3(points: np.ndarray, tris: np.ndarray) -> float:
-    """Volume enclosed by a triangulated surface, closing any planar holes by a flat cap.
+    """Volume enclosed by a triangulated surface, closing each of its holes by a fan from the hole's
+    centroid (exact for a planar hole, e.g. an endocardium cut at a base plane; a small hole left by
+    a few triangles tagged otherwise is closed where it is, whatever the size of the others).
 
-    Uses the divergence theorem with the apex at the centroid of the surface's boundary edges, so
-    an open surface whose holes are planar (e.g. an endocardium cut at a base plane) gives the
-    volume of the cavity closed by that plane. The result is positive (absolute value).
+    Divergence theorem over the surface and the fans. The result is positive (absolute value).
     """
+    from scipy import sparse
+    from scipy.sparse.csgraph import connected_components
+
     tris = np.asarray(tris, dtype=np.int64)
     if tris.size == 0:
         return 0.0
-    edges = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])
+    edges = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])  # oriented as in the triangles
     key = np.sort(edges, axis=1)
     _, inv, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
-    border = key[counts[inv.ravel()] == 1]
-    apex = points[np.unique(border)].mean(axis=0) if border.size else points[tris].reshape(-1, 3).mean(axis=0)
-    p = points[tris] - apex
-    return float(abs(np.einsum("ij,ij->i", np.cross(p[:, 0], p[:, 1]), p[:, 2]).sum()) / 6.0)
+    border = edges[counts[inv.ravel()] == 1]
+    origin = points[tris].reshape(-1, 3).mean(axis=0)
+    p = points - origin
+    q = p[tris]
+    total = np.einsum("ij,ij->i", np.cross(q[:, 0], q[:, 1]), q[:, 2]).sum()
+    if border.size:
+        nodes, local = np.unique(border, return_inverse=True)
+        local = local.reshape(-1, 2)
+        graph = sparse.coo_matrix((np.ones(len(local)), (local[:, 0], local[:, 1])), shape=(nodes.size,) * 2)
+        _, loop_of_node = connected_components(graph, directed=False)
+        loop = loop_of_node[local[:, 0]]
+        centroids = np.stack([np.bincount(loop_of_node, weights=p[nodes, d]) for d in range(3)], axis=1)
+        centroids /= np.bincount(loop_of_node)[:, None]
+        # cap triangles (b, a, centroid) for a border edge (a, b): opposite to the surface's orientation
+        a, b, c = p[border[:, 1]], p[border[:, 0]], centroids[loop]
+        total += np.einsum("ij,ij->i", np.cross(a, b), c).sum()
+    return float(abs(total) / 6.0)
 
 
 def compact(points: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

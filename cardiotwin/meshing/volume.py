@@ -39,12 +39,15 @@ from cardiotwin.meshing.optimize import improve_tets
 from cardiotwin.meshing.remesh import remesh_uniform, triangles_of
 from cardiotwin.meshing.surface import (
     MYO_LABELS,
+    VALVE_LABELS,
     BasePlane,
-    clean_labels,
+    close_wall,
     find_base_plane,
     myocardium_surface,
+    open_pools_to_the_base,
     resample_thick_slices,
     stack_base_plane,
+    tidy_labels,
     working_step_mm,
 )
 from cardiotwin.meshing.tetgen_run import MesherTimeoutError, SurfaceRejectedError, run_ftetwild, run_tetgen
@@ -66,6 +69,10 @@ class MeshConfig:
         5.0, "deg", doc="tets below this are improved (interior vertices moved, surface caps removed); a mesh still "
         "below it after both meshers is an error")
     max_volume_error: float = quantity(0.05, "", doc="allowed |mesh - label| / label myocardial volume")
+    built_wall_mm: float = quantity(
+        4.0, "mm", doc="thickness of the wall built outside a blood pool that touches the background (the RV of "
+        "labels without RV myocardium, a gap in a network's wall); a normal RV free wall is under 5 mm "
+        "(Rudski et al. 2010, J Am Soc Echocardiogr 23:685)")
     smoothing_iterations: int = 30
     time_limit_s: float = quantity(600.0, "s", doc="the mesh fails with a clear error when it takes longer")
     base_point_mm: tuple[float, float, float] | None = None
@@ -74,6 +81,8 @@ class MeshConfig:
     def validate(self) -> None:
         if not 0.5 <= self.edge_mm <= 5.0:
             raise ValueError(f"edge_mm must be within 0.5-5 mm, got {self.edge_mm}")
+        if not 0.0 < self.built_wall_mm <= 10.0:
+            raise ValueError(f"built_wall_mm must be within 0-10 mm, got {self.built_wall_mm}")
         if not self.time_limit_s > 0:
             raise ValueError(f"time_limit_s must be positive, got {self.time_limit_s}")
         if (self.base_point_mm is None) != (self.base_normal is None):
@@ -237,13 +246,16 @@ def mesh_labels(labels: LabelMap, *, cfg: MeshConfig) -> tuple[HeartMesh, BasePl
     t = begin(1, "labels (resample thick slices, clean, base plane)")
     # Coarse voxels are split towards the working grid (not finer than 1 mm: finer voxels only cost).
     resampled = resample_thick_slices(labels, max_spacing_mm=max(working_step_mm(cfg.edge_mm), 1.0))
-    # Where a blood pool touches the background the wall is closed over it; closed with one voxel it
-    # is lost to the anti-aliasing of the surface (a Gaussian of ~0.7 voxel, at least a third of the
-    # working step) and leaves holes through the wall: MR sample's RV tip genus 21 (two voxels: 0),
-    # real CT crop's LV wall at 1.5 mm voxels genus 2 and the LV cavity -28 % (two voxels: -6 %).
+    # Where a blood pool touches the background a wall is built outside it (``cfg.built_wall_mm``);
+    # where it touches the other pool its own voxels become wall, at least two voxels: one is lost to
+    # the anti-aliasing of the surface (a Gaussian of ~0.7 voxel, at least a third of the working
+    # step) and leaves holes through the wall (MR sample's RV tip: genus 21, two voxels: 0).
     wall_mm = max(2.05 * min(resampled.geometry.spacing_mm), 0.5 * working_step_mm(cfg.edge_mm))
-    cleaned = clean_labels(resampled, min_wall_mm=wall_mm)
-    base = _base_plane(labels, cleaned, cfg)
+    tidy = tidy_labels(resampled)
+    base = _base_plane(labels, tidy, cfg)  # from the labels' own valve interface, not the wall built below
+    if not np.isin(tidy.labels, VALVE_LABELS).any():
+        tidy = open_pools_to_the_base(tidy, base)
+    cleaned = close_wall(tidy, min_wall_mm=wall_mm, outward_mm=cfg.built_wall_mm)
     timings["labels_s"] = time.perf_counter() - t
     t = begin(2, f"surface (marching cubes at {working_step_mm(cfg.edge_mm):.2f} mm)")
     fine = myocardium_surface(cleaned, base, edge_mm=cfg.edge_mm, smoothing_iterations=cfg.smoothing_iterations)
