@@ -23,9 +23,11 @@ Three compressibility treatments:
   ``p_a = kappa (int J phi_a / int phi_a - 1)``: one volume constraint per node instead of one per
   cell. P1/P1 is not inf-sup stable and still locks on one-cell walls (the filling of the Land
   ellipsoid fell by 42 % from kappa 100 to 2000 kPa), so a Brezzi-Pitkaranta term
-  ``- alpha h^2 / (2 mu) |grad p|^2`` (h the cell diameter, mu the material's small-strain shear
-  modulus) relaxes it: with alpha 0.02-2 the filling changes by < 1 % from kappa 500 to 2000 kPa
-  and by 5 % across the whole alpha range. Measurements against P2: ``docs/mechanics.md``.
+  ``- alpha h^2 / (2 mu) |grad p|^2`` (h the edge of the regular tetrahedron of the cell's volume,
+  mu the material's small-strain shear modulus) relaxes it: the ellipsoid's filling then changes by
+  < 1 % from kappa 500 to 2000 kPa and by 5 % across alpha 0.02-2. Bending needs a pressure
+  gradient across the wall, which the term also relaxes: alpha 0.14 keeps Land's beam (Problem 1)
+  inside the published range. Measurements against P2 and the beam: ``docs/mechanics.md``.
 """
 
 from __future__ import annotations
