@@ -198,7 +198,8 @@ def tidy_labels(labels: LabelMap) -> LabelMap:
     return LabelMap(labels=lab, geometry=labels.geometry, source=labels.source)
 
 
-def close_wall(labels: LabelMap, *, min_wall_mm: float = 0.0, outward_mm: float | None = None) -> LabelMap:
+def close_wall(labels: LabelMap, *, min_wall_mm: float = 0.0, outward_mm: float | None = None,
+               gap_mm: float | None = None) -> LabelMap:
     """Close the myocardial wall where a blood pool touches non-ventricular tissue (other than the
     valves), so that the wall encloses both pools.
 
@@ -209,6 +210,8 @@ def close_wall(labels: LabelMap, *, min_wall_mm: float = 0.0, outward_mm: float 
     thickened to it outwards. Where that cannot be done (without ``outward_mm``, and where the pool touches the other
     blood pool) the pool's own voxels within ``min_wall_mm`` (at least the adjacent ones) become wall.
     A wall closed with one voxel is lost to the anti-aliasing of the surface and leaves a hole.
+    With ``gap_mm``, a gap narrower than that between two walls (a channel of background between a
+    built wall and the network's, a tunnel through the myocardium) is filled with wall.
     """
     src = labels.source or "label map"
     sp = np.asarray(labels.geometry.spacing_mm, dtype=float)
@@ -243,11 +246,29 @@ def close_wall(labels: LabelMap, *, min_wall_mm: float = 0.0, outward_mm: float 
         rv_leak |= rv & (ndimage.distance_transform_edt(~(outside | lv), sampling=sp) <= min_wall_mm)
     lab[lv_leak] = Label.LV_MYO
     lab[rv_leak] = Label.RV_MYO
-    if grown or lv_leak.any() or rv_leak.any():
+    filled = _fill_gaps(lab, outside & ~(lv_leak | rv_leak), sp, gap_mm) if gap_mm else 0
+    if grown or filled or lv_leak.any() or rv_leak.any():
         log.info("%s: closed the wall where a blood pool touches outside: %d voxels of wall grown outwards, %d blood "
-                 "voxels made wall", src, grown,
-                 int(lv_leak.sum() + rv_leak.sum()))
+                 "voxels made wall, %d voxels of gaps between walls filled", src, grown,
+                 int(lv_leak.sum() + rv_leak.sum()), filled)
     return LabelMap(labels=lab, geometry=labels.geometry, source=labels.source)
+
+
+def _fill_gaps(lab: np.ndarray, outside: np.ndarray, spacing: np.ndarray, gap_mm: float) -> int:
+    """Outside voxels (``outside``) within a morphological closing of the ventricles by a ball of
+    diameter ``gap_mm`` become the nearest wall's label, in place. Returns how many."""
+    r = 0.5 * gap_mm / spacing
+    n = np.ceil(r).astype(int)
+    grid = np.ogrid[tuple(slice(-k, k + 1) for k in n)]
+    ball = sum((g / max(rr, 1e-9)) ** 2 for g, rr in zip(grid, r)) <= 1.0
+    vent = np.pad(np.isin(lab, VENTRICLE_LABELS), [(k, k) for k in n])
+    closed = ndimage.binary_closing(vent, structure=ball)[tuple(slice(k, -k if k else None) for k in n)]
+    gap = closed & outside
+    if gap.any():
+        myo = np.isin(lab, MYO_LABELS)
+        _, idx = ndimage.distance_transform_edt(~myo, sampling=spacing, return_indices=True)
+        lab[gap] = lab[idx[0][gap], idx[1][gap], idx[2][gap]]
+    return int(gap.sum())
 
 
 def _pad_where_blood_reaches_the_edge(labels: LabelMap, n: int) -> LabelMap:

@@ -255,7 +255,9 @@ def mesh_labels(labels: LabelMap, *, cfg: MeshConfig) -> tuple[HeartMesh, BasePl
     base = _base_plane(labels, tidy, cfg)  # from the labels' own valve interface, not the wall built below
     if not np.isin(tidy.labels, VALVE_LABELS).any():
         tidy = open_pools_to_the_base(tidy, base)
-    cleaned = close_wall(tidy, min_wall_mm=wall_mm, outward_mm=cfg.built_wall_mm)
+    # Gaps between walls narrower than 1.5 built walls are filled: a background channel between a wall
+    # built over a gap in a network's LV wall and the network's wall makes a handle (real CT crop: genus 1).
+    cleaned = close_wall(tidy, min_wall_mm=wall_mm, outward_mm=cfg.built_wall_mm, gap_mm=1.5 * cfg.built_wall_mm)
     timings["labels_s"] = time.perf_counter() - t
     t = begin(2, f"surface (marching cubes at {working_step_mm(cfg.edge_mm):.2f} mm)")
     fine = myocardium_surface(cleaned, base, edge_mm=cfg.edge_mm, smoothing_iterations=cfg.smoothing_iterations)
