@@ -68,7 +68,7 @@ def run_patient(pid: str, group: str, src: Path, work: Path) -> dict[str, Any]:
     point, normal = short_axis_base_plane(read_labels(src / "ed_labels.nii.gz"))
     for stage in recipe["stages"]:
         if isinstance(stage, dict) and "mesh" in stage:
-            stage["mesh"] = {**(stage["mesh"] or {}), "base_point": list(point), "base_normal": list(normal)}
+            stage["mesh"] = {**(stage["mesh"] or {}), "base_point_mm": list(point), "base_normal": list(normal)}
     work.mkdir(parents=True, exist_ok=True)
     recipe_path = work / "twin_mri_bench.yaml"
     recipe_path.write_text(yaml.safe_dump(recipe, sort_keys=False))
