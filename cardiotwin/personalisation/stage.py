@@ -196,6 +196,33 @@ class _CaseTwin:
         return dataclasses.replace(self.mesh, points=points), check
 
 
+def baseline_activation(mesh: "HeartMesh", conduction: ConductionConfig, *,
+                        solver: Any) -> tuple[np.ndarray, dict[str, Any], str]:
+    """Intrinsic activation of the calibration beats: (times (N,) ms from QRS onset, metrics,
+    description). A biventricular mesh gets the CRT stage's LBBB baseline; an LV-only mesh (short-axis
+    stacks with LV contours only) has no RV to break through from, so the LV endocardium is the
+    Purkinje source, fired from its most apical node at ``purkinje_cv``."""
+    from cardiotwin.anatomy import FacetTag
+    from cardiotwin.therapy.baseline import long_axis_height, surface_nodes
+    from cardiotwin.therapy.conduction import Source
+    from cardiotwin.therapy.metrics import activation_metrics
+    from cardiotwin.therapy.protocols import baseline_protocol
+    from cardiotwin.therapy.sweep import solve_protocol, twin_context
+
+    if surface_nodes(mesh, FacetTag.RV_ENDO).size:
+        act, metrics = solve_protocol(mesh, baseline_protocol(), conduction, solver=solver)
+        return act, metrics, "LBBB baseline (RV septal breakthrough), as the CRT stage"
+    ctx = twin_context(mesh, conduction)
+    lv = surface_nodes(mesh, FacetTag.LV_ENDO)
+    apex = int(lv[np.argmin(long_axis_height(mesh)[lv])])
+    delays = np.linalg.norm(mesh.points[lv] - mesh.points[apex], axis=1) / conduction.purkinje_cv
+    t = np.asarray(solver(mesh, sources=[Source(nodes=lv.astype(np.int64), delays_ms=delays, label="lv_purkinje")],
+                          tissue=ctx.tissue), dtype=float)
+    t = np.where(ctx.conducting, t, np.inf)
+    metrics = activation_metrics(t, conducting=ctx.conducting, lv_mask=ctx.lv_mask, volumes_mm3=ctx.volumes_mm3)
+    return t - metrics["onset_ms"], metrics, "LV endocardial Purkinje from the apex (LV-only mesh: no RV)"
+
+
 def _em_mapping(base: dict[str, Any], *, stiffness: float, edp_kpa: dict[str, float], windkessel: dict[str, Any] | None,
                 heart_rate_bpm: float | None, tension_kpa: float | None) -> dict[str, Any]:
     from cardiotwin.therapy.response import scale_stiffness
@@ -250,9 +277,7 @@ def calibrate(
     the beats' cache; returns the content of calibration.json (without writing it)."""
     from cardiotwin.io.atomic import sha256_file
     from cardiotwin.io.meshes import write_mesh
-    from cardiotwin.therapy.protocols import baseline_protocol
     from cardiotwin.therapy.response import run_beat_task
-    from cardiotwin.therapy.sweep import solve_protocol
 
     cfg.validate()
     t_start = time.perf_counter()
@@ -303,7 +328,7 @@ def calibrate(
     # 3. conduction and the baseline activation
     t = time.perf_counter()
     conduction = cfg.conduction
-    act, metrics = solve_protocol(mesh, baseline_protocol(), conduction, solver=solver)
+    act, metrics, activation_kind = baseline_activation(mesh, conduction, solver=solver)
     tat_nominal = float(metrics["tat_ms"])
     cv_scale = None
     if "qrs_duration_ms" in measured:
@@ -311,7 +336,7 @@ def calibrate(
         s = cv_scale["value"]
         conduction = dataclasses.replace(conduction, cv_fibre=conduction.cv_fibre * s, cv_cross=conduction.cv_cross * s,
                                          purkinje_cv=conduction.purkinje_cv * s)
-        act, metrics = solve_protocol(mesh, baseline_protocol(), conduction, solver=solver)
+        act, metrics, activation_kind = baseline_activation(mesh, conduction, solver=solver)
         cv_scale["simulated_tat_ms"] = float(metrics["tat_ms"])
         cv_scale["nominal_tat_ms"] = tat_nominal
         parameters["conduction_speed_scale"] = cv_scale
@@ -381,6 +406,7 @@ def calibrate(
         "unloading": unloading,
         "em_config": mapping(final_tension),
         "conduction": config_to_dict(conduction),
+        "activation": activation_kind,
         "conduction_speed_scale": cv_scale["value"] if cv_scale else 1.0,
         "final_beat": {"name": final["name"], "result": {k: final["result"][k] for k in (
             "times_ms", "lv_pressure_kpa", "lv_volume_ml", "rv_pressure_kpa", "rv_volume_ml")}},
