@@ -237,3 +237,17 @@ def test_crt_stage_on_a_calibrated_case_records_the_calibration(tmp_path):
         (st.dir / "calibration.json").write_text(json.dumps(calibration))
         shutil.copy(src, st.dir / "unloaded_mesh.vtu")
     assert crt_case_stage(case, cfg=cfg, solver=graph_activation) is not None
+
+
+def test_a_known_monotone_response_steps_towards_the_target_first():
+    """EF grows with the peak tension: from a start above the target the first step goes down."""
+    calls = []
+
+    def ef_residual(t):
+        calls.append(t)
+        return np.array([0.4 * math.log(t / 60.0)]), {}  # EF residual, zero at 60 kPa
+
+    fit = gauss_newton_1d(ef_residual, name="T", unit="kPa", x0=math.log(90.0), sigma=np.array([0.03]),
+                          first_step=0.3, increasing=True, max_evaluations=6)
+    assert calls[1] < calls[0]
+    assert fit.value == pytest.approx(60.0, rel=0.01)

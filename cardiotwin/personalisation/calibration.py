@@ -103,12 +103,15 @@ def gauss_newton_1d(
     max_evaluations: int = 6,
     tol: float = 0.01,
     max_step: float = 1.0,
+    increasing: bool | None = None,
     data: str = "",
 ) -> Fit1D:
     """Fit x = log(parameter) so that ``evaluate(exp(x))[0]`` (residuals, data units) vanishes in
     the least-squares sense weighted by ``sigma`` (data units). Failed evaluations (StageError)
     shrink the step towards the best point. Stops when the step is below ``tol`` (converged) or
-    after ``max_evaluations``. Every evaluation is recorded."""
+    after ``max_evaluations``. Every evaluation is recorded. ``increasing``: the residuals' sum is
+    known to grow with the parameter (True) or to fall (False): the first step then goes towards
+    zero residual instead of always by ``+first_step``."""
     sigma = np.asarray(sigma, dtype=float)
     evals: list[tuple[float, np.ndarray]] = []
     records: list[dict[str, Any]] = []
@@ -136,6 +139,8 @@ def gauss_newton_1d(
         raise StageError(f"calibration of {name}: the first evaluation at {math.exp(x):.4g} {unit} failed: "
                          f"{records[-1]['error']}")
     step, converged = first_step, False
+    if increasing is not None and float(np.sum(evals[0][1])) != 0.0:
+        step = -abs(first_step) * math.copysign(1.0, float(np.sum(evals[0][1]))) * (1.0 if increasing else -1.0)
     slope = None
     while len(records) < max_evaluations:
         best_x, best_r = min(evals, key=lambda e: cost(e[1]))

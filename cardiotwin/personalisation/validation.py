@@ -72,16 +72,15 @@ def es_validation(mesh: HeartMesh, es_points: np.ndarray, es: LabelMap, *,
     out: dict[str, Any] = {}
     # cavity Dice on the slab covered by both
     tris, pts = _rim_fan(lv, es_points)
-    lo, hi = es_points[lv_nodes].min(axis=0) - 2 * max(g.spacing_mm), es_points[lv_nodes].max(axis=0) + 2 * max(g.spacing_mm)
-    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
-    ijk = g.world_to_index(corners)
-    i0 = np.clip(np.floor(ijk.min(axis=0)).astype(int), 0, np.asarray(g.shape) - 1)
-    i1 = np.clip(np.ceil(ijk.max(axis=0)).astype(int), 0, np.asarray(g.shape) - 1)
+    # voxels of the labelled slices within two voxels of the deformed endocardium's index box
+    ijk = g.world_to_index(es_points[lv_nodes])
+    i0 = np.clip(np.floor(ijk.min(axis=0)).astype(int) - 2, 0, np.asarray(g.shape) - 1)
+    i1 = np.clip(np.ceil(ijk.max(axis=0)).astype(int) + 2, 0, np.asarray(g.shape) - 1)
     grid = np.stack(np.meshgrid(*[np.arange(a, b + 1) for a, b in zip(i0, i1)], indexing="ij"), axis=-1).reshape(-1, 3)
-    world = g.index_to_world(grid)
-    inside_sim = np.abs(winding_number(world, tris, pts)) > 0.5  # sign: facet orientation
+    grid = grid[es.labels[tuple(grid.T)] != 255]
+    inside_sim = np.abs(winding_number(g.index_to_world(grid), tris, pts)) > 0.5  # sign: facet orientation
     inside_img = blood[tuple(grid.T)]
-    labelled = es.labels[tuple(grid.T)] != 255
+    labelled = np.ones(len(grid), dtype=bool)
     # restrict to the slices that hold ES blood pool and lie apical of the deformed base
     k_axis = int(np.argmax(g.spacing_mm))
     ks_img = np.unique(grid[inside_img, k_axis])
@@ -105,8 +104,9 @@ def es_validation(mesh: HeartMesh, es_points: np.ndarray, es: LabelMap, *,
         outer = np.unique(mesh.facets[np.isin(mesh.facet_tags, (FacetTag.EPI, FacetTag.RV_ENDO))])
         t_ed = _thickness(mesh.points, lv_nodes, outer)
         t_es = _thickness(es_points, lv_nodes, outer)
-        sim = {int(s): float(np.mean((t_es[aha == s] - t_ed[aha == s]) / t_ed[aha == s]))
-               for s in range(1, 17) if np.any(aha == s)}
+        ok = t_ed > 0
+        sim = {int(s): float(np.mean((t_es[ok & (aha == s)] - t_ed[ok & (aha == s)]) / t_ed[ok & (aha == s)]))
+               for s in range(1, 17) if np.any(ok & (aha == s))}
         rows = {}
         for s, v in sim.items():
             m = (measured_thickening or {}).get(s)
