@@ -77,16 +77,19 @@ class MechanicsConfig:
     min_load_fraction: float = 1.0 / 256
     # modified Newton: keep the factorised Jacobian while the residual falls 4x per iteration
     jacobian_reuse: bool = True
-    # None: 2 for P1 penalty (F is constant per cell; fibres vary linearly), 4 otherwise (P2).
-    # Degree 4 costs ~3.5x as many points as degree 2 in every Jacobian assembly.
+    # None: 1 for nodal_pressure (F is constant on a P1 cell: one point, the fibres at the centroid,
+    # for the strain energy and active stress; its p (J - 1) term is integrated exactly, degree 2),
+    # 2 for P1 penalty (F is constant per cell; fibres vary linearly), 4 otherwise (P2).
+    # Degree 4 costs ~3.5x as many points as degree 2 in every Jacobian assembly, degree 2 4x degree 1.
     quadrature_degree: int | None = None
 
     def quadrature(self) -> int:
         """The quadrature degree used in the forms."""
         if self.quadrature_degree is not None:
             return self.quadrature_degree
-        linear = self.formulation == "nodal_pressure" or (self.formulation == "penalty" and self.degree == 1)
-        return 2 if linear else 4
+        if self.formulation == "nodal_pressure":
+            return 1
+        return 2 if self.formulation == "penalty" and self.degree == 1 else 4
 
     def validate(self) -> None:
         if self.formulation not in ("mixed", "penalty", "nodal_pressure"):
@@ -204,7 +207,7 @@ class CardiacMechanics:
         self.F, self.J = F, J
         dx = ufl.Measure("dx", domain=mesh, metadata={"quadrature_degree": cfg.quadrature()})
         ds = ufl.Measure("ds", domain=mesh, subdomain_data=facet_tags,
-                         metadata={"quadrature_degree": cfg.quadrature()})
+                         metadata={"quadrature_degree": max(2, cfg.quadrature())})
         self.ds = ds
         if cfg.formulation == "mixed":
             psi = material.strain_energy(F, f0, s0, n0, isochoric=False) - p_h * (J - 1)
@@ -214,8 +217,9 @@ class CardiacMechanics:
             # quadrature (lumped), so p_a = kappa (int J phi_a dx / V_a - 1) at every node
             dx_vertex = ufl.Measure("dx", domain=mesh, metadata={"quadrature_rule": "vertex",
                                                                  "quadrature_degree": 1})
-            psi = material.strain_energy(F, f0, s0, n0, isochoric=True) + p_h * (J - 1)
-            residual = (ufl.derivative(psi * dx, self.state, test)
+            dx_exact = ufl.Measure("dx", domain=mesh, metadata={"quadrature_degree": max(2, cfg.quadrature())})
+            psi = material.strain_energy(F, f0, s0, n0, isochoric=True) * dx + p_h * (J - 1) * dx_exact
+            residual = (ufl.derivative(psi, self.state, test)
                         - ufl.derivative(p_h**2 / (2.0 * cfg.bulk_modulus) * dx_vertex, self.state, test))
             if cfg.pressure_stabilisation > 0:
                 # Brezzi-Pitkaranta: - alpha h^2 / (2 mu) |grad p|^2 relaxes the one-constraint-per-node
