@@ -77,19 +77,18 @@ class MechanicsConfig:
     min_load_fraction: float = 1.0 / 256
     # modified Newton: keep the factorised Jacobian while the residual falls 4x per iteration
     jacobian_reuse: bool = True
-    # None: 1 for nodal_pressure (F is constant on a P1 cell: one point, the fibres at the centroid,
-    # for the strain energy and active stress; its p (J - 1) term is integrated exactly, degree 2),
-    # 2 for P1 penalty (F is constant per cell; fibres vary linearly), 4 otherwise (P2).
-    # Degree 4 costs ~3.5x as many points as degree 2 in every Jacobian assembly, degree 2 4x degree 1.
+    # None: 2 for P1 (F is constant per cell; fibres vary linearly), 4 otherwise (P2). Degree 4
+    # costs ~3.5x as many points as degree 2 in every Jacobian assembly. 1 (one point per cell, the
+    # fibres at the centroid) makes a nodal_pressure beat ~1/3 cheaper; its p (J - 1) term stays
+    # exact (degree 2). Measurements: docs/mechanics.md.
     quadrature_degree: int | None = None
 
     def quadrature(self) -> int:
         """The quadrature degree used in the forms."""
         if self.quadrature_degree is not None:
             return self.quadrature_degree
-        if self.formulation == "nodal_pressure":
-            return 1
-        return 2 if self.formulation == "penalty" and self.degree == 1 else 4
+        linear = self.formulation == "nodal_pressure" or (self.formulation == "penalty" and self.degree == 1)
+        return 2 if linear else 4
 
     def validate(self) -> None:
         if self.formulation not in ("mixed", "penalty", "nodal_pressure"):
