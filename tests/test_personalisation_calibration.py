@@ -251,3 +251,28 @@ def test_a_known_monotone_response_steps_towards_the_target_first():
                           first_step=0.3, increasing=True, max_evaluations=6)
     assert calls[1] < calls[0]
     assert fit.value == pytest.approx(60.0, rel=0.01)
+
+
+def test_an_lv_only_twin_is_activated_from_its_lv_endocardium():
+    """Short-axis stacks with LV contours give an LV-only mesh: no RV to break through from, so the
+    calibration beats start on the LV endocardium (apex first) and spread to the epicardium."""
+    import dataclasses
+
+    from test_therapy_support import biventricle_with_fibres, graph_activation
+
+    from cardiotwin.anatomy import FacetTag
+    from cardiotwin.personalisation.stage import baseline_activation
+    from cardiotwin.therapy.conduction import ConductionConfig
+
+    biv = biventricle_with_fibres(5.0)
+    _, _, kind = baseline_activation(biv, ConductionConfig(), solver=graph_activation)
+    assert "LBBB" in kind
+    tags = np.where(biv.facet_tags == int(FacetTag.RV_ENDO), int(FacetTag.EPI), biv.facet_tags)
+    lv_only = dataclasses.replace(biv, facet_tags=tags)
+    t, metrics, kind = baseline_activation(lv_only, ConductionConfig(), solver=graph_activation)
+    assert "LV endocardial" in kind
+    endo = np.unique(biv.facets[biv.facet_tags == int(FacetTag.LV_ENDO)])
+    epi = np.unique(biv.facets[biv.facet_tags == int(FacetTag.EPI)])
+    assert np.all(np.isfinite(t)) and t.min() == pytest.approx(0.0)
+    assert np.median(t[endo]) < np.median(t[epi])
+    assert metrics["tat_ms"] > 0 and np.argmax(t) not in set(endo.tolist())  # the last node is not endocardial
