@@ -276,3 +276,21 @@ def test_an_lv_only_twin_is_activated_from_its_lv_endocardium():
     assert np.all(np.isfinite(t)) and t.min() == pytest.approx(0.0)
     assert np.median(t[endo]) < np.median(t[epi])
     assert metrics["tat_ms"] > 0 and np.argmax(t) not in set(endo.tolist())  # the last node is not endocardial
+
+
+def test_a_start_that_fails_is_retreated_from():
+    """A beat that does not converge at the population tension (StageError) is not the end of the
+    fit: it starts again from the next retreat offset and still finds the target."""
+    from cardiotwin.errors import StageError
+
+    def ef_residual(t):
+        if t > 80.0:
+            raise StageError("mechanics Newton solve diverged")
+        return np.array([0.4 * math.log(t / 50.0)]), {}
+
+    fit = gauss_newton_1d(ef_residual, name="T", unit="kPa", x0=math.log(90.0), sigma=np.array([0.03]),
+                          first_step=0.3, increasing=True, retreat=(-0.4, 0.3), max_evaluations=6)
+    assert "error" in fit.evaluations[0] and fit.value == pytest.approx(50.0, rel=0.01)
+    with pytest.raises(StageError, match="first evaluation at 90 kPa failed.*1 other start"):
+        gauss_newton_1d(ef_residual, name="T", unit="kPa", x0=math.log(90.0), sigma=np.array([0.03]),
+                        retreat=(0.1,), max_evaluations=6)

@@ -104,6 +104,7 @@ def gauss_newton_1d(
     tol: float = 0.01,
     max_step: float = 1.0,
     increasing: bool | None = None,
+    retreat: tuple[float, ...] = (),
     data: str = "",
 ) -> Fit1D:
     """Fit x = log(parameter) so that ``evaluate(exp(x))[0]`` (residuals, data units) vanishes in
@@ -111,7 +112,9 @@ def gauss_newton_1d(
     shrink the step towards the best point. Stops when the step is below ``tol`` (converged) or
     after ``max_evaluations``. Every evaluation is recorded. ``increasing``: the residuals' sum is
     known to grow with the parameter (True) or to fall (False): the first step then goes towards
-    zero residual instead of always by ``+first_step``."""
+    zero residual instead of always by ``+first_step``. ``retreat``: offsets of x0 (log units) to
+    start from, in order, when the evaluation at x0 fails (e.g. a beat that does not converge at the
+    population tension); they count as evaluations."""
     sigma = np.asarray(sigma, dtype=float)
     evals: list[tuple[float, np.ndarray]] = []
     records: list[dict[str, Any]] = []
@@ -135,9 +138,14 @@ def gauss_newton_1d(
         return float(np.sum((r / sigma) ** 2))
 
     x = float(np.clip(x0, *bounds))
-    if run(x) is None:
-        raise StageError(f"calibration of {name}: the first evaluation at {math.exp(x):.4g} {unit} failed: "
-                         f"{records[-1]['error']}")
+    starts = [x, *(float(np.clip(x0 + d, *bounds)) for d in retreat)]
+    while run(starts[0]) is None:
+        starts.pop(0)
+        if not starts or len(records) >= max_evaluations:
+            raise StageError(f"calibration of {name}: the first evaluation at {records[0]['parameter']:.4g} {unit} "
+                             f"failed: {records[0]['error']}" + (f" (and {len(records) - 1} other start(s))"
+                                                                 if len(records) > 1 else ""))
+        log.info("calibration %s: starting again from %.4g %s", name, math.exp(starts[0]), unit)
     step, converged = first_step, False
     if increasing is not None and float(np.sum(evals[0][1])) != 0.0:
         step = -abs(first_step) * math.copysign(1.0, float(np.sum(evals[0][1]))) * (1.0 if increasing else -1.0)

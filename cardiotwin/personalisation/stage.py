@@ -373,7 +373,8 @@ def calibrate(
     if cfg.fit_tension:
         t0 = twin.em_cfg.twitch.peak_tension
         tension_fit = gauss_newton_1d(evaluate, name="peak_active_tension", unit="kPa", x0=math.log(t0),
-                                      sigma=np.array([cfg.sigma_ef]), first_step=0.3, increasing=True, max_evaluations=cfg.tension_evaluations,
+                                      sigma=np.array([cfg.sigma_ef]), first_step=0.3, increasing=True, retreat=(-0.4, 0.3),
+                                      max_evaluations=cfg.tension_evaluations,
                                       bounds=(math.log(5.0), math.log(500.0)), tol=0.02, data="LV ejection fraction")
         parameters["peak_active_tension"] = tension_fit.to_dict()
         final_tension = tension_fit.value
