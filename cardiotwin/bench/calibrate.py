@@ -124,7 +124,8 @@ def _row_md(r: dict[str, Any]) -> tuple[str, str]:
     sd = es.get("lv_endo_surface_distance_mm", {})
     held = (f"| {r['patient']} | {es.get('lv_cavity_dice', float('nan')):.3f} ({es.get('lv_cavity_compared_slices', 0)} slices) | "
             f"{sd.get('mean', float('nan')):.1f} / {sd.get('max', float('nan')):.1f} | "
-            f"{es.get('systolic_thickening_mean_abs_error', float('nan')):.3f} | {rv} | "
+            + (f"{es['systolic_thickening_mean_abs_error']:.3f}" if "systolic_thickening_mean_abs_error" in es
+               else "no ES myocardium labels") + f" | {rv} | "
             f"{whole.get('lv_edv_ml', float('nan')):.1f} / {whole.get('lv_esv_ml', float('nan')):.1f} |")
     return fit, held
 
@@ -169,7 +170,13 @@ def bench_calibrate(*, quick: bool) -> str:
             held_lines.append(held)
         else:
             failed = rows / f"{pid}.failed.json"
-            why = (f"failed: {json.loads(failed.read_text())['tail'][-1]}" if failed.is_file()
+            quality = rows / pid / "case" / "mesh" / "quality.json"
+            mesh = ""
+            if quality.is_file():
+                q = json.loads(quality.read_text())
+                mesh = (f" (mesh: {q['n_points']} points, myocardium volume error {100 * q['volume_error']:+.0f} %, "
+                        f"LV cavity error {100 * q['lv_cavity_error']:+.0f} %)")
+            why = (f"failed{mesh}: {json.loads(failed.read_text())['tail'][-1][:300]}" if failed.is_file()
                    else "data absent" if not src.is_dir() else "not run (benchmark time budget)")
             missing.append(f"- {pid} ({group}): {why}")
     out = lines + held_lines
