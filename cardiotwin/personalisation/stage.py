@@ -349,13 +349,31 @@ def calibrate(
     mesh_sha = sha256_file(unloaded_path)
     beats: dict[float, dict[str, Any]] = {}
 
+    # A beat that diverges is run again at half the time steps, and so is every later beat of the fit
+    # (the recipe's steps suit most hearts; a weakly contracting one may need finer ones).
+    dt_scale = [1.0]
+
     def mapping(tension: float | None) -> dict[str, Any]:
-        return _em_mapping(cfg.electromechanics, stiffness=passive.value, edp_kpa=edp_kpa, windkessel=windkessel,
-                           heart_rate_bpm=measured.get("heart_rate_bpm"), tension_kpa=tension)
+        out = _em_mapping(cfg.electromechanics, stiffness=passive.value, edp_kpa=edp_kpa, windkessel=windkessel,
+                          heart_rate_bpm=measured.get("heart_rate_bpm"), tension_kpa=tension)
+        if dt_scale[0] != 1.0:
+            out["dt"] = f"{twin.em_cfg.dt * dt_scale[0]:.6g} ms"
+            out["diastolic_dt"] = f"{twin.em_cfg.diastolic_dt * dt_scale[0]:.6g} ms"
+        return out
 
     def beat(tension: float) -> dict[str, Any]:
-        b = run_beat_task(f"calibrate_T{tension:.4f}", act, em_config=mapping(tension), mesh_path=str(unloaded_path),
-                          mesh_sha256=mesh_sha, work_dir=str(work_dir))
+        suffix = "" if dt_scale[0] == 1.0 else f"_dt{twin.em_cfg.dt * dt_scale[0]:g}ms"
+        b = run_beat_task(f"calibrate_T{tension:.4f}{suffix}", act, em_config=mapping(tension),
+                          mesh_path=str(unloaded_path), mesh_sha256=mesh_sha, work_dir=str(work_dir))
+        if "error" in b and dt_scale[0] == 1.0:
+            dt_scale[0] = 0.5
+            beats.clear()  # the fit's later beats, and the final one, all run at the finer steps
+            log.warning("calibrate: the beat at %.1f kPa did not converge (%s); this and every later beat at half "
+                        "the time steps (%g / %g ms)", tension, b["error"], twin.em_cfg.dt * 0.5,
+                        twin.em_cfg.diastolic_dt * 0.5)
+            notes.append(f"a beat diverged at dt {twin.em_cfg.dt:g} ms; the calibration's later beats ran at "
+                         f"{twin.em_cfg.dt * 0.5:g} / {twin.em_cfg.diastolic_dt * 0.5:g} ms")
+            return beat(tension)
         if "error" in b:
             raise StageError(b["error"])
         beats[tension] = b
