@@ -294,3 +294,31 @@ def test_a_start_that_fails_is_retreated_from():
     with pytest.raises(StageError, match="first evaluation at 90 kPa failed.*1 other start"):
         gauss_newton_1d(ef_residual, name="T", unit="kPa", x0=math.log(90.0), sigma=np.array([0.03]),
                         retreat=(0.1,), max_evaluations=6)
+
+
+def test_a_diverging_calibration_beat_is_rerun_at_half_the_time_steps_and_so_are_later_ones():
+    """A beat that fails at the recipe's 20 ms converges at 10 ms: it and every later beat run at
+    10 / 20 ms, each tension once, and the calibration notes say so; a beat that still fails is an error."""
+    from cardiotwin.errors import StageError
+    from cardiotwin.personalisation.stage import TensionBeats
+
+    runs: list[tuple[str, str, str]] = []
+
+    def run(name, em):
+        runs.append((name, em["dt"], em["diastolic_dt"]))
+        if (em["dt"] == "20 ms" and name.startswith("calibrate_T40.0000")) or name.startswith("calibrate_T5.0000"):
+            return {"name": name, "error": "Newton did not converge at t = 80 ms"}
+        return {"name": name, "result": {}}
+
+    notes: list[str] = []
+    beats = TensionBeats(run, lambda t: {"dt": "20 ms", "diastolic_dt": "40 ms", "twitch": {"peak_tension": f"{t} kPa"}},
+                         dt_ms=20.0, diastolic_dt_ms=40.0, notes=notes)
+    assert beats(90.0)["name"] == "calibrate_T90.0000"  # converges at the recipe's steps
+    assert beats(40.0)["name"] == "calibrate_T40.0000_dt10ms"
+    assert beats(90.0)["name"] == "calibrate_T90.0000_dt10ms"  # rerun at the finer steps, then kept
+    assert beats(90.0) is beats.done[90.0]
+    assert runs == [("calibrate_T90.0000", "20 ms", "40 ms"), ("calibrate_T40.0000", "20 ms", "40 ms"),
+                    ("calibrate_T40.0000_dt10ms", "10 ms", "20 ms"), ("calibrate_T90.0000_dt10ms", "10 ms", "20 ms")]
+    assert beats.em_config(90.0)["dt"] == "10 ms" and len(notes) == 1 and "10 / 20 ms" in notes[0]
+    with pytest.raises(StageError, match="did not converge"):
+        beats(5.0)

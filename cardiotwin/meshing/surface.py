@@ -4,10 +4,11 @@ Steps (each a plain function):
 0. ``resample_thick_slices``: a thick-slice stack (cine MR), and voxels much coarser than the
    working grid, become finer by nested shape-based interpolation (the blood pools stay inside the
    interpolated epicardium).
-1. ``clean_labels``: keep the largest connected myocardium (drop islands), fill enclosed holes,
-   close a myocardial wall where a blood pool touches the background or the other blood pool
-   (segmentation noise, touching chambers), so the wall is closed around both cavities (two
-   voxels thick on a resampled grid, see ``volume.mesh_labels``).
+1. ``tidy_labels``: keep the largest connected piece of the ventricles (drop islands), fill
+   enclosed holes. After the base plane (step 2; ``open_pools_to_the_base`` for a stack whose RV
+   stops below it), ``close_wall``: a wall built outside a blood pool where it touches the
+   background, the pool's own voxels made wall where it touches the other pool (at least two
+   voxels), narrow gaps between walls filled, so the wall is closed around both cavities.
 2. ``find_base_plane``: the plane of the valves: a least-squares plane through the voxels where
    the ventricles (labels 1-4) touch the atria / great vessels (5-8), oriented apex -> base; the
    cut is placed ``margin_mm`` below it. ``stack_base_plane``: the most basal LV slice of a
@@ -156,12 +157,6 @@ def _interp_axis(values: np.ndarray, positions: np.ndarray, *, axis: int) -> np.
     shape[axis] = -1
     w = w.reshape(shape)
     return np.take(values, lo, axis=axis) * (1.0 - w) + np.take(values, hi, axis=axis) * w
-
-
-def clean_labels(labels: LabelMap, *, min_wall_mm: float = 0.0, outward_mm: float | None = None) -> LabelMap:
-    """Repair segmentation noise so that the myocardium encloses both blood pools:
-    ``close_wall(tidy_labels(labels), ...)``. Raises StageError when there is no LV myocardium."""
-    return close_wall(tidy_labels(labels), min_wall_mm=min_wall_mm, outward_mm=outward_mm)
 
 
 def tidy_labels(labels: LabelMap) -> LabelMap:
@@ -412,7 +407,7 @@ def myocardium_surface(
     least a third of the working step so a fine grid is not aliased) is sampled trilinearly on an
     isotropic working grid of step ``working_step_mm(edge_mm)``; marching cubes of its minimum with
     the base half-space, windowed-sinc smoothing (does not shrink the surface). ``labels`` should be
-    cleaned with ``clean_labels`` first.
+    closed with ``tidy_labels`` and ``close_wall`` first.
     """
     from skimage.measure import marching_cubes
 

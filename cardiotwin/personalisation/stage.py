@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -248,6 +249,47 @@ def _em_mapping(base: dict[str, Any], *, stiffness: float, edp_kpa: dict[str, fl
     return out
 
 
+class TensionBeats:
+    """The calibration's beats by peak tension (kPa), each run once. A beat that diverges is run again
+    at half the time steps, and so is every later beat (the recipe's steps suit most hearts; a weakly
+    contracting one may need finer ones); ``notes`` records it. ``run(name, em_config)`` runs one beat
+    and returns its task result (``{"error": ...}`` when it diverged); ``em_config(tension)`` gives
+    the beat's EMConfig keys at the recipe's steps."""
+
+    def __init__(self, run: Callable[[str, dict[str, Any]], dict[str, Any]],
+                 em_config: Callable[[float | None], dict[str, Any]], *, dt_ms: float, diastolic_dt_ms: float,
+                 notes: list[str]) -> None:
+        self._run, self._em_config, self.notes = run, em_config, notes
+        self.dt_ms, self.diastolic_dt_ms = dt_ms, diastolic_dt_ms
+        self.step_scale = 1.0
+        self.done: dict[float, dict[str, Any]] = {}
+
+    def em_config(self, tension: float | None) -> dict[str, Any]:
+        out = self._em_config(tension)
+        if self.step_scale != 1.0:
+            out["dt"] = f"{self.dt_ms * self.step_scale:.6g} ms"
+            out["diastolic_dt"] = f"{self.diastolic_dt_ms * self.step_scale:.6g} ms"
+        return out
+
+    def __call__(self, tension: float) -> dict[str, Any]:
+        if tension in self.done:
+            return self.done[tension]
+        suffix = "" if self.step_scale == 1.0 else f"_dt{self.dt_ms * self.step_scale:g}ms"
+        b = self._run(f"calibrate_T{tension:.4f}{suffix}", self.em_config(tension))
+        if "error" in b and self.step_scale == 1.0:
+            self.step_scale = 0.5
+            self.done.clear()  # the fit's later beats, and the final one, all at the finer steps
+            log.warning("calibrate: the beat at %.1f kPa did not converge (%s); this and every later beat at half "
+                        "the time steps (%g / %g ms)", tension, b["error"], 0.5 * self.dt_ms, 0.5 * self.diastolic_dt_ms)
+            self.notes.append(f"a beat diverged at dt {self.dt_ms:g} ms; the calibration's later beats ran at "
+                              f"{0.5 * self.dt_ms:g} / {0.5 * self.diastolic_dt_ms:g} ms")
+            return self(tension)
+        if "error" in b:
+            raise StageError(b["error"])
+        self.done[tension] = b
+        return b
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
@@ -347,42 +389,18 @@ def calibrate(
     # 4. peak active tension against the LV EF, one beat per evaluation
     t = time.perf_counter()
     mesh_sha = sha256_file(unloaded_path)
-    beats: dict[float, dict[str, Any]] = {}
-
-    # A beat that diverges is run again at half the time steps, and so is every later beat of the fit
-    # (the recipe's steps suit most hearts; a weakly contracting one may need finer ones).
-    dt_scale = [1.0]
-
-    def mapping(tension: float | None) -> dict[str, Any]:
-        out = _em_mapping(cfg.electromechanics, stiffness=passive.value, edp_kpa=edp_kpa, windkessel=windkessel,
-                          heart_rate_bpm=measured.get("heart_rate_bpm"), tension_kpa=tension)
-        if dt_scale[0] != 1.0:
-            out["dt"] = f"{twin.em_cfg.dt * dt_scale[0]:.6g} ms"
-            out["diastolic_dt"] = f"{twin.em_cfg.diastolic_dt * dt_scale[0]:.6g} ms"
-        return out
-
-    def beat(tension: float) -> dict[str, Any]:
-        suffix = "" if dt_scale[0] == 1.0 else f"_dt{twin.em_cfg.dt * dt_scale[0]:g}ms"
-        b = run_beat_task(f"calibrate_T{tension:.4f}{suffix}", act, em_config=mapping(tension),
-                          mesh_path=str(unloaded_path), mesh_sha256=mesh_sha, work_dir=str(work_dir))
-        if "error" in b and dt_scale[0] == 1.0:
-            dt_scale[0] = 0.5
-            beats.clear()  # the fit's later beats, and the final one, all run at the finer steps
-            log.warning("calibrate: the beat at %.1f kPa did not converge (%s); this and every later beat at half "
-                        "the time steps (%g / %g ms)", tension, b["error"], twin.em_cfg.dt * 0.5,
-                        twin.em_cfg.diastolic_dt * 0.5)
-            notes.append(f"a beat diverged at dt {twin.em_cfg.dt:g} ms; the calibration's later beats ran at "
-                         f"{twin.em_cfg.dt * 0.5:g} / {twin.em_cfg.diastolic_dt * 0.5:g} ms")
-            return beat(tension)
-        if "error" in b:
-            raise StageError(b["error"])
-        beats[tension] = b
-        return b
+    beats = TensionBeats(
+        lambda name, em: run_beat_task(name, act, em_config=em, mesh_path=str(unloaded_path), mesh_sha256=mesh_sha,
+                                       work_dir=str(work_dir)),
+        lambda tension: _em_mapping(cfg.electromechanics, stiffness=passive.value, edp_kpa=edp_kpa,
+                                    windkessel=windkessel, heart_rate_bpm=measured.get("heart_rate_bpm"),
+                                    tension_kpa=tension),
+        dt_ms=twin.em_cfg.dt, diastolic_dt_ms=twin.em_cfg.diastolic_dt, notes=notes)
 
     def evaluate(tension: float) -> tuple[np.ndarray, dict[str, Any]]:
-        v = _beat_values(beat(tension))
+        v = _beat_values(beats(tension))
         log.info("calibrate: beat %d, peak tension %.1f kPa, stiffness x%.3g -> LV EDV %.1f (measured %s) mL, "
-                 "ESV %.1f (%s) mL, EF %.3f (target %.3f); %.0f s elapsed", len(beats), tension, passive.value,
+                 "ESV %.1f (%s) mL, EF %.3f (target %.3f); %.0f s elapsed", len(beats.done), tension, passive.value,
                  v["lv_edv_ml"], _fmt(measured.get("lv_edv_ml")), v["lv_esv_ml"], _fmt(measured.get("lv_esv_ml")),
                  v["lv_ef"], measured["lv_ef"], time.perf_counter() - t_start)
         return np.array([v["lv_ef"] - measured["lv_ef"]]), {"simulated": v}
@@ -398,10 +416,10 @@ def calibrate(
         final_tension = tension_fit.value
     else:
         final_tension = twin.em_cfg.twitch.peak_tension
-    final = beats.get(final_tension) or beat(final_tension)
+    final = beats(final_tension)
     timings["tension_s"] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
-    es_mesh, es_check = twin.end_systolic_mesh(act, mapping(final_tension), final)
+    es_mesh, es_check = twin.end_systolic_mesh(act, beats.em_config(final_tension), final)
     write_mesh(es_mesh, out_dir / END_SYSTOLIC_MESH)
     timings["end_systole_s"] = round(time.perf_counter() - t, 2)
     simulated = _beat_values(final)
@@ -423,7 +441,7 @@ def calibrate(
         "klotz": {"v0_ml": v0, "edv_ml": imaged["LV"], "edp_mmhg": edp_mmhg},
         "edpvr": edpvr,
         "unloading": unloading,
-        "em_config": mapping(final_tension),
+        "em_config": beats.em_config(final_tension),
         "conduction": config_to_dict(conduction),
         "activation": activation_kind,
         "conduction_speed_scale": cv_scale["value"] if cv_scale else 1.0,
@@ -482,7 +500,7 @@ def calibrate_case_stage(
         ed = read_labels(inputs["ed_labels"]) if "ed_labels" in inputs else None
         es = read_labels(inputs["es_labels"]) if "es_labels" in inputs else None
         quality = case.stage_dir("mesh") / "quality.json"
-        base_plane = json.loads(quality.read_text()).get("base_plane") if quality.is_file() else None
+        base_plane = json.loads(quality.read_text(encoding="utf-8")).get("base_plane") if quality.is_file() else None
         measured = measured_values(ed, es, clinical, base_plane=base_plane)
         result = calibrate(read_mesh(mesh_path), measured=measured, cfg=cfg, work_dir=case.root / "calibrate_tasks",
                            out_dir=st.dir, solver=solver)
