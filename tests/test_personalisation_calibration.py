@@ -152,7 +152,7 @@ def test_calibrate_stage_on_the_idealised_biventricle(tmp_path):
         write_mesh(mesh, st.dir / "mesh.vtu")
     clinical = {"lv_ef": 0.45, "systolic_bp_mmhg": 120.0, "diastolic_bp_mmhg": 75.0, "heart_rate_bpm": 75.0,
                 "qrs_duration_ms": 120.0, "lvedp_mmhg": 12.0}
-    cfg = CalibrationConfig(passive_evaluations=3, tension_evaluations=4,
+    cfg = CalibrationConfig(passive_evaluations=3, tension_evaluations=5,
                             electromechanics={"dt": "20 ms", "diastolic_dt": "40 ms"})
     res = calibrate_case_stage(case, cfg=cfg, clinical=clinical)
     out = json.loads((case.stage_dir("calibrate") / "calibration.json").read_text())
