@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cardiotwin.verification.gci import grid_convergence
+from cardiotwin.verification.gci import refinement_table
 from cardiotwin.verification.timestep import QUANTITIES, TASK_DIR, read_activation_ms, study_inputs
 from cardiotwin.types import HeartMesh
 
@@ -280,32 +280,27 @@ def em_mesh_study(case: "Case", inputs: dict[str, Any], *, factors: tuple[float,
 def _gci(levels: list[dict[str, Any]], notes: list[str]) -> dict[str, Any]:
     """GCI per quantity (formal order 1 assumed for two levels: P1 displacement and a re-meshed
     boundary; conservative), plus the error of the case mesh's value against the finest level."""
-    out: dict[str, Any] = {}
     if len(levels) < 2:
         notes.append("only one distinct mesh level: no GCI.")
-        return out
+        return {}
     sizes = [lvl["h_mm"] for lvl in levels]
-    finest = min(range(len(levels)), key=lambda i: sizes[i])
     case_i = next(i for i, lvl in enumerate(levels) if lvl["case_mesh"])
-    for q in QUANTITIES:
-        vals = [lvl[q] for lvl in levels]
-        if not all(np.isfinite(vals)):
-            continue
-        g = grid_convergence(sizes, vals, formal_order=1.0).to_dict()
-        out[q] = g
-        if case_i != finest and vals[finest] != 0.0:
-            err = 100.0 * (vals[case_i] - vals[finest]) / abs(vals[finest])
-            g["stage_mesh_error_percent"] = err
-            notes.append(f"LV {q} on the CRT stage's mesh (h {sizes[case_i]:.3g} mm) differs from the finest level "
-                         f"(h {sizes[finest]:.3g} mm) by {err:+.3g} %.")
+    finest_h = min(sizes)
+
+    def error_note(q: str, err: float) -> str:
+        return (f"LV {q} on the CRT stage's mesh (h {sizes[case_i]:.3g} mm) differs from the finest level "
+                f"(h {finest_h:.3g} mm) by {err:+.3g} %.")
+
+    def outside(g: dict[str, Any]) -> str | None:
         p_obs = g.get("observed_order")
-        if len(levels) == 3 and (g["convergence"] != "monotone" or (isinstance(p_obs, float) and not 0.5 <= p_obs <= 3.0)):
-            two = sorted(range(3), key=lambda i: sizes[i])[:2]
-            fine = grid_convergence([sizes[i] for i in two], [vals[i] for i in two], formal_order=1.0)
-            g["gci_two_finest"] = fine.gci_fine
-            why = (f"observed order {p_obs:.2g} outside 0.5-3" if isinstance(p_obs, float)
-                   else f"{g['convergence']} convergence")
-            gci_txt = f"{100.0 * fine.gci_fine:.2g} %" if fine.gci_fine is not None else "not defined"
-            notes.append(f"{q}: {why}: the three levels are not in the asymptotic range; the two finer levels alone "
-                         f"(p = 1, Fs = 3) give GCI {gci_txt}.")
+        order_ok = not isinstance(p_obs, float) or 0.5 <= p_obs <= 3.0
+        if g["convergence"] == "monotone" and order_ok:
+            return None
+        why = (f"observed order {p_obs:.2g} outside 0.5-3" if isinstance(p_obs, float)
+               else f"{g['convergence']} convergence")
+        return f"{why}: the three levels are not in the asymptotic range"
+
+    out, more = refinement_table(sizes, levels, QUANTITIES, stage_index=case_i, error_key="stage_mesh_error_percent",
+                                 error_note=error_note, outside_asymptotic=outside)
+    notes.extend(more)
     return out

@@ -14,6 +14,7 @@ non-constant refinement ratios r21 != r32 (Celik 2008 eqs. 4-6, h = (V / N)^(1/3
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -135,3 +136,38 @@ def grid_convergence(sizes: list[float] | tuple[float, ...], values: list[float]
     p, _ = observed_order(hs, vs)  # type: ignore[arg-type]
     ext = (r21**p * vs[0] - vs[1]) / (r21**p - 1.0)
     return GCIResult(hs, vs, p, ext, e_a, 1.25 * e_a / (r21**p - 1.0), "monotone", 1.25)
+
+
+def refinement_table(sizes: list[float], levels: list[dict], quantities: tuple[str, ...] | list[str], *,
+                     stage_index: int, error_key: str, error_note: Callable[[str, float], str],
+                     outside_asymptotic: Callable[[dict], str | None]) -> tuple[dict[str, dict], list[str]]:
+    """GCI (formal order 1) of each quantity over refinement levels, as a study table.
+
+    sizes: the level sizes (mm or ms); levels: one dict per level holding each quantity's value;
+    stage_index: the level the stage itself ran at: its error against the finest level is stored
+    under ``error_key`` and described by ``error_note(quantity, percent)``.
+    outside_asymptotic(gci_dict) gives a reason when three levels are not in the asymptotic range
+    (None otherwise); the two finer levels alone (p = 1, Fs = 3) then also give ``gci_two_finest``.
+    Quantities with a non-finite value at some level are left out. Returns (table, notes).
+    """
+    table: dict[str, dict] = {}
+    notes: list[str] = []
+    finest = min(range(len(sizes)), key=lambda i: sizes[i])
+    for q in quantities:
+        vals = [float(lvl[q]) for lvl in levels]
+        if not all(math.isfinite(v) for v in vals):
+            continue
+        g = grid_convergence(sizes, vals, formal_order=1.0).to_dict()
+        table[q] = g
+        if stage_index != finest and vals[finest] != 0.0:
+            err = 100.0 * (vals[stage_index] - vals[finest]) / abs(vals[finest])
+            g[error_key] = err
+            notes.append(error_note(q, err))
+        why = outside_asymptotic(g) if len(levels) == 3 else None
+        if why:
+            two = sorted(range(3), key=lambda i: sizes[i])[:2]
+            fine = grid_convergence([sizes[i] for i in two], [vals[i] for i in two], formal_order=1.0)
+            g["gci_two_finest"] = fine.gci_fine
+            gci_txt = f"{100.0 * fine.gci_fine:.2g} %" if fine.gci_fine is not None else "not defined"
+            notes.append(f"{q}: {why}; the two finer levels alone (p = 1, Fs = 3) give GCI {gci_txt}.")
+    return table, notes

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cardiotwin.verification.gci import grid_convergence
+from cardiotwin.verification.gci import refinement_table
 
 if TYPE_CHECKING:
     from cardiotwin.cases import Case
@@ -117,27 +117,20 @@ def em_timestep_study(case: "Case", inputs: dict[str, Any], *, levels: int = 2) 
                           "seconds": float(beat.get("seconds", 0.0)), "reused_from_crt_stage": reused,
                           "wall_s_here": round(time.perf_counter() - t1, 2)})
     dts = [lvl["dt_ms"] for lvl in per_level]
-    quantities, notes = {}, []
-    for q in QUANTITIES:
-        vals = [lvl[q] for lvl in per_level]
-        if not all(np.isfinite(vals)):
-            continue
-        g = grid_convergence(dts, vals, formal_order=1.0).to_dict()
-        quantities[q] = g
-        # the error of the CRT stage's own result (its dt is the coarsest level) against the finest step
-        if vals[-1] != 0.0:
-            err = 100.0 * (vals[0] - vals[-1]) / abs(vals[-1])
-            g["stage_dt_error_percent"] = err
-            notes.append(f"LV {q} at the CRT stage's dt {dts[0]:g} ms differs from the dt {dts[-1]:g} ms value by "
-                         f"{err:+.3g} %.")
+
+    def error_note(q: str, err: float) -> str:
+        return f"LV {q} at the CRT stage's dt {dts[0]:g} ms differs from the dt {dts[-1]:g} ms value by {err:+.3g} %."
+
+    def outside(g: dict[str, Any]) -> str | None:
         p_obs = g.get("observed_order")
         if isinstance(p_obs, float) and p_obs > 2.0:  # formal order 1 (backward Euler)
-            fine = grid_convergence(dts[1:], vals[1:], formal_order=1.0)
-            g["gci_two_finest"] = fine.gci_fine
-            gci_txt = f"{100.0 * fine.gci_fine:.2g} %" if fine.gci_fine is not None else "not defined"
-            notes.append(f"{q}: observed order {p_obs:.2g} far above the formal order 1: the coarsest step "
-                         f"({dts[0]:g} ms) lies outside the asymptotic range; the two finer steps alone (p = 1, "
-                         f"Fs = 3) give GCI {gci_txt}.")
+            return (f"observed order {p_obs:.2g} far above the formal order 1: the coarsest step ({dts[0]:g} ms) "
+                    "lies outside the asymptotic range")
+        return None
+
+    # the CRT stage's own result is the coarsest level (index 0)
+    quantities, notes = refinement_table(dts, per_level, QUANTITIES, stage_index=0, error_key="stage_dt_error_percent",
+                                         error_note=error_note, outside_asymptotic=outside)
     return {"name": "timestep_em", "title": "Time-step refinement of the baseline beat (electromechanics)",
             "description": f"{levels} levels, dt {', '.join(f'{d:g}' for d in dts)} ms (diastolic dt halved with it), "
                            "LBBB baseline activation of the CRT stage (therapy/activation/baseline.vtu), the CRT "
