@@ -125,28 +125,54 @@ def make_labels(case: SweepCase) -> LabelMap:
     return labels
 
 
-def _run_one(case_json: str, edge_mm: float, time_limit_s: float) -> dict:
-    """Child process body: mesh one case at one edge, return the measured row."""
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in ".-" else "_" for c in name).strip("_")
+
+
+def row_path(rows_dir: Path, case_name: str, edge_mm: float) -> Path:
+    """File of one sweep row: ``rows_dir/<case>@<edge>mm.json``."""
+    return rows_dir / f"{_slug(case_name)}@{edge_mm:g}mm.json"
+
+
+def _write_row(rows_dir: Path, row: dict) -> None:
+    from cardiotwin.io.atomic import write_json_atomic
+
+    rows_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(row_path(rows_dir, row["case"], row["edge_mm"]), row)
+
+
+def _run_one(case_json: str, edges: list[float], time_limit_s: float, rows_dir: str, jobs: int) -> None:
+    """Child process body: make the case's labels once, mesh them at each edge, write each row."""
     from cardiotwin.errors import StageError
+    from cardiotwin.machine import machine_description
     from cardiotwin.meshing.quality import mesh_quality
     from cardiotwin.meshing.volume import MeshConfig, mesh_labels
 
     case = SweepCase(**json.loads(case_json))
+    t = time.perf_counter()
     labels = make_labels(case)
-    row: dict = {"case": case.name, "edge_mm": edge_mm, "voxel_mm": [round(v, 3) for v in labels.geometry.spacing_mm]}
-    t, cpu = time.perf_counter(), _cpu_s()
-    try:
-        mesh, base, closed, timings = mesh_labels(labels, cfg=MeshConfig(edge_mm=edge_mm, time_limit_s=time_limit_s))
-    except StageError as exc:
-        row.update(error=str(exc), time_s=time.perf_counter() - t, cpu_s=_cpu_s() - cpu)
-        return row
-    row["time_s"], row["cpu_s"] = time.perf_counter() - t, _cpu_s() - cpu
-    q = mesh_quality(mesh, labels=labels, base=base, closed=closed)
-    row.update(n_cells=mesh.n_cells, min_dihedral_deg=q["min_dihedral_deg"], volume_error=q["volume_error"],
-               volume_error_closed=q["volume_error_closed"], built_wall_ml=q["built_wall_ml"],
-               lv_cavity_error=q["lv_cavity_error"], genus=q["boundary_genus"],
-               mean_edge_mm=q["edge_length_mm"]["mean"], ftetwild=bool(timings.get("mesher_ftetwild", 0.0)))
-    return row
+    labels_s = time.perf_counter() - t
+    for edge_mm in edges:
+        row: dict = {"case": case.name, "edge_mm": edge_mm, "code": mesher_fingerprint(),
+                     "voxel_mm": [round(v, 3) for v in labels.geometry.spacing_mm], "labels_made_s": labels_s,
+                     "machine": machine_description(), "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+                     "load_1min_before": os.getloadavg()[0], "meshes_at_a_time": jobs}
+        t, cpu = time.perf_counter(), _cpu_s()
+        try:
+            mesh, base, closed, timings = mesh_labels(labels, cfg=MeshConfig(edge_mm=edge_mm, time_limit_s=time_limit_s))
+        except StageError as exc:
+            row.update(error=str(exc), time_s=time.perf_counter() - t, cpu_s=_cpu_s() - cpu)
+            _write_row(Path(rows_dir), row)
+            continue
+        row["time_s"], row["cpu_s"] = time.perf_counter() - t, _cpu_s() - cpu
+        q = mesh_quality(mesh, labels=labels, base=base, closed=closed)
+        row.update(n_cells=mesh.n_cells, min_dihedral_deg=q["min_dihedral_deg"], volume_error=q["volume_error"],
+                   volume_error_closed=q["volume_error_closed"], built_wall_ml=q["built_wall_ml"],
+                   lv_cavity_error=q["lv_cavity_error"], genus=q["boundary_genus"],
+                   mean_edge_mm=q["edge_length_mm"]["mean"], ftetwild=bool(timings.get("mesher_ftetwild", 0.0)),
+                   steps_s={k[:-2]: round(v, 2) for k, v in timings.items() if k.endswith("_s")},
+                   load_1min_after=os.getloadavg()[0])
+        _write_row(Path(rows_dir), row)
 
 
 def _cpu_s() -> float:
@@ -157,26 +183,39 @@ def _cpu_s() -> float:
     return time.process_time() + resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
 
 
-def run_case(case: SweepCase, edge_mm: float, *, time_limit_s: float) -> dict:
-    """Mesh ``case`` at ``edge_mm`` in a child process (OMP_NUM_THREADS=1); a crash is a failed row."""
+def run_case(case: SweepCase, edges: list[float], *, rows_dir: Path, time_limit_s: float, jobs: int = 1) -> list[dict]:
+    """Mesh ``case`` at each of ``edges`` in one child process (OMP_NUM_THREADS=1, the labels made
+    once); each row is written to ``rows_dir`` as it is measured. A crash or a time-out is a failed
+    row for the edges left. Returns the rows."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
-    with tempfile.TemporaryDirectory(prefix="cardiotwin-sweep-") as tmp:
-        out = Path(tmp) / "row.json"
-        script = ("import json, sys; from cardiotwin.bench.mesh_sweep import _run_one; "
-                  "json.dump(_run_one(sys.argv[1], float(sys.argv[2]), float(sys.argv[3])), open(sys.argv[4], 'w'))")
+    script = ("import json, sys; from cardiotwin.bench.mesh_sweep import _run_one; "
+              "_run_one(sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3]), sys.argv[4], int(sys.argv[5]))")
+    code = mesher_fingerprint()
+    for edge in edges:  # a row left from an earlier run of these edges must not pass for this one's
+        row_path(rows_dir, case.name, edge).unlink(missing_ok=True)
+    t = time.perf_counter()
+    limit = len(edges) * time_limit_s + 300
+    try:
+        proc = subprocess.run([sys.executable, "-c", script, json.dumps(case.__dict__), json.dumps(list(edges)),
+                               str(time_limit_s), str(rows_dir), str(jobs)], env=env, capture_output=True, text=True,
+                              timeout=limit, check=False)
+        failure = None if proc.returncode == 0 else f"exit {proc.returncode}: " + \
+            (proc.stderr.strip().splitlines() or [""])[-1]
+    except subprocess.TimeoutExpired:
+        failure = f"child did not finish within {limit:.0f} s"
+    rows = []
+    for edge in edges:
+        path = row_path(rows_dir, case.name, edge)
+        if path.is_file():
+            rows.append(json.loads(path.read_text()))
+            continue
+        row = {"case": case.name, "edge_mm": edge, "code": code, "error": failure or "no row written",
+               "time_s": time.perf_counter() - t}
+        _write_row(rows_dir, row)
+        rows.append(row)
         t = time.perf_counter()
-        try:
-            proc = subprocess.run([sys.executable, "-c", script, json.dumps(case.__dict__), str(edge_mm),
-                                   str(time_limit_s), str(out)], env=env, capture_output=True, text=True,
-                                  timeout=time_limit_s + 300, check=False)
-        except subprocess.TimeoutExpired:
-            return {"case": case.name, "edge_mm": edge_mm, "error": "child did not finish", "time_s": time.perf_counter() - t}
-        if not out.is_file():
-            tail = (proc.stderr.strip().splitlines() or [""])[-1]
-            return {"case": case.name, "edge_mm": edge_mm, "error": f"exit {proc.returncode}: {tail}",
-                    "time_s": time.perf_counter() - t}
-        return json.loads(out.read_text())
+    return rows
 
 
 def check_row(row: dict) -> list[str]:
@@ -209,38 +248,52 @@ def mesher_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
-def default_rows_path(*, quick: bool) -> Path:
-    """Where `cardiotwin bench mesh` keeps the sweep's rows, so an interrupted sweep resumes."""
-    return Path(tempfile.gettempdir()) / f"cardiotwin-mesh-sweep-{'quick' if quick else 'full'}.jsonl"
+def default_rows_dir() -> Path:
+    """Where `cardiotwin bench mesh` keeps the sweep's rows (one JSON file per case and edge, in a
+    folder per mesher code), so the sweep runs in pieces and the section is built from all of them."""
+    return Path(__file__).resolve().parents[2] / ".cache" / "bench-mesh"
 
 
-def sweep(*, quick: bool, rows_path: Path | None = None, time_limit_s: float = 600.0,
-          run_missing: bool = True) -> list[dict]:
-    """Run the sweep; rows are appended to ``rows_path`` (JSON lines) as they come, and a case/edge
-    already there from the same mesher code (``mesher_fingerprint``) is not run again. With
-    ``run_missing`` False only the rows already there are returned, the others as ``not_run``."""
+def load_rows(rows_dir: Path) -> dict[tuple[str, float], dict]:
+    """Rows measured by the current mesher code (``mesher_fingerprint``), by (case, edge)."""
     code = mesher_fingerprint()
-    done: dict[tuple[str, float], dict] = {}
-    if rows_path is not None and rows_path.is_file():
-        for line in rows_path.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                if r.get("code") == code:
-                    done[(r["case"], float(r["edge_mm"]))] = r
-    rows = []
-    for edge in sorted(EDGES_MM, reverse=True):  # every case at the coarse edge first
-        for case in sweep_cases(quick=quick):
-            row = done.get((case.name, edge))
-            if row is None and not run_missing:
-                row = {"case": case.name, "edge_mm": edge, "not_run": True}
-            elif row is None:
-                row = {**run_case(case, edge, time_limit_s=time_limit_s), "code": code}
-                log.info("sweep: %s at %g mm: %s", case.name, edge, row.get("error") or f"{row['time_s']:.1f} s")
-                if rows_path is not None:
-                    with rows_path.open("a") as fh:
-                        fh.write(json.dumps(row) + "\n")
-            rows.append(row)
+    rows = {}
+    for path in sorted((rows_dir / code).glob("*@*mm.json")):
+        r = json.loads(path.read_text())
+        if r.get("code") == code:
+            rows[(r["case"], float(r["edge_mm"]))] = r
     return rows
+
+
+def sweep(*, quick: bool, rows_dir: Path | None = None, select: list[str] | None = None,
+          edges: tuple[float, ...] = EDGES_MM, time_limit_s: float = 600.0, jobs: int = 1,
+          run_missing: bool = True) -> list[dict]:
+    """Run the sweep's missing rows and return all of them (every case and edge of the sweep; one
+    not measured by the current mesher code is ``not_run``). Rows go to ``rows_dir / <code>`` as
+    they are measured; one there already is not run again. ``select``: run only cases whose name
+    contains one of these texts; ``edges``: only these edges; ``jobs``: meshes at a time (each one
+    thread); ``run_missing`` False: run nothing."""
+    rows_dir = (rows_dir or default_rows_dir()) / mesher_fingerprint()
+    cases = sweep_cases(quick=quick)
+    done = load_rows(rows_dir.parent)
+    todo = [(c, [e for e in sorted(edges, reverse=True) if (c.name, e) not in done]) for c in cases
+            if run_missing and (not select or any(s.lower() in c.name.lower() for s in select))]
+    todo = [(c, e) for c, e in todo if e]
+    if todo:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(item: tuple[SweepCase, list[float]]) -> None:
+            case, case_edges = item
+            log.info("sweep: %s at %s mm", case.name, ", ".join(f"{e:g}" for e in case_edges))
+            for row in run_case(case, case_edges, rows_dir=rows_dir, time_limit_s=time_limit_s, jobs=jobs):
+                log.info("sweep: %s at %g mm: %s", case.name, row["edge_mm"],
+                         row.get("error") or f"{row['time_s']:.1f} s, missed: {', '.join(check_row(row)) or '-'}")
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            list(pool.map(one, todo))
+        done = load_rows(rows_dir.parent)
+    return [done.get((c.name, e), {"case": c.name, "edge_mm": e, "not_run": True})
+            for e in sorted(EDGES_MM, reverse=True) for c in cases]
 
 
 def _built(row: dict) -> str:
@@ -273,6 +326,14 @@ def sweep_markdown(rows: list[dict]) -> list[str]:
                      f"{', '.join(check_row(r)) or '-'} |")
     met = sum(1 for r in rows if not check_row(r))
     lines += ["", f"{met} of {len(rows)} meshes meet every target."]
+    started = sorted(r["started_utc"] for r in rows if "started_utc" in r)
+    if started:
+        loads = [r[k] for r in rows for k in ("load_1min_before", "load_1min_after") if k in r]
+        at_once = sorted({r.get("meshes_at_a_time", 1) for r in rows if "started_utc" in r})
+        machines = sorted({r["machine"] for r in rows if "machine" in r})
+        lines += ["", f"Measured {started[0]} to {started[-1]} UTC on {'; '.join(machines)}; "
+                  f"{' or '.join(str(j) for j in at_once)} mesh(es) at a time, one thread each; 1-minute load average "
+                  f"{min(loads):.1f}-{max(loads):.1f} around the meshes."]
     if not_run:
         lines += ["", f"Not run ({len(not_run)}): " + "; ".join(f"{r['case']} at {r['edge_mm']:g} mm" for r in not_run)]
     return lines

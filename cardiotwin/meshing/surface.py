@@ -1,7 +1,8 @@
 """Label map -> cleaned myocardium, base plane, and a smooth watertight fine surface (LPS mm).
 
 Steps (each a plain function):
-0. ``resample_thick_slices``: a thick-slice stack (cine MR), and voxels much coarser than the
+0. ``crop_to_ventricles``: the image cut to the ventricles and a margin for the wall built outside them.
+   ``resample_thick_slices``: a thick-slice stack (cine MR), and voxels much coarser than the
    working grid, become finer by nested shape-based interpolation (the blood pools stay inside the
    interpolated epicardium).
 1. ``tidy_labels``: keep the largest connected piece of the ventricles (drop islands), fill
@@ -51,9 +52,60 @@ class BasePlane:
         return (np.asarray(xyz, dtype=float) - np.asarray(self.point_mm)) @ np.asarray(self.normal)
 
 
+def distance_to_mm(target: np.ndarray, spacing_mm) -> np.ndarray:
+    """(float32, the grid's shape) Euclidean distance in mm of every voxel to the nearest voxel of the
+    boolean ``target`` (0 on it, inf when it is empty), by the exact transform of the ``edt``
+    library (Felzenszwalb & Huttenlocher 2012; several times faster than scipy.ndimage's)."""
+    import edt
+
+    return edt.edt(np.ascontiguousarray(~target), anisotropy=tuple(float(v) for v in spacing_mm), black_border=False,
+                   parallel=1)
+
+
+def nearest_label(lab: np.ndarray, spacing_mm, values: tuple[int, ...], ijk: np.ndarray) -> np.ndarray:
+    """(K,) label, among ``values``, of the voxel nearest (in mm) to each integer voxel index of
+    ``ijk`` (K, 3) whose label is one of ``values`` (the voxel itself where it is one)."""
+    from scipy.spatial import cKDTree
+
+    ijk = np.asarray(ijk, dtype=np.int64)
+    out = lab[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
+    away = ~np.isin(out, values)
+    if away.any():
+        candidates = np.argwhere(np.isin(lab, values))
+        if candidates.size == 0:
+            raise StageError("no voxel of labels " + ", ".join(map(str, values)) + " to take a label from")
+        sp = np.asarray(spacing_mm, dtype=float)
+        _, nearest = cKDTree(candidates * sp).query(ijk[away] * sp)
+        c = candidates[nearest]
+        out[away] = lab[c[:, 0], c[:, 1], c[:, 2]]
+    return out
+
+
 def _neighbours(mask: np.ndarray) -> np.ndarray:
     """Voxels 6-adjacent to ``mask`` (excluding it)."""
     return ndimage.binary_dilation(mask) & ~mask
+
+
+def crop_to_ventricles(labels: LabelMap, *, margin_mm: float) -> LabelMap:
+    """``labels`` cut to the box of the ventricles (labels 1-4, 9) and ``margin_mm`` around it (at
+    least one voxel; never beyond the image, so a pool reaching the image's edge still does). The
+    field of view of a cine or CT scan is several times the heart: every later step costs by voxel.
+    Unchanged when there are no ventricles or the box is the whole image."""
+    lab = np.asarray(labels.labels)
+    vent = np.isin(lab, VENTRICLE_LABELS)
+    if not vent.any():
+        return labels
+    g = labels.geometry
+    pad = np.ceil(margin_mm / np.asarray(g.spacing_mm, dtype=float)).astype(int) + 1
+    idx = [np.flatnonzero(vent.any(axis=tuple(a for a in range(3) if a != d))) for d in range(3)]
+    lo = np.array([max(int(i[0]) - p, 0) for i, p in zip(idx, pad)])
+    hi = np.array([min(int(i[-1]) + p + 1, n) for i, p, n in zip(idx, pad, lab.shape)])
+    if np.all(lo == 0) and np.all(hi == np.asarray(lab.shape)):
+        return labels
+    out = np.ascontiguousarray(lab[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
+    geometry = type(g)(shape=tuple(int(v) for v in out.shape), spacing_mm=g.spacing_mm,
+                       origin_mm=tuple(float(v) for v in g.index_to_world(lo.astype(float))), direction=g.direction)
+    return LabelMap(labels=out, geometry=geometry, source=labels.source)
 
 
 def _sub_slices(spacing: np.ndarray, max_anisotropy: float) -> np.ndarray:
@@ -99,8 +151,7 @@ def resample_thick_slices(labels: LabelMap, *, max_anisotropy: float = 2.0,
     lab = np.asarray(labels.labels)
 
     def interpolated_sdf(mask: np.ndarray) -> np.ndarray:
-        sdf = (ndimage.distance_transform_edt(~mask, sampling=spacing)
-               - ndimage.distance_transform_edt(mask, sampling=spacing)).astype(np.float32)
+        sdf = distance_to_mm(mask, spacing) - distance_to_mm(~mask, spacing)
         for d in range(3):
             if m[d] > 1:
                 sdf = _interp_axis(sdf, positions[d], axis=d)
@@ -223,8 +274,8 @@ def close_wall(labels: LabelMap, *, min_wall_mm: float = 0.0, outward_mm: float 
             touching = pool & ndimage.binary_dilation(outside)
             # distance of the outside voxels that become this pool's wall: within min_wall_mm of the
             # pool (a thin wall thickened), within outward_mm of where it touches outside (a wall built)
-            d = ndimage.distance_transform_edt(~pool, sampling=sp)
-            d_touch = ndimage.distance_transform_edt(~touching, sampling=sp) if touching.any() else np.inf
+            d = distance_to_mm(pool, sp)
+            d_touch = distance_to_mm(touching, sp) if touching.any() else np.inf
             reach[blood] = np.where((d <= near) | (d_touch <= outward_mm), d, np.inf)
         grow_lv = outside & np.isfinite(reach[Label.LV_BLOOD]) & (reach[Label.LV_BLOOD] <= reach[Label.RV_BLOOD])
         grow_rv = outside & np.isfinite(reach[Label.RV_BLOOD]) & ~grow_lv
@@ -237,8 +288,8 @@ def close_wall(labels: LabelMap, *, min_wall_mm: float = 0.0, outward_mm: float 
     lv_leak = lv & ndimage.binary_dilation(outside | rv)
     rv_leak = rv & ndimage.binary_dilation(outside | lv)
     if min_wall_mm > 0:  # also those within min_wall_mm (the adjacent ones stay, however small it is)
-        lv_leak |= lv & (ndimage.distance_transform_edt(~(outside | rv), sampling=sp) <= min_wall_mm)
-        rv_leak |= rv & (ndimage.distance_transform_edt(~(outside | lv), sampling=sp) <= min_wall_mm)
+        lv_leak |= lv & (distance_to_mm(outside | rv, sp) <= min_wall_mm)
+        rv_leak |= rv & (distance_to_mm(outside | lv, sp) <= min_wall_mm)
     lab[lv_leak] = Label.LV_MYO
     lab[rv_leak] = Label.RV_MYO
     filled = _fill_gaps(lab, outside & ~(lv_leak | rv_leak), sp, gap_mm) if gap_mm else 0
@@ -252,17 +303,15 @@ def close_wall(labels: LabelMap, *, min_wall_mm: float = 0.0, outward_mm: float 
 def _fill_gaps(lab: np.ndarray, outside: np.ndarray, spacing: np.ndarray, gap_mm: float) -> int:
     """Outside voxels (``outside``) within a morphological closing of the ventricles by a ball of
     diameter ``gap_mm`` become the nearest wall's label, in place. Returns how many."""
-    r = 0.5 * gap_mm / spacing
-    n = np.ceil(r).astype(int)
-    grid = np.ogrid[tuple(slice(-k, k + 1) for k in n)]
-    ball = sum((g / max(rr, 1e-9)) ** 2 for g, rr in zip(grid, r)) <= 1.0
+    radius = 0.5 * gap_mm + 1e-4  # mm; the ball holds the voxels at exactly its radius
+    n = np.ceil(0.5 * gap_mm / spacing).astype(int)
     vent = np.pad(np.isin(lab, VENTRICLE_LABELS), [(k, k) for k in n])
-    closed = ndimage.binary_closing(vent, structure=ball)[tuple(slice(k, -k if k else None) for k in n)]
+    # Closing = dilation then erosion by the ball, both as distance thresholds (exact for a Euclidean ball).
+    dilated = distance_to_mm(vent, spacing) <= radius
+    closed = (distance_to_mm(~dilated, spacing) > radius)[tuple(slice(k, -k if k else None) for k in n)]
     gap = closed & outside
     if gap.any():
-        myo = np.isin(lab, MYO_LABELS)
-        _, idx = ndimage.distance_transform_edt(~myo, sampling=spacing, return_indices=True)
-        lab[gap] = lab[idx[0][gap], idx[1][gap], idx[2][gap]]
+        lab[gap] = nearest_label(lab, spacing, MYO_LABELS, np.argwhere(gap))
     return int(gap.sum())
 
 

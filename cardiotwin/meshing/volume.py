@@ -2,7 +2,7 @@
 length whatever the scan's voxel size.
 
 Steps (each logged, each checked against the mesh's time limit, ``MeshConfig.time_limit_s``):
-1. labels: thick-slice stacks and coarse voxels (coarser than 1.5 x the working grid, at least 1 mm)
+1. labels: cut to the ventricles and a margin; thick-slice stacks and coarse voxels (coarser than 1.5 x the working grid, at least 1 mm)
    resampled by nested shape-based interpolation, cleaned, base plane
    (valve interface, a user-given plane, or for a stack without valve labels its most basal slice);
 2. surface: marching cubes of the anti-aliased myocardium on an isotropic working grid of a third
@@ -30,7 +30,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from cardiotwin.anatomy import CellTag, FacetTag, Label
 from cardiotwin.config import quantity
@@ -42,8 +41,10 @@ from cardiotwin.meshing.surface import (
     VALVE_LABELS,
     BasePlane,
     close_wall,
+    crop_to_ventricles,
     find_base_plane,
     myocardium_surface,
+    nearest_label,
     open_pools_to_the_base,
     resample_thick_slices,
     stack_base_plane,
@@ -121,14 +122,11 @@ def tetrahedralise(surface, *, edge_mm: float, source: str = "label map", timeou
 def _nearest_label_lookup(labels: LabelMap, values: tuple[int, ...]):
     """Function xyz (K, 3) -> label of the nearest voxel whose label is in ``values``."""
     lab = labels.labels
-    mask = np.isin(lab, values)
-    _, idx = ndimage.distance_transform_edt(~mask, sampling=labels.geometry.spacing_mm, return_indices=True)
-    nearest = lab[idx[0], idx[1], idx[2]]
 
     def lookup(xyz: np.ndarray) -> np.ndarray:
         ijk = np.rint(labels.geometry.world_to_index(xyz)).astype(np.int64)
         ijk = np.clip(ijk, 0, np.asarray(lab.shape) - 1)
-        return nearest[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
+        return nearest_label(lab, labels.geometry.spacing_mm, values, ijk)
 
     return lookup
 
@@ -244,15 +242,17 @@ def mesh_labels(labels: LabelMap, *, cfg: MeshConfig) -> tuple[HeartMesh, BasePl
         return time.perf_counter()
 
     t = begin(1, "labels (resample thick slices, clean, base plane)")
+    # The margin holds the wall built outside a pool (built_wall_mm) and the gaps filled (1.5 of it).
+    cropped = crop_to_ventricles(labels, margin_mm=3.0 * cfg.built_wall_mm)
     # Coarse voxels are split towards the working grid (not finer than 1 mm: finer voxels only cost).
-    resampled = resample_thick_slices(labels, max_spacing_mm=max(working_step_mm(cfg.edge_mm), 1.0))
+    resampled = resample_thick_slices(cropped, max_spacing_mm=max(working_step_mm(cfg.edge_mm), 1.0))
     # Where a blood pool touches the background a wall is built outside it (``cfg.built_wall_mm``);
     # where it touches the other pool its own voxels become wall, at least two voxels: one is lost to
     # the anti-aliasing of the surface (a Gaussian of ~0.7 voxel, at least a third of the working
     # step) and leaves holes through the wall (MR sample's RV tip: genus 21, two voxels: 0).
     wall_mm = max(2.05 * min(resampled.geometry.spacing_mm), 0.5 * working_step_mm(cfg.edge_mm))
     tidy = tidy_labels(resampled)
-    base = _base_plane(labels, tidy, cfg)  # from the labels' own valve interface, not the wall built below
+    base = _base_plane(cropped, tidy, cfg)  # from the labels' own valve interface, not the wall built below
     if not np.isin(tidy.labels, VALVE_LABELS).any():
         tidy = open_pools_to_the_base(tidy, base)
     # Gaps between walls narrower than 1.5 built walls are filled: a background channel between a wall
