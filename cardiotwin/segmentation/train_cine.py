@@ -59,6 +59,8 @@ class CineTrainConfig:
     p_random_crop: float = 0.2
     centre_jitter_px: float = 24.0
     misalign_px: float = 3.0
+    warmup_steps: int = 0  # linear learning-rate warm-up (a continuation from trained weights restarts gently)
+    init: str = ""  # a stack bundle directory or run checkpoint (.pt) whose weights start the run
     network: dict[str, Any] = field(default_factory=lambda: NetworkSpec(
         spatial_dims=2, in_channels=3, out_channels=4, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2),
         num_res_units=1).to_dict())
@@ -174,6 +176,20 @@ def evaluate(model: torch.nn.Module, stacks: list[dict[str, Any]], cfg: CineTrai
     return {"mean_per_label": mean, "mean": float(np.mean(list(mean.values())))}
 
 
+def initial_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Network weights of a stack bundle directory (its model.safetensors) or of a run checkpoint (.pt)."""
+    from safetensors.torch import load_file
+
+    from cardiotwin.errors import ConfigError
+
+    p = Path(path)
+    if p.is_dir() and (p / "model.safetensors").is_file():
+        return load_file(str(p / "model.safetensors"))
+    if p.is_file() and p.suffix == ".pt":
+        return torch.load(p, map_location="cpu", weights_only=True)["model"]
+    raise ConfigError(f"{p}: init must be a bundle directory with model.safetensors or a run checkpoint (.pt)")
+
+
 def train(cfg: CineTrainConfig, *, out_dir: Path, resume: bool = False) -> dict[str, Any]:
     """Train; writes last.pt, best.pt, step_N.pt, log.jsonl and summary.json into ``out_dir``."""
     from monai.losses import DiceCELoss
@@ -194,11 +210,14 @@ def train(cfg: CineTrainConfig, *, out_dir: Path, resume: bool = False) -> dict[
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, smooth_nr=1e-5, smooth_dr=1e-5)
     step, best, elapsed_before = 0, -1.0, 0.0
     last = out_dir / "last.pt"
-    if resume and last.is_file():
+    resumed = resume and last.is_file()
+    if resumed:
         ck = torch.load(last, map_location="cpu", weights_only=True)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         step, best, elapsed_before = int(ck["step"]), float(ck["best"]), float(ck["elapsed_s"])
+    elif cfg.init:
+        model.load_state_dict(initial_weights(cfg.init))
     rng = np.random.default_rng(cfg.seed + step)
     cfg_json = json.dumps(config_to_dict(cfg), default=str)
     t0 = time.perf_counter()
@@ -211,13 +230,31 @@ def train(cfg: CineTrainConfig, *, out_dir: Path, resume: bool = False) -> dict[
                     "network": spec.to_dict(), **extra}, tmp)
         tmp.replace(path)
 
-    running = None
+    def validate() -> None:
+        nonlocal best
+        res = evaluate(model, tune_stacks, cfg)
+        rec = {"step": step, "loss": running, "lr": lr, "tune_dice": res["mean_per_label"], "tune_mean": res["mean"],
+               "elapsed_s": round(elapsed_before + time.perf_counter() - t0, 1)}
+        history.append(rec)
+        with open(out_dir / "log.jsonl", "a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        log.info("step %d tuning Dice %s mean %.3f", step, {k: round(v, 3) for k, v in res["mean_per_label"].items()},
+                 res["mean"])
+        if res["mean"] > best:
+            best = res["mean"]
+            save(out_dir / "best.pt", {"val": res})
+        save(out_dir / f"step_{step}.pt", {"val": res})
+        save(last, {})
+
+    running, lr = None, 0.0
+    if cfg.init and not resumed:  # the starting weights compete for best.pt like every later checkpoint
+        validate()
     model.train()
     while step < cfg.steps and elapsed_before + time.perf_counter() - t0 < cfg.max_minutes * 60:
         xs, ys = zip(*(_sample(train_stacks, cfg, rng) for _ in range(cfg.batch)))
         # poly decay over whichever ends first, the steps or the time budget (a loaded CPU stops early)
         progress = max(step / cfg.steps, (elapsed_before + time.perf_counter() - t0) / (cfg.max_minutes * 60))
-        lr = cfg.lr * max(1.0 - progress, 0.0) ** 0.9
+        lr = cfg.lr * max(1.0 - progress, 0.0) ** 0.9 * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)
@@ -230,19 +267,9 @@ def train(cfg: CineTrainConfig, *, out_dir: Path, resume: bool = False) -> dict[
         if step % 50 == 0:
             log.info("step %d loss %.4f lr %.2e %.0f s", step, running, lr, elapsed_before + time.perf_counter() - t0)
         if step % cfg.val_every == 0 or step == cfg.steps:
-            res = evaluate(model, tune_stacks, cfg)
-            rec = {"step": step, "loss": running, "lr": lr, "tune_dice": res["mean_per_label"], "tune_mean": res["mean"],
-                   "elapsed_s": round(elapsed_before + time.perf_counter() - t0, 1)}
-            history.append(rec)
-            with open(out_dir / "log.jsonl", "a") as fh:
-                fh.write(json.dumps(rec) + "\n")
-            log.info("step %d tuning Dice %s mean %.3f", step, {k: round(v, 3) for k, v in res["mean_per_label"].items()},
-                     res["mean"])
-            if res["mean"] > best:
-                best = res["mean"]
-                save(out_dir / "best.pt", {"val": res})
-            save(out_dir / f"step_{step}.pt", {"val": res})
-            save(last, {})
+            validate()
+    if not history or history[-1]["step"] != step:  # the last step competes for best.pt too
+        validate()
     save(last, {})
     summary = {"steps": step, "best_tune_mean_dice": best, "elapsed_s": elapsed_before + time.perf_counter() - t0,
                "history": history, "config": json.loads(cfg_json), "network_parameters": count_parameters(model)}
@@ -314,6 +341,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int)
     ap.add_argument("--max-minutes", type=float)
     ap.add_argument("--threads", type=int, help="torch threads (a run-time setting; resumable with another value)")
+    ap.add_argument("--init", help="start from these weights: a stack bundle directory or a run checkpoint (.pt)")
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--warmup-steps", type=int)
     ap.add_argument("--export", metavar="BUNDLE_DIR", help="write a checkpoint of the run as a bundle (no training)")
     ap.add_argument("--checkpoint", default="best.pt", help="with --export: which checkpoint of --out (default best.pt)")
     a = ap.parse_args(argv)
@@ -332,6 +362,9 @@ def main(argv: list[str] | None = None) -> None:
         raw["max_minutes"] = a.max_minutes
     if a.threads:
         raw["threads"] = a.threads
+    for key in ("init", "lr", "warmup_steps"):
+        if getattr(a, key) is not None:
+            raw[key] = getattr(a, key)
     cfg = load_config(CineTrainConfig, raw, source=a.config)
     train(cfg, out_dir=Path(a.out), resume=a.resume)
 
