@@ -42,6 +42,12 @@ LvShape = Literal["typical", "dilated"]
 _AIR, _LUNG, _FAT, _SOFT, _BONE = (int(t) for t in ThoraxTissue)
 
 
+# Nominal orientation: apex points left (+x), anterior (-y), inferior (-z) in LPS; the RV lies
+# anterior and to the right of the LV.
+NOMINAL_APEX_DIRECTION = (0.62, -0.55, -0.56)
+NOMINAL_TO_RV = (-0.55, -0.75, 0.1)
+
+
 @dataclass(frozen=True)
 class HeartShapeParams:
     """Shape and pose parameters of the biventricular model (mm, degrees)."""
@@ -97,10 +103,9 @@ def sample_heart_params(rng: np.random.Generator, *, scar: bool = False, pose_ji
         wall = rng.uniform(5.0, 9.0)
     else:
         raise ValueError(f"lv must be 'typical' or 'dilated', got {lv!r}")
-    # Nominal orientation: apex points left (+x), anterior (-y), inferior (-z) in LPS.
-    apex_dir = np.array([0.62, -0.55, -0.56])
+    apex_dir = np.array(NOMINAL_APEX_DIRECTION)
     z_h = -apex_dir / np.linalg.norm(apex_dir)
-    to_rv = np.array([-0.55, -0.75, 0.1])  # RV lies anterior and to the right of the LV
+    to_rv = np.array(NOMINAL_TO_RV)
     y_h = to_rv - np.dot(to_rv, z_h) * z_h
     y_h /= np.linalg.norm(y_h)
     x_h = np.cross(y_h, z_h)

@@ -179,6 +179,22 @@ def test_wall_qc_flags_thin_and_open_myocardium():
     assert any("not closed" in f for f in open_ring["flags"]) and open_ring["mid_open_fraction"] > 0.15
 
 
+def test_implausible_wall_is_a_qc_warning_and_a_report_row():
+    """The flags reach qc.json (``quality_report`` warnings, written by the segment stage) and the evidence
+    report's segmentation QC table (``segmentation_qc_rows``)."""
+    from cardiotwin.report.use_error import segmentation_qc_rows
+    from cardiotwin.segmentation.qc import quality_report
+
+    geo = ImageGeometry(shape=(80, 80, 9), spacing_mm=(1.5, 1.5, 10.0), origin_mm=(0.0, 0.0, 0.0))
+    thin = quality_report(LabelMap(labels=_ring(1), geometry=geo))
+    assert any(w.startswith("implausible myocardium:") and "thin over segment" in w for w in thin["warnings"])
+    rows = {r[0]: r[1] for r in segmentation_qc_rows(thin)}
+    assert rows["LV wall thinnest segment (median)"] < 2.0
+    assert "implausible myocardium" in rows["warnings"]
+    normal = quality_report(LabelMap(labels=_ring(6), geometry=geo))
+    assert not any("implausible myocardium" in w for w in normal["warnings"])
+
+
 @pytest.mark.skipif(not (ACDC_BUNDLE / "model.safetensors").is_file(), reason="research bundle not built")
 def test_research_bundle_accuracy_on_two_acdc_validation_patients(shared_data):
     """Regression on two validation patients (never trained on; configs/acdc_split.json) at ED. Measured with

@@ -93,6 +93,9 @@ class SegConfig:
     # relabels each slice at its own in-plane resolution inside a window centred on the heart
     # (``refine_thick_slices``); False keeps the 3D network's labels
     slice_network: bool = True
+    # thick-slice MR stacks with a 3D network: search the heart's pose instead of trusting the header's
+    # direction matrix (``pose.search_pose``; research exports often carry an identity direction)
+    pose_search: bool = False
     min_lv_blood_ml: float = quantity(8.0, "mL")
     min_heart_ml: float = quantity(30.0, "mL")
     threads: int = 2
@@ -475,6 +478,8 @@ def predict_raw_labels(scan: Scan, model: "SegModel", *, cfg: SegConfig) -> np.n
     if model.stack is not None:
         return _predict_stack_labels(scan, model)
     modality = scan.modality if scan.modality in ("CT", "MR") else guess_modality(scan.voxels)
+    if cfg.pose_search and modality == "MR":
+        scan = _posed(scan, model)
     work = to_working_grid(scan, spacing_mm=model.spacing_mm, modality=modality)
     probs = predict_working_grid(model.network, work.image, roi=model.roi, spacing_mm=model.spacing_mm, cfg=cfg,
                                  fov=work.fov)
@@ -485,6 +490,18 @@ def predict_raw_labels(scan: Scan, model: "SegModel", *, cfg: SegConfig) -> np.n
             and slice_axis(scan.geometry, min_ratio=sm.min_slice_ratio) is not None):
         return refine_thick_slices(probabilities_on_geometry(probs, work.geometry, scan.geometry), scan, sm)
     return probabilities_to_geometry(probs, work.geometry, scan.geometry)
+
+
+def _posed(scan: Scan, model: "SegModel") -> Scan:
+    """A thick-slice stack with the direction matrix of the pose search (``pose.search_pose``); other scans as they are.
+    The voxel grid is unchanged, so labels predicted on the returned scan's grid belong to ``scan``'s voxels."""
+    from cardiotwin.segmentation.pose import search_pose, with_direction
+
+    axis = slice_axis(scan.geometry, min_ratio=2.0)
+    if axis is None:
+        return scan
+    pose = search_pose(model.network, scan, slice_axis=axis, roi=model.roi, spacing_mm=model.spacing_mm)
+    return with_direction(scan, pose.direction) if pose.changed else scan
 
 
 def _predict_stack_labels(scan: Scan, model: "SegModel") -> np.ndarray:
