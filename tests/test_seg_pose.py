@@ -54,6 +54,7 @@ def test_with_direction_keeps_the_voxels_and_the_stack_centre(small_mr_phantom):
     assert np.allclose(moved.geometry.direction_matrix, d)
 
 
+@pytest.mark.slow  # two searches of 33 windows and an MR phantom: 1-4 min on 2 shared cores
 def test_pose_search_finds_a_short_axis_stack_whose_header_lost_its_orientation():
     """A held-out MR phantom (short-axis stack, 1.5 x 1.5 x 8 mm) with an identity direction matrix: the default
     network's most confident pose is within 45 degrees of the true one (the shape model's pose jitter is 15

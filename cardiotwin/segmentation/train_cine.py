@@ -277,10 +277,24 @@ def train(cfg: CineTrainConfig, *, out_dir: Path, resume: bool = False) -> dict[
     return summary
 
 
+def _init_record(init: str, version: str) -> dict[str, Any] | None:
+    """Name, version, weights and training record of the bundle a run started from (``init``), or None when the
+    run started from scratch or from a bare checkpoint. Re-exporting the same version keeps its recorded parent."""
+    meta_path = Path(init) / "metadata.json" if init else None
+    if meta_path is None or not meta_path.is_file():
+        return {"checkpoint": init} if init else None
+    meta = json.loads(meta_path.read_text())
+    if meta.get("version") == version and "initialised_from" in (meta.get("training") or {}):
+        return meta["training"]["initialised_from"]
+    return {"bundle": meta.get("name"), "version": meta.get("version"),
+            "weights_sha256": (meta.get("weights") or {}).get("sha256"), "training": meta.get("training")}
+
+
 def export_stack_bundle(checkpoint: Path, bundle_dir: Path, *, name: str, command: str,
-                        stack: StackConfig | None = None) -> Path:
+                        stack: StackConfig | None = None, version: str = "1.0.0") -> Path:
     """Write a run checkpoint as a 2D short-axis stack bundle (weights, metadata.json, inference.json) licensed
-    CC-BY-NC-SA-4.0; LICENSE and MODEL_CARD.md are written by hand and must already be in ``bundle_dir``."""
+    CC-BY-NC-SA-4.0; LICENSE and MODEL_CARD.md are written by hand and must already be in ``bundle_dir``.
+    A run started from a bundle (``init``) records that bundle's training as ``training.initialised_from``."""
     from safetensors.torch import save_file
 
     from cardiotwin.anatomy import LABEL_NAMES
@@ -291,6 +305,7 @@ def export_stack_bundle(checkpoint: Path, bundle_dir: Path, *, name: str, comman
     ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
     cfg = json.loads(ck["config_json"])
     split = json.loads(Path(cfg["split_file"]).read_text())
+    parent = _init_record(str(cfg.get("init") or ""), version)  # read before the bundle is overwritten
     bundle_dir = Path(bundle_dir)
     bundle_dir.mkdir(parents=True, exist_ok=True)
     weights = bundle_dir / "model.safetensors"
@@ -298,7 +313,7 @@ def export_stack_bundle(checkpoint: Path, bundle_dir: Path, *, name: str, comman
               metadata={"format": BUNDLE_FORMAT, "step": str(ck["step"])})
     stack = stack or StackConfig(pixel_mm=float(cfg["pixel_mm"]), window=int(cfg["crop"]))
     meta = {
-        "format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION, "name": name, "version": "1.0.0",
+        "format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION, "name": name, "version": version,
         "description": "LV blood pool, LV myocardium and RV blood pool in short-axis cine MRI stacks, slice by slice "
                        "in the stack's own voxel frame (2D U-Net); research use only (trained on ACDC, CC BY-NC-SA 4.0).",
         "network": ck["network"],
@@ -318,7 +333,8 @@ def export_stack_bundle(checkpoint: Path, bundle_dir: Path, *, name: str, comman
                      "train_patients": list(split["train"]), "tuning_patients": list(split["tuning"]),
                      "validation_patients_never_trained_on": list(split["validation"]),
                      "config": cfg, "command": command, "step": int(ck["step"]),
-                     "wall_time_s": round(float(ck.get("elapsed_s", 0.0)), 1), "hardware": machine_description()},
+                     "wall_time_s": round(float(ck.get("elapsed_s", 0.0)), 1), "hardware": machine_description(),
+                     **({"initialised_from": parent} if parent else {})},
         "validation": {"data": "ACDC tuning patients (checkpoint selection)", **(ck.get("val") or {})},
         "licence": "CC-BY-NC-SA-4.0",
         "use": "non-commercial research only; never the default model",
@@ -346,12 +362,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup-steps", type=int)
     ap.add_argument("--export", metavar="BUNDLE_DIR", help="write a checkpoint of the run as a bundle (no training)")
     ap.add_argument("--checkpoint", default="best.pt", help="with --export: which checkpoint of --out (default best.pt)")
+    ap.add_argument("--version", default="1.0.0", help="with --export: the bundle's version")
+    ap.add_argument("--tta", type=int, default=1, choices=(1, 2, 4, 8),
+                    help="with --export: test-time rotations of inference.json (chosen on the tuning patients)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if a.export:
         command = (f"python -m cardiotwin.segmentation.train_cine --config {a.config} --out {a.out} "
-                   f"--export {a.export} --checkpoint {a.checkpoint}")
-        export_stack_bundle(Path(a.out) / a.checkpoint, Path(a.export), name=Path(a.export).name, command=command)
+                   f"--export {a.export} --checkpoint {a.checkpoint} --version {a.version} --tta {a.tta}")
+        ck_cfg = json.loads(torch.load(Path(a.out) / a.checkpoint, map_location="cpu", weights_only=True)["config_json"])
+        stack = StackConfig(pixel_mm=float(ck_cfg["pixel_mm"]), window=int(ck_cfg["crop"]), tta=a.tta)
+        export_stack_bundle(Path(a.out) / a.checkpoint, Path(a.export), name=Path(a.export).name, command=command,
+                            stack=stack, version=a.version)
         return
     import yaml
 
