@@ -13,7 +13,7 @@ mean confidence (largest class probability) over the voxels it calls LV blood po
 or RV blood pool. In a wrong pose the network still paints a heart there (a cine stack's middle is
 the heart), but less surely; on the Sunnybrook stacks with their true headers the most confident
 candidate was within 30 degrees of the true pose in 5 of 6 stacks (the sixth: its mirror image;
-docs/segmentation.md). The best candidate is used for the whole segmentation; the labels come back
+models/heart_seg_v1/MODEL_CARD.md). The best candidate is used for the whole segmentation; the labels come back
 on the stack's own voxel grid whatever direction was used, so only the scan's header changes. The
 header's own direction is kept unless a candidate is more confident by ``margin``, so correctly
 oriented scans keep their pose.
