@@ -7,6 +7,7 @@ slice normal. Only Modality is taken from the headers: no patient identifier is 
 
 from __future__ import annotations
 
+import locale
 import logging
 import warnings
 from collections import defaultdict
@@ -193,10 +194,6 @@ def write_dicom_series(
     Used for phantoms and round-trip tests. With ``frame_times_ms`` and a 4D array (x, y, z, t)
     it writes a cine series (one file per slice and frame, shared SeriesInstanceUID).
     """
-    import SimpleITK as sitk
-
-    from cardiotwin.io.sitk import to_sitk
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     vols = [voxels] if voxels.ndim == 3 else [voxels[..., t] for t in range(voxels.shape[3])]
@@ -205,6 +202,21 @@ def write_dicom_series(
     rng = np.random.default_rng(abs(hash(str(folder))) % (2**32))
     series_uid = series_uid or f"{uid_root}.{rng.integers(1, 10**9)}.{rng.integers(1, 10**9)}"
     study_uid = f"{uid_root}.1.{rng.integers(1, 10**9)}"
+    # GDCM's DICOM writer switches the process to the C locale (Python's default text encoding becomes
+    # ASCII for every later open()); the caller's locale is restored when the series is written
+    saved_locale = locale.setlocale(locale.LC_ALL)
+    try:
+        return _write_frames(vols, times, geometry, folder, modality=modality, series_uid=series_uid,
+                             study_uid=study_uid)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved_locale)
+
+
+def _write_frames(vols, times, geometry, folder: Path, *, modality: str, series_uid: str, study_uid: str) -> Path:
+    import SimpleITK as sitk
+
+    from cardiotwin.io.sitk import to_sitk
+
     d = geometry.direction_matrix
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
