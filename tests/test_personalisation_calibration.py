@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from cardiotwin.personalisation.calibration import MMHG_KPA, Fit1D, gauss_newton_1d, windkessel_estimate
-from cardiotwin.personalisation.stage import CalibrationConfig, measured_values
+from cardiotwin.personalisation.measurements import measured_values
+from cardiotwin.personalisation.stage import CalibrationConfig
 
 
 def test_clinical_values_fill_what_the_images_do_not_give():
@@ -66,13 +67,24 @@ def test_crt_stage_takes_the_calibrated_parameters():
     from cardiotwin.therapy.stage import CRTConfig, apply_calibration
 
     calibration = {"em_config": {"guccione": {"C": "3.1 kPa"}, "twitch": {"peak_tension": "71 kPa"},
-                                 "lv_end_diastolic_pressure": "1.6 kPa", "dt": "1 ms"},
+                                 "lv_end_diastolic_pressure": "1.6 kPa", "dt": "1 ms",
+                                 "mechanics": {"epi_spring_kpa_per_mm": 0.1, "snes_rtol": 1e-3}},
                    "conduction_speed_scale": 0.8}
     cfg = apply_calibration(CRTConfig(), calibration)
+    # the pericardium the twin was unloaded with goes along; the Newton settings stay the CRT's
+    assert cfg.electromechanics["mechanics"]["epi_spring_kpa_per_mm"] == 0.1
+    assert "snes_rtol" not in cfg.electromechanics["mechanics"]
     assert cfg.electromechanics["guccione"] == {"C": "3.1 kPa"}
     assert cfg.electromechanics["twitch"] == {"peak_tension": "71 kPa"}
     assert cfg.electromechanics["dt"] == CRTConfig().electromechanics["dt"]  # solver settings stay the CRT's
     assert cfg.conduction.cv_fibre == pytest.approx(0.8 * CRTConfig().conduction.cv_fibre)
+
+
+def test_the_calibration_mechanics_has_a_pericardium_unless_the_recipe_sets_one():
+    assert CalibrationConfig().em_base()["mechanics"]["epi_spring_kpa_per_mm"] == 0.1
+    own = CalibrationConfig(electromechanics={"dt": "10 ms", "mechanics": {"epi_spring_kpa_per_mm": 0.0}}).em_base()
+    assert own["mechanics"]["epi_spring_kpa_per_mm"] == 0.0 and own["dt"] == "10 ms"
+    assert CalibrationConfig(pericardium_kpa_per_mm=0.3).em_base()["mechanics"]["epi_spring_kpa_per_mm"] == 0.3
 
 
 def test_calibration_config_refuses_bad_values():

@@ -142,7 +142,7 @@ def test_short_axis_base_plane_sits_at_the_basal_end_of_the_cavity():
 def test_volumes_below_the_mesh_base_plane_are_the_twins_domain():
     """With the mesh stage's base plane the cavity volumes are those of the labels below it (a
     voxel cut by the plane counts by its fraction), the whole-label values kept for comparison."""
-    from cardiotwin.personalisation.stage import measured_values
+    from cardiotwin.personalisation.measurements import measured_values
 
     ed, es = _annulus_stack(25.0, 33.0, rv=True), _annulus_stack(18.0, 29.0, rv=True)
     # cavity slices k = 1..10 span z = 2.5..52.5 mm; a plane at z = 30 mm keeps 27.5 mm of them

@@ -296,3 +296,57 @@ def short_axis_base_plane(ed: LabelMap, *, margin_mm: float = 2.0) -> tuple[tupl
     s = (_world_points(ed, ed.labels == Label.LV_BLOOD) - centre) @ axis
     point = centre + (float(s.max()) - margin_mm) * axis
     return tuple(float(v) for v in point), tuple(float(v) for v in axis)
+
+
+COMPARED = ("lv_edv_ml", "lv_esv_ml", "lv_ef", "rv_edv_ml", "rv_esv_ml", "rv_ef")
+
+
+def measured_values(ed: LabelMap | None, es: LabelMap | None, clinical: dict[str, float] | None, *,
+                    base_plane: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The patient's measurements: image values where the case has labels, clinical values for the
+    rest (a clinical value that the images also give is kept under ``clinical`` for comparison).
+
+    ``base_plane`` ({"point_mm", "normal"}: the plane the mesh stage cut the ventricles at): the
+    cavity volumes are those of the labels below it, the domain the twin has (a voxel cut by the
+    plane counts by its fraction below); the volumes of the whole label maps are kept under
+    ``whole_labels``."""
+    out: dict[str, Any] = image_measurements(ed, es) if ed is not None else {}
+    if base_plane is not None and ed is not None:
+        out.update(_volumes_below_plane(ed, es, base_plane, out))
+    sources = {k: "images" for k in out}
+    clinical = dict(clinical or {})
+    for k, v in clinical.items():
+        if k not in out:
+            out[k] = v
+            sources[k] = "clinical"
+    for side in ("lv", "rv"):
+        edv, esv, ef = (f"{side}_{k}" for k in ("edv_ml", "esv_ml", "ef"))
+        if ef not in out and edv in out and esv in out:
+            out[ef], sources[ef] = (out[edv] - out[esv]) / out[edv], sources[esv]
+        if esv not in out and edv in out and ef in out:
+            out[esv], sources[esv] = out[edv] * (1.0 - out[ef]), sources[ef]
+    check_consistency({k: v for k, v in out.items() if isinstance(v, float)}, where="measurements")
+    out["sources"] = sources
+    out["clinical"] = {k: v for k, v in clinical.items() if sources.get(k) != "clinical"}
+    return out
+
+
+def _volumes_below_plane(ed: LabelMap, es: LabelMap | None, base_plane: dict[str, Any],
+                         whole: dict[str, Any]) -> dict[str, Any]:
+    from cardiotwin.anatomy import Label
+    from cardiotwin.meshing.surface import BasePlane, labelled_volume_below_plane_ml
+
+    plane = BasePlane(tuple(base_plane["point_mm"]), tuple(base_plane["normal"]))
+    out: dict[str, Any] = {"whole_labels": {k: whole[k] for k in COMPARED if k in whole},
+                           "volume_frame": "labels below the mesh's base plane (the twin's domain)"}
+    for side, label in (("lv", Label.LV_BLOOD), ("rv", Label.RV_BLOOD)):
+        edv = labelled_volume_below_plane_ml(ed, plane, (int(label),))
+        if edv <= 0:
+            continue
+        out[f"{side}_edv_ml"] = edv
+        esv = labelled_volume_below_plane_ml(es, plane, (int(label),)) if es is not None else 0.0
+        ok = 0 < esv < edv
+        out[f"{side}_esv_ml"] = esv if ok else None
+        out[f"{side}_sv_ml"] = edv - esv if ok else None
+        out[f"{side}_ef"] = (edv - esv) / edv if ok else None
+    return out

@@ -38,6 +38,7 @@ from cardiotwin.personalisation.calibration import (
     klotz_edpvr,
     windkessel_estimate,
 )
+from cardiotwin.personalisation.measurements import COMPARED, measured_values
 from cardiotwin.personalisation.unloading import UnloadConfig
 from cardiotwin.therapy.conduction import ConductionConfig
 
@@ -50,7 +51,6 @@ log = logging.getLogger(__name__)
 CALIBRATION_JSON = "calibration.json"
 UNLOADED_MESH = "unloaded_mesh.vtu"
 END_SYSTOLIC_MESH = "end_systolic_mesh.vtu"
-COMPARED = ("lv_edv_ml", "lv_esv_ml", "lv_ef", "rv_edv_ml", "rv_esv_ml", "rv_ef")
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,11 @@ class CalibrationConfig:
     passive_evaluations: int = 5
     tension_evaluations: int = 4
     fit_tension: bool = True
+    # normal springs on the epicardium (Pfaller et al., Biomech Model Mechanobiol 18:503, 2019), in
+    # the unloading, the calibration beats and (through the calibrated em_config) the CRT beats,
+    # unless ``electromechanics`` sets mechanics.epi_spring_kpa_per_mm itself. Without them a thin,
+    # locally flat RV free wall has no unloaded shape that reinflates onto the imaged one (docs/personalisation.md)
+    pericardium_kpa_per_mm: float = 0.1
     sigma_volume_rel: float = quantity(0.05, "", doc="1-sd of image volumes (and of the Klotz prediction)")
     sigma_ef: float = quantity(0.03, "", doc="1-sd of the measured ejection fraction")
     sigma_cuff: float = quantity(5.0, "mmHg", doc="1-sd of a cuff pressure")
@@ -83,59 +88,14 @@ class CalibrationConfig:
             raise ValueError("passive_evaluations and tension_evaluations must be >= 2")
         if not (self.population_lvedp > 0 and self.population_rvedp > 0):
             raise ValueError("population end-diastolic pressures must be > 0")
+        if not self.pericardium_kpa_per_mm >= 0:
+            raise ValueError(f"pericardium_kpa_per_mm must be >= 0, got {self.pericardium_kpa_per_mm}")
 
-
-def measured_values(ed: "LabelMap | None", es: "LabelMap | None", clinical: dict[str, float] | None, *,
-                    base_plane: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The patient's measurements: image values where the case has labels, clinical values for the
-    rest (a clinical value that the images also give is kept under ``clinical`` for comparison).
-
-    ``base_plane`` ({"point_mm", "normal"}: the plane the mesh stage cut the ventricles at): the
-    cavity volumes are those of the labels below it, the domain the twin has (a voxel cut by the
-    plane counts by its fraction below); the volumes of the whole label maps are kept under
-    ``whole_labels``."""
-    from cardiotwin.personalisation.measurements import check_consistency, image_measurements
-
-    out: dict[str, Any] = image_measurements(ed, es) if ed is not None else {}
-    if base_plane is not None and ed is not None:
-        out.update(_volumes_below_plane(ed, es, base_plane, out))
-    sources = {k: "images" for k in out}
-    clinical = dict(clinical or {})
-    for k, v in clinical.items():
-        if k not in out:
-            out[k] = v
-            sources[k] = "clinical"
-    for side in ("lv", "rv"):
-        edv, esv, ef = (f"{side}_{k}" for k in ("edv_ml", "esv_ml", "ef"))
-        if ef not in out and edv in out and esv in out:
-            out[ef], sources[ef] = (out[edv] - out[esv]) / out[edv], sources[esv]
-        if esv not in out and edv in out and ef in out:
-            out[esv], sources[esv] = out[edv] * (1.0 - out[ef]), sources[ef]
-    check_consistency({k: v for k, v in out.items() if isinstance(v, float)}, where="measurements")
-    out["sources"] = sources
-    out["clinical"] = {k: v for k, v in clinical.items() if sources.get(k) != "clinical"}
-    return out
-
-
-def _volumes_below_plane(ed: "LabelMap", es: "LabelMap | None", base_plane: dict[str, Any],
-                         whole: dict[str, Any]) -> dict[str, Any]:
-    from cardiotwin.anatomy import Label
-    from cardiotwin.meshing.surface import BasePlane, labelled_volume_below_plane_ml
-
-    plane = BasePlane(tuple(base_plane["point_mm"]), tuple(base_plane["normal"]))
-    out: dict[str, Any] = {"whole_labels": {k: whole[k] for k in COMPARED if k in whole},
-                           "volume_frame": "labels below the mesh's base plane (the twin's domain)"}
-    for side, label in (("lv", Label.LV_BLOOD), ("rv", Label.RV_BLOOD)):
-        edv = labelled_volume_below_plane_ml(ed, plane, (int(label),))
-        if edv <= 0:
-            continue
-        out[f"{side}_edv_ml"] = edv
-        esv = labelled_volume_below_plane_ml(es, plane, (int(label),)) if es is not None else 0.0
-        ok = 0 < esv < edv
-        out[f"{side}_esv_ml"] = esv if ok else None
-        out[f"{side}_sv_ml"] = edv - esv if ok else None
-        out[f"{side}_ef"] = (edv - esv) / edv if ok else None
-    return out
+    def em_base(self) -> dict[str, Any]:
+        """``electromechanics`` with the pericardial springs (unless it sets them)."""
+        mech = dict(self.electromechanics.get("mechanics") or {})
+        mech.setdefault("epi_spring_kpa_per_mm", self.pericardium_kpa_per_mm)
+        return {**self.electromechanics, "mechanics": mech}
 
 
 class _CaseTwin:
@@ -334,7 +294,8 @@ def calibrate(
 
     # 1. passive stiffness and unloaded reference against the Klotz EDPVR in the mesh's volume frame
     t = time.perf_counter()
-    twin = _CaseTwin(mesh, cfg.electromechanics, cfg.unloading)
+    em_base = cfg.em_base()
+    twin = _CaseTwin(mesh, em_base, cfg.unloading)
     imaged = {c: twin.passive.mech.cavity_volume_ml(c) for c in twin.passive.cavities}
     klotz, v0 = klotz_edpvr(imaged["LV"], edp_mmhg)
     from cardiotwin.personalisation.passive import fit_passive_stiffness
@@ -392,7 +353,7 @@ def calibrate(
     beats = TensionBeats(
         lambda name, em: run_beat_task(name, act, em_config=em, mesh_path=str(unloaded_path), mesh_sha256=mesh_sha,
                                        work_dir=str(work_dir)),
-        lambda tension: _em_mapping(cfg.electromechanics, stiffness=passive.value, edp_kpa=edp_kpa,
+        lambda tension: _em_mapping(em_base, stiffness=passive.value, edp_kpa=edp_kpa,
                                     windkessel=windkessel, heart_rate_bpm=measured.get("heart_rate_bpm"),
                                     tension_kpa=tension),
         dt_ms=twin.em_cfg.dt, diastolic_dt_ms=twin.em_cfg.diastolic_dt, notes=notes)

@@ -148,6 +148,27 @@ def _min_tet_volume(mesh: dolfinx.mesh.Mesh) -> float:
     return float(mesh.comm.allreduce(float(v.min(initial=np.inf)), op=MPI.MIN))
 
 
+def surface_nodes(mech: CardiacMechanics) -> dict[str, np.ndarray]:
+    """Geometry node indices on each tagged surface of ``mech``'s mesh (LV_ENDO, RV_ENDO, EPI, BASE)."""
+    mesh, tags = mech.mesh, mech.facet_tags
+    fdim = mesh.topology.dim - 1
+    mesh.topology.create_connectivity(fdim, mesh.topology.dim)
+    out = {}
+    for tag in FacetTag:
+        facets = tags.find(int(tag))
+        if len(facets):
+            out[tag.name] = np.unique(dolfinx.mesh.entities_to_geometry(mesh, fdim, facets, False))
+    return out
+
+
+def _where(dist: np.ndarray, surfaces: Mapping[str, np.ndarray], points: np.ndarray) -> dict[str, Any]:
+    """Where the residual sits: its maximum per surface, and the surfaces and position of the worst node."""
+    worst = int(np.argmax(dist))
+    return {"max_by_surface_mm": {name: round(float(dist[nodes].max()), 4) for name, nodes in surfaces.items()},
+            "worst_node_surfaces": [name for name, nodes in surfaces.items() if worst in set(nodes.tolist())] or ["interior"],
+            "worst_node_mm": [round(float(c), 2) for c in points[worst]]}
+
+
 def _stats(dist: np.ndarray, n_owned: int, comm: MPI.Comm) -> tuple[float, float]:
     own = dist[:n_owned]
     total = comm.allreduce(float(own.sum()), op=MPI.SUM)
@@ -194,6 +215,7 @@ def unload(mech: CardiacMechanics, *, cfg: UnloadConfig = UnloadConfig(),
     geom = mech.mesh.geometry.x
     imaged = geom.copy()
     nodal = NodalDisplacement(mech)
+    surfaces = surface_nodes(mech)
 
     def volumes() -> dict[str, float]:
         return {c: mech.cavity_volume_ml(c) for c in cavities}
@@ -220,11 +242,14 @@ def unload(mech: CardiacMechanics, *, cfg: UnloadConfig = UnloadConfig(),
             raise StageError(f"unloading: the reinflation at iteration {k} failed ({exc}); history: {history}") from None
         u = nodal.displacement()
         r = X + u - imaged
-        mean_d, max_d = _stats(np.linalg.norm(r, axis=1), nodal.n_owned, comm)
+        dist = np.linalg.norm(r, axis=1)
+        mean_d, max_d = _stats(dist, nodal.n_owned, comm)
         v = volumes()
         history.append({"iteration": k, "mean_distance_mm": mean_d, "max_distance_mm": max_d,
                         "newton_iterations": int(its),
-                        "volume_rel_error": {c: (v[c] - imaged_volumes[c]) / imaged_volumes[c] for c in cavities}})
+                        "volume_rel_error": {c: (v[c] - imaged_volumes[c]) / imaged_volumes[c] for c in cavities},
+                        "reference_shift_max_mm": float(np.max(np.linalg.norm(X - imaged, axis=1), initial=0.0)),
+                        **_where(dist, surfaces, imaged)})
         log.info("unloading iteration %d: mean %.3g mm, max %.3g mm, volumes %s mL", k, mean_d, max_d,
                  {c: round(x, 2) for c, x in v.items()})
         if not np.isfinite(max_d):
@@ -269,6 +294,9 @@ def unload(mech: CardiacMechanics, *, cfg: UnloadConfig = UnloadConfig(),
         raise StageError(
             f"unloading did not converge in {len(history)} iterations (max nodal distance "
             f"{last.get('max_distance_mm', float('nan')):.3g} mm, tolerance {cfg.tol_mm:g} mm; distances by iteration "
-            f"{[round(h['max_distance_mm'], 4) for h in history]}): the ED pressures {pressures} kPa may be too high "
+            f"{[round(h['max_distance_mm'], 4) for h in history]}; cavity volume errors "
+            f"{ {c: round(e, 4) for c, e in last.get('volume_rel_error', {}).items()} }; the largest distance on "
+            f"{'/'.join(last.get('worst_node_surfaces', []))} at {last.get('worst_node_mm')} mm, per surface "
+            f"{last.get('max_by_surface_mm')}): the ED pressures {pressures} kPa may be too high "
             "for the passive stiffness, or the mesh too coarse")
     return result

@@ -417,6 +417,9 @@ def crt_case_stage(
 # EMConfig keys the calibrate stage sets; the CRT beats take them from CASE/calibrate/calibration.json
 CALIBRATED_EM_KEYS = ("material", "guccione", "holzapfel_ogden", "twitch", "lv_windkessel", "rv_windkessel",
                       "lv_end_diastolic_pressure", "rv_end_diastolic_pressure", "beat_duration")
+# boundary conditions of the calibrated twin (the unloaded mesh was found with them); the CRT keeps
+# its own solver settings of ``mechanics``
+CALIBRATED_MECHANICS_KEYS = ("epi_spring_kpa_per_mm",)
 
 
 def calibrated_inputs(case: "Case") -> dict[str, Any] | None:
@@ -433,9 +436,12 @@ def calibrated_inputs(case: "Case") -> dict[str, Any] | None:
 
 def apply_calibration(cfg: CRTConfig, calibration: dict[str, Any]) -> CRTConfig:
     """``cfg`` with the calibrated electromechanics (stiffness, twitch, circulation, ED pressures,
-    beat length) and conduction speeds scaled by the calibrated factor."""
+    beat length, pericardial springs) and conduction speeds scaled by the calibrated factor."""
     em = dict(cfg.electromechanics)
     em.update({k: v for k, v in calibration["em_config"].items() if k in CALIBRATED_EM_KEYS})
+    mech = {k: v for k, v in (calibration["em_config"].get("mechanics") or {}).items() if k in CALIBRATED_MECHANICS_KEYS}
+    if mech:
+        em["mechanics"] = {**(em.get("mechanics") or {}), **mech}
     s = float(calibration.get("conduction_speed_scale", 1.0))
     c = cfg.conduction
     conduction = dataclasses.replace(c, cv_fibre=c.cv_fibre * s, cv_cross=c.cv_cross * s, purkinje_cv=c.purkinje_cv * s)
