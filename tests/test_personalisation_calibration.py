@@ -334,3 +334,20 @@ def test_a_diverging_calibration_beat_is_rerun_at_half_the_time_steps_and_so_are
     assert beats.em_config(90.0)["dt"] == "10 ms" and len(notes) == 1 and "10 / 20 ms" in notes[0]
     with pytest.raises(StageError, match="did not converge"):
         beats(5.0)
+
+
+def test_the_es_labels_of_a_4d_cine_case_come_from_its_segmented_es_frame(tmp_path):
+    """A case segmented with ``segment --all-frames`` holds the ES frame the LV volume curve picked
+    (segment/cine_es_labels.nii.gz): the calibration takes it; an explicit ES stage wins."""
+    from cardiotwin.cases import Case
+    from cardiotwin.personalisation.stage import case_es_labels
+
+    case = Case.create(tmp_path / "case")
+    assert case_es_labels(case) is None
+    with case.stage("segment", inputs={}, config={"all_frames": True}) as st:
+        (st.dir / "labels.nii.gz").write_bytes(b"ed")
+        (st.dir / "cine_es_labels.nii.gz").write_bytes(b"es")
+    assert case_es_labels(case) == case.stage_dir("segment") / "cine_es_labels.nii.gz"
+    with case.stage("segment_es", inputs={}, config={}) as st:
+        (st.dir / "labels.nii.gz").write_bytes(b"es2")
+    assert case_es_labels(case) == case.stage_dir("segment_es") / "labels.nii.gz"

@@ -427,8 +427,8 @@ def calibrate_case_stage(
 ) -> dict[str, Any] | None:
     """Run the ``calibrate`` stage of a case whose ``fibers`` stage is done.
 
-    Measurements: the case's ED labels (``segment`` stage) and ES labels (``es_labels``, or the
-    ``segment_es`` stage when the case has one), plus ``clinical`` values (read from
+    Measurements: the case's ED labels (``segment`` stage) and ES labels (``es_labels``, or
+    ``case_es_labels``: the ``segment_es`` stage, or a 4D cine's ES frame), plus ``clinical`` values (read from
     ``clinical_path``, a YAML or FHIR file, by the caller). A changed measurement, mesh or config
     reruns the stage. Returns calibration.json's content, None when the stage was unchanged.
     """
@@ -445,9 +445,7 @@ def calibrate_case_stage(
     if rec and rec.get("status") == "ok" and ed_path.is_file():
         inputs["ed_labels"] = ed_path
     if es_labels is None:
-        rec_es = case.stage_record("segment_es")
-        cand = case.stage_dir("segment_es") / "labels.nii.gz"
-        es_labels = cand if rec_es and rec_es.get("status") == "ok" and cand.is_file() else None
+        es_labels = case_es_labels(case)
     if es_labels is not None:
         inputs["es_labels"] = Path(es_labels)
     if clinical_path is not None:
@@ -503,6 +501,7 @@ def load_calibration_config(mapping: dict[str, Any] | None, *, source: str) -> C
 
 
 ES_STAGE = "segment_es"
+CINE_ES_LABELS = "cine_es_labels.nii.gz"  # segmentation.cine.write_cine_outputs(stem="cine") in the segment stage
 
 
 def store_es_labels(case: "Case", labels_path: Path, *, scan_path: Path | None = None, force: bool = False) -> Path:
@@ -530,6 +529,19 @@ def segment_es_scan(case: "Case", scan_path: Path, segment: Any, *, config: Any,
     return case.stage_dir(ES_STAGE) / "labels.nii.gz"
 
 
+def case_es_labels(case: "Case") -> Path | None:
+    """The case's end-systolic label map: the ``segment_es`` stage's, else the ES frame that
+    ``segment --all-frames`` picked from a 4D cine's LV volume curve (``segment/cine_es_labels.nii.gz``),
+    else None."""
+    from cardiotwin.segmentation.stage import LABELS_FILE
+
+    for stage, name in ((ES_STAGE, LABELS_FILE), ("segment", CINE_ES_LABELS)):
+        path = case.stage_dir(stage) / name
+        if (case.stage_record(stage) or {}).get("status") == "ok" and path.is_file():
+            return path
+    return None
+
+
 def calibrate_recipe_stage(
     case: "Case",
     cfg: CalibrationConfig,
@@ -551,8 +563,8 @@ def calibrate_recipe_stage(
         es = store_es_labels(case, es_labels, scan_path=es_scan, force=force)
     elif es_scan is not None:
         es = segment_es_scan(case, es_scan, segment, config=segment_config, force=force)
-    elif (case.stage_record(ES_STAGE) or {}).get("status") == "ok":
-        es = case.stage_dir(ES_STAGE) / "labels.nii.gz"
+    else:
+        es = case_es_labels(case)
     clinical = read_clinical(measurements)
     if cfg.fit_tension and es is None and not (clinical and {"lv_ef", "lv_esv_ml"} & set(clinical)):
         log.warning("calibrate: no end-systolic scan or labels (--es-scan, --es-labels) and no measured LV EF or ESV "
