@@ -105,6 +105,12 @@ def _pct(sim: float | None, meas: float | None) -> str:
     return "-" if sim is None or not meas else f"{100 * (sim - meas) / meas:+.1f} %"
 
 
+def _unloading_md(u: dict[str, Any]) -> str:
+    vol = ", ".join(f"{c} {100 * e:+.2f} %" for c, e in (u.get("volume_rel_error") or {}).items())
+    return (f"{u.get('n_iterations', '-')} its, mean / max {u.get('mean_distance_mm', float('nan')):.3f} / "
+            f"{u.get('max_distance_mm', float('nan')):.2f} mm, volumes {vol}")
+
+
 def _row_md(r: dict[str, Any]) -> tuple[str, str]:
     m, s, v = r["measured"], r["simulated"], r["validation"]
     d_ef = s["lv_ef"] - m["lv_ef"]
@@ -114,7 +120,7 @@ def _row_md(r: dict[str, Any]) -> tuple[str, str]:
            f"({_pct(s['lv_edv_ml'], m['lv_edv_ml'])}) | {m['lv_esv_ml']:.1f} / {s['lv_esv_ml']:.1f} "
            f"({_pct(s['lv_esv_ml'], m['lv_esv_ml'])}) | {m['lv_ef']:.3f} / {s['lv_ef']:.3f} ({d_ef:+.3f}) | "
            f"{'yes' if ok else 'no'} | " + ", ".join(f"{k} {p['value']:.3g}" for k, p in r["parameters"].items())
-           + f" | {r['unloading'].get('n_iterations', '-')} its, mean {r['unloading'].get('mean_distance_mm', float('nan')):.3f} mm"
+           + f" | {_unloading_md(r['unloading'])}"
            f" | {r['calibration_wall_s'] / 60:.1f} / {r['wall_s'] / 60:.1f} / {r['cpu_s'] / 60:.1f} |")
     es = v.get("end_systole", {})
     q = v.get("quantities", {})
@@ -150,8 +156,10 @@ def bench_calibrate(*, quick: bool) -> str:
              "Recipe `pipelines/twin_mri.yaml` from the patient's **expert** ED labels (segment -> 5 mm mesh -> fibres "
              "-> calibrate with the expert ES labels). Measured = label volumes below the mesh's base plane (the twin's "
              "domain); whole-label volumes in the second table. Targets: LV EDV and ESV within 5 %, LV EF within 0.03, "
-             "one calibration within 20 min. Calibrated: passive stiffness (Klotz EDPVR with the unloaded reference), "
-             "peak active tension (LV EF); ED pressures population values (no LVEDP measured).", "",
+             "one calibration within 20 min; unloading: reinflated LV and RV volumes within 2 % of the imaged mesh's, mean "
+             "nodal distance below 0.5 mm. Calibrated: passive stiffness (Klotz EDPVR with the unloaded reference), "
+             "peak active tension (LV EF); ED pressures population values (no LVEDP measured); the twin's epicardium "
+             "on the pericardial springs of `calibrate: pericardium_kpa_per_mm` (docs/personalisation.md).", "",
              "| patient | group | mesh points | LV EDV meas / sim (mL) | LV ESV meas / sim (mL) | LV EF meas / sim | "
              "targets met | calibrated parameters | unloading | calibration / whole recipe wall / CPU (min) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
