@@ -184,21 +184,29 @@ def baseline_activation(mesh: "HeartMesh", conduction: ConductionConfig, *,
     return t - metrics["onset_ms"], metrics, "LV endocardial Purkinje from the apex (LV-only mesh: no RV)"
 
 
-def _em_mapping(base: dict[str, Any], *, stiffness: float, edp_kpa: dict[str, float], windkessel: dict[str, Any] | None,
-                heart_rate_bpm: float | None, tension_kpa: float | None) -> dict[str, Any]:
+def calibrated_em_config(base: dict[str, Any], *, stiffness: float, edp_kpa: dict[str, float], windkessel: dict[str, Any] | None,
+                         heart_rate_bpm: float | None, tension_kpa: float | None) -> dict[str, Any]:
+    """EMConfig keys of a calibration beat: ``base`` with the stiffness factor, ED pressures (the
+    filling pressures), the systemic Windkessel estimate, beat length from the heart rate and the
+    peak tension set."""
+    from cardiotwin.config import config_to_dict
+    from cardiotwin.mechanics.electromechanics import EMConfig
     from cardiotwin.therapy.response import scale_stiffness
 
     out = scale_stiffness(base, stiffness)
     out["lv_end_diastolic_pressure"] = f"{edp_kpa['LV']:.6g} kPa"
     out["rv_end_diastolic_pressure"] = f"{edp_kpa['RV']:.6g} kPa"
-    lv_wk = dict(out.get("lv_windkessel") or {})
+    # complete Windkessels over each side's own defaults: a partial mapping would be completed by
+    # load_config from WindkesselConfig's (systemic) defaults, an RV ejecting into 80 mmHg
+    defaults = EMConfig()
+    lv_wk = {**config_to_dict(defaults.lv_windkessel), **(out.get("lv_windkessel") or {})}
     lv_wk["filling_pressure"] = f"{edp_kpa['LV']:.6g} kPa"
     if windkessel is not None:
         for key in ("peripheral_resistance", "compliance", "initial_arterial_pressure"):
             lv_wk[key] = f"{windkessel[key]['value']:.6g} {windkessel[key]['unit']}"
     out["lv_windkessel"] = lv_wk
-    rv_wk = dict(out.get("rv_windkessel") or {})
-    rv_wk.setdefault("filling_pressure", f"{edp_kpa['RV']:.6g} kPa")
+    rv_wk = {**config_to_dict(defaults.rv_windkessel), "filling_pressure": f"{edp_kpa['RV']:.6g} kPa",
+             **(base.get("rv_windkessel") or {})}
     out["rv_windkessel"] = rv_wk
     if heart_rate_bpm:
         out["beat_duration"] = f"{60000.0 / heart_rate_bpm:.6g} ms"
@@ -353,7 +361,7 @@ def calibrate(
     beats = TensionBeats(
         lambda name, em: run_beat_task(name, act, em_config=em, mesh_path=str(unloaded_path), mesh_sha256=mesh_sha,
                                        work_dir=str(work_dir)),
-        lambda tension: _em_mapping(em_base, stiffness=passive.value, edp_kpa=edp_kpa,
+        lambda tension: calibrated_em_config(em_base, stiffness=passive.value, edp_kpa=edp_kpa,
                                     windkessel=windkessel, heart_rate_bpm=measured.get("heart_rate_bpm"),
                                     tension_kpa=tension),
         dt_ms=twin.em_cfg.dt, diastolic_dt_ms=twin.em_cfg.diastolic_dt, notes=notes)
