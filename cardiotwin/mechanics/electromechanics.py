@@ -70,6 +70,14 @@ class EMConfig:
     dt: float = quantity(10.0, "ms", doc="time step while any point's twitch is active")
     diastolic_dt: float = quantity(40.0, "ms", doc="time step once every twitch has ended (filling)")
     output_every: int = 2
+    # start each step's Newton solve from the state and cavity pressures extrapolated linearly
+    # from the last two steps (instead of the last step's)
+    extrapolate: bool = True
+    # while twitches are active, steps between dt and diastolic_dt chosen from the error of a
+    # linear extrapolation of cavity pressures and volumes (per step, tolerances below)
+    adaptive_dt: bool = False
+    step_pressure_tol: float = quantity(0.1, "kPa")
+    step_volume_tol: float = quantity(1.0, "mL")
 
     def validate(self) -> None:
         self.guccione.validate()
@@ -84,6 +92,8 @@ class EMConfig:
             raise ValueError(f"diastolic_dt must be > 0, got {self.diastolic_dt}")
         if self.output_every < 1:
             raise ValueError("output_every must be >= 1")
+        if not (self.step_pressure_tol > 0 and self.step_volume_tol > 0):
+            raise ValueError("step_pressure_tol and step_volume_tol must be > 0")
 
 
 def beat_metrics(times_ms: np.ndarray, pressure_kpa: np.ndarray, volume_ml: np.ndarray) -> dict[str, float]:
@@ -147,6 +157,21 @@ def beat_times_ms(cfg: EMConfig, activation_times_ms: np.ndarray) -> np.ndarray:
         t = min(t + step, cfg.beat_duration)
         times.append(t)
     return np.array(times)
+
+
+def _next_dt(cfg: EMConfig, times: list[float], pressures: list[list[float]], volumes: list[list[float]]) -> float:
+    """The next active-phase step (ms): the error of a linear extrapolation of the cavity pressures
+    and volumes over the last step (second order in dt) against ``step_pressure_tol`` and
+    ``step_volume_tol``, the step grown or shrunk by at most 2x, within [dt, diastolic_dt]."""
+    dt = times[-1] - times[-2]
+    if len(times) < 3:
+        return cfg.dt
+    ratio = dt / (times[-2] - times[-3])
+    p, v = np.asarray(pressures[-3:]), np.asarray(volumes[-3:])
+    err = max(float(np.max(np.abs(p[2] - p[1] - ratio * (p[1] - p[0])))) / cfg.step_pressure_tol,
+              float(np.max(np.abs(v[2] - v[1] - ratio * (v[1] - v[0])))) / cfg.step_volume_tol)
+    grow = 2.0 if err <= 0.25 else 0.5 if err >= 4.0 else err ** -0.5
+    return float(np.clip(dt * grow, cfg.dt, max(cfg.dt, cfg.diastolic_dt)))
 
 
 def _has_tag(ft: dolfinx.mesh.MeshTags, tag: int, comm: MPI.Comm) -> bool:
@@ -255,29 +280,45 @@ def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = N
         write(0.0)
         act_max = comm.allreduce(float(np.max(act_values[np.isfinite(act_values)], initial=0.0)), op=MPI.MAX)
         grid = beat_times_ms(cfg, np.array([act_max]))
-        n_steps = len(grid) - 1
+        end_ms = float(grid[-1])
+        active_end = act_max + cfg.twitch.duration
+        adaptive_dt = cfg.dt
         stretch_hist = [stretch_ed]
         solves_total = 0
         fallbacks = 0
         step_seconds: list[float] = []
         step_its: list[int] = []
         names = np.array(cavities)
-        for k in range(1, n_steps + 1):
-            t, dt = float(grid[k]), float(grid[k] - grid[k - 1])
+        previous: tuple[dict[str, np.ndarray], float] | None = None  # the step before and its dt
+        k = 0
+        while times[-1] < end_ms - 1e-9:
+            k += 1
+            if not cfg.adaptive_dt:
+                t = float(grid[k])
+            elif times[-1] < active_end - 1e-9:
+                t = min(times[-1] + adaptive_dt, end_ms)
+            else:
+                t = min(times[-1] + max(cfg.dt, cfg.diastolic_dt), end_ms)
+            dt = t - times[-1]
             ta = cfg.twitch.tension_kpa(t, act_values)
             start = mech.snapshot()
             label = f"time step {k} (t = {t:g} ms)"
             step_t0, its0 = time.perf_counter(), sum(mech.monitor.iterations)
+            guess = None
+            if cfg.extrapolate and previous is not None:
+                before, dt_before = previous
+                guess = {key: start[key] + dt / dt_before * (start[key] - before[key]) for key in start if key != "Ta"}
             try:
                 # one Newton loop for displacement and cavity pressures, warm-started
                 mech.solve_coupled(active_tension_kpa=ta, volume_tol_ml=coupled.volume_tolerance(),
-                                   volumes_0d=lambda p, t=t, dt=dt: coupled.volumes_for(p, t, dt))
+                                   volumes_0d=lambda p, t=t, dt=dt: coupled.volumes_for(p, t, dt), guess=guess)
                 p_new = np.array([float(mech.pressures_kpa[c].value) for c in names])
                 coupled.commit(p_new, t, dt)
                 solves = 1
             except NewtonDiverged as exc:
                 # slow, robust path: load-stepped 3D solves inside a quasi-Newton pressure iteration
                 log.info("%s: coupled Newton failed (%s); falling back to load stepping", label, exc)
+                adaptive_dt = cfg.dt
                 fallbacks += 1
                 mech.restore(start)
 
@@ -294,11 +335,14 @@ def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = N
                     save_failure(mech)
                     raise
             solves_total += solves
+            previous = (start, dt)
             step_seconds.append(round(time.perf_counter() - step_t0, 3))
             step_its.append(sum(mech.monitor.iterations) - its0)
             times.append(t)
             pressures.append([coupled.pressures_kpa[c] for c in cavities])
             vols.append([mech.cavity_volume_ml(c) for c in cavities])
+            if cfg.adaptive_dt:
+                adaptive_dt = _next_dt(cfg, times, pressures, vols)
             blood.append(blood_ml())
             stretch_hist.append(segments.cell_stretch())
             if k % cfg.output_every == 0:
@@ -306,7 +350,7 @@ def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = N
             log.info("t = %5.0f ms  p = %s kPa  V = %s mL  (%d 3D solves)", t,
                      np.round(pressures[-1], 3), np.round(vols[-1], 2), solves)
             if on_step is not None:
-                on_step(t, float(grid[-1]))
+                on_step(t, end_ms)
     finally:
         if xdmf is not None:
             xdmf.close()
@@ -320,7 +364,7 @@ def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = N
                      for s in segments.segments}
     empty = np.zeros(0)
     meta = {
-        "n_dofs": mech.n_dofs, "n_steps": n_steps, "dt_ms": cfg.dt, "diastolic_dt_ms": cfg.diastolic_dt,
+        "n_dofs": mech.n_dofs, "n_steps": len(times) - 1, "dt_ms": cfg.dt, "diastolic_dt_ms": cfg.diastolic_dt,
         "coupling_fallbacks": fallbacks, "step_seconds": step_seconds, "newton_iterations_per_step": step_its, "cavities": list(cavities),
         "newton_iterations": int(sum(mech.monitor.iterations)), "newton_solves": len(mech.monitor.iterations),
         "newton_failures": mech.monitor.failures,

@@ -64,10 +64,10 @@ def em_rows(stage: str, data: dict[str, Any], *, source: str) -> list[Row]:
     cfg = load_config(EMConfig, data, source=source)
     where = f"{source} (EMConfig defaults where not set)"
     rows = [_row(stage, "electromechanics time stepping", cfg, k, where)
-            for k in ("dt", "diastolic_dt", "beat_duration")]
+            for k in ("dt", "diastolic_dt", "adaptive_dt", "extrapolate", "beat_duration")]
     mech = cfg.mechanics
-    rows += [_row(stage, "mechanics Newton", mech, k, where) for k in ("snes_rtol", "snes_atol", "snes_max_it",
-                                                                         "min_load_fraction")]
+    rows += [_row(stage, "mechanics Newton", mech, k, where)
+             for k in ("snes_rtol", "snes_atol", "snes_max_it", "jacobian_contraction", "min_load_fraction")]
     rows.append([stage, "mechanics Newton", "quadrature_degree", mech.quadrature(), "", where])
     rows += [[stage, "mechanics linear solver (KSP, prefix-overridable by PETSC_OPTIONS)", k, v, "",
               "mechanics.newton.DEFAULT_KSP_OPTIONS"] for k, v in DEFAULT_KSP_OPTIONS.items()]
