@@ -62,7 +62,7 @@ class CalibrationConfig:
     electromechanics: dict[str, Any] = field(default_factory=lambda: {"dt": "20 ms", "diastolic_dt": "40 ms",
                                                                       "beat_duration": "600 ms"})
     conduction: ConductionConfig = ConductionConfig()
-    unloading: UnloadConfig = UnloadConfig(tol_mm=0.1, max_iterations=15)
+    unloading: UnloadConfig = UnloadConfig(tol_mm=0.1, max_iterations=25)
     population_lvedp: float = quantity(10.0, "mmHg", doc="LV end-diastolic pressure when none is measured")
     population_rvedp: float = quantity(5.0, "mmHg", doc="RV end-diastolic pressure")
     edpvr_fractions: tuple[float, ...] = (0.5, 1.0)
