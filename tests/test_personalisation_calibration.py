@@ -371,3 +371,30 @@ def test_calibration_beats_keep_the_pulmonary_circulation_for_the_rv():
         assert getattr(cfg.rv_windkessel, key) == pytest.approx(getattr(pulmonary, key))
         assert getattr(cfg.lv_windkessel, key) == pytest.approx(getattr(systemic, key))
     assert cfg.rv_windkessel.initial_arterial_pressure < 0.25 * cfg.lv_windkessel.initial_arterial_pressure
+
+
+def test_tension_fit_weighs_ef_and_esv_when_the_twin_edv_is_short():
+    """A toy twin whose EDV is 4.4 % below the labels' (Sunnybrook SCD0000301's 5 mm mesh) and whose EF
+    rises with tension: fitting EF alone leaves ESV -4.4 %; EF and ESV together meet both targets
+    (ESV within 5 %, EF within 0.03) with the errors split by their sigmas."""
+    from cardiotwin.personalisation.stage import tension_residuals
+
+    measured = {"lv_edv_ml": 214.6, "lv_esv_ml": 171.9, "lv_ef": (214.6 - 171.9) / 214.6}
+    edv = 0.956 * measured["lv_edv_ml"]
+
+    def twin(tension: float) -> dict:
+        ef = 0.6 * tension / (tension + 150.0)
+        return {"lv_ef": ef, "lv_esv_ml": edv * (1.0 - ef)}
+
+    cfg = CalibrationConfig()
+    fits = {}
+    for name, use_esv in (("ef", False), ("both", True)):
+        m = measured if use_esv else {k: v for k, v in measured.items() if k != "lv_esv_ml"}
+        sigma = tension_residuals(None, m, cfg)[1]
+        fits[name] = gauss_newton_1d(lambda t, m=m: (tension_residuals(twin(t), m, cfg)[0], {}), name="T", unit="kPa",
+                                     x0=math.log(90.0), sigma=sigma, increasing=True, max_evaluations=8, tol=1e-3)
+    esv_err = {k: twin(f.value)["lv_esv_ml"] / measured["lv_esv_ml"] - 1.0 for k, f in fits.items()}
+    ef_err = {k: twin(f.value)["lv_ef"] - measured["lv_ef"] for k, f in fits.items()}
+    assert abs(ef_err["ef"]) < 1e-3 and esv_err["ef"] == pytest.approx(-0.044, abs=0.002)
+    assert abs(esv_err["both"]) < 0.035 and abs(ef_err["both"]) < 0.02
+    assert len(fits["both"].residual) == 2

@@ -4,8 +4,9 @@ Steps: measurements (ED / ES label maps of the case, clinical values from YAML o
 passive stiffness against the Klotz EDPVR, with the unloaded reference geometry at every
 evaluation -> systemic Windkessel from cuff pressures, heart rate and stroke volume ->
 conduction speed scale from the QRS duration -> peak active tension against the LV ejection
-fraction, one electromechanical beat per evaluation (``therapy.response.run_beat_task``, on the
-unloaded mesh, from the intrinsic LBBB activation the CRT stage uses as its baseline).
+fraction and end-systolic volume, one electromechanical beat per evaluation
+(``therapy.response.run_beat_task``, on the unloaded mesh, from the intrinsic LBBB activation the
+CRT stage uses as its baseline).
 
 Outputs: ``calibration.json`` (``measured``, ``simulated``, ``parameters`` name -> value, unit,
 interval, every evaluation, the unloading residuals, ``em_config``: the EMConfig keys the later
@@ -274,6 +275,20 @@ def _beat_values(beat: dict[str, Any]) -> dict[str, float | None]:
     return out
 
 
+def tension_residuals(simulated: dict[str, Any] | None, measured: dict[str, Any],
+                      cfg: CalibrationConfig) -> tuple[np.ndarray | None, np.ndarray]:
+    """Residuals of the tension fit (None without ``simulated``) and their sigmas: LV EF, and the LV
+    ESV (mL) where it is measured, signed so that both grow with the tension. The twin's EDV is its
+    mesh's (a 5 mm mesh's LV cavity lies 2-5 % below the labels'): EF alone puts that error on the
+    ESV, ESV alone on the EF; fitting both weighs it by their sigmas."""
+    esv = measured.get("lv_esv_ml")
+    sigma = np.array([cfg.sigma_ef] + ([cfg.sigma_volume_rel * esv] if esv else []))
+    if simulated is None:
+        return None, sigma
+    r = [simulated["lv_ef"] - measured["lv_ef"]] + ([esv - simulated["lv_esv_ml"]] if esv else [])
+    return np.array(r), sigma
+
+
 def calibrate(
     mesh: "HeartMesh",
     *,
@@ -355,7 +370,7 @@ def calibrate(
         notes.append("no QRS duration: conduction speeds keep their population values (not identified)")
     timings["activation_s"] = round(time.perf_counter() - t, 2)
 
-    # 4. peak active tension against the LV EF, one beat per evaluation
+    # 4. peak active tension against the LV EF (and ESV), one beat per evaluation
     t = time.perf_counter()
     mesh_sha = sha256_file(unloaded_path)
     beats = TensionBeats(
@@ -372,15 +387,17 @@ def calibrate(
                  "ESV %.1f (%s) mL, EF %.3f (target %.3f); %.0f s elapsed", len(beats.done), tension, passive.value,
                  v["lv_edv_ml"], _fmt(measured.get("lv_edv_ml")), v["lv_esv_ml"], _fmt(measured.get("lv_esv_ml")),
                  v["lv_ef"], measured["lv_ef"], time.perf_counter() - t_start)
-        return np.array([v["lv_ef"] - measured["lv_ef"]]), {"simulated": v}
+        return tension_residuals(v, measured, cfg)[0], {"simulated": v}
 
     tension_fit: Fit1D | None = None
     if cfg.fit_tension:
+        esv_measured = bool(measured.get("lv_esv_ml"))
+        sigma = tension_residuals(None, measured, cfg)[1]
         t0 = twin.em_cfg.twitch.peak_tension
         tension_fit = gauss_newton_1d(evaluate, name="peak_active_tension", unit="kPa", x0=math.log(t0),
-                                      sigma=np.array([cfg.sigma_ef]), first_step=0.3, increasing=True, retreat=(-0.4, 0.3),
-                                      max_evaluations=cfg.tension_evaluations,
-                                      bounds=(math.log(5.0), math.log(500.0)), tol=0.02, data="LV ejection fraction")
+                                      sigma=np.array(sigma), first_step=0.3, increasing=True, retreat=(-0.4, 0.3),
+                                      max_evaluations=cfg.tension_evaluations, bounds=(math.log(5.0), math.log(500.0)),
+                                      tol=0.02, data="LV ejection fraction" + (" and end-systolic volume" if esv_measured else ""))
         parameters["peak_active_tension"] = tension_fit.to_dict()
         final_tension = tension_fit.value
     else:
