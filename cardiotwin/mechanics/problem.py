@@ -69,9 +69,10 @@ class MechanicsConfig:
     base_spring_kpa_per_mm: float = 1.0
     epi_spring_kpa_per_mm: float = 0.0
     cross_fibre_fraction: float = 0.0
-    # the residual falls 1e4x per solve (beats: EDV, ESV, EF, dP/dt the same to 5-6 digits as with
-    # 1e-6 and 1e-9, with 1/3 fewer chord iterations than 1e-6; Land's verification asks for 1e-9)
-    snes_rtol: float = 1e-4
+    # the residual falls 1e3x per solve (the sample CT twin's beat: EDV, ESV, EF, dP/dt the same to
+    # 5 digits as with 1e-4, 1e-6 and 1e-9, with 1/5 fewer chord iterations than 1e-4; the cavity
+    # volumes have their own tolerance; Land's verification asks for 1e-9)
+    snes_rtol: float = 1e-3
     snes_atol: float = 1e-8
     snes_max_it: int = 25
     min_load_fraction: float = 1.0 / 256
