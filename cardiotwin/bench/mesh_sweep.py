@@ -326,6 +326,23 @@ def sweep_markdown(rows: list[dict]) -> list[str]:
                      f"{', '.join(check_row(r)) or '-'} |")
     met = sum(1 for r in rows if not check_row(r))
     lines += ["", f"{met} of {len(rows)} meshes meet every target."]
+    summary = []
+    for edge in sorted({r["edge_mm"] for r in rows}, reverse=True):
+        ok = [r for r in rows if r["edge_mm"] == edge and "error" not in r]
+        n = sum(1 for r in rows if r["edge_mm"] == edge)
+        if not ok:
+            summary.append(f"| {edge:g} | 0 of {n} | | | | | | |")
+            continue
+        lv = [abs(r["lv_cavity_error"]) for r in ok if r["lv_cavity_error"] is not None]
+        summary.append(
+            f"| {edge:g} | {sum(1 for r in ok if not check_row(r))} of {n} | {max(r.get('cpu_s', r['time_s']) for r in ok):.1f} "
+            f"(target {TARGET_TIME_S.get(edge, 180.0):.0f}) | {max(r['time_s'] for r in ok):.1f} | "
+            f"{min(r['min_dihedral_deg'] for r in ok):.1f} | "
+            f"{100 * max(abs(r.get('volume_error_closed', r['volume_error'])) for r in ok):.1f} % | "
+            f"{100 * max(lv):.1f} % | {max(abs(r['mean_edge_mm'] / edge - 1.0) for r in ok) * 100:.0f} % |")
+    lines += ["", "| edge (mm) | meet every target | max CPU time (s) | max wall time (s) | min dihedral (deg) | "
+              "max volume error (labels + built wall) | max LV cavity error | max mean-edge deviation |",
+              "|---|---|---|---|---|---|---|---|", *summary]
     started = sorted(r["started_utc"] for r in rows if "started_utc" in r)
     if started:
         loads = [r[k] for r in rows for k in ("load_1min_before", "load_1min_after") if k in r]
