@@ -333,3 +333,28 @@ def test_modified_newton_reaches_the_full_newton_state_with_fewer_jacobians():
     assert v_chord == pytest.approx(v_full, rel=1e-6)
     assert jac_full == its_full  # full Newton: one Jacobian per iteration
     assert jac_chord < jac_full and its_chord >= its_full
+
+
+def test_beats_of_one_twin_share_the_end_diastolic_inflation(tmp_path):
+    """A beat reads the end-diastolic state another beat of the same passive problem stored and
+    lands on the same beat (within the Newton and coupling tolerances); a stiffer material has
+    another passive digest and inflates again."""
+    from cardiotwin.mechanics.electromechanics import passive_digest, simulate_beat
+
+    inp = analytic_beat_inputs(geometry="ellipsoid", char_length_mm=5.0)
+    cfg = EMConfig(dt=20.0, beat_duration=300.0)
+    path = tmp_path / f"ed_{passive_digest('mesh', cfg)[:16]}.npz"
+    cold = simulate_beat(inp, cfg, end_diastole=path)
+    assert path.is_file() and not cold.metadata["end_diastole_reused"]
+    warm = simulate_beat(inp, EMConfig(dt=20.0, beat_duration=300.0, twitch=TwitchConfig(peak_tension=60.0)),
+                         end_diastole=path)
+    assert warm.metadata["end_diastole_reused"]
+    assert warm.lv_volume_ml[0] == pytest.approx(cold.lv_volume_ml[0], rel=1e-9)  # the stored state itself
+    again = simulate_beat(inp, cfg, end_diastole=path)
+    assert again.metadata["end_diastole_reused"]
+    assert np.allclose(again.lv_volume_ml, cold.lv_volume_ml, rtol=2e-3)
+    assert again.ejection_fraction["LV"] == pytest.approx(cold.ejection_fraction["LV"], abs=2e-3)
+    stiffer = EMConfig(dt=20.0, beat_duration=300.0, guccione=Guccione(C=3.0, bf=8.0, bt=2.0, bfs=4.0))
+    assert passive_digest("mesh", stiffer) != passive_digest("mesh", cfg)
+    assert passive_digest("mesh", stiffer) != passive_digest("other mesh", stiffer)
+    assert passive_digest("mesh", cfg) == passive_digest("mesh", EMConfig(dt=10.0, twitch=TwitchConfig(peak_tension=60.0)))

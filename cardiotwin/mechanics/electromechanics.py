@@ -15,7 +15,10 @@ across meshes and time steps, cost per beat) are in ``docs/mechanics.md``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +43,7 @@ from cardiotwin.circulation.models import (
 )
 from cardiotwin.circulation.network import Network
 from cardiotwin.circulation.simulate import CoupledCirculation
-from cardiotwin.config import quantity
+from cardiotwin.config import config_to_dict, quantity
 from cardiotwin.errors import StageError
 from cardiotwin.mechanics.active import TwitchConfig
 from cardiotwin.mechanics.materials import Guccione, HolzapfelOgden
@@ -70,9 +73,6 @@ class EMConfig:
     dt: float = quantity(10.0, "ms", doc="time step while any point's twitch is active")
     diastolic_dt: float = quantity(40.0, "ms", doc="time step once every twitch has ended (filling)")
     output_every: int = 2
-    # start each step's Newton solve from the state and cavity pressures extrapolated linearly
-    # from the last two steps (instead of the last step's)
-    extrapolate: bool = True
     # while twitches are active, steps between dt and diastolic_dt chosen from the error of a
     # linear extrapolation of cavity pressures and volumes (per step, tolerances below)
     adaptive_dt: bool = False
@@ -207,10 +207,56 @@ class _SegmentStretch:
         return out
 
 
+def passive_digest(mesh_sha256: str, cfg: EMConfig) -> str:
+    """Identity of a beat's end-diastolic inflation: the mesh and the passive part of ``cfg``
+    (material, discretisation, end-diastolic pressures; not the twitch, circulation or steps)."""
+    passive = {key: config_to_dict(getattr(cfg, key)) for key in (
+        "material", cfg.material, "mechanics", "lv_end_diastolic_pressure", "rv_end_diastolic_pressure")}
+    h = hashlib.sha256(mesh_sha256.encode())
+    h.update(json.dumps(passive, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _load_end_diastole(path: Path | None, mech: CardiacMechanics, edp: dict[str, float]) -> bool:
+    """Set the state stored by ``_save_end_diastole`` (serial runs; False when absent or not this
+    problem's)."""
+    if path is None or mech.comm.size > 1 or not path.is_file():
+        return False
+    try:
+        with np.load(path) as data:
+            state = np.asarray(data["state"], dtype=float)
+            pressures = {c: float(data[f"p_{c}"]) for c in edp}
+    except (OSError, ValueError, KeyError):
+        return False
+    if state.shape != mech.state.x.array.shape or any(abs(pressures[c] - edp[c]) > 1e-12 for c in edp):
+        return False
+    mech.state.x.array[:] = state
+    mech.state.x.scatter_forward()
+    for c, value in pressures.items():
+        mech.pressures_kpa[c].value = value
+    return True
+
+
+def _save_end_diastole(path: Path | None, mech: CardiacMechanics) -> None:
+    if path is None or mech.comm.size > 1:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, state=mech.state.x.array, **{f"p_{c}": float(v.value) for c, v in mech.pressures_kpa.items()})
+    os.replace(tmp, path)
+
+
 def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = None,
-                  on_step: Callable[[float, float], None] | None = None) -> MechResult:
+                  on_step: Callable[[float, float], None] | None = None,
+                  end_diastole: Path | None = None) -> MechResult:
     """Simulate one beat; write ``displacement.xdmf`` into ``out_dir`` when given. ``on_step(t_ms,
     end_ms)`` is called after each converged time step (progress displays).
+
+    ``end_diastole``: a file (.npz) for the end-diastolic state, named by the caller after
+    ``passive_digest`` (beats of one twin that differ only in activation, tension, circulation or
+    time steps share it): read instead of inflating when present, written after inflating
+    otherwise (serial runs only).
 
     A diverging Newton solve raises StageError naming the step, time and load; the last
     converged displacement is then written to ``out_dir/last_converged.xdmf``.
@@ -260,8 +306,11 @@ def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = N
 
     edp = {"LV": cfg.lv_end_diastolic_pressure, "RV": cfg.rv_end_diastolic_pressure}
     try:
-        mech.solve_to(pressures_kpa={c: edp[c] for c in cavities}, label="end-diastolic inflation",
-                      initial_fraction=0.25, on_failure=save_failure)
+        warm = _load_end_diastole(end_diastole, mech, {c: edp[c] for c in cavities})
+        if not warm:
+            mech.solve_to(pressures_kpa={c: edp[c] for c in cavities}, label="end-diastolic inflation",
+                          initial_fraction=0.25, on_failure=save_failure)
+            _save_end_diastole(end_diastole, mech)
         segments = _SegmentStretch(mech, inputs.aha)
         stretch_ed = segments.cell_stretch()
         network, init = _circulation(cfg, cavities)
@@ -289,7 +338,6 @@ def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = N
         step_seconds: list[float] = []
         step_its: list[int] = []
         names = np.array(cavities)
-        previous: tuple[dict[str, np.ndarray], float] | None = None  # the step before and its dt
         k = 0
         while times[-1] < end_ms - 1e-9:
             k += 1
@@ -304,14 +352,10 @@ def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = N
             start = mech.snapshot()
             label = f"time step {k} (t = {t:g} ms)"
             step_t0, its0 = time.perf_counter(), sum(mech.monitor.iterations)
-            guess = None
-            if cfg.extrapolate and previous is not None:
-                before, dt_before = previous
-                guess = {key: start[key] + dt / dt_before * (start[key] - before[key]) for key in start if key != "Ta"}
             try:
                 # one Newton loop for displacement and cavity pressures, warm-started
                 mech.solve_coupled(active_tension_kpa=ta, volume_tol_ml=coupled.volume_tolerance(),
-                                   volumes_0d=lambda p, t=t, dt=dt: coupled.volumes_for(p, t, dt), guess=guess)
+                                   volumes_0d=lambda p, t=t, dt=dt: coupled.volumes_for(p, t, dt))
                 p_new = np.array([float(mech.pressures_kpa[c].value) for c in names])
                 coupled.commit(p_new, t, dt)
                 solves = 1
@@ -335,7 +379,6 @@ def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = N
                     save_failure(mech)
                     raise
             solves_total += solves
-            previous = (start, dt)
             step_seconds.append(round(time.perf_counter() - step_t0, 3))
             step_its.append(sum(mech.monitor.iterations) - its0)
             times.append(t)
@@ -369,7 +412,7 @@ def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = N
         "newton_iterations": int(sum(mech.monitor.iterations)), "newton_solves": len(mech.monitor.iterations),
         "newton_failures": mech.monitor.failures,
         "jacobians": int(sum(mech.monitor.jacobians)), "coupling_3d_solves": solves_total,
-        "seconds": round(time.perf_counter() - t_start, 2), "mpi_ranks": comm.size,
+        "seconds": round(time.perf_counter() - t_start, 2), "mpi_ranks": comm.size, "end_diastole_reused": warm,
         "aha_strain_curves": strain_curves, "circulation": cfg.circulation, "blood_volume_ml": blood,
     }
     return MechResult(

@@ -379,7 +379,6 @@ class CardiacMechanics:
         volumes_0d: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
         volume_tol_ml: float,
         max_substeps: int = 8,
-        guess: Mapping[str, np.ndarray] | None = None,
     ) -> int:
         """Set the active tension and solve for the state AND the cavity pressures together.
 
@@ -389,10 +388,6 @@ class CardiacMechanics:
         (u, p), warm-started from the current state and pressures. Raises NewtonDiverged (the
         caller restores a snapshot and falls back to load stepping) when even ``max_substeps``
         tension substeps fail. Returns the Newton iterations spent.
-
-        ``guess``: a predicted end-of-step state (``snapshot()`` keys "state" and "p_<cavity>",
-        e.g. extrapolated from the last steps) to start Newton from; a failed first try starts the
-        tension substeps from the current state instead.
         """
         names = list(self.boundaries.cavities)
         ta_start = self.active_tension_kpa.x.array.copy()
@@ -405,11 +400,6 @@ class CardiacMechanics:
             self._volume_derivatives = [1.0e-3 * ufl.derivative(self._volume_ufl[n], self.state, self._test)
                                         for n in names]
         start = self.snapshot()
-        if guess is not None:
-            self.state.x.array[:] = guess["state"]
-            self.state.x.scatter_forward()
-            for name in names:
-                self.pressures_kpa[name].value = float(guess[f"p_{name}"])
         substeps, total = 1, 0
         while True:
             t0 = time.perf_counter()

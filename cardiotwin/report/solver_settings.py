@@ -64,7 +64,7 @@ def em_rows(stage: str, data: dict[str, Any], *, source: str) -> list[Row]:
     cfg = load_config(EMConfig, data, source=source)
     where = f"{source} (EMConfig defaults where not set)"
     rows = [_row(stage, "electromechanics time stepping", cfg, k, where)
-            for k in ("dt", "diastolic_dt", "adaptive_dt", "extrapolate", "beat_duration")]
+            for k in ("dt", "diastolic_dt", "adaptive_dt", "beat_duration")]
     mech = cfg.mechanics
     rows += [_row(stage, "mechanics Newton", mech, k, where)
              for k in ("snes_rtol", "snes_atol", "snes_max_it", "jacobian_contraction", "min_load_fraction")]

@@ -70,7 +70,7 @@ def run_beat_task(
 
     from cardiotwin.config import load_config
     from cardiotwin.io.meshes import read_mesh
-    from cardiotwin.mechanics.electromechanics import BeatInputs, EMConfig, simulate_beat
+    from cardiotwin.mechanics.electromechanics import BeatInputs, EMConfig, passive_digest, simulate_beat
     from cardiotwin.mechanics.land import orthonormal_frame
     from cardiotwin.mechanics.outputs import result_to_dict, write_outputs
     from cardiotwin.meshing.fem import cell_field_to_function, point_field_to_function, to_dolfinx
@@ -99,7 +99,9 @@ def run_beat_task(
     beat_dir = Path(work_dir) / f"em_{name}"
     try:
         require_face_connected(mesh.cells, source=str(mesh_path))
-        result = simulate_beat(inputs, cfg, out_dir=None,
+        # beats of this twin with the same passive mechanics share the end-diastolic inflation
+        end_diastole = Path(work_dir) / f"em_end_diastole_{passive_digest(mesh_sha256, cfg)[:16]}.npz"
+        result = simulate_beat(inputs, cfg, out_dir=None, end_diastole=end_diastole,
                                on_step=on_step or _progress_writer(progress_path(work_dir, name)))
     except StageError as exc:  # a diverged beat is reported, not stored: a rerun tries again
         log.warning("electromechanics of %s failed: %s", name, exc)
