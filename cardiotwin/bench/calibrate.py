@@ -158,8 +158,9 @@ def bench_calibrate(*, quick: bool) -> str:
              "domain); whole-label volumes in the second table. Targets: LV EDV and ESV within 5 %, LV EF within 0.03, "
              "one calibration within 20 min; unloading: reinflated LV and RV volumes within 2 % of the imaged mesh's, mean "
              "nodal distance below 0.5 mm. Calibrated: passive stiffness (Klotz EDPVR with the unloaded reference), "
-             "peak active tension (LV EF); ED pressures population values (no LVEDP measured); the twin's epicardium "
-             "on the pericardial springs of `calibrate: pericardium_kpa_per_mm` (docs/personalisation.md).", "",
+             "peak active tension (LV EF and ESV, weighted by their sigmas); ED pressures population values (no LVEDP "
+             "measured); the twin's epicardium on the pericardial springs of `calibrate: pericardium_kpa_per_mm` "
+             "(docs/personalisation.md).", "",
              "| patient | group | mesh points | LV EDV meas / sim (mL) | LV ESV meas / sim (mL) | LV EF meas / sim | "
              "targets met | calibrated parameters | unloading | calibration / whole recipe wall / CPU (min) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
