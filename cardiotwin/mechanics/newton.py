@@ -19,6 +19,7 @@ is set, and options already in the PETSc options database win (e.g. from the env
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -57,6 +58,23 @@ class NewtonResult:
     iterations: int
     residual_norm: float
     jacobians: int = 0  # Jacobian assemblies and factorisations spent
+
+
+def _forgets_jacobian_on_failure(solve: Callable[..., NewtonResult]) -> Callable[..., NewtonResult]:
+    """After a failed solve the kept Jacobian may belong to a state far from the next start (a
+    chord step from it can invert elements at every step length): the next solve begins with a
+    fresh one."""
+
+    @functools.wraps(solve)
+    def wrapper(self: "NewtonSolver", *args: object, **kwargs: object) -> NewtonResult:
+        try:
+            return solve(self, *args, **kwargs)
+        except NewtonDiverged:
+            self._factorised = False
+            self._drop_border()
+            raise
+
+    return wrapper
 
 
 class NewtonSolver:
@@ -179,23 +197,10 @@ class NewtonSolver:
             scale *= 0.5
         raise NewtonDiverged("non-finite residual after step halving")
 
-    def _forget_jacobian(self) -> None:
-        """After a failed solve: the kept Jacobian may belong to a state far from the next start
-        (a chord step from it can invert elements at every step length), so the next solve
-        begins with a fresh one."""
-        self._factorised = False
-        self._drop_border()
-
     # -- plain Newton --------------------------------------------------------------------------
+    @_forgets_jacobian_on_failure
     def solve(self) -> NewtonResult:
         """Newton until ||R|| <= max(atol, rtol ||R_0||); raises NewtonDiverged otherwise."""
-        try:
-            return self._solve()
-        except NewtonDiverged:
-            self._forget_jacobian()
-            raise
-
-    def _solve(self) -> NewtonResult:
         norm0 = norm = self.assemble_residual()
         jac0, budget = self.jacobians, self._iteration_budget()
         refresh = not (self.reuse_jacobian and self._factorised)
@@ -230,6 +235,7 @@ class NewtonSolver:
         return True
 
     # -- Newton with cavity pressures as unknowns ------------------------------------------------
+    @_forgets_jacobian_on_failure
     def solve_bordered(
         self,
         *,
@@ -248,23 +254,6 @@ class NewtonSolver:
         Convergence: ||R|| <= max(atol, rtol ||R_0||) and |V3D - V0D| <= volume_tol.
         Pressure steps are limited to ``max_pressure_step`` (same units as p) per iteration.
         """
-        try:
-            return self._solve_bordered(pressures, pressure_load_forms, volume_derivative_forms, volumes_3d,
-                                        volumes_0d, volume_tol, max_pressure_step)
-        except NewtonDiverged:
-            self._forget_jacobian()
-            raise
-
-    def _solve_bordered(
-        self,
-        pressures: Sequence[dolfinx.fem.Constant],
-        pressure_load_forms: Sequence[ufl.Form],
-        volume_derivative_forms: Sequence[ufl.Form],
-        volumes_3d: Callable[[], np.ndarray],
-        volumes_0d: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
-        volume_tol: float,
-        max_pressure_step: float,
-    ) -> NewtonResult:
         n = len(pressures)
         z2 = [self.dx.duplicate() for _ in range(n)]
         p = np.array([float(c.value) for c in pressures])
