@@ -358,3 +358,20 @@ def test_beats_of_one_twin_share_the_end_diastolic_inflation(tmp_path):
     assert passive_digest("mesh", stiffer) != passive_digest("mesh", cfg)
     assert passive_digest("mesh", stiffer) != passive_digest("other mesh", stiffer)
     assert passive_digest("mesh", cfg) == passive_digest("mesh", EMConfig(dt=10.0, twitch=TwitchConfig(peak_tension=60.0)))
+
+
+def test_adaptive_steps_grow_where_the_beat_is_smooth():
+    """With ``adaptive_dt`` the active-phase step grows beyond ``dt`` (up to ``diastolic_dt``) where
+    cavity pressures and volumes follow a straight line, so the beat takes fewer steps; the beat
+    itself stays close to the fixed-step one (sample CT twin: LV EF -0.4 %, docs/mechanics.md)."""
+    from cardiotwin.mechanics.electromechanics import simulate_beat
+
+    inp = analytic_beat_inputs(geometry="ellipsoid", char_length_mm=5.0)
+    fixed = simulate_beat(inp, EMConfig(dt=10.0, beat_duration=500.0))
+    adaptive = simulate_beat(inp, EMConfig(dt=10.0, beat_duration=500.0, adaptive_dt=True,
+                                           step_pressure_tol=0.3, step_volume_tol=0.2))
+    steps = np.diff(adaptive.times_ms)
+    assert adaptive.metadata["n_steps"] < fixed.metadata["n_steps"]
+    assert steps.min() >= 10.0 - 1e-9 and steps.max() <= 40.0 + 1e-9 and np.any(steps > 10.0 + 1e-9)
+    assert adaptive.ejection_fraction["LV"] == pytest.approx(fixed.ejection_fraction["LV"], rel=0.01)  # 47 -> 27 steps, EF -0.2 %
+    assert adaptive.edv_ml["LV"] == pytest.approx(fixed.edv_ml["LV"], rel=0.01)
