@@ -143,7 +143,14 @@ def load_config(cls: type[T], data: dict[str, Any] | None, *, source: str = "con
             if f.default is MISSING and f.default_factory is MISSING:  # type: ignore[misc]
                 raise ConfigError(f"{source}: missing required key {name!r}")
             continue
-        kwargs[name] = _coerce(data[name], _field_type(cls, f), f, where=f"{source}.{name}")
+        value, typ = data[name], _field_type(cls, f)
+        if isinstance(value, dict) and dataclasses.is_dataclass(typ):
+            # a partial mapping completes the field's own default, not the class's (EMConfig's RV
+            # Windkessel defaults to pulmonary values, WindkesselConfig() to systemic ones)
+            default = f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
+            if dataclasses.is_dataclass(default):
+                value = {**config_to_dict(default), **value}
+        kwargs[name] = _coerce(value, typ, f, where=f"{source}.{name}")
     try:
         cfg = cls(**kwargs)
     except (TypeError, ValueError) as exc:

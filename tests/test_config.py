@@ -69,3 +69,16 @@ def test_yaml_is_data_only(tmp_path):
         read_yaml(p)
     with pytest.raises(ConfigError, match="no such config"):
         read_yaml(tmp_path / "missing.yaml")
+
+
+def test_a_partial_nested_mapping_completes_the_fields_own_default():
+    """EMConfig's RV Windkessel defaults to pulmonary values, WindkesselConfig() to systemic ones: a
+    recipe that sets only the RV filling pressure keeps the pulmonary resistance and pressure."""
+    from cardiotwin.mechanics.electromechanics import EMConfig
+
+    cfg = load_config(EMConfig, {"rv_windkessel": {"filling_pressure": "6 mmHg"}})
+    pulmonary = EMConfig().rv_windkessel
+    assert cfg.rv_windkessel.filling_pressure == pytest.approx(0.8, rel=1e-3)
+    for key in ("peripheral_resistance", "compliance", "initial_arterial_pressure"):
+        assert getattr(cfg.rv_windkessel, key) == pytest.approx(getattr(pulmonary, key))
+    assert cfg.rv_windkessel.initial_arterial_pressure != EMConfig().lv_windkessel.initial_arterial_pressure

@@ -190,24 +190,18 @@ def calibrated_em_config(base: dict[str, Any], *, stiffness: float, edp_kpa: dic
     """EMConfig keys of a calibration beat: ``base`` with the stiffness factor, ED pressures (the
     filling pressures), the systemic Windkessel estimate, beat length from the heart rate and the
     peak tension set."""
-    from cardiotwin.config import config_to_dict
-    from cardiotwin.mechanics.electromechanics import EMConfig
     from cardiotwin.therapy.response import scale_stiffness
 
     out = scale_stiffness(base, stiffness)
     out["lv_end_diastolic_pressure"] = f"{edp_kpa['LV']:.6g} kPa"
     out["rv_end_diastolic_pressure"] = f"{edp_kpa['RV']:.6g} kPa"
-    # complete Windkessels over each side's own defaults: a partial mapping would be completed by
-    # load_config from WindkesselConfig's (systemic) defaults, an RV ejecting into 80 mmHg
-    defaults = EMConfig()
-    lv_wk = {**config_to_dict(defaults.lv_windkessel), **(out.get("lv_windkessel") or {})}
+    lv_wk = dict(out.get("lv_windkessel") or {})
     lv_wk["filling_pressure"] = f"{edp_kpa['LV']:.6g} kPa"
     if windkessel is not None:
         for key in ("peripheral_resistance", "compliance", "initial_arterial_pressure"):
             lv_wk[key] = f"{windkessel[key]['value']:.6g} {windkessel[key]['unit']}"
     out["lv_windkessel"] = lv_wk
-    rv_wk = {**config_to_dict(defaults.rv_windkessel), "filling_pressure": f"{edp_kpa['RV']:.6g} kPa",
-             **(base.get("rv_windkessel") or {})}
+    rv_wk = {"filling_pressure": f"{edp_kpa['RV']:.6g} kPa", **(base.get("rv_windkessel") or {})}
     out["rv_windkessel"] = rv_wk
     if heart_rate_bpm:
         out["beat_duration"] = f"{60000.0 / heart_rate_bpm:.6g} ms"
