@@ -163,9 +163,9 @@ def _next_dt(cfg: EMConfig, times: list[float], pressures: list[list[float]], vo
     """The next active-phase step (ms): the error of a linear extrapolation of the cavity pressures
     and volumes over the last step (second order in dt) against ``step_pressure_tol`` and
     ``step_volume_tol``, the step grown or shrunk by at most 2x, within [dt, diastolic_dt]."""
-    dt = times[-1] - times[-2]
     if len(times) < 3:
         return cfg.dt
+    dt = times[-1] - times[-2]
     ratio = dt / (times[-2] - times[-3])
     p, v = np.asarray(pressures[-3:]), np.asarray(volumes[-3:])
     err = max(float(np.max(np.abs(p[2] - p[1] - ratio * (p[1] - p[0])))) / cfg.step_pressure_tol,
