@@ -312,7 +312,7 @@ def test_a_diverging_calibration_beat_is_rerun_at_half_the_time_steps_and_so_are
     """A beat that fails at the recipe's 20 ms converges at 10 ms: it and every later beat run at
     10 / 20 ms, each tension once, and the calibration notes say so; a beat that still fails is an error."""
     from cardiotwin.errors import StageError
-    from cardiotwin.personalisation.stage import TensionBeats
+    from cardiotwin.personalisation.beats import TensionBeats
 
     runs: list[tuple[str, str, str]] = []
 
@@ -359,7 +359,7 @@ def test_calibration_beats_keep_the_pulmonary_circulation_for_the_rv():
     defaults: initial arterial pressure 80 mmHg, and the RV of ACDC patient021 ejected 3.7 % instead of 66 %)."""
     from cardiotwin.config import load_config
     from cardiotwin.mechanics.electromechanics import EMConfig
-    from cardiotwin.personalisation.stage import calibrated_em_config
+    from cardiotwin.personalisation.beats import calibrated_em_config
 
     em = calibrated_em_config({"dt": "20 ms"}, stiffness=1.0, edp_kpa={"LV": 1.6, "RV": 0.8}, windkessel=None,
                      heart_rate_bpm=None, tension_kpa=60.0)
@@ -398,3 +398,85 @@ def test_tension_fit_weighs_ef_and_esv_when_the_twin_edv_is_short():
     assert abs(ef_err["ef"]) < 1e-3 and esv_err["ef"] == pytest.approx(-0.044, abs=0.002)
     assert abs(esv_err["both"]) < 0.035 and abs(ef_err["both"]) < 0.02
     assert len(fits["both"].residual) == 2
+
+
+def test_a_recipe_rv_filling_pressure_does_not_override_the_calibrated_rv_edp():
+    """The RV filling pressure of a calibration beat is the RV EDP the unloading used (as the LV's
+    is the LV EDP), whatever the recipe's rv_windkessel says; its other keys are kept."""
+    from cardiotwin.config import load_config
+    from cardiotwin.mechanics.electromechanics import EMConfig
+    from cardiotwin.personalisation.beats import calibrated_em_config
+
+    base = {"dt": "20 ms", "rv_windkessel": {"filling_pressure": "2 kPa", "compliance": "40 mL/kPa"},
+            "lv_windkessel": {"filling_pressure": "3 kPa"}}
+    em = calibrated_em_config(base, stiffness=1.0, edp_kpa={"LV": 1.6, "RV": 0.8}, windkessel=None,
+                              heart_rate_bpm=None, tension_kpa=60.0)
+    cfg = load_config(EMConfig, em, source="test")
+    assert cfg.rv_windkessel.filling_pressure == pytest.approx(0.8)
+    assert cfg.lv_windkessel.filling_pressure == pytest.approx(1.6)
+    assert cfg.rv_windkessel.compliance == pytest.approx(40.0)
+    assert base["rv_windkessel"]["filling_pressure"] == "2 kPa"  # the recipe's mapping is not changed
+
+
+def test_end_of_ejection_is_the_start_of_the_end_systolic_plateau():
+    """A beat's LV volume stays on its minimum through isovolumic relaxation, where round-off moves
+    the argmin to any step (ACDC patient081: 122.72 mL from 280 to 380 ms, argmin at 380 ms with the
+    tension already falling); the end of ejection is the first step on the plateau."""
+    from cardiotwin.personalisation.beats import end_of_ejection
+
+    v = np.array([266.35, 240.2, 166.2, 122.9, 122.72, 122.7200004, 122.72, 122.7199999, 130.0, 200.0])
+    assert int(np.argmin(v)) == 7
+    assert end_of_ejection(v) == 4
+    assert end_of_ejection(np.array([100.0, 80.0, 60.0, 70.0])) == 2
+
+
+def test_the_end_systolic_state_follows_the_beat_path_and_a_failed_step_is_named():
+    """The ES solve walks the beat's recorded pressures and tension step by step up to the end of
+    ejection (not one ramp from end-diastole); a step that diverges raises the mechanics' StageError
+    naming that step."""
+    from cardiotwin.errors import StageError
+    from cardiotwin.personalisation.beats import solve_along_beat
+
+    class Mech:
+        def __init__(self, fail_at: float | None = None):
+            self.calls: list[tuple[dict, float, str]] = []
+            self.fail_at = fail_at
+
+        def solve_to(self, *, pressures_kpa, active_tension_kpa, label):
+            if self.fail_at is not None and f"t = {self.fail_at:g} ms" in label:
+                raise StageError(f"mechanics Newton solve diverged at {label}")
+            self.calls.append((dict(pressures_kpa), float(np.max(active_tension_kpa)), label))
+
+    result = {"times_ms": [0.0, 20.0, 40.0, 60.0, 80.0], "lv_pressure_kpa": [1.3, 9.0, 16.0, 15.0, 5.0],
+              "rv_pressure_kpa": [0.7, 4.0, 6.0, 5.0, 1.0]}
+    mech = Mech()
+    solve_along_beat(mech, result, lambda t: np.full(3, t), end=3, cavities=("LV", "RV"))
+    assert [c[0] for c in mech.calls] == [{"LV": 9.0, "RV": 4.0}, {"LV": 16.0, "RV": 6.0}, {"LV": 15.0, "RV": 5.0}]
+    assert [c[1] for c in mech.calls] == [20.0, 40.0, 60.0]
+    with pytest.raises(StageError, match=r"beat step 2 of 3 \(t = 40 ms\)"):
+        solve_along_beat(Mech(fail_at=40.0), result, lambda t: np.full(3, t), end=3, cavities=("LV",))
+
+
+def test_an_unsolved_end_systolic_state_shows_in_the_bench_row_and_the_report(tmp_path):
+    """When the held-out ES solve fails the calibration still stands: validation.json says why and
+    the benchmark row and the report's validation table show it instead of Dice and distance."""
+    import json
+
+    from cardiotwin.bench.calibrate import _row_md
+    from cardiotwin.report.context import ReportContext
+    from cardiotwin.report.sections_vv import calibration_blocks
+
+    err = "mechanics Newton solve diverged at end-systolic state, beat step 7 of 28 (t = 70 ms)"
+    m = {"lv_edv_ml": 277.6, "lv_esv_ml": 124.0, "lv_ef": 0.553}
+    s = {"lv_edv_ml": 269.1, "lv_esv_ml": 122.7, "lv_ef": 0.544, "lv_peak_pressure_mmhg": 193.6}
+    row = {"patient": "p", "group": "RV", "mesh": {"n_points": 10}, "measured": m, "simulated": s,
+           "parameters": {"peak_active_tension": {"value": 249.7}}, "unloading": {}, "calibration_wall_s": 60,
+           "wall_s": 60, "cpu_s": 60, "validation": {"end_systole": {"error": err}, "quantities": {}}}
+    fit, held = _row_md(row)
+    assert "| yes |" in fit and "LV peak pressure 194 mmHg" in fit
+    assert "ES state not solved: " + err in held
+    (tmp_path / "calibrate").mkdir()
+    (tmp_path / "calibrate" / "calibration.json").write_text(json.dumps({"measured": m, "simulated": s, "parameters": {}}))
+    (tmp_path / "calibrate" / "validation.json").write_text(json.dumps({"end_systole": {"error": err}}))
+    ctx = ReportContext(root=tmp_path, manifest={}, include_identifiers=False)
+    assert "not solved: " + err in json.dumps(calibration_blocks(ctx))

@@ -120,6 +120,7 @@ def _row_md(r: dict[str, Any]) -> tuple[str, str]:
            f"({_pct(s['lv_edv_ml'], m['lv_edv_ml'])}) | {m['lv_esv_ml']:.1f} / {s['lv_esv_ml']:.1f} "
            f"({_pct(s['lv_esv_ml'], m['lv_esv_ml'])}) | {m['lv_ef']:.3f} / {s['lv_ef']:.3f} ({d_ef:+.3f}) | "
            f"{'yes' if ok else 'no'} | " + ", ".join(f"{k} {p['value']:.3g}" for k, p in r["parameters"].items())
+           + (f" (LV peak pressure {s['lv_peak_pressure_mmhg']:.0f} mmHg)" if s.get("lv_peak_pressure_mmhg") else "")
            + f" | {_unloading_md(r['unloading'])}"
            f" | {r['calibration_wall_s'] / 60:.1f} / {r['wall_s'] / 60:.1f} / {r['cpu_s'] / 60:.1f} |")
     es = v.get("end_systole", {})
@@ -128,8 +129,10 @@ def _row_md(r: dict[str, Any]) -> tuple[str, str]:
     rv = " / ".join(f"{k[3:]} {q[k]['measured']:.3g} vs {q[k]['simulated']:.3g}" for k in ("rv_edv_ml", "rv_esv_ml", "rv_ef")
                     if k in q) or "no RV labels"
     sd = es.get("lv_endo_surface_distance_mm", {})
-    held = (f"| {r['patient']} | {es.get('lv_cavity_dice', float('nan')):.3f} ({es.get('lv_cavity_compared_slices', 0)} slices) | "
-            f"{sd.get('mean', float('nan')):.1f} / {sd.get('max', float('nan')):.1f} | "
+    geometry = (f"ES state not solved: {es['error'][:200]} | - | " if "error" in es else
+                f"{es.get('lv_cavity_dice', float('nan')):.3f} ({es.get('lv_cavity_compared_slices', 0)} slices) | "
+                f"{sd.get('mean', float('nan')):.1f} / {sd.get('max', float('nan')):.1f} | ")
+    held = (f"| {r['patient']} | {geometry}"
             + (f"{es['systolic_thickening_mean_abs_error']:.3f}" if "systolic_thickening_mean_abs_error" in es
                else "no ES myocardium labels") + f" | {rv} | "
             f"{whole.get('lv_edv_ml', float('nan')):.1f} / {whole.get('lv_esv_ml', float('nan')):.1f} |")

@@ -345,6 +345,8 @@ def calibration_blocks(ctx: ReportContext) -> list[dict]:
         val = json.loads(val_path.read_text())
         vrows = [[k, q.get("measured"), q.get("simulated"), q.get("error")] for k, q in val.get("quantities", {}).items()]
         es = val.get("end_systole", {})
+        if "error" in es:
+            vrows.append(["ES geometry vs ES labels", "-", "not solved: " + es["error"], "-"])
         if "lv_cavity_dice" in es:
             vrows.append(["ES LV cavity Dice vs ES labels", "-", es["lv_cavity_dice"], "-"])
             ctx.record("validation.es_lv_cavity_dice", es["lv_cavity_dice"])
