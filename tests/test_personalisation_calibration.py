@@ -480,3 +480,41 @@ def test_an_unsolved_end_systolic_state_shows_in_the_bench_row_and_the_report(tm
     (tmp_path / "calibrate" / "validation.json").write_text(json.dumps({"end_systole": {"error": err}}))
     ctx = ReportContext(root=tmp_path, manifest={}, include_identifiers=False)
     assert "not solved: " + err in json.dumps(calibration_blocks(ctx))
+
+
+def test_a_beat_diverging_after_its_ejection_is_used_up_to_its_last_converged_step():
+    """ACDC patient081: beats diverged in isovolumic relaxation at both time steps (t = 420 / 410 ms);
+    the ejection had ended at ~280 ms, so the beat cut at its last converged step gives the fit its
+    EF and ESV. A beat diverging before its ejection ended (patient041: t = 130 ms, isovolumic
+    contraction) stays an error."""
+    from cardiotwin.errors import StageError
+    from cardiotwin.personalisation.beats import TensionBeats, ejection_ended, failure_time_ms
+
+    assert failure_time_ms("mechanics Newton solve diverged at time step 41 (t = 410 ms): reached load") == 410.0
+    assert failure_time_ms("no time here") is None
+    v_full = [266.0, 266.0, 240.0, 200.0, 150.0, 122.9, 122.72, 122.72, 122.72]
+    assert ejection_ended(v_full) and not ejection_ended(v_full[:7])
+    assert not ejection_ended([266.0, 266.0, 266.0, 266.0])  # isovolumic contraction: no ejection yet
+    runs: list[tuple[str, str | None]] = []
+
+    def run(name, em):
+        runs.append((name, em.get("beat_duration")))
+        if em.get("beat_duration") is None:
+            t = 420 if em["dt"] == "20 ms" else 410
+            fail_at = 130 if name.startswith("calibrate_T40.0000") else t
+            return {"name": name, "error": f"mechanics Newton solve diverged at time step 21 (t = {fail_at} ms): ..."}
+        end = float(em["beat_duration"].split()[0])
+        times = np.arange(0.0, end + 1e-9, 10.0)
+        v = np.where(times < 280.0, 266.0 - 0.5 * times, 126.0)
+        return {"name": name, "result": {"lv_volume_ml": v.tolist()}}
+
+    notes: list[str] = []
+    beats = TensionBeats(run, lambda t: {"dt": "20 ms", "diastolic_dt": "40 ms"}, dt_ms=20.0, diastolic_dt_ms=40.0,
+                         notes=notes)
+    b = beats(121.5)
+    assert runs == [("calibrate_T121.5000", None), ("calibrate_T121.5000_dt10ms", None),
+                    ("calibrate_T121.5000_dt10ms_to400ms", "400 ms")]
+    assert b["name"].endswith("_to400ms") and beats(121.5) is b
+    assert "after the end of ejection" in notes[-1]
+    with pytest.raises(StageError, match=r"t = 130 ms.*had not finished ejecting"):
+        beats(40.0)

@@ -6,6 +6,7 @@ of ejection (the held-out end-systolic geometry).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -79,9 +80,45 @@ class TensionBeats:
                               f"{0.5 * self.dt_ms:g} / {0.5 * self.diastolic_dt_ms:g} ms")
             return self(tension)
         if "error" in b:
-            raise StageError(b["error"])
+            b = self._systole_only(tension, b["error"])
         self.done[tension] = b
         return b
+
+    def _systole_only(self, tension: float, error: str) -> dict[str, Any]:
+        """A beat that diverged at the finer steps too, run again up to its last converged step; kept
+        when its ejection had ended by then (the fit reads only the end-diastolic state and the end
+        of ejection; on ACDC patient081 the beats diverged in isovolumic relaxation, where the
+        collapsed RV reopens). Raises StageError (the first error) otherwise."""
+        t_fail = failure_time_ms(error)
+        dt = self.dt_ms * self.step_scale
+        if t_fail is None or t_fail - dt <= 0:
+            raise StageError(error)
+        end = t_fail - dt
+        em = {**self.em_config(tension), "beat_duration": f"{end:.6g} ms"}
+        b = self._run(f"calibrate_T{tension:.4f}_dt{dt:g}ms_to{end:g}ms", em)
+        if "error" in b or not ejection_ended(b["result"]["lv_volume_ml"]):
+            raise StageError(f"{error} (and the beat up to {end:g} ms " + ("diverged too)" if "error" in b else
+                                                                           "had not finished ejecting)"))
+        log.warning("calibrate: the beat at %.1f kPa diverged at t = %g ms after its ejection had ended; its systole "
+                    "(up to %g ms) is used", tension, t_fail, end)
+        self.notes.append(f"the beat at {tension:.1f} kPa diverged at t = {t_fail:g} ms, after the end of ejection; "
+                          f"the fit used its systole (run to {end:g} ms)")
+        return b
+
+
+def failure_time_ms(error: str) -> float | None:
+    """The simulated time (ms) named by a diverged beat's error ("... time step 21 (t = 420 ms) ..."), or None."""
+    m = re.search(r"\(t = ([0-9.eE+-]+) ms\)", error)
+    return float(m.group(1)) if m else None
+
+
+def ejection_ended(lv_volume_ml: Any, *, steps: int = 2) -> bool:
+    """True when the LV has ejected (its volume fell by over 1 %) and the volume has stayed on its
+    minimum plateau for ``steps`` steps after the end of ejection (the outflow valve has closed), so
+    a beat cut there has its end-systolic volume."""
+    v = np.asarray(lv_volume_ml, dtype=float)
+    i = end_of_ejection(v)
+    return bool(v.min() < 0.99 * v[0] and i + steps <= len(v) - 1 and np.all(v[i:] <= v.min() * (1.0 + 1e-3)))
 
 
 def beat_values(beat: dict[str, Any]) -> dict[str, float | None]:
