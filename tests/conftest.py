@@ -9,6 +9,8 @@ import h5py  # noqa: F401 - before any dolfinx import: its own HDF5 first, or h5
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# beats run in the test process (monkeypatched functions apply) unless a test asks for ranks
+os.environ.setdefault("CARDIOTWIN_EM_RANKS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

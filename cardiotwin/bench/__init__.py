@@ -31,7 +31,7 @@ def write_section(name: str, markdown: str, *, path: str | Path = "docs/BENCHMAR
     return path
 
 
-BENCHES: tuple[str, ...] = ("em", "ep", "mesh", "crt", "crt_real", "crt_real_mr", "viewer", "seg", "seg_acdc", "calibrate")
+BENCHES: tuple[str, ...] = ("em", "em_mesh", "ep", "mesh", "crt", "crt_real", "crt_real_mr", "viewer", "seg", "seg_acdc", "calibrate")
 MODEL_BENCHES: tuple[str, ...] = ("seg", "seg_acdc")  # benchmarks of a model bundle (``model=`` a bundle folder)
 
 
@@ -40,9 +40,9 @@ def bench_function(name: str) -> Callable[..., str]:
     returns a markdown section. ConfigError for an unknown name."""
     if name not in BENCHES:
         raise ConfigError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHES)}")
-    from cardiotwin.bench import calibrate, crt, em, ep, mesh, seg, viewer
+    from cardiotwin.bench import calibrate, crt, em, em_mesh, ep, mesh, seg, viewer
 
-    return {"em": em.bench_em, "ep": ep.bench_ep, "mesh": mesh.bench_mesh, "crt": crt.bench_crt,
+    return {"em": em.bench_em, "em_mesh": em_mesh.bench_em_mesh, "ep": ep.bench_ep, "mesh": mesh.bench_mesh, "crt": crt.bench_crt,
             "crt_real": crt.bench_crt_real, "crt_real_mr": crt.bench_crt_real_mr, "viewer": viewer.run_bench,
             "seg": seg.run_seg_bench, "seg_acdc": seg.run_acdc_bench,
             "calibrate": calibrate.bench_calibrate}[name]

@@ -3,7 +3,8 @@
 Input: a case (uses ``ep/activation.vtu``), a folder holding ``activation.vtu``, the file itself,
 or ``--demo ellipsoid|biventricle`` (analytic mesh, fibres and activation). Outputs (into the
 case's ``em/`` stage, or ``--out``): metrics.json, curves.csv, pv_loops.png, displacement.xdmf.
-Runs under ``mpirun -n N`` in folder/file/demo mode.
+Runs on ``--ranks`` MPI ranks (default: the machine's cores, at most 4; ``CARDIOTWIN_EM_RANKS``),
+or under ``mpirun -n N`` in folder/file/demo mode.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="output folder (default: the case's em/ stage or PATH/em)")
     parser.add_argument("--config", help="YAML file with EMConfig keys (units as strings, e.g. dt: '5 ms')")
     parser.add_argument("--force", action="store_true", help="rerun even if inputs and config are unchanged")
+    parser.add_argument("--ranks", help="MPI ranks for the beat: a number (1 = serial, in this process) or 'auto' "
+                        "(default, or $CARDIOTWIN_EM_RANKS: the usable cores, at most 4)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,9 +35,10 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(EMConfig, read_yaml(args.config) if args.config else {}, source=args.config or "defaults")
     if args.demo:
-        em_demo(args.demo, cfg, out=args.out or f"em_demo_{args.demo}", mesh_mm=args.demo_mesh_mm)
+        em_demo(args.demo, cfg, out=args.out or f"em_demo_{args.demo}", mesh_mm=args.demo_mesh_mm,
+                ranks=args.ranks)
         return 0
     if not args.path:
         raise CaseError("give a case directory, a folder with activation.vtu, a .vtu file, or --demo")
-    em_case(open_target(args.path), cfg, out=args.out, force=args.force)
+    em_case(open_target(args.path), cfg, out=args.out, force=args.force, ranks=args.ranks)
     return 0

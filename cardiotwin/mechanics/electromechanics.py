@@ -280,6 +280,7 @@ def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = N
     material = cfg.guccione if cfg.material == "guccione" else cfg.holzapfel_ogden
     mech = CardiacMechanics(inputs.mesh, ft, material=material, fibres=inputs.fibres, boundaries=boundaries,
                             cfg=m, prefix="em_")
+    reference_volumes = {c: mech.cavity_volume_ml(c) for c in cavities}  # of the unloaded mesh
     act = dolfinx.fem.Function(mech.scalar_space)
     act.interpolate(inputs.activation)
     act_values = act.x.array.copy()
@@ -414,6 +415,7 @@ def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = N
         "jacobians": int(sum(mech.monitor.jacobians)), "coupling_3d_solves": solves_total,
         "seconds": round(time.perf_counter() - t_start, 2), "mpi_ranks": comm.size, "end_diastole_reused": warm,
         "aha_strain_curves": strain_curves, "circulation": cfg.circulation, "blood_volume_ml": blood,
+        "reference_volume_ml": reference_volumes,
     }
     return MechResult(
         times_ms=times_a,

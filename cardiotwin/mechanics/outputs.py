@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cardiotwin.errors import CaseError
 from cardiotwin.io.atomic import atomic_path, write_json_atomic, write_text_atomic
 from cardiotwin.types import HeartMesh, MechResult
+
+if TYPE_CHECKING:
+    from cardiotwin.mechanics.electromechanics import BeatInputs
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,33 @@ def read_em_mesh(path: Path) -> tuple[HeartMesh, np.ndarray]:
                      facet_tags=np.asarray(m.cell_data[ft_key][fi], dtype=np.int32),
                      point_data={"f0": f0}, cell_data=cell_data, name=path.stem)
     return mesh, np.asarray(m.point_data["activation_time_ms"], dtype=float)
+
+
+def beat_inputs_from_file(vtu: Path) -> "BeatInputs":
+    """Mesh, fibres (f0), activation times and AHA segments of an activation.vtu, distributed
+    over the ranks of ``MPI.COMM_WORLD``."""
+    from mpi4py import MPI
+
+    import dolfinx
+
+    from cardiotwin.mechanics.electromechanics import BeatInputs
+    from cardiotwin.mechanics.land import orthonormal_frame
+    from cardiotwin.meshing.fem import cell_field_to_function, point_field_to_function, to_dolfinx
+    from cardiotwin.meshing.tets import require_face_connected
+
+    comm = MPI.COMM_WORLD
+    hm, act = read_em_mesh(vtu) if comm.rank == 0 else (None, None)
+    if comm.rank == 0:
+        require_face_connected(hm.cells, source=str(vtu))
+    hm_b = comm.bcast((hm.point_data, hm.cell_data, act) if comm.rank == 0 else None, root=0)
+    heart = to_dolfinx(hm, comm)
+    pdata, cdata, act = hm_b
+    f0 = point_field_to_function(heart, pdata["f0"], dolfinx.fem.functionspace(heart.mesh, ("Lagrange", 1, (3,))))
+    a = point_field_to_function(heart, act, dolfinx.fem.functionspace(heart.mesh, ("Lagrange", 1)))
+    aha = None
+    if "aha" in cdata:
+        aha = cell_field_to_function(heart, cdata["aha"].astype(float), dolfinx.fem.functionspace(heart.mesh, ("DG", 0)))
+    return BeatInputs(mesh=heart.mesh, facet_tags=heart.facet_tags, fibres=orthonormal_frame(f0), activation=a, aha=aha)
 
 
 def result_to_dict(result: MechResult) -> dict[str, object]:
