@@ -94,3 +94,30 @@ def test_cine_training_starts_from_a_bundle_or_checkpoint(tmp_path):
         assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())
     with pytest.raises(ConfigError, match="init must be"):
         initial_weights(tmp_path / "nothing_here")
+
+
+def test_checkpoint_average_is_the_mean_of_the_weights(tmp_path):
+    from cardiotwin.segmentation.network import NetworkSpec, build_network
+    from cardiotwin.segmentation.train_cine import CineTrainConfig, average_checkpoints
+
+    spec = NetworkSpec.from_dict(CineTrainConfig().network)
+    torch.manual_seed(0)
+    states = [build_network(spec).state_dict() for _ in range(3)]
+    paths = []
+    for i, st in enumerate(states):
+        paths.append(tmp_path / f"step_{i}.pt")
+        torch.save({"model": st, "step": i}, paths[-1])
+    avg = average_checkpoints(paths)
+    net = build_network(spec)
+    net.load_state_dict(avg)  # a loadable network
+    for k, v in states[0].items():
+        if v.is_floating_point():
+            assert torch.allclose(avg[k], (states[0][k] + states[1][k] + states[2][k]) / 3, atol=1e-6), k
+    w = next(k for k, v in avg.items() if v.ndim == 4)
+    assert not torch.allclose(avg[w], states[0][w])  # the three networks differ, so the mean is a new one
+    small = build_network(NetworkSpec.from_dict({**CineTrainConfig().network, "channels": [8, 16, 32, 64, 128]}))
+    torch.save({"model": small.state_dict(), "step": 9}, tmp_path / "other.pt")
+    with pytest.raises(ConfigError, match="other.pt: its network differs"):
+        average_checkpoints([paths[0], tmp_path / "other.pt"])
+    with pytest.raises(ConfigError, match="not found"):
+        average_checkpoints([tmp_path / "missing.pt"])

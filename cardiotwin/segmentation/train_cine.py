@@ -2,7 +2,8 @@
 
 Run: ``python -m cardiotwin.segmentation.train_cine --config configs/seg_cine_acdc.yaml --out RUN``
 (``--resume`` continues from RUN/last.pt; ``--max-minutes`` re-aims the learning-rate decay), then
-``... --out RUN --export models/heart_seg_cine_acdc --checkpoint step_N.pt`` writes the bundle. The patients come from the split file
+``... --out RUN --export models/heart_seg_cine_acdc --checkpoint step_N.pt`` writes the bundle (``--average step_M.pt
+step_N.pt ...``: the uniform average of those checkpoints' weights). The patients come from the split file
 (``configs/acdc_split.json``): "train" to learn from, "tuning" to choose checkpoints; the
 "validation" patients are never read here (they are the benchmark, ``cardiotwin.bench.seg_cine``).
 
@@ -190,6 +191,26 @@ def initial_weights(path: str | Path) -> dict[str, torch.Tensor]:
     raise ConfigError(f"{p}: init must be a bundle directory with model.safetensors or a run checkpoint (.pt)")
 
 
+def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:
+    """Uniform average of the network weights of run checkpoints (weight averaging over the end of a run, as in
+    stochastic weight averaging; the network's instance norm keeps no running statistics to recompute)."""
+    from cardiotwin.errors import ConfigError
+
+    if not paths:
+        raise ConfigError("average: no checkpoints given")
+    states = []
+    for p in paths:
+        if not Path(p).is_file():
+            raise ConfigError(f"{p}: checkpoint to average not found")
+        states.append(torch.load(p, map_location="cpu", weights_only=True)["model"])
+    ref = states[0]
+    for p, st in zip(paths, states):
+        if set(st) != set(ref) or any(st[k].shape != ref[k].shape for k in ref):
+            raise ConfigError(f"{p}: its network differs from {paths[0]}'s (other weights or shapes); cannot average")
+    return {k: (torch.stack([st[k].double() for st in states]).mean(0).to(ref[k].dtype)
+                if ref[k].is_floating_point() else states[-1][k].clone()) for k in ref}
+
+
 def train(cfg: CineTrainConfig, *, out_dir: Path, resume: bool = False) -> dict[str, Any]:
     """Train; writes last.pt, best.pt, step_N.pt, log.jsonl and summary.json into ``out_dir``."""
     from monai.losses import DiceCELoss
@@ -291,10 +312,13 @@ def _init_record(init: str, version: str) -> dict[str, Any] | None:
 
 
 def export_stack_bundle(checkpoint: Path, bundle_dir: Path, *, name: str, command: str,
-                        stack: StackConfig | None = None, version: str = "1.0.0") -> Path:
+                        stack: StackConfig | None = None, version: str = "1.0.0",
+                        average: list[Path] | None = None) -> Path:
     """Write a run checkpoint as a 2D short-axis stack bundle (weights, metadata.json, inference.json) licensed
     CC-BY-NC-SA-4.0; LICENSE and MODEL_CARD.md are written by hand and must already be in ``bundle_dir``.
-    A run started from a bundle (``init``) records that bundle's training as ``training.initialised_from``."""
+    A run started from a bundle (``init``) records that bundle's training as ``training.initialised_from``.
+    ``average``: the bundle's weights are the mean of these checkpoints' (``checkpoint`` gives the run's record);
+    their tuning scores are measured here, as training scores a checkpoint."""
     from safetensors.torch import save_file
 
     from cardiotwin.anatomy import LABEL_NAMES
@@ -305,6 +329,15 @@ def export_stack_bundle(checkpoint: Path, bundle_dir: Path, *, name: str, comman
     ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
     cfg = json.loads(ck["config_json"])
     split = json.loads(Path(cfg["split_file"]).read_text())
+    averaged = None
+    if average:
+        ck["model"] = average_checkpoints(list(average))
+        net = build_network(NetworkSpec.from_dict(ck["network"]))
+        net.load_state_dict(ck["model"])
+        tcfg = load_config(CineTrainConfig, cfg, source=str(checkpoint))
+        ck["val"] = evaluate(net, load_stacks(Path(cfg["data_dir"]), list(split["tuning"])), tcfg)
+        averaged = [{"file": Path(p).name, "step": int(torch.load(p, map_location="cpu", weights_only=True)["step"])}
+                    for p in average]
     parent = _init_record(str(cfg.get("init") or ""), version)  # read before the bundle is overwritten
     bundle_dir = Path(bundle_dir)
     bundle_dir.mkdir(parents=True, exist_ok=True)
@@ -334,7 +367,8 @@ def export_stack_bundle(checkpoint: Path, bundle_dir: Path, *, name: str, comman
                      "validation_patients_never_trained_on": list(split["validation"]),
                      "config": cfg, "command": command, "step": int(ck["step"]),
                      "wall_time_s": round(float(ck.get("elapsed_s", 0.0)), 1), "hardware": machine_description(),
-                     **({"initialised_from": parent} if parent else {})},
+                     **({"initialised_from": parent} if parent else {}),
+                     **({"weights_averaged_over": averaged} if averaged else {})},
         "validation": {"data": "ACDC tuning patients (checkpoint selection)", **(ck.get("val") or {})},
         "licence": "CC-BY-NC-SA-4.0",
         "use": "non-commercial research only; never the default model",
@@ -362,6 +396,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup-steps", type=int)
     ap.add_argument("--export", metavar="BUNDLE_DIR", help="write a checkpoint of the run as a bundle (no training)")
     ap.add_argument("--checkpoint", default="best.pt", help="with --export: which checkpoint of --out (default best.pt)")
+    ap.add_argument("--average", nargs="+", metavar="CKPT",
+                    help="with --export: the bundle's weights are the mean of these checkpoints of --out")
     ap.add_argument("--version", default="1.0.0", help="with --export: the bundle's version")
     ap.add_argument("--tta", type=int, default=1, choices=(1, 2, 4, 8),
                     help="with --export: test-time rotations of inference.json (chosen on the tuning patients)")
@@ -369,11 +405,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if a.export:
         command = (f"python -m cardiotwin.segmentation.train_cine --config {a.config} --out {a.out} "
-                   f"--export {a.export} --checkpoint {a.checkpoint} --version {a.version} --tta {a.tta}")
+                   f"--export {a.export} --checkpoint {a.checkpoint} --version {a.version} --tta {a.tta}"
+                   + (f" --average {' '.join(a.average)}" if a.average else ""))
         ck_cfg = json.loads(torch.load(Path(a.out) / a.checkpoint, map_location="cpu", weights_only=True)["config_json"])
         stack = StackConfig(pixel_mm=float(ck_cfg["pixel_mm"]), window=int(ck_cfg["crop"]), tta=a.tta)
         export_stack_bundle(Path(a.out) / a.checkpoint, Path(a.export), name=Path(a.export).name, command=command,
-                            stack=stack, version=a.version)
+                            stack=stack, version=a.version,
+                            average=[Path(a.out) / c for c in a.average] if a.average else None)
         return
     import yaml
 
