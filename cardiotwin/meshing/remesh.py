@@ -6,7 +6,9 @@ Two maintained libraries do the work:
   Valette, Chassery & Prost 2008): the fine surface's vertices are grouped into as many clusters
   of equal area as an equilateral triangulation at the target edge has vertices; the clusters'
   dual is a surface of near-equilateral triangles at that edge, whatever the fine surface's
-  resolution. Unlike quadric decimation it never keeps a fine patch where a wall is thin.
+  resolution. Unlike quadric decimation it never keeps a fine patch where a wall is thin. Its
+  vertices are then fitted to the fine surface in the mean, so that the chords of a curved wall do
+  not cut volume off (``_fit_to_surface``).
 - ``pymeshfix`` (MeshFix, Attene 2010): removes what clustering can leave across a wall thinner
   than the edge (non-manifold edges, self-intersecting or degenerate triangles) and closes the
   holes it made, so the tetrahedral mesher gets a closed, manifold, self-intersection-free surface.
@@ -97,6 +99,38 @@ def _project_centroids(centroids: np.ndarray, surface, clusters: np.ndarray) -> 
     return out
 
 
+def _fit_to_surface(coarse, fine, clusters: np.ndarray, *, edge_mm: float, iterations: int = 2) -> np.ndarray:
+    """(C, 3) the vertices of ``coarse`` (vertex c: cluster c of the ``fine`` surface's points) moved
+    along their normals so that ``fine`` lies on both sides of ``coarse`` in equal measure near each.
+
+    Vertices on a curved surface span chords inside it: a convex piece loses, a concave one gains
+    about a sixth of the edge squared times the curvature, on the order of 2 % of a small LV
+    cavity at a 5 mm edge. Each vertex moves by the mean signed distance of its cluster's fine
+    points to ``coarse`` (a least-squares fit in place of interpolation); points farther than a
+    quarter edge (across a wall thinner than the edge) are left out, and no vertex moves more than
+    a tenth of the edge.
+    """
+    pts = np.asarray(coarse.points, dtype=float).copy()
+    tris = triangles_of(coarse)
+    fine_pts = np.asarray(fine.points, dtype=float)
+    ok = clusters >= 0
+    fine_pts, cl = fine_pts[ok], clusters[ok]
+    for _ in range(iterations):
+        surf = polydata(pts, tris).compute_normals(cell_normals=True, point_normals=True, auto_orient_normals=True,
+                                                   consistent_normals=True, split_vertices=False)
+        cells, closest = surf.find_closest_cell(fine_pts, return_closest_point=True)
+        d = np.einsum("ij,ij->i", fine_pts - closest, np.asarray(surf.cell_data["Normals"])[cells])
+        near = np.abs(d) <= 0.25 * edge_mm
+        total = np.bincount(cl[near], weights=d[near], minlength=pts.shape[0])
+        count = np.bincount(cl[near], minlength=pts.shape[0])
+        shift = np.clip(np.divide(total, count, out=np.zeros_like(total), where=count > 0), -0.1 * edge_mm,
+                        0.1 * edge_mm)
+        if surf.n_points != pts.shape[0]:
+            break
+        pts = pts + shift[:, None] * np.asarray(surf.point_data["Normals"])
+    return pts
+
+
 def remesh_uniform(surface, *, edge_mm: float, source: str = "label map"):
     """Closed surface of near-equilateral triangles of edge ~``edge_mm`` covering ``surface``.
 
@@ -119,6 +153,7 @@ def remesh_uniform(surface, *, edge_mm: float, source: str = "label map"):
     coarse = clustering.create_mesh(moveclus=False, flipnorm=True, clean=False)
     coarse.points = _project_centroids(np.asarray(coarse.points, dtype=float), clustering.mesh,
                                        np.asarray(clustering.clusters))
+    coarse.points = _fit_to_surface(coarse, clustering.mesh, np.asarray(clustering.clusters), edge_mm=edge_mm)
     coarse = coarse.clean()
     repaired = repair_surface(coarse, source=source)
     if not is_closed(repaired):

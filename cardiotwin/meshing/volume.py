@@ -42,6 +42,7 @@ from cardiotwin.meshing.surface import (
     BasePlane,
     close_wall,
     crop_to_ventricles,
+    fill_pool_tunnels,
     find_base_plane,
     myocardium_surface,
     nearest_label,
@@ -255,6 +256,8 @@ def mesh_labels(labels: LabelMap, *, cfg: MeshConfig) -> tuple[HeartMesh, BasePl
     base = _base_plane(cropped, tidy, cfg)  # from the labels' own valve interface, not the wall built below
     if not np.isin(tidy.labels, VALVE_LABELS).any():
         tidy = open_pools_to_the_base(tidy, base)
+    # A pool looping round a piece of wall (thick slices' contours overlapping twice) makes a handle.
+    tidy = fill_pool_tunnels(tidy, base, max_radius_mm=1.5 * cfg.built_wall_mm)
     # Gaps between walls narrower than 1.5 built walls are filled: a background channel between a wall
     # built over a gap in a network's LV wall and the network's wall makes a handle (real CT crop: genus 1).
     cleaned = close_wall(tidy, min_wall_mm=wall_mm, outward_mm=cfg.built_wall_mm, gap_mm=1.5 * cfg.built_wall_mm)
