@@ -4,9 +4,10 @@ meshed at 1.5, 3 and 5 mm, each checked against the meshing targets.
 Cases: phantom ground-truth labels (``cardiotwin.phantom.heart_labels_at``) rendered on grids around
 the heart at 0.5-3 mm, isotropic and anisotropic, typical and dilated LV, with scar; a thick-slice
 MR phantom stack and the MR sample; the shipped network's labels of the real CT crop; expert labels
-of ACDC and Sunnybrook short-axis stacks (``../shared/data``; ventricles only, so the base plane is
-their most basal LV slice, ``surface.stack_base_plane``). Each mesh runs in a child process, so a
-crash or a time-out is a failed case, not a failed sweep.
+of ACDC (patients 001-010 and the small MINF LV of 041) and Sunnybrook short-axis stacks
+(``../shared/data``; ventricles only, so the base plane is their most basal LV slice,
+``surface.stack_base_plane``). Each mesh runs in a child process, so a crash or a time-out is a
+failed case, not a failed sweep.
 """
 
 from __future__ import annotations
@@ -93,6 +94,9 @@ def sweep_cases(*, quick: bool) -> list[SweepCase]:
         cases.append(SweepCase("real CT crop, network labels (1.5 mm)", "real_ct",
                                str(SHARED_DATA / "real_ct" / "ct_aorta_crop.nii.gz")))
     acdc = sorted((SHARED_DATA / "acdc").glob("patient*/ed_labels.nii.gz"))[: 3 if quick else 10]
+    small_lv = SHARED_DATA / "acdc" / "patient041" / "ed_labels.nii.gz"  # MINF, 69 mL LV: bench calibrate's
+    if not quick and small_lv.is_file():
+        acdc.append(small_lv)
     cases += [SweepCase(f"ACDC {p.parent.name} ED (expert)", "file", str(p)) for p in acdc]
     sunny = sorted((SHARED_DATA / "sunnybrook").glob("SCD*/ed_labels.nii.gz"))[: 1 if quick else 3]
     cases += [SweepCase(f"Sunnybrook {p.parent.name} ED (expert, LV only)", "sunnybrook", str(p)) for p in sunny]
