@@ -9,13 +9,15 @@ Steps (each logged, each checked against the mesh's time limit, ``MeshConfig.tim
    of the edge (``surface.myocardium_surface``), so a 0.5 mm CT and a 3 mm one give the same work;
 3. remesh: ACVD clustering to the target edge and MeshFix repair (``remesh``);
 4. tetrahedralise: TetGen 1.6 (``tetgen`` wheel; constrained Delaunay, radius-edge and dihedral
-   refinement, maximum volume of a regular tet at the edge); where TetGen rejects the surface, or
-   its elements stay below the minimum dihedral angle after step 5, fTetWild (``pytetwild``), which
-   tolerates what the repair left and optimises element shape, at the same edge;
+   refinement, maximum volume of a regular tet at the edge); where its elements stay below the
+   minimum dihedral angle after step 5 (a sliver with all four vertices on the surface, which no
+   interior move fixes), TetGen again with a 15 degree dihedral bound (a second, cheap try); where
+   TetGen rejects the surface or both stay below it, fTetWild (``pytetwild``), which tolerates
+   what the repair left and optimises element shape, at the same edge;
 5. improve: interior vertices of slivers moved, flat surface caps peeled where that keeps the
    surface's topology (``optimize``); the largest face-connected piece kept; tags.
-A mesh whose minimum dihedral angle stays below ``min_dihedral_deg`` after both meshers is an
-error naming it, not a silent bad mesh. Both meshers run in a child process (``tetgen_run``).
+A mesh whose minimum dihedral angle stays below ``min_dihedral_deg`` after every try is an
+error naming it, not a silent bad mesh. The meshers run in a child process (``tetgen_run``).
 
 Tags: cells take the myocardial label of the voxel holding their centroid (nearest myocardial
 voxel where smoothing moved the wall); boundary triangles lying on the base plane (normal along
@@ -69,7 +71,7 @@ class MeshConfig:
     base_margin_mm: float = quantity(2.0, "mm", doc="cut this far below the valve plane")
     min_dihedral_deg: float = quantity(
         5.0, "deg", doc="tets below this are improved (interior vertices moved, surface caps removed); a mesh still "
-        "below it after both meshers is an error")
+        "below it after every mesher is an error")
     max_volume_error: float = quantity(0.05, "", doc="allowed |mesh - label| / label myocardial volume")
     built_wall_mm: float = quantity(
         4.0, "mm", doc="thickness of the wall built outside a blood pool that touches the background (the RV of "
@@ -103,8 +105,9 @@ def tetrahedralise(surface, *, edge_mm: float, source: str = "label map", timeou
                    mesher: str = "tetgen") -> tuple[np.ndarray, np.ndarray]:
     """Quality tetrahedralisation of a closed surface (pyvista PolyData, mm) at ``edge_mm``.
 
-    ``mesher``: "tetgen" (maximum volume three regular tets of edge ``edge_mm``) or "ftetwild" (target
-    edge ``edge_mm``). Runs in a child process (``tetgen_run``) that leaves no files and is stopped
+    ``mesher``: "tetgen" (maximum volume three regular tets of edge ``edge_mm``), "tetgen-strict" (the
+    same with a dihedral bound of 15 instead of 10 degrees: more Steiner points where the surface makes
+    slivers) or "ftetwild" (target edge ``edge_mm``). Runs in a child process (``tetgen_run``) that leaves no files and is stopped
     after ``timeout_s``. Returns points (N, 3) and positively oriented cells (M, 4); StageError if it
     fails (SurfaceRejectedError when the mesher cannot use the surface, MesherTimeoutError on time).
     """
@@ -114,9 +117,10 @@ def tetrahedralise(surface, *, edge_mm: float, source: str = "label map", timeou
     else:
         # A Delaunay mesh's tets average about a third of the regular tet's volume at the same mean edge.
         max_volume = 3.0 * edge_mm**3 / (6.0 * np.sqrt(2.0))
-        points, cells = run_tetgen(points_in, triangles,
-                                   options={**TETGEN_OPTIONS, "fixedvolume": True, "maxvolume": float(max_volume)},
-                                   timeout_s=timeout_s, source=source)
+        options = {**TETGEN_OPTIONS, "fixedvolume": True, "maxvolume": float(max_volume)}
+        if mesher == "tetgen-strict":
+            options["mindihedral"] = 15.0
+        points, cells = run_tetgen(points_in, triangles, options=options, timeout_s=timeout_s, source=source)
     return points, orient_positive(points, cells)
 
 
@@ -222,7 +226,8 @@ def _improve(points: np.ndarray, cells: np.ndarray, cfg: MeshConfig, source: str
     return points, cells, info
 
 
-_MESHERS = ("tetgen", "ftetwild")
+_MESHERS = ("tetgen", "tetgen-strict", "ftetwild")
+_MESHER_NAMES = {"tetgen": "TetGen", "tetgen-strict": "TetGen, dihedral bound 15 deg", "ftetwild": "fTetWild"}
 
 
 def mesh_labels(labels: LabelMap, *, cfg: MeshConfig) -> tuple[HeartMesh, BasePlane, LabelMap, dict[str, float]]:
@@ -230,7 +235,7 @@ def mesh_labels(labels: LabelMap, *, cfg: MeshConfig) -> tuple[HeartMesh, BasePl
 
     Returns (mesh, base plane used, cleaned labels, timings in s per step and step facts). Raises
     StageError naming the cause when there is no LV myocardium or blood pool, no base plane, no
-    closed wall, when both meshers fail or leave elements below ``cfg.min_dihedral_deg``, and
+    closed wall, when every mesher fails or leaves elements below ``cfg.min_dihedral_deg``, and
     MesherTimeoutError when ``cfg.time_limit_s`` runs out.
     """
     source = labels.source or "label map"
@@ -271,7 +276,7 @@ def mesh_labels(labels: LabelMap, *, cfg: MeshConfig) -> tuple[HeartMesh, BasePl
     failures: list[str] = []
     best = None
     for mesher in _MESHERS:
-        t = begin(4, f"tetrahedralise ({'TetGen' if mesher == 'tetgen' else 'fTetWild'})")
+        t = begin(4, f"tetrahedralise ({_MESHER_NAMES[mesher]})")
         try:
             points, cells = tetrahedralise(surface, edge_mm=cfg.edge_mm, source=source, mesher=mesher,
                                            timeout_s=clock.left(mesher))
