@@ -106,28 +106,44 @@ def _fit_to_surface(coarse, fine, clusters: np.ndarray, *, edge_mm: float, itera
     Vertices on a curved surface span chords inside it: a convex piece loses, a concave one gains
     about a sixth of the edge squared times the curvature, on the order of 2 % of a small LV
     cavity at a 5 mm edge. Each vertex moves by the mean signed distance of its cluster's fine
-    points to ``coarse`` (a least-squares fit in place of interpolation); points farther than a
-    quarter edge (across a wall thinner than the edge) are left out, and no vertex moves more than
-    a tenth of the edge.
+    points to ``coarse`` (a least-squares fit in place of interpolation), averaged with its
+    neighbours' (the chords' loss varies with the curvature, smoothly; what varies from vertex to
+    vertex is noise that would leave flat tets between surface vertices); points farther than a
+    quarter edge (across a wall thinner than the edge) are left out, vertices on a crease (the base
+    rim: a face turned more than 30 degrees from the vertex normal) stay, and no vertex moves more
+    than a tenth of the edge.
     """
     pts = np.asarray(coarse.points, dtype=float).copy()
     tris = triangles_of(coarse)
     fine_pts = np.asarray(fine.points, dtype=float)
     ok = clusters >= 0
     fine_pts, cl = fine_pts[ok], clusters[ok]
+    n = pts.shape[0]
+    edges = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])
+    degree = np.bincount(edges.ravel(), minlength=n).astype(float)
     for _ in range(iterations):
         surf = polydata(pts, tris).compute_normals(cell_normals=True, point_normals=True, auto_orient_normals=True,
                                                    consistent_normals=True, split_vertices=False)
-        cells, closest = surf.find_closest_cell(fine_pts, return_closest_point=True)
-        d = np.einsum("ij,ij->i", fine_pts - closest, np.asarray(surf.cell_data["Normals"])[cells])
-        near = np.abs(d) <= 0.25 * edge_mm
-        total = np.bincount(cl[near], weights=d[near], minlength=pts.shape[0])
-        count = np.bincount(cl[near], minlength=pts.shape[0])
-        shift = np.clip(np.divide(total, count, out=np.zeros_like(total), where=count > 0), -0.1 * edge_mm,
-                        0.1 * edge_mm)
-        if surf.n_points != pts.shape[0]:
+        if surf.n_points != n:
             break
-        pts = pts + shift[:, None] * np.asarray(surf.point_data["Normals"])
+        cell_normals = np.asarray(surf.cell_data["Normals"])
+        normals = np.asarray(surf.point_data["Normals"])
+        cells, closest = surf.find_closest_cell(fine_pts, return_closest_point=True)
+        d = np.einsum("ij,ij->i", fine_pts - closest, cell_normals[cells])
+        near = np.abs(d) <= 0.25 * edge_mm
+        total = np.bincount(cl[near], weights=d[near], minlength=n)
+        count = np.bincount(cl[near], minlength=n)
+        shift = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+        turn = np.ones(n)
+        np.minimum.at(turn, tris.ravel(), np.einsum("ij,ij->i", normals[tris.ravel()], np.repeat(cell_normals, 3, axis=0)))
+        crease = turn < np.cos(np.radians(30.0))
+        for _ in range(2):  # each vertex with its neighbours (edges shared by two triangles count twice)
+            shift[crease] = 0.0
+            nb = np.bincount(edges[:, 0], weights=shift[edges[:, 1]], minlength=n) + \
+                np.bincount(edges[:, 1], weights=shift[edges[:, 0]], minlength=n)
+            shift = 0.5 * (shift + np.divide(nb, degree, out=np.zeros(n), where=degree > 0))
+        shift[crease] = 0.0
+        pts = pts + np.clip(shift, -0.1 * edge_mm, 0.1 * edge_mm)[:, None] * normals
     return pts
 
 

@@ -560,7 +560,10 @@ def blurred_without_curvature_shift(indicator: np.ndarray, sigma_mm, spacing_mm)
             n_h_n += (1.0 if i == j else 2.0) * g[i] * g[j] * h
     with np.errstate(invalid="ignore", divide="ignore"):
         tangential -= np.where(norm2 > 0, n_d_n * n_h_n / norm2**2, 0.0)
-    field[at] -= tangential.astype(np.float32)
+    # The level moves by tangential / |grad|: at most a quarter sigma (a cavity of radius 4 sigma or
+    # more is corrected in full), so the ridge of a wall thinner than the blur is not moved.
+    limit = 0.25 * float(np.min(sigma_mm)) * np.sqrt(norm2)
+    field[at] -= np.clip(tangential, -limit, limit).astype(np.float32)
     return field
 
 
