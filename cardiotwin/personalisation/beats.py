@@ -71,38 +71,43 @@ class TensionBeats:
             return self.done[tension]
         suffix = "" if self.step_scale == 1.0 else f"_dt{self.dt_ms * self.step_scale:g}ms"
         b = self._run(f"calibrate_T{tension:.4f}{suffix}", self.em_config(tension))
-        if "error" in b and self.step_scale == 1.0:
-            self.step_scale = 0.5
-            self.done.clear()  # the fit's later beats, and the final one, all at the finer steps
-            log.warning("calibrate: the beat at %.1f kPa did not converge (%s); this and every later beat at half "
-                        "the time steps (%g / %g ms)", tension, b["error"], 0.5 * self.dt_ms, 0.5 * self.diastolic_dt_ms)
-            self.notes.append(f"a beat diverged at dt {self.dt_ms:g} ms; the calibration's later beats ran at "
-                              f"{0.5 * self.dt_ms:g} / {0.5 * self.diastolic_dt_ms:g} ms")
-            return self(tension)
         if "error" in b:
-            b = self._systole_only(tension, b["error"])
+            systole = self._systole_only(tension, b["error"])
+            if systole is not None:
+                b = systole
+            elif self.step_scale == 1.0:
+                self.step_scale = 0.5
+                self.done.clear()  # the fit's later beats, and the final one, all at the finer steps
+                log.warning("calibrate: the beat at %.1f kPa did not converge (%s); this and every later beat at half "
+                            "the time steps (%g / %g ms)", tension, b["error"], 0.5 * self.dt_ms, 0.5 * self.diastolic_dt_ms)
+                self.notes.append(f"a beat diverged at dt {self.dt_ms:g} ms; the calibration's later beats ran at "
+                                  f"{0.5 * self.dt_ms:g} / {0.5 * self.diastolic_dt_ms:g} ms")
+                return self(tension)
+            else:
+                raise StageError(b["error"])
         self.done[tension] = b
         return b
 
-    def _systole_only(self, tension: float, error: str) -> dict[str, Any]:
-        """A beat that diverged at the finer steps too, run again up to its last converged step; kept
-        when its ejection had ended by then (the fit reads only the end-diastolic state and the end
-        of ejection; on ACDC patient081 the beats diverged in isovolumic relaxation, where the
-        collapsed RV reopens). Raises StageError (the first error) otherwise."""
+    def _systole_only(self, tension: float, error: str) -> dict[str, Any] | None:
+        """A beat that diverged, run again up to its last converged step: returned when its ejection
+        had ended by then (the fit reads only the end-diastolic state and the end of ejection; on
+        ACDC patient081 beats diverged in isovolumic relaxation, where the collapsed RV reopens, at
+        20 and at 10 ms steps alike), else None."""
         t_fail = failure_time_ms(error)
         dt = self.dt_ms * self.step_scale
         if t_fail is None or t_fail - dt <= 0:
-            raise StageError(error)
+            return None
         end = t_fail - dt
         em = {**self.em_config(tension), "beat_duration": f"{end:.6g} ms"}
         b = self._run(f"calibrate_T{tension:.4f}_dt{dt:g}ms_to{end:g}ms", em)
         if "error" in b or not ejection_ended(b["result"]["lv_volume_ml"]):
-            raise StageError(f"{error} (and the beat up to {end:g} ms " + ("diverged too)" if "error" in b else
-                                                                           "had not finished ejecting)"))
+            log.info("calibrate: the beat at %.1f kPa up to %g ms %s", tension, end,
+                     "diverged too" if "error" in b else "had not finished ejecting")
+            return None
         log.warning("calibrate: the beat at %.1f kPa diverged at t = %g ms after its ejection had ended; its systole "
                     "(up to %g ms) is used", tension, t_fail, end)
         self.notes.append(f"the beat at {tension:.1f} kPa diverged at t = {t_fail:g} ms, after the end of ejection; "
-                          f"the fit used its systole (run to {end:g} ms)")
+                          f"the fit used its systole (run to {end:g} ms, EDV = its initial volume)")
         return b
 
 
