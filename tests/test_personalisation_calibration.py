@@ -519,3 +519,32 @@ def test_a_beat_diverging_after_its_ejection_is_used_up_to_its_last_converged_st
         beats(40.0)
     assert runs == [("calibrate_T40.0000", None), ("calibrate_T40.0000_dt20ms_to110ms", "110 ms"),
                     ("calibrate_T40.0000_dt10ms", None), ("calibrate_T40.0000_dt10ms_to120ms", "120 ms")]
+
+
+def test_the_passive_twin_inflates_to_the_beats_end_diastolic_state(tmp_path):
+    """The unloading and the EDPVR solve the beats' own mechanics: inflating a mesh to the ED
+    pressures in the passive twin gives the cavity volumes a beat starts from (its ED state). With the
+    raw P1 fibre fields instead of the beats' unit fibre frame, ACDC patient081's twin differed by
+    2 % (LV 272.1 vs 266.4 mL, RV 315.8 vs 320.7 mL: the unloaded mesh did not reinflate to the imaged
+    one in the beats)."""
+    from test_therapy_support import biventricle_with_fibres
+
+    from cardiotwin.io.atomic import sha256_file
+    from cardiotwin.io.meshes import write_mesh
+    from cardiotwin.personalisation.stage import _CaseTwin
+    from cardiotwin.therapy.response import run_beat_task
+
+    mesh = biventricle_with_fibres(5.0)
+    cfg = CalibrationConfig()
+    em = {**cfg.em_base(), "dt": "10 ms", "beat_duration": "10 ms"}
+    twin = _CaseTwin(mesh, em, cfg.unloading)
+    edp = {"LV": 1.6, "RV": 0.8}
+    twin.passive.mech.solve_to(pressures_kpa=edp, initial_fraction=0.25)
+    passive = {c: twin.passive.mech.cavity_volume_ml(c) for c in ("LV", "RV")}
+    path = write_mesh(mesh, tmp_path / "mesh.vtu")
+    beat = run_beat_task("ed", np.zeros(len(mesh.points)), mesh_path=str(path), mesh_sha256=sha256_file(path),
+                         em_config={**em, "lv_end_diastolic_pressure": "1.6 kPa", "rv_end_diastolic_pressure": "0.8 kPa"},
+                         work_dir=str(tmp_path))
+    r = beat["result"]
+    assert r["lv_volume_ml"][0] == pytest.approx(passive["LV"], rel=1e-4)
+    assert r["rv_volume_ml"][0] == pytest.approx(passive["RV"], rel=1e-4)

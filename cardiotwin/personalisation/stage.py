@@ -115,17 +115,20 @@ class _CaseTwin:
 
         from cardiotwin.config import load_config
         from cardiotwin.mechanics.electromechanics import EMConfig
+        from cardiotwin.mechanics.land import orthonormal_frame
         from cardiotwin.meshing.fem import point_field_to_function, to_dolfinx
         from cardiotwin.personalisation.passive import PassiveTwin
 
         self.mesh = mesh
         self.heart = to_dolfinx(mesh, MPI.COMM_SELF)
         V = dolfinx.fem.functionspace(self.heart.mesh, ("Lagrange", 1, (3,)))
-        missing = [k for k in ("f0", "s0", "n0") if k not in mesh.point_data]
-        if missing:
-            raise StageError(f"{mesh.name or 'mesh'}: no fibre fields {missing}: run the fibers stage first")
-        fibres = tuple(point_field_to_function(self.heart, np.asarray(mesh.point_data[k], dtype=float), V)
-                       for k in ("f0", "s0", "n0"))
+        if "f0" not in mesh.point_data:
+            raise StageError(f"{mesh.name or 'mesh'}: no fibre field f0: run the fibers stage first")
+        # the beats' own frame (therapy.response.run_beat_task): f0 normalised at every quadrature
+        # point. The P1-interpolated f0 shrinks where the fibres turn across a cell (a one-cell built
+        # RV wall), which softens the fibre direction: an unloaded reference found with it is not
+        # the one the beats inflate back to the imaged mesh.
+        fibres = orthonormal_frame(point_field_to_function(self.heart, np.asarray(mesh.point_data["f0"], dtype=float), V))
         self.em_cfg = load_config(EMConfig, em_config, source="calibrate.electromechanics")
         self.passive = PassiveTwin(self.heart.mesh, self.heart.facet_tags, fibres, self.em_cfg, unload_cfg=unload_cfg)
 
