@@ -121,3 +121,20 @@ def test_checkpoint_average_is_the_mean_of_the_weights(tmp_path):
         average_checkpoints([paths[0], tmp_path / "other.pt"])
     with pytest.raises(ConfigError, match="not found"):
         average_checkpoints([tmp_path / "missing.pt"])
+
+
+def test_an_export_records_the_bundle_its_run_started_from(tmp_path):
+    """A run started from a bundle that was since re-exported from the same run keeps that bundle's own parent."""
+    import json
+
+    from cardiotwin.segmentation.train_cine import parent_record
+
+    run_cfg = {"lr": 1e-3, "init": str(tmp_path)}
+    meta = {"name": "b", "version": "1.1.0", "weights": {"sha256": "abc"},
+            "training": {"config": run_cfg, "initialised_from": {"bundle": "b", "version": "1.0.0"}}}
+    (tmp_path / "metadata.json").write_text(json.dumps(meta))
+    assert parent_record(str(tmp_path), "1.2.0", run_cfg) == {"bundle": "b", "version": "1.0.0"}  # same run
+    assert parent_record(str(tmp_path), "1.1.0", {"lr": 5e-4}) == {"bundle": "b", "version": "1.0.0"}  # same version
+    later = parent_record(str(tmp_path), "1.2.0", {"lr": 5e-4, "init": str(tmp_path)})  # a new run from 1.1.0
+    assert later["version"] == "1.1.0" and later["weights_sha256"] == "abc"
+    assert parent_record("", "1.2.0", run_cfg) is None

@@ -298,15 +298,18 @@ def train(cfg: CineTrainConfig, *, out_dir: Path, resume: bool = False) -> dict[
     return summary
 
 
-def _init_record(init: str, version: str) -> dict[str, Any] | None:
+def parent_record(init: str, version: str, cfg: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Name, version, weights and training record of the bundle a run started from (``init``), or None when the
-    run started from scratch or from a bare checkpoint. Re-exporting the same version keeps its recorded parent."""
+    run started from scratch or from a bare checkpoint. When the bundle there now is this version or was itself
+    exported from this run (its training config is ``cfg``), its recorded parent is kept."""
     meta_path = Path(init) / "metadata.json" if init else None
     if meta_path is None or not meta_path.is_file():
         return {"checkpoint": init} if init else None
     meta = json.loads(meta_path.read_text())
-    if meta.get("version") == version and "initialised_from" in (meta.get("training") or {}):
-        return meta["training"]["initialised_from"]
+    training = meta.get("training") or {}
+    same_run = cfg is not None and training.get("config") == cfg
+    if (meta.get("version") == version or same_run) and "initialised_from" in training:
+        return training["initialised_from"]
     return {"bundle": meta.get("name"), "version": meta.get("version"),
             "weights_sha256": (meta.get("weights") or {}).get("sha256"), "training": meta.get("training")}
 
@@ -338,7 +341,7 @@ def export_stack_bundle(checkpoint: Path, bundle_dir: Path, *, name: str, comman
         ck["val"] = evaluate(net, load_stacks(Path(cfg["data_dir"]), list(split["tuning"])), tcfg)
         averaged = [{"file": Path(p).name, "step": int(torch.load(p, map_location="cpu", weights_only=True)["step"])}
                     for p in average]
-    parent = _init_record(str(cfg.get("init") or ""), version)  # read before the bundle is overwritten
+    parent = parent_record(str(cfg.get("init") or ""), version, cfg)  # read before the bundle is overwritten
     bundle_dir = Path(bundle_dir)
     bundle_dir.mkdir(parents=True, exist_ok=True)
     weights = bundle_dir / "model.safetensors"
