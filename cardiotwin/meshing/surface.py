@@ -543,7 +543,7 @@ def blurred_without_curvature_shift(indicator: np.ndarray, sigma_mm, spacing_mm)
         order = [0, 0, 0]
         for a in axes:
             order[a] += 1
-        d = ndimage.gaussian_filter(indicator, sigma=s_vox, order=order, mode="constant")[at]
+        d = ndimage.gaussian_filter(indicator, sigma=s_vox, order=order, mode="constant")[at].astype(np.float64)
         return d / float(np.prod(sp[list(axes)]))
 
     g = [derivative(i) for i in range(3)]
@@ -558,11 +558,11 @@ def blurred_without_curvature_shift(indicator: np.ndarray, sigma_mm, spacing_mm)
                 tangential += diff[i] * h
                 n_d_n += diff[i] * g[i] ** 2
             n_h_n += (1.0 if i == j else 2.0) * g[i] * g[j] * h
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tangential -= np.where(norm2 > 0, n_d_n * n_h_n / norm2**2, 0.0)
+    steep = norm2 > 1e-12  # where the gradient has a direction
+    tangential[steep] -= n_d_n[steep] * n_h_n[steep] / norm2[steep] ** 2
     # The level moves by tangential / |grad|: at most a quarter sigma (a cavity of radius 4 sigma or
     # more is corrected in full), so the ridge of a wall thinner than the blur is not moved.
-    limit = 0.25 * float(np.min(sigma_mm)) * np.sqrt(norm2)
+    limit = np.where(steep, 0.25 * float(np.min(sigma_mm)) * np.sqrt(norm2), 0.0)
     field[at] -= np.clip(tangential, -limit, limit).astype(np.float32)
     return field
 
