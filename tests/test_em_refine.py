@@ -42,8 +42,10 @@ def _volume(pts, cells):
 def test_refinement_keeps_geometry_boundary_and_linear_fields(tmp_path):
     pts, cells, bnd, tags = _box()
     src = tmp_path / "activation.vtu"
-    f0 = np.tile([0.0, 0.0, 1.0], (len(pts), 1))
-    f0[::2] *= -1  # axial field: neighbours pointing opposite ways are the same fibre
+    # fibres turning through the wall like a helix (120 deg across the box): the fine P1 field is the
+    # coarse one, so the new points carry the plain (shorter than unit) mean of the ends
+    angle = np.radians(60 - 120 * pts[:, 2])
+    f0 = np.stack([np.cos(angle), np.sin(angle), 0 * angle], axis=1)
     meshio.write(src, meshio.Mesh(pts, [("tetra", cells), ("triangle", bnd)],
                                   point_data={"activation_time_ms": 10 + 3 * pts[:, 0] - 2 * pts[:, 2], "f0": f0},
                                   cell_data={"facet_tags": [np.zeros(len(cells), np.int32), tags.astype(np.int32)]}))
@@ -60,7 +62,10 @@ def test_refinement_keeps_geometry_boundary_and_linear_fields(tmp_path):
     assert {tuple(f) for f in uniq[count == 1]} == {tuple(f) for f in np.sort(mesh.facets, 1)}
     assert np.bincount(mesh.facet_tags).tolist()[1:] == (4 * np.bincount(tags)[1:]).tolist()
     np.testing.assert_allclose(act, 10 + 3 * mesh.points[:, 0] - 2 * mesh.points[:, 2], atol=1e-12)
-    np.testing.assert_allclose(np.abs(mesh.point_data["f0"][:, 2]), 1.0)
+    n = len(pts)
+    np.testing.assert_allclose(mesh.point_data["f0"][:n], f0)
+    _, _, _, edges, _, _ = refine_tets(pts, cells, bnd)
+    np.testing.assert_allclose(mesh.point_data["f0"][n:], 0.5 * (f0[edges[:, 0]] + f0[edges[:, 1]]))
 
 
 def test_refined_tetrahedra_split_along_the_shortest_diagonal():

@@ -72,15 +72,17 @@ def refine_tets(points: np.ndarray, cells: np.ndarray, facets: np.ndarray
             np.repeat(np.arange(len(f)), 4))
 
 
-def _interpolate(values: np.ndarray, edges: np.ndarray, *, axial: bool, label: bool) -> np.ndarray:
+def _interpolate(values: np.ndarray, edges: np.ndarray, *, label: bool) -> np.ndarray:
+    """Values at the new points: the mean of the edge's ends (the coarse P1 interpolant, so the
+    fine mesh's P1 field is the coarse one everywhere), or one end's value for a label."""
     a, b = values[edges[:, 0]], values[edges[:, 1]]
     if label:  # segment numbers: a midpoint takes one end's label
         return np.vstack([values, a])
-    if not axial:
-        return np.vstack([values, 0.5 * (a + b)])
-    b = np.where((np.einsum("ij,ij->i", a, b) < 0)[:, None], -b, b)
     mid = 0.5 * (a + b)
-    return np.vstack([values, mid / np.linalg.norm(mid, axis=1, keepdims=True)])
+    if mid.shape[1] == 3:  # a direction field: exactly opposite ends (no coarse direction there) keep one end's
+        flat = np.linalg.norm(mid, axis=1) < 1e-6 * np.maximum(np.linalg.norm(a, axis=1), 1e-300)
+        mid[flat] = a[flat]
+    return np.vstack([values, mid])
 
 
 def refine_activation_vtu(src: Path, dst: Path) -> Path:
@@ -100,8 +102,7 @@ def refine_activation_vtu(src: Path, dst: Path) -> Path:
     point_data = {}
     for k, v in m.point_data.items():
         v = np.asarray(v, dtype=float)
-        axial = k in ("f0", "s0", "n0")
-        point_data[k] = _interpolate(v if v.ndim == 2 else v[:, None], edges, axial=axial, label=k == "aha")
+        point_data[k] = _interpolate(v if v.ndim == 2 else v[:, None], edges, label=k == "aha")
         if v.ndim == 1:
             point_data[k] = point_data[k][:, 0]
     cell_data: dict[str, list[np.ndarray]] = {}
