@@ -152,3 +152,16 @@ def test_volumes_below_the_mesh_base_plane_are_the_twins_domain():
     assert m["lv_ef"] == pytest.approx(1 - (18 / 25) ** 2, abs=0.01)
     assert m["whole_labels"]["lv_edv_ml"] == pytest.approx(np.pi * 25.0**2 * 50.0 / 1000, rel=0.01)
     assert m["rv_esv_ml"] is None and m["rv_ef"] is None  # the RV does not eject in this stack
+
+
+def test_a_single_phase_scan_takes_its_ejection_fraction_from_the_measurements_file():
+    """A CT twin has one phase: with the mesh's base plane the image gives EDV but no ESV or EF
+    (None), so the clinical LV EF fills them and the ESV follows from EDV and EF
+    (`MEASUREMENTS=sample_scans/ct_sample_measurements.yaml make demo` stopped here)."""
+    from cardiotwin.personalisation.measurements import measured_values
+
+    ed = _annulus_stack(25.0, 33.0, rv=True)
+    m = measured_values(ed, None, {"lv_ef": 0.35}, base_plane={"point_mm": [0.0, 0.0, 30.0], "normal": [0.0, 0.0, 1.0]})
+    assert m["lv_ef"] == 0.35 and m["sources"]["lv_ef"] == "clinical"
+    assert m["lv_esv_ml"] == pytest.approx(m["lv_edv_ml"] * 0.65)
+    assert m["rv_ef"] is None  # nothing measured for the RV

@@ -316,14 +316,14 @@ def measured_values(ed: LabelMap | None, es: LabelMap | None, clinical: dict[str
     sources = {k: "images" for k in out}
     clinical = dict(clinical or {})
     for k, v in clinical.items():
-        if k not in out:
+        if out.get(k) is None:  # None: the images cannot give it (no end-systolic phase, no ejection)
             out[k] = v
             sources[k] = "clinical"
     for side in ("lv", "rv"):
         edv, esv, ef = (f"{side}_{k}" for k in ("edv_ml", "esv_ml", "ef"))
-        if ef not in out and edv in out and esv in out:
+        if out.get(ef) is None and out.get(edv) is not None and out.get(esv) is not None:
             out[ef], sources[ef] = (out[edv] - out[esv]) / out[edv], sources[esv]
-        if esv not in out and edv in out and ef in out:
+        if out.get(esv) is None and out.get(edv) is not None and out.get(ef) is not None:
             out[esv], sources[esv] = out[edv] * (1.0 - out[ef]), sources[ef]
     check_consistency({k: v for k, v in out.items() if isinstance(v, float)}, where="measurements")
     out["sources"] = sources
