@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make demo`: virtual CRT on the shipped CT sample scan, end to end (then the evidence report):
-#   segment -> mesh -> fibres -> LBBB baseline -> lead/timing sweep on Dask (with uncertainty)
+#   segment -> mesh -> fibres -> calibrate (to illustrative clinical values) -> LBBB baseline -> lead/timing sweep on Dask (with uncertainty)
 #   -> electromechanics of the best 3 -> ranking, bullseyes, PV loops, activation maps.
 # A rerun reuses every finished stage and sweep task (use FORCE=1 to recompute).
 set -euo pipefail
@@ -18,8 +18,10 @@ if [ "${DEMO_LABELS:-network}" = reference ]; then
   REPORT_ARGS=()
 fi
 if [ -n "${FORCE:-}" ]; then ARGS+=(--force); fi
-# MEASUREMENTS=sample_scans/ct_sample_measurements.yaml (illustrative values) adds the calibrate stage
-if [ -n "${MEASUREMENTS:-}" ]; then ARGS+=(--measurements "$MEASUREMENTS"); fi
+# the calibrate stage fits the twin to MEASUREMENTS (default: the sample's illustrative clinical values,
+# not a patient's); MEASUREMENTS=none runs the CRT stage on population parameters instead
+MEASUREMENTS=${MEASUREMENTS:-sample_scans/ct_sample_measurements.yaml}
+if [ "$MEASUREMENTS" != none ]; then ARGS+=(--measurements "$MEASUREMENTS"); fi
 echo "== cardiotwin demo: virtual CRT on $SCAN =="
 $CT info "$SCAN"
 time $CT run pipelines/crt_ct.yaml --scan "$SCAN" --out "$CASE" "${ARGS[@]}"
