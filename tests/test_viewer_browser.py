@@ -44,9 +44,26 @@ def browser(tmp_path_factory):
         b.close()
 
 
+CALIBRATION = {  # the shape `cardiotwin calibrate` writes (calibrate/calibration.json), values of the CT demo
+    "measured": {"lv_edv_ml": 110.1, "lv_esv_ml": 71.5, "lv_ef": 0.35, "rv_edv_ml": 109.0, "rv_esv_ml": None,
+                 "rv_ef": None},
+    "simulated": {"lv_edv_ml": 108.6, "lv_esv_ml": 70.6, "lv_ef": 0.35, "rv_edv_ml": 105.8, "rv_esv_ml": 53.5,
+                  "rv_ef": 0.494},
+    "parameters": {"peak_active_tension": {"value": 49.0, "unit": "kPa", "interval": [45.3, 53.0]}},
+}
+
+
 @pytest.fixture(scope="module")
 def case(tmp_path_factory) -> Path:
-    return build_review_case(tmp_path_factory.mktemp("browser") / "p001")
+    import json
+
+    from PIL import Image
+
+    root = build_review_case(tmp_path_factory.mktemp("browser") / "p001")
+    (root / "calibrate").mkdir()
+    (root / "calibrate" / "calibration.json").write_text(json.dumps(CALIBRATION), encoding="utf-8")
+    Image.new("RGB", (60, 20), (40, 90, 200)).save(root / "calibrate" / "fit.png")
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +113,27 @@ def test_page_loads_with_a_non_blank_3d_view(page) -> None:
     assert page.locator("#candidate-table tr").count() == 3
     # the EP stage's 12-lead pseudo-ECG is drawn, one trace per lead
     assert page.locator("#panel-ecg polyline").count() == 12
+    assert page.errors == []
+
+
+def test_the_calibration_fit_is_shown_next_to_the_prediction(page) -> None:
+    """A calibrated case shows measured vs twin volumes and EF, the calibrated parameters with
+    their intervals, and the fit figure served from the case."""
+    panel = page.locator("#panel-calibration")
+    assert panel.is_visible()
+    ef = panel.locator("tr[data-key='lv_ef'] td")
+    assert [ef.nth(i).inner_text() for i in range(3)] == ["LV ejection fraction", "35.0 %", "35.0 %"]
+    edv = panel.locator("tr[data-key='lv_edv_ml'] td")
+    assert [edv.nth(i).inner_text() for i in (1, 2)] == ["110.1 mL", "108.6 mL"]
+    assert panel.locator("tr[data-key='rv_esv_ml'] td").nth(1).inner_text() == "n/a"  # not measured: shown so
+    assert "49.0 kPa [45.3, 53.0]" in panel.locator("tr[data-parameter='peak_active_tension']").inner_text()
+    img = panel.locator("img")
+    img.wait_for(state="attached")
+    for _ in range(100):  # polled here: wait_for_function would need eval, which the page's CSP forbids
+        if img.evaluate("i => i.complete && i.naturalWidth") == 60:
+            break
+        page.wait_for_timeout(100)
+    assert img.evaluate("i => i.complete && i.naturalWidth") == 60  # the fit figure loaded from /case/
     assert page.errors == []
 
 

@@ -332,6 +332,25 @@ def _ecg_section(path: Path) -> dict[str, Any] | None:
     return {"times_ms": [float(t) for t in ecg["times_ms"]], "leads": leads} if leads else None
 
 
+CALIBRATION_ROWS = (("lv_edv_ml", "LV end-diastolic volume", "mL"), ("lv_esv_ml", "LV end-systolic volume", "mL"),
+                    ("lv_ef", "LV ejection fraction", ""), ("rv_edv_ml", "RV end-diastolic volume", "mL"),
+                    ("rv_esv_ml", "RV end-systolic volume", "mL"), ("rv_ef", "RV ejection fraction", ""))
+
+
+def calibration_section(calibration: Any, stage_dir: Path) -> dict[str, Any] | None:
+    """The calibration fit of the twin (``calibrate/calibration.json``): measured vs twin per
+    quantity, the calibrated parameters with their intervals, and the fit figure when present."""
+    if not isinstance(calibration, dict):
+        return None
+    measured, twin = calibration.get("measured") or {}, calibration.get("simulated") or {}
+    rows = [{"key": key, "label": label, "unit": unit, "measured": measured.get(key), "twin": twin.get(key)}
+            for key, label, unit in CALIBRATION_ROWS if measured.get(key) is not None or twin.get(key) is not None]
+    parameters = [{"name": name, "value": p.get("value"), "unit": p.get("unit", ""), "interval": p.get("interval")}
+                  for name, p in (calibration.get("parameters") or {}).items() if isinstance(p, dict)]
+    return {"rows": rows, "parameters": parameters,
+            "figure": "calibrate/fit.png" if (stage_dir / "fit.png").is_file() else None}
+
+
 def build_scene(root: str | Path, *, opts: SceneOptions = SceneOptions()) -> dict[str, Any]:
     """Everything the review page shows for the case at ``root``, as a JSON-ready dict."""
     contents = find_case_contents(root)
@@ -349,7 +368,7 @@ def build_scene(root: str | Path, *, opts: SceneOptions = SceneOptions()) -> dic
         "isochrone_step_ms": opts.isochrone_step_ms,
         "volume": None, "label_surfaces": [], "mesh": None, "fibres": None,
         "configurations": [], "candidates": [], "pv": None, "ecg": None, "deformation": None,
-        "crt_pv": [], "crt_ecg": [],
+        "crt_pv": [], "crt_ecg": [], "calibration": None,
     }
     payload["volume"], payload["label_surfaces"] = _volume_section(contents, opts)
 
@@ -396,6 +415,9 @@ def build_scene(root: str | Path, *, opts: SceneOptions = SceneOptions()) -> dic
         payload["pv"] = _pv_section(contents.em_metrics)
     if contents.ep_summary is not None:
         payload["ecg"] = _ecg_section(contents.ep_summary)
+    calibration = contents.root / "calibrate" / "calibration.json"
+    if calibration.is_file():
+        payload["calibration"] = calibration_section(_read_json(calibration), contents.root / "calibrate")
     labels = {c["id"]: c["label"] for c in payload["candidates"]} | {"baseline": "intrinsic rhythm (baseline)"}
     configs = {c["id"] for c in payload["configurations"]}
     if contents.crt_beats is not None:
@@ -413,7 +435,7 @@ def build_scene(root: str | Path, *, opts: SceneOptions = SceneOptions()) -> dic
             absent["deformation"] = str(exc)
     payload["absent"] = absent
     payload["present"] = sorted(k for k in ("volume", "label_surfaces", "mesh", "fibres", "configurations",
-                                            "candidates", "pv", "ecg", "deformation", "crt_pv", "crt_ecg")
+                                            "candidates", "pv", "ecg", "deformation", "crt_pv", "crt_ecg", "calibration")
                                 if payload[k])
     return payload
 

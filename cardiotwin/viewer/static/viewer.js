@@ -459,6 +459,39 @@
     return loops;
   }
 
+  function drawCalibration() {
+    const panel = $("#panel-calibration"), cal = S.scene.calibration;
+    if (!cal || !cal.rows.length) { panel.hidden = true; return; }
+    panel.hidden = false;
+    const fmt = (v, unit) => v === null || v === undefined ? "n/a" : unit ? `${v.toFixed(1)} ${unit}` : `${(100 * v).toFixed(1)} %`;
+    const table = panel.querySelector("table");
+    table.innerHTML = "";
+    const head = table.insertRow();
+    for (const h of ["", "measured", "twin"]) head.appendChild(document.createElement("th")).textContent = h;
+    for (const r of cal.rows) {
+      const tr = table.insertRow();
+      tr.dataset.key = r.key;
+      for (const text of [r.label, fmt(r.measured, r.unit), fmt(r.twin, r.unit)]) tr.insertCell().textContent = text;
+    }
+    for (const p of cal.parameters) {
+      const tr = table.insertRow();
+      tr.dataset.parameter = p.name;
+      const iv = Array.isArray(p.interval) ? ` [${p.interval.map((x) => x.toPrecision(3)).join(", ")}]` : "";
+      tr.insertCell().textContent = p.name;
+      const td = tr.insertCell();
+      td.colSpan = 2;
+      td.textContent = `${typeof p.value === "number" ? p.value.toPrecision(3) : "n/a"} ${p.unit || ""}${iv}`;
+    }
+    // the fit figure is a file of the case: served by the review server, not part of a static export
+    if (cal.figure && location.protocol.startsWith("http") && !panel.querySelector("img")) {
+      const img = document.createElement("img");
+      img.src = "case/" + cal.figure;
+      img.alt = "calibration fit: EDPVR, PV loop and volume curve against the measurements";
+      img.style.maxWidth = "100%";
+      panel.appendChild(img);
+    }
+  }
+
   function drawPV() {
     const panel = $("#panel-pv"), loops = pvLoops();
     if (!loops.length) { panel.hidden = true; return; }
@@ -685,6 +718,7 @@
       setupControls();
       buildCandidateTable();
       setupSlices();
+      drawCalibration();
       drawPV();
       drawECG();
       refresh();
