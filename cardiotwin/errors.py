@@ -30,6 +30,14 @@ class StageError(CardiotwinError):
     """A stage that ran but could not produce a valid result (e.g. a mesh that fails)."""
 
 
+class BeatDiverged(StageError):
+    """A heartbeat whose mechanics diverged; ``time_ms`` is the simulated time of the step that failed."""
+
+    def __init__(self, message: str, *, time_ms: float) -> None:
+        super().__init__(message)
+        self.time_ms = time_ms
+
+
 class FhirError(CardiotwinError):
     """A FHIR resource or bundle that is invalid or unusable. The message names the file and the field."""
 

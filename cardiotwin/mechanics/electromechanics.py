@@ -44,7 +44,7 @@ from cardiotwin.circulation.models import (
 from cardiotwin.circulation.network import Network
 from cardiotwin.circulation.simulate import CoupledCirculation
 from cardiotwin.config import config_to_dict, quantity
-from cardiotwin.errors import StageError
+from cardiotwin.errors import BeatDiverged, StageError
 from cardiotwin.mechanics.active import TwitchConfig
 from cardiotwin.mechanics.materials import Guccione, HolzapfelOgden
 from cardiotwin.mechanics.newton import JIT_OPTIONS, NewtonDiverged
@@ -375,10 +375,10 @@ def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = N
 
                 try:
                     _, _, solves = coupled.step(t, dt, solve_cavities)
-                except StageError:
+                except StageError as exc:
                     mech.restore(start)
                     save_failure(mech)
-                    raise
+                    raise BeatDiverged(str(exc), time_ms=t) from exc
             solves_total += solves
             step_seconds.append(round(time.perf_counter() - step_t0, 3))
             step_its.append(sum(mech.monitor.iterations) - its0)

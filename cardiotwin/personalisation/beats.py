@@ -6,7 +6,6 @@ of ejection (the held-out end-systolic geometry).
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -72,7 +71,7 @@ class TensionBeats:
         suffix = "" if self.step_scale == 1.0 else f"_dt{self.dt_ms * self.step_scale:g}ms"
         b = self._run(f"calibrate_T{tension:.4f}{suffix}", self.em_config(tension))
         if "error" in b:
-            systole = self._systole_only(tension, b["error"])
+            systole = self._systole_only(tension, b.get("failed_at_ms"))
             if systole is not None:
                 b = systole
             elif self.step_scale == 1.0:
@@ -88,12 +87,11 @@ class TensionBeats:
         self.done[tension] = b
         return b
 
-    def _systole_only(self, tension: float, error: str) -> dict[str, Any] | None:
+    def _systole_only(self, tension: float, t_fail: float | None) -> dict[str, Any] | None:
         """A beat that diverged, run again up to its last converged step: returned when its ejection
         had ended by then (the fit reads only the end-diastolic state and the end of ejection; on
         ACDC patient081 beats diverged in isovolumic relaxation, where the collapsed RV reopens, at
         20 and at 10 ms steps alike), else None."""
-        t_fail = failure_time_ms(error)
         dt = self.dt_ms * self.step_scale
         if t_fail is None or t_fail - dt <= 0:
             return None
@@ -109,12 +107,6 @@ class TensionBeats:
         self.notes.append(f"the beat at {tension:.1f} kPa diverged at t = {t_fail:g} ms, after the end of ejection; "
                           f"the fit used its systole (run to {end:g} ms, EDV = its initial volume)")
         return b
-
-
-def failure_time_ms(error: str) -> float | None:
-    """The simulated time (ms) named by a diverged beat's error ("... time step 21 (t = 420 ms) ..."), or None."""
-    m = re.search(r"\(t = ([0-9.eE+-]+) ms\)", error)
-    return float(m.group(1)) if m else None
 
 
 def ejection_ended(lv_volume_ml: Any, *, steps: int = 2) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from cardiotwin.errors import StageError
+from cardiotwin.errors import BeatDiverged, StageError
 from cardiotwin.io.atomic import write_json_atomic
 from cardiotwin.therapy.ranking import RESPONDER_DPDT_PCT
 from cardiotwin.therapy.sweep import read_task_result
@@ -56,7 +56,8 @@ def run_beat_task(
     on_step: Callable[[float, float], None] | None = None,
 ) -> dict[str, Any]:
     """Simulate (or reuse) one beat; writes ``work_dir/em_<name>.json`` and ``em_<name>/`` outputs.
-    A beat whose mechanics or coupling diverges returns ``{"error": message}`` and stores nothing.
+    A beat whose mechanics or coupling diverges returns ``{"error": message, "failed_at_ms": time of
+    the failed step or None}`` and stores nothing.
     While it runs, the simulated time goes to ``on_step(t_ms, end_ms)``, or (None, e.g. on a Dask
     worker) to ``work_dir/em_<name>.progress`` (``progress_path``) for the client to show.
 
@@ -105,7 +106,8 @@ def run_beat_task(
                                on_step=on_step or _progress_writer(progress_path(work_dir, name)))
     except StageError as exc:  # a diverged beat is reported, not stored: a rerun tries again
         log.warning("electromechanics of %s failed: %s", name, exc)
-        return {"name": name, "digest": digest, "error": str(exc), "seconds": round(time.perf_counter() - t0, 2)}
+        return {"name": name, "digest": digest, "error": str(exc), "seconds": round(time.perf_counter() - t0, 2),
+                "failed_at_ms": exc.time_ms if isinstance(exc, BeatDiverged) else None}
     finally:
         progress_path(work_dir, name).unlink(missing_ok=True)
     write_outputs(result, beat_dir)
