@@ -11,7 +11,7 @@ from mpi4py import MPI
 from cardiotwin.anatomy import CellTag, FacetTag
 from cardiotwin.errors import StageError
 from cardiotwin.fibers.laplace import facet_dofs, point_dofs, solve_laplace
-from cardiotwin.fibers.ldrb import FiberConfig, ldrb_frames
+from cardiotwin.fibers.ldrb import FiberConfig, fibre_angles, ldrb_frames
 from cardiotwin.meshing.fem import to_dolfinx
 from cardiotwin.types import HeartMesh
 
@@ -83,6 +83,10 @@ def compute_fibers(mesh: HeartMesh, *, cfg: FiberConfig = FiberConfig()) -> tupl
         "uvc_rotational": rotational,
         "uvc_ventricle": ventricle.astype(np.float64),
         "aha": aha.astype(np.int32),
+        # what the rule needs besides uvc_transmural (phi_epi) and uvc_apicobasal (psi), so that a
+        # later stage can evaluate it between the nodes (``fibers.quadrature``)
+        "ldrb_phi_lv": phi_lv, "ldrb_phi_rv": phi_rv,
+        "ldrb_angles_deg": np.tile(fibre_angles(cfg), (mesh.n_points, 1)),
     })
     log.info("fibres + coordinates for %d nodes / %d tets in %.1f s", mesh.n_points, mesh.n_cells, time.perf_counter() - t0)
     return out, timings

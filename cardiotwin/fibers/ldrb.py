@@ -41,6 +41,11 @@ class FiberConfig:
     apex_radius_mm: float = quantity(2.0, "mm", doc="Dirichlet region psi = 0 around the apex node")
 
 
+# point data of the fibres stage that the rule needs to be evaluated between the nodes
+# (``fibers.quadrature``): phi_epi, psi, phi_lv, phi_rv and the angles of the ``FiberConfig``
+RULE_FIELDS = ("uvc_transmural", "uvc_apicobasal", "ldrb_phi_lv", "ldrb_phi_rv", "ldrb_angles_deg")
+
+
 # ---------------------------------------------------------------- geometry of the rules
 def nodal_gradients(points: np.ndarray, cells: np.ndarray, u: np.ndarray) -> np.ndarray:
     """(N, 3) volume-weighted average of the P1 cell gradients of the nodal field u (N,)."""
@@ -148,11 +153,31 @@ def ldrb_frames(
     cfg: FiberConfig,
 ) -> np.ndarray:
     """(N, 3, 3) fibre frames (Bayer 2012, Algorithm 1) from the four nodal Laplace solutions."""
-    g_psi = nodal_gradients(points, cells, psi)
-    g_epi = nodal_gradients(points, cells, phi_epi)
-    g_lv = nodal_gradients(points, cells, phi_lv)
-    g_rv = nodal_gradients(points, cells, phi_rv)
-    ae, aw, be, bw = cfg.alpha_endo_deg, cfg.alpha_epi_deg, cfg.beta_endo_deg, cfg.beta_epi_deg
+    grads = tuple(nodal_gradients(points, cells, u) for u in (psi, phi_epi, phi_lv, phi_rv))
+    return ldrb_frames_at(phi_epi=phi_epi, phi_lv=phi_lv, phi_rv=phi_rv, grads=grads,
+                          angles_deg=fibre_angles(cfg), has_rv=bool(np.any(phi_rv > 0)))
+
+
+def fibre_angles(cfg: FiberConfig) -> np.ndarray:
+    """(4,) alpha_endo, alpha_epi, beta_endo, beta_epi (degrees) of ``cfg``."""
+    return np.array([cfg.alpha_endo_deg, cfg.alpha_epi_deg, cfg.beta_endo_deg, cfg.beta_epi_deg], dtype=float)
+
+
+def ldrb_frames_at(
+    *,
+    phi_epi: np.ndarray,
+    phi_lv: np.ndarray,
+    phi_rv: np.ndarray,
+    grads: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    angles_deg: np.ndarray,
+    has_rv: bool,
+) -> np.ndarray:
+    """(P, 3, 3) fibre frames at P points from the Laplace solutions there and their gradients
+    ``grads`` = (grad psi, grad phi_epi, grad phi_lv, grad phi_rv), each (P, 3); ``angles_deg``
+    as ``fibre_angles``. A pointwise rule: at the nodes it gives the nodal frames; at quadrature
+    points (interpolated fields) it keeps the transmural rotation inside a cell."""
+    g_psi, g_epi, g_lv, g_rv = grads
+    ae, aw, be, bw = (float(a) for a in angles_deg)
     d = phi_rv / np.maximum(phi_lv + phi_rv, 1e-12)
     alpha_w = ae * (1 - phi_epi) + aw * phi_epi
     beta_w = be * (1 - phi_epi) + bw * phi_epi
@@ -165,6 +190,6 @@ def ldrb_frames(
     beta_s = be * (1 - d) - be * d
     q_lv = orient(axis(g_psi, -g_lv), alpha_s + (alpha_w - ae), beta_s + (beta_w - be))
     q_rv = orient(axis(g_psi, g_rv), alpha_s - (alpha_w - ae), beta_s - (beta_w - be))
-    q_endo = bislerp(q_lv, q_rv, d) if np.any(phi_rv > 0) else q_lv
+    q_endo = bislerp(q_lv, q_rv, d) if has_rv else q_lv
     q_epi = orient(axis(g_psi, g_epi), alpha_w, beta_w)
     return bislerp(q_endo, q_epi, phi_epi)

@@ -48,7 +48,7 @@ from cardiotwin.errors import BeatDiverged, StageError
 from cardiotwin.mechanics.active import TwitchConfig
 from cardiotwin.mechanics.materials import Guccione, HolzapfelOgden
 from cardiotwin.mechanics.newton import JIT_OPTIONS, NewtonDiverged
-from cardiotwin.mechanics.problem import Boundaries, CardiacMechanics, MechanicsConfig
+from cardiotwin.mechanics.problem import Boundaries, CardiacMechanics, FibresAtDegree, MechanicsConfig
 from cardiotwin.types import MechResult
 
 log = logging.getLogger(__name__)
@@ -133,13 +133,14 @@ def _circulation(cfg: EMConfig, cavities: tuple[str, ...]) -> tuple[Network, dic
 class BeatInputs:
     """What a beat needs on the dolfinx side.
 
-    mesh, facet_tags (``anatomy.FacetTag``); fibres (f0, s0, n0) as UFL vectors; activation: P1
+    mesh, facet_tags (``anatomy.FacetTag``); fibres (f0, s0, n0) as UFL vectors, or a function of the
+    mechanics' quadrature degree returning them (``problem.FibresAtDegree``); activation: P1
     scalar Function of activation times (ms); aha: optional DG0 Function of AHA segments (0-17).
     """
 
     mesh: dolfinx.mesh.Mesh
     facet_tags: dolfinx.mesh.MeshTags
-    fibres: tuple[ufl.core.expr.Expr, ufl.core.expr.Expr, ufl.core.expr.Expr]
+    fibres: tuple[ufl.core.expr.Expr, ufl.core.expr.Expr, ufl.core.expr.Expr] | FibresAtDegree
     activation: dolfinx.fem.Function
     aha: dolfinx.fem.Function | None = None
     extra: dict[str, object] = field(default_factory=dict)
@@ -179,14 +180,16 @@ def _has_tag(ft: dolfinx.mesh.MeshTags, tag: int, comm: MPI.Comm) -> bool:
 
 
 class _SegmentStretch:
-    """Mean fibre stretch per AHA segment (owned cells, summed over ranks)."""
+    """Mean fibre stretch per AHA segment (owned cells, summed over ranks). A cell's stretch is
+    its mean over the mechanics' quadrature points (where the fibres may be given)."""
 
     def __init__(self, mech: CardiacMechanics, aha: dolfinx.fem.Function | None) -> None:
         self.mech = mech
         self.Q = dolfinx.fem.functionspace(mech.mesh, ("DG", 0))
-        self.stretch = dolfinx.fem.Function(self.Q)
-        self.expr = dolfinx.fem.Expression(mech.fibre_stretch(), self.Q.element.interpolation_points,
-                                           jit_options=JIT_OPTIONS)
+        w = ufl.TestFunction(self.Q)
+        dx = ufl.Measure("dx", domain=mech.mesh, metadata={"quadrature_degree": mech.cfg.quadrature()})
+        self.form = dolfinx.fem.form(mech.fibre_stretch() * w * dx, jit_options=JIT_OPTIONS)
+        self.volume = dolfinx.fem.assemble_vector(dolfinx.fem.form(w * dx, jit_options=JIT_OPTIONS)).array.copy()
         n_owned = mech.mesh.topology.index_map(mech.mesh.topology.dim).size_local
         seg = np.zeros(n_owned, dtype=int) if aha is None else np.rint(aha.x.array[:n_owned]).astype(int)
         self.seg = seg
@@ -194,8 +197,8 @@ class _SegmentStretch:
         self.n_owned = n_owned
 
     def cell_stretch(self) -> np.ndarray:
-        self.stretch.interpolate(self.expr)
-        return self.stretch.x.array[: self.n_owned].copy()
+        integral = dolfinx.fem.assemble_vector(self.form).array
+        return integral[: self.n_owned] / self.volume[: self.n_owned]
 
     def mean_by_segment(self, values: np.ndarray) -> dict[int, float]:
         out = {}

@@ -1,7 +1,8 @@
 """Electromechanics inputs from files and outputs to files (metrics JSON, PV loops PNG, curves CSV).
 
 Input file (``activation.vtu`` of the EP stage): a tetrahedral mesh in LPS mm with point data
-``activation_time_ms`` and ``f0`` (fibres; ``s0``/``n0`` optional), a ``triangle`` block with
+``activation_time_ms`` and ``f0`` (fibres; ``s0``/``n0`` optional; with the fibres stage's
+``fibers.ldrb.RULE_FIELDS`` the beat evaluates the fibre rule at its quadrature points), a ``triangle`` block with
 cell data ``facet_tags`` (``anatomy.FacetTag``) for the boundary, and optionally ``aha`` (cell
 data on the tetrahedra or point data, segments 0-17).
 """
@@ -15,11 +16,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cardiotwin.errors import CaseError
+from cardiotwin.fibers.ldrb import RULE_FIELDS
 from cardiotwin.io.atomic import atomic_path, write_json_atomic, write_text_atomic
 from cardiotwin.types import HeartMesh, MechResult
 
 if TYPE_CHECKING:
+    import ufl
+
     from cardiotwin.mechanics.electromechanics import BeatInputs
+    from cardiotwin.mechanics.problem import FibresAtDegree
+    from cardiotwin.meshing.fem import DolfinxHeart
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +67,28 @@ def read_em_mesh(path: Path) -> tuple[HeartMesh, np.ndarray]:
     mesh = HeartMesh(points=np.asarray(m.points, dtype=float), cells=np.asarray(tb.data, dtype=np.int64),
                      cell_tags=cell_tags, facets=np.asarray(fb.data, dtype=np.int64),
                      facet_tags=np.asarray(m.cell_data[ft_key][fi], dtype=np.int32),
-                     point_data={"f0": f0}, cell_data=cell_data, name=path.stem)
+                     point_data={"f0": f0, **{k: np.asarray(m.point_data[k], dtype=float) for k in RULE_FIELDS
+                                              if k in m.point_data}},
+                     cell_data=cell_data, name=path.stem)
     return mesh, np.asarray(m.point_data["activation_time_ms"], dtype=float)
+
+
+def beat_fibres(heart: "DolfinxHeart", f0: np.ndarray, rule: tuple[np.ndarray, np.ndarray] | None,
+                ) -> "tuple[ufl.core.expr.Expr, ...] | FibresAtDegree":
+    """The beat's fibres: the rule-based fibres at the mechanics' quadrature points
+    (``fibers.quadrature``) where the mesh carries the rule's inputs (``rule``, from
+    ``fibers.quadrature.rule_point_data``), else the nodal ``f0`` (N, 3) normalised per point."""
+    import dolfinx
+
+    from cardiotwin.fibers.quadrature import quadrature_fibres
+    from cardiotwin.mechanics.land import orthonormal_frame
+    from cardiotwin.meshing.fem import point_field_to_function
+
+    if rule is not None:
+        return lambda degree: quadrature_fibres(heart, rule[0], rule[1], degree=degree)
+    log.info("mesh without the fibre rule's fields (%s): nodal fibres interpolated linearly", ", ".join(RULE_FIELDS))
+    return orthonormal_frame(point_field_to_function(heart, f0, dolfinx.fem.functionspace(
+        heart.mesh, ("Lagrange", 1, (3,)))))
 
 
 def beat_inputs_from_file(vtu: Path) -> "BeatInputs":
@@ -72,8 +98,8 @@ def beat_inputs_from_file(vtu: Path) -> "BeatInputs":
 
     import dolfinx
 
+    from cardiotwin.fibers.quadrature import rule_point_data
     from cardiotwin.mechanics.electromechanics import BeatInputs
-    from cardiotwin.mechanics.land import orthonormal_frame
     from cardiotwin.meshing.fem import cell_field_to_function, point_field_to_function, to_dolfinx
     from cardiotwin.meshing.tets import require_face_connected
 
@@ -81,15 +107,16 @@ def beat_inputs_from_file(vtu: Path) -> "BeatInputs":
     hm, act = read_em_mesh(vtu) if comm.rank == 0 else (None, None)
     if comm.rank == 0:
         require_face_connected(hm.cells, source=str(vtu))
-    hm_b = comm.bcast((hm.point_data, hm.cell_data, act) if comm.rank == 0 else None, root=0)
+    hm_b = comm.bcast((hm.point_data["f0"], rule_point_data(hm), hm.cell_data, act) if comm.rank == 0 else None,
+                      root=0)
     heart = to_dolfinx(hm, comm)
-    pdata, cdata, act = hm_b
-    f0 = point_field_to_function(heart, pdata["f0"], dolfinx.fem.functionspace(heart.mesh, ("Lagrange", 1, (3,))))
+    f0, rule, cdata, act = hm_b
     a = point_field_to_function(heart, act, dolfinx.fem.functionspace(heart.mesh, ("Lagrange", 1)))
     aha = None
     if "aha" in cdata:
         aha = cell_field_to_function(heart, cdata["aha"].astype(float), dolfinx.fem.functionspace(heart.mesh, ("DG", 0)))
-    return BeatInputs(mesh=heart.mesh, facet_tags=heart.facet_tags, fibres=orthonormal_frame(f0), activation=a, aha=aha)
+    return BeatInputs(mesh=heart.mesh, facet_tags=heart.facet_tags, fibres=beat_fibres(heart, f0, rule), activation=a,
+                      aha=aha)
 
 
 def result_to_dict(result: MechResult) -> dict[str, object]:

@@ -54,6 +54,9 @@ from cardiotwin.mechanics.newton import JIT_OPTIONS, NewtonDiverged, NewtonSolve
 
 log = logging.getLogger(__name__)
 
+# (f0, s0, n0) for a quadrature degree: fibres given at the forms' quadrature points
+FibresAtDegree = Callable[[int], tuple[ufl.core.expr.Expr, ufl.core.expr.Expr, ufl.core.expr.Expr]]
+
 
 @dataclass(frozen=True)
 class MechanicsConfig:
@@ -169,7 +172,7 @@ class CardiacMechanics:
         facet_tags: dolfinx.mesh.MeshTags,
         *,
         material: Material,
-        fibres: tuple[ufl.core.expr.Expr, ufl.core.expr.Expr, ufl.core.expr.Expr],
+        fibres: tuple[ufl.core.expr.Expr, ufl.core.expr.Expr, ufl.core.expr.Expr] | FibresAtDegree,
         boundaries: Boundaries,
         cfg: MechanicsConfig = MechanicsConfig(),
         prefix: str = "mech_",
@@ -197,6 +200,8 @@ class CardiacMechanics:
         self.pressures_kpa = {
             name: dolfinx.fem.Constant(mesh, PETSc.ScalarType(0.0)) for name in boundaries.cavities
         }
+        if callable(fibres):  # fibres on the quadrature points of the forms
+            fibres = fibres(cfg.quadrature())
         f0, s0, n0 = (v / ufl.sqrt(ufl.inner(v, v)) for v in fibres)
         self.f0, self.s0, self.n0 = f0, s0, n0
 

@@ -111,24 +111,20 @@ class _CaseTwin:
     def __init__(self, mesh: "HeartMesh", em_config: dict[str, Any], unload_cfg: UnloadConfig) -> None:
         from mpi4py import MPI  # noqa: I001 - before dolfinx
 
-        import dolfinx
-
         from cardiotwin.config import load_config
+        from cardiotwin.fibers.quadrature import rule_point_data
         from cardiotwin.mechanics.electromechanics import EMConfig
-        from cardiotwin.mechanics.land import orthonormal_frame
-        from cardiotwin.meshing.fem import point_field_to_function, to_dolfinx
+        from cardiotwin.mechanics.outputs import beat_fibres
+        from cardiotwin.meshing.fem import to_dolfinx
         from cardiotwin.personalisation.passive import PassiveTwin
 
         self.mesh = mesh
         self.heart = to_dolfinx(mesh, MPI.COMM_SELF)
-        V = dolfinx.fem.functionspace(self.heart.mesh, ("Lagrange", 1, (3,)))
         if "f0" not in mesh.point_data:
             raise StageError(f"{mesh.name or 'mesh'}: no fibre field f0: run the fibers stage first")
-        # the beats' own frame (therapy.response.run_beat_task): f0 normalised at every quadrature
-        # point. The P1-interpolated f0 shrinks where the fibres turn across a cell (a one-cell built
-        # RV wall), which softens the fibre direction: an unloaded reference found with it is not
-        # the one the beats inflate back to the imaged mesh.
-        fibres = orthonormal_frame(point_field_to_function(self.heart, np.asarray(mesh.point_data["f0"], dtype=float), V))
+        # the beats' own fibres (therapy.response.run_beat_task): an unloaded reference found with
+        # other fibres is not the one the beats inflate back to the imaged mesh
+        fibres = beat_fibres(self.heart, np.asarray(mesh.point_data["f0"], dtype=float), rule_point_data(mesh))
         self.em_cfg = load_config(EMConfig, em_config, source="calibrate.electromechanics")
         self.passive = PassiveTwin(self.heart.mesh, self.heart.facet_tags, fibres, self.em_cfg, unload_cfg=unload_cfg)
 

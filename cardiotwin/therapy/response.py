@@ -70,10 +70,10 @@ def run_beat_task(
     import dolfinx
 
     from cardiotwin.config import load_config
+    from cardiotwin.fibers.quadrature import rule_point_data
     from cardiotwin.io.meshes import read_mesh
     from cardiotwin.mechanics.electromechanics import BeatInputs, EMConfig, passive_digest, simulate_beat
-    from cardiotwin.mechanics.land import orthonormal_frame
-    from cardiotwin.mechanics.outputs import result_to_dict, write_outputs
+    from cardiotwin.mechanics.outputs import beat_fibres, result_to_dict, write_outputs
     from cardiotwin.meshing.fem import cell_field_to_function, point_field_to_function, to_dolfinx
     from cardiotwin.meshing.tets import require_face_connected
 
@@ -88,15 +88,13 @@ def run_beat_task(
     act = np.asarray(activation_times_ms, dtype=float).copy()
     act[~np.isfinite(act)] = np.nanmax(act[np.isfinite(act)])
     heart = to_dolfinx(mesh, MPI.COMM_SELF)
-    f0 = point_field_to_function(heart, np.asarray(mesh.point_data["f0"], dtype=float),
-                                 dolfinx.fem.functionspace(heart.mesh, ("Lagrange", 1, (3,))))
     a = point_field_to_function(heart, act, dolfinx.fem.functionspace(heart.mesh, ("Lagrange", 1)))
     aha = None
     if "aha" in mesh.point_data:
         cell_aha = np.max(np.asarray(mesh.point_data["aha"])[mesh.cells], axis=1).astype(float)
         aha = cell_field_to_function(heart, cell_aha, dolfinx.fem.functionspace(heart.mesh, ("DG", 0)))
-    inputs = BeatInputs(mesh=heart.mesh, facet_tags=heart.facet_tags, fibres=orthonormal_frame(f0), activation=a,
-                        aha=aha)
+    fibres = beat_fibres(heart, np.asarray(mesh.point_data["f0"], dtype=float), rule_point_data(mesh))
+    inputs = BeatInputs(mesh=heart.mesh, facet_tags=heart.facet_tags, fibres=fibres, activation=a, aha=aha)
     beat_dir = Path(work_dir) / f"em_{name}"
     try:
         require_face_connected(mesh.cells, source=str(mesh_path))
