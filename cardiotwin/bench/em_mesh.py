@@ -6,7 +6,8 @@ Three twins of ``sample_scans/ct_sample_labels.nii.gz``, one default beat each (
 
 - case mesh: ``prepare_twin`` at 5 mm (like the demo case);
 - refined: the case mesh split uniformly (``mechanics.refine``: every edge halved, the same
-  geometry, fibres and activation interpolated): what the mechanics' discretisation alone changes;
+  geometry; activation and the fibre rule's inputs interpolated): what the mechanics'
+  discretisation alone changes;
 - re-mesh: ``prepare_twin`` at half the edge (the labels meshed again, fibres and eikonal
   activation computed again): what the issue's criterion compares; it also changes the surfaces
   (and so the cavity volumes of the unloaded mesh), the fibres and the activation.
@@ -77,10 +78,10 @@ def bench_em_mesh(*, quick: bool, edge_mm: float = 5.0) -> str:
         f"{ranks} MPI rank(s) per beat (the default). Load average before {load_before}, after {load_after}.", "",
         "Twins of `sample_scans/ct_sample_labels.nii.gz` (labels: LV blood pool "
         f"{labels['LV']:.1f} mL, RV {labels['RV']:.1f} mL): the case mesh (`prepare_twin`, {edge_mm:g} mm, like "
-        "the demo case); the same mesh split uniformly (`mechanics.refine`: same geometry, fibres and activation "
-        f"interpolated; only the mechanics' discretisation changes); a re-mesh of the labels at {edge_mm / 2:g} mm "
+        "the demo case); the same mesh split uniformly (`mechanics.refine`: same geometry; activation and the fibre "
+        f"rule's inputs interpolated; only the mechanics' discretisation changes); a re-mesh of the labels at {edge_mm / 2:g} mm "
         "(surfaces, fibres and activation made again). Default beat (`EMConfig()`: Guccione, nodal-pressure "
-        "P1/P1, dt 10 ms / 40 ms). Unloaded = the cavity volume of the mesh itself, before the end-diastolic "
+        "P1/P1, the fibre rule at the quadrature points, dt 10 ms / 40 ms). Unloaded = the cavity volume of the mesh itself, before the end-diastolic "
         "inflation.", "",
         "| twin | edge (mm) | tets | dofs | myocardium (mL) | unloaded LV / RV cavity (mL) | LV EDV / ESV (mL) "
         "| LV EF | RV EDV (mL) | RV EF | beat wall time (s) |",

@@ -3,10 +3,9 @@
 Each tetrahedron splits into 8 (corner tetrahedra plus the inner octahedron cut along its
 shortest diagonal), each boundary triangle into 4 with its facet tag. Point data are
 interpolated linearly (the new points are edge midpoints; AHA segment labels are copied from one
-end), so activation times are the P1
-interpolant of the coarse ones and the fibre direction is the normalised mean of the two end
-directions (fibres are axial: an end pointing the other way is flipped first). Cell data pass
-to the children. The beat on the refined mesh differs from the coarse beat only by the
+end), so activation times, the nodal fibres and the fibre rule's Laplace fields are the P1
+interpolants of the coarse ones (the beat evaluates the rule at its quadrature points from those,
+``fibers.quadrature``). Cell data pass to the children. The beat on the refined mesh differs from the coarse beat only by the
 mechanics' discretisation: the mesh study of ``docs/mechanics.md`` compares it with a re-mesh
 of the labels, which also changes the geometry, the fibres and the activation.
 """
