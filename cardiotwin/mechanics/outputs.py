@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cardiotwin.errors import CaseError
-from cardiotwin.fibers.ldrb import RULE_FIELDS
 from cardiotwin.io.atomic import atomic_path, write_json_atomic, write_text_atomic
 from cardiotwin.types import HeartMesh, MechResult
 
@@ -33,6 +32,8 @@ log = logging.getLogger(__name__)
 def read_em_mesh(path: Path) -> tuple[HeartMesh, np.ndarray]:
     """(HeartMesh with f0 (and aha) fields, activation times (N,) ms) from an activation.vtu."""
     import meshio
+
+    from cardiotwin.fibers.ldrb import RULE_FIELDS
 
     try:
         m = meshio.read(path)
@@ -80,6 +81,7 @@ def beat_fibres(heart: "DolfinxHeart", f0: np.ndarray, rule: tuple[np.ndarray, n
     ``fibers.quadrature.rule_point_data``), else the nodal ``f0`` (N, 3) normalised per point."""
     import dolfinx
 
+    from cardiotwin.fibers.ldrb import RULE_FIELDS
     from cardiotwin.fibers.quadrature import quadrature_fibres
     from cardiotwin.mechanics.land import orthonormal_frame
     from cardiotwin.meshing.fem import point_field_to_function
