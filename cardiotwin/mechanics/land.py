@@ -59,6 +59,14 @@ REFERENCE = {
     3: {"endo_apex_z_mm": (-12.5, -12.0), "epi_apex_z_mm": (-15.5, -15.2)},
 }
 
+# The twins' default element (``MechanicsConfig``'s nodal-pressure P1/P1 with its pressure
+# stabilisation) on the benchmark: nearly incompressible with kappa 1e4 kPa (5000 / 2000 small-strain
+# shear moduli in Problems 1, 3 / 2), since the benchmark is incompressible.
+DEFAULT_ELEMENT = {"formulation": "nodal_pressure", "bulk_modulus": 1e4}
+# and the resolution it is reported at (``verify land``, the land_N checks): elements across the
+# beam (Problem 1), gmsh mesh size in mm (Problems 2-3); measured convergence: docs/mechanics.md
+DEFAULT_ELEMENT_RESOLUTION = {1: 2.0, 2: 1.5, 3: 1.0}
+
 
 @dataclass(frozen=True)
 class LandResult:
@@ -70,13 +78,28 @@ class LandResult:
     n_dofs: int
     newton_iterations: int
     seconds: float
-    mesh: str = ""  # "beam", "gmsh h=<mm>" or "prolate <n_wall>x<n_long>x<n_circ>"
+    mesh: str = ""  # "beam <nx>x<ny>x<nz>", "gmsh h=<mm>" or "prolate <n_wall>x<n_long>x<n_circ>"
     geometry_degree: int = 1
+
+    formulation: str = "mixed"
+    bulk_modulus: float | None = None  # None: incompressible
+
+    def in_range(self) -> dict[str, bool]:
+        """Each output inside the published range (``REFERENCE``)?"""
+        return {key: lo <= self.outputs_mm[key] <= hi for key, (lo, hi) in REFERENCE[self.problem].items()}
+
+    def element(self) -> str:
+        """The element in words: "Taylor-Hood P2/P1 (incompressible)" or "nodal_pressure P1/P1 (kappa 1e+04 kPa)"."""
+        if self.formulation == "mixed":
+            return "Taylor-Hood P2/P1 (incompressible)"
+        name = "nodal-pressure P1/P1" if self.formulation == "nodal_pressure" else f"{self.formulation} P1"
+        return f"{name} (kappa {self.bulk_modulus:g} kPa)"
 
     def to_dict(self) -> dict[str, object]:
         return {"problem": self.problem, "resolution": self.resolution, **self.outputs_mm,
                 "n_dofs": self.n_dofs, "newton_iterations": self.newton_iterations, "seconds": round(self.seconds, 3),
-                "mesh": self.mesh, "geometry_degree": self.geometry_degree}
+                "mesh": self.mesh, "geometry_degree": self.geometry_degree, "element": self.element(),
+                "formulation": self.formulation, "bulk_modulus_kpa": self.bulk_modulus, "in_range": self.in_range()}
 
 
 def land_fibres(x: np.ndarray, *, alpha_endo_deg: float = 90.0, alpha_epi_deg: float = -90.0) -> np.ndarray:
@@ -222,7 +245,7 @@ def solve_land(problem: int, *, resolution: float | None = None, comm: MPI.Comm 
                             initial_fraction=1.0 / (load_steps or 1))
         z = mech.point_values(np.array([10.0, 0.5, 1.0]))[0, 2] + 1.0
         outputs = {"beam_point_z_mm": float(z)}
-        res, mesh_name, degree = float(n), "beam", 1
+        res, mesh_name, degree = float(n), f"beam {10 * n}x{n}x{n}", 1
     elif problem in (2, 3):
         h = float(resolution or 2.5)
         mesh, facet_tags = land_ellipsoid_mesh(char_length_mm=h, geometry_degree=geometry_degree,
@@ -260,8 +283,19 @@ def solve_land(problem: int, *, resolution: float | None = None, comm: MPI.Comm 
         raise ValueError(f"Land problem must be 1, 2 or 3, got {problem}")
     result = LandResult(problem=problem, resolution=res, outputs_mm=outputs, n_dofs=mech.n_dofs,
                         newton_iterations=its, seconds=time.perf_counter() - t0, mesh=mesh_name,
-                        geometry_degree=degree)
+                        geometry_degree=degree, formulation=formulation,
+                        bulk_modulus=None if formulation == "mixed" else bulk_modulus)
     log.info("Land problem %d on %s (geometry degree %d): %s (%d dofs, %d Newton its, %.1f s)", problem,
              mesh_name, degree, outputs,
              mech.n_dofs, its, result.seconds)
     return result
+
+
+def solve_land_default_element(problem: int, *, resolution: float | None = None,
+                               comm: MPI.Comm = MPI.COMM_WORLD, **kwargs: object) -> LandResult:
+    """``solve_land`` with the twins' default element (``DEFAULT_ELEMENT``) at ``resolution``
+    (default ``DEFAULT_ELEMENT_RESOLUTION[problem]``)."""
+    if problem not in DEFAULT_ELEMENT_RESOLUTION:
+        raise ValueError(f"Land problem must be 1, 2 or 3, got {problem}")
+    return solve_land(problem, resolution=resolution or DEFAULT_ELEMENT_RESOLUTION[problem], comm=comm,
+                      **DEFAULT_ELEMENT, **kwargs)

@@ -8,7 +8,8 @@
   V(t) = V0 + (V(0) - V0) exp(-t / RC); backward Euler is first order (Hairer & Wanner, Solving
   ODEs II, 1996, sec. IV.3).
 - ``land_1`` .. ``land_3``: Land et al. 2015 mechanics benchmark (Proc R Soc A 471:20150641),
-  reference ranges from ``cardiotwin.mechanics.land.REFERENCE``.
+  reference ranges from ``cardiotwin.mechanics.land.REFERENCE``: the Taylor-Hood P2/P1 reference
+  and the twins' default nodal-pressure P1/P1 element (``land.solve_land_default_element``).
 - ``eikonal_analytic``: ``electrophysiology.eikonal`` against the analytic anisotropic point
   source and an exact plane wave (BENCHMARKS.md), with the convergence of the error.
 - ``niederer``: ``electrophysiology.verify.run_niederer`` (monodomain, TTP06) on the Niederer et
@@ -136,7 +137,7 @@ def _circulation_rc(*, quick: bool) -> CheckOutcome:
 # -- Land et al. 2015 ----------------------------------------------------------------------------
 def _land(problem: int):  # noqa: ANN202 - returns a check function
     def run(*, quick: bool) -> CheckOutcome:
-        from cardiotwin.mechanics.land import REFERENCE, solve_land
+        from cardiotwin.mechanics.land import REFERENCE, solve_land, solve_land_default_element
 
         if problem == 3:  # curved structured prolate mesh: 3 / 4 elements across the wall
             # (gmsh meshes with ~2 elements across the 3 mm wall stay ~0.4 mm short of the range)
@@ -144,12 +145,18 @@ def _land(problem: int):  # noqa: ANN202 - returns a check function
         else:
             resolution = {1: (2.0, 4.0), 2: (5.0, 2.5)}[problem][0 if quick else 1]
             result = solve_land(problem, resolution=resolution)
+        # the twins' default element next to the Taylor-Hood reference, at its stated resolution
+        default = solve_land_default_element(problem)
         quantities = tuple(
-            Quantity(key, float(result.outputs_mm[key]), "mm", expected=0.5 * (lo + hi), range=(lo, hi))
+            Quantity(prefix + key, float(res.outputs_mm[key]), "mm", expected=0.5 * (lo + hi), range=(lo, hi))
+            for prefix, res in (("", result), ("default element: ", default))
             for key, (lo, hi) in REFERENCE[problem].items()
         )
-        return CheckOutcome(quantities=quantities, details=result.to_dict(),
-                            message=", ".join(f"{q.name} {q.value:.3f} mm" for q in quantities))
+        message = "; ".join(f"{res.element()} on {res.mesh}: "
+                            + ", ".join(f"{key} {value:.3f} mm" for key, value in res.outputs_mm.items())
+                            for res in (result, default))
+        return CheckOutcome(quantities=quantities, details={**result.to_dict(), "default_element": default.to_dict()},
+                            message=message)
 
     return run
 
