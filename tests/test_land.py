@@ -24,7 +24,7 @@ import ufl
 
 from cardiotwin.anatomy import FacetTag
 from cardiotwin.cli import main
-from cardiotwin.mechanics.land import REFERENCE, land_ellipsoid_mesh, solve_land
+from cardiotwin.mechanics.land import REFERENCE, land_ellipsoid_mesh, solve_land, solve_land_default_element
 from cardiotwin.meshing.analytic import land_ellipsoid_prolate
 from cardiotwin.meshing.tets import signed_volumes
 
@@ -53,6 +53,39 @@ def test_problem1_beam_with_the_default_twin_element(n):
     z = solve_land(1, resolution=n, formulation="nodal_pressure", bulk_modulus=1e4).outputs_mm["beam_point_z_mm"]
     lo, hi = REFERENCE[1]["beam_point_z_mm"]
     assert lo <= z <= hi
+
+
+def _in_range(problem: int, outputs: dict[str, float]) -> dict[str, bool]:
+    return {key: lo <= outputs[key] <= hi for key, (lo, hi) in REFERENCE[problem].items()}
+
+
+def test_problem2_default_element_is_stiff_on_two_cells_and_approaches_the_range():
+    # Land et al. 2015 Problem 2 (published endo -26.9 .. -26.1, epi -28.6 .. -27.8 mm): with about two
+    # linear cells across the 3 mm wall the twins' element is too stiff (measured -25.74 / -27.00 at
+    # 2.5 mm, -25.97 / -27.31 at 2.0 mm: 1.4 / 2.9 % short at 2.5 mm) and moves down towards the range
+    coarse, fine = (solve_land_default_element(2, resolution=h).outputs_mm for h in (2.5, 2.0))
+    for key, (lo, hi) in REFERENCE[2].items():
+        assert hi < coarse[key] and fine[key] < coarse[key], key  # short of the range, moving into it
+        assert coarse[key] - hi < 0.035 * abs(hi), key  # stiff by less than 3.5 %
+
+
+@pytest.mark.slow
+def test_problem2_default_element_inside_the_published_range_from_1p5_mm():
+    # measured -26.52 / -27.91 at 1.5 mm (the resolution `verify land` states), -26.86 / -28.32 at
+    # 1.0 mm; Taylor-Hood P2/P1 on the 1.5 mm mesh: -26.71 / -28.42 (docs/mechanics.md)
+    outs = [solve_land_default_element(2, resolution=h).outputs_mm for h in (1.5, 1.0)]
+    for out in outs:
+        assert all(_in_range(2, out).values()), out
+    assert outs[1]["epi_apex_z_mm"] < outs[0]["epi_apex_z_mm"]  # still moving towards the P2/P1 value
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="the default element's Problem 3 epicardial apex lies 0.3-0.4 mm beyond "
+                                       "the published range on 1.0-1.5 mm meshes (docs/mechanics.md)")
+def test_problem3_default_element_inside_the_published_range():
+    # Land et al. 2015 Problem 3: endo -12.5 .. -12.0, epi -15.5 .. -15.2 mm
+    out = solve_land_default_element(3).outputs_mm
+    assert all(_in_range(3, out).values()), out
 
 
 def _cap_volume_mm3(r_s: float, r_l: float, base_z: float = 5.0) -> float:
