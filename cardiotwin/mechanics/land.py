@@ -83,23 +83,26 @@ class LandResult:
 
     formulation: str = "mixed"
     bulk_modulus: float | None = None  # None: incompressible
+    stabilisation_active_tension: bool = False
 
     def in_range(self) -> dict[str, bool]:
         """Each output inside the published range (``REFERENCE``)?"""
         return {key: lo <= self.outputs_mm[key] <= hi for key, (lo, hi) in REFERENCE[self.problem].items()}
 
     def element(self) -> str:
-        """The element in words: "Taylor-Hood P2/P1 (incompressible)" or "nodal_pressure P1/P1 (kappa 1e+04 kPa)"."""
+        """The element in words: "Taylor-Hood P2/P1 (incompressible)" or "nodal-pressure P1/P1 (kappa 10000 kPa)"."""
         if self.formulation == "mixed":
             return "Taylor-Hood P2/P1 (incompressible)"
         name = "nodal-pressure P1/P1" if self.formulation == "nodal_pressure" else f"{self.formulation} P1"
-        return f"{name} (kappa {self.bulk_modulus:g} kPa)"
+        extra = ", stabilisation modulus + active tension" if self.stabilisation_active_tension else ""
+        return f"{name} (kappa {self.bulk_modulus:g} kPa{extra})"
 
     def to_dict(self) -> dict[str, object]:
         return {"problem": self.problem, "resolution": self.resolution, **self.outputs_mm,
                 "n_dofs": self.n_dofs, "newton_iterations": self.newton_iterations, "seconds": round(self.seconds, 3),
                 "mesh": self.mesh, "geometry_degree": self.geometry_degree, "element": self.element(),
-                "formulation": self.formulation, "bulk_modulus_kpa": self.bulk_modulus, "in_range": self.in_range()}
+                "formulation": self.formulation, "bulk_modulus_kpa": self.bulk_modulus,
+                "stabilisation_active_tension": self.stabilisation_active_tension, "in_range": self.in_range()}
 
 
 def land_fibres(x: np.ndarray, *, alpha_endo_deg: float = 90.0, alpha_epi_deg: float = -90.0) -> np.ndarray:
@@ -217,7 +220,7 @@ def solve_land(problem: int, *, resolution: float | None = None, comm: MPI.Comm 
                load_steps: int | None = None, quadrature_degree: int = 4,
                fibre_degree: int | None = None, geometry_degree: int = 2,
                prolate_grid: tuple[int, int, int] | None = None, formulation: str = "mixed",
-               bulk_modulus: float = 500.0) -> LandResult:
+               bulk_modulus: float = 500.0, stabilisation_active_tension: bool = False) -> LandResult:
     """Solve Land Problem 1, 2 or 3 and return the benchmark outputs.
 
     resolution: elements across the beam thickness for Problem 1 (default 2; 10x as many along
@@ -228,12 +231,14 @@ def solve_land(problem: int, *, resolution: float | None = None, comm: MPI.Comm 
     (Problems 2-3); prolate_grid: (n_wall, n_long, n_circ) for the structured prolate mesh
     (``land_ellipsoid_prolate``) instead of the gmsh mesh of size ``resolution`` (Problems 2-3).
     formulation: "mixed" (incompressible Taylor-Hood, the benchmark's problem) or a nearly
-    incompressible ``MechanicsConfig.formulation`` ("nodal_pressure", "penalty") with ``bulk_modulus``.
+    incompressible ``MechanicsConfig.formulation`` ("nodal_pressure", "penalty") with ``bulk_modulus``
+    (and ``MechanicsConfig.stabilisation_active_tension`` for "nodal_pressure").
     """
     if prolate_grid is not None and (len(prolate_grid) != 3 or min(prolate_grid) < 1):
         raise ValueError(f"prolate_grid must be three positive integers, got {prolate_grid}")
     t0 = time.perf_counter()
     cfg = MechanicsConfig(formulation=formulation, quadrature_degree=quadrature_degree, bulk_modulus=bulk_modulus,
+                          stabilisation_active_tension=stabilisation_active_tension,
                           snes_rtol=1e-9)  # converged far below the benchmark's 0.01 mm spread
     if problem == 1:
         n = int(resolution or 2)
@@ -284,7 +289,8 @@ def solve_land(problem: int, *, resolution: float | None = None, comm: MPI.Comm 
     result = LandResult(problem=problem, resolution=res, outputs_mm=outputs, n_dofs=mech.n_dofs,
                         newton_iterations=its, seconds=time.perf_counter() - t0, mesh=mesh_name,
                         geometry_degree=degree, formulation=formulation,
-                        bulk_modulus=None if formulation == "mixed" else bulk_modulus)
+                        bulk_modulus=None if formulation == "mixed" else bulk_modulus,
+                        stabilisation_active_tension=stabilisation_active_tension)
     log.info("Land problem %d on %s (geometry degree %d): %s (%d dofs, %d Newton its, %.1f s)", problem,
              mesh_name, degree, outputs,
              mech.n_dofs, its, result.seconds)
@@ -294,7 +300,7 @@ def solve_land(problem: int, *, resolution: float | None = None, comm: MPI.Comm 
 def solve_land_default_element(problem: int, *, resolution: float | None = None,
                                comm: MPI.Comm = MPI.COMM_WORLD, **kwargs: object) -> LandResult:
     """``solve_land`` with the twins' default element (``DEFAULT_ELEMENT``) at ``resolution``
-    (default ``DEFAULT_ELEMENT_RESOLUTION[problem]``)."""
+    (default ``DEFAULT_ELEMENT_RESOLUTION[problem]``; a ``prolate_grid`` keyword replaces it)."""
     if problem not in DEFAULT_ELEMENT_RESOLUTION:
         raise ValueError(f"Land problem must be 1, 2 or 3, got {problem}")
     return solve_land(problem, resolution=resolution or DEFAULT_ELEMENT_RESOLUTION[problem], comm=comm,
