@@ -208,6 +208,7 @@ def test_verify_land_cli_grid_and_geometry_degree(tmp_path):
     assert main(["verify", "land", "--problem", "1", "--grid", "2x8x12"]) != 0
     assert main(["verify", "land", "--problem", "3", "--grid", "2x8"]) != 0
     assert main(["verify", "land", "--problem", "3", "--element", "default", "--default-resolution", "-1"]) != 0
+    assert main(["verify", "land", "--problem", "1", "--element", "default", "--default-grid", "2x8x12"]) != 0
 
 
 def test_verify_land_cli_default_element_only(tmp_path):
