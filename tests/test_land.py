@@ -103,7 +103,7 @@ def test_problem3_active_tension_in_the_stabilisation_keeps_the_epicardial_apex_
 def test_problem3_active_tension_stabilisation_converges_into_the_published_range():
     # Land et al. 2015 Problem 3 (endo -12.5 .. -12.0, epi -15.5 .. -15.2 mm) with mu + T_a: prolate
     # 4x16x24 / 6x24x32 / 8x32x48 gave endo -11.80 / -11.97 / -12.12, epi -15.36 / -15.42 / -15.44,
-    # towards the Taylor-Hood P2/P1 -12.23 / -15.49 (4x16x24); 8x32x48: 55k dofs, ~3-4 min
+    # towards the Taylor-Hood P2/P1 -12.23 / -15.49 (4x16x24); 8x32x48: 55k dofs, 3-5 min
     out = solve_land_default_element(3, prolate_grid=(8, 32, 48), stabilisation_active_tension=True).outputs_mm
     assert all(_in_range(3, out).values()), out
 
