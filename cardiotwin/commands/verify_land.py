@@ -47,43 +47,20 @@ def run(args: argparse.Namespace) -> int:
     from mpi4py import MPI
 
     from cardiotwin.io.atomic import write_json_atomic
-    from cardiotwin.mechanics.land import REFERENCE, solve_land, solve_land_default_element
+    from cardiotwin.mechanics.land import land_benchmark, parse_prolate_grid
 
     for flag, value in (("--resolution", args.resolution), ("--default-resolution", args.default_resolution)):
         if value is not None and value <= 0:
             raise ConfigError(f"{flag} must be > 0, got {value}")
-    grid = _grid(args.grid, args.problem, args.resolution, "--grid", "--resolution")
-    default_grid = _grid(args.default_grid, args.problem, args.default_resolution, "--default-grid",
-                         "--default-resolution")
-    data: dict[str, object] = {"problem": args.problem}
-    if args.element in ("both", "taylor-hood"):
-        data.update(solve_land(args.problem, resolution=args.resolution, geometry_degree=args.geometry_degree,
-                               prolate_grid=grid).to_dict())
-    if args.element in ("both", "default"):
-        data["default_element"] = solve_land_default_element(
-            args.problem, resolution=args.default_resolution, prolate_grid=default_grid,
-            geometry_degree=args.geometry_degree,
-            stabilisation_active_tension=args.active_tension_stabilisation).to_dict()
-    data.update({"reference_range_mm": {k: list(v) for k, v in REFERENCE[args.problem].items()},
-                 "reference": "Land et al. 2015, Proc R Soc A 471:20150641", "mpi_ranks": MPI.COMM_WORLD.size})
+    data = land_benchmark(
+        args.problem, element=args.element, resolution=args.resolution, geometry_degree=args.geometry_degree,
+        prolate_grid=parse_prolate_grid(args.grid, problem=args.problem, resolution=args.resolution),
+        default_resolution=args.default_resolution,
+        default_grid=parse_prolate_grid(args.default_grid, problem=args.problem, resolution=args.default_resolution,
+                                        flag="--default-grid", resolution_flag="--default-resolution"),
+        stabilisation_active_tension=args.active_tension_stabilisation)
     if MPI.COMM_WORLD.rank == 0:
         if args.json_out:
             write_json_atomic(args.json_out, data)
         print(json.dumps(data, indent=2))
     return 0
-
-
-def _grid(text: str | None, problem: int, resolution: float | None, flag: str,
-          resolution_flag: str) -> tuple[int, ...] | None:
-    """NWALLxNLONGxNCIRC -> (n_wall, n_long, n_circ), or None without the flag."""
-    if text is None:
-        return None
-    if problem == 1 or resolution is not None:
-        raise ConfigError(f"{flag} applies to problems 2-3 and replaces {resolution_flag}")
-    try:
-        grid = tuple(int(n) for n in text.lower().split("x"))
-    except ValueError:
-        grid = ()
-    if len(grid) != 3 or min(grid) < 1 or grid[2] < 3:
-        raise ConfigError(f"{flag} must read NWALLxNLONGxNCIRC with positive integers (NCIRC >= 3), got {text!r}")
-    return grid

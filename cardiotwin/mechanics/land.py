@@ -305,3 +305,42 @@ def solve_land_default_element(problem: int, *, resolution: float | None = None,
         raise ValueError(f"Land problem must be 1, 2 or 3, got {problem}")
     return solve_land(problem, resolution=resolution or DEFAULT_ELEMENT_RESOLUTION[problem], comm=comm,
                       **DEFAULT_ELEMENT, **kwargs)
+
+
+def parse_prolate_grid(text: str | None, *, problem: int, resolution: float | None,
+                       flag: str = "--grid", resolution_flag: str = "--resolution") -> tuple[int, int, int] | None:
+    """"NWALLxNLONGxNCIRC" -> (n_wall, n_long, n_circ) of a structured prolate mesh, or None for None.
+    Raises ConfigError (naming ``flag``) for problem 1, together with a resolution, or a malformed text."""
+    from cardiotwin.errors import ConfigError
+
+    if text is None:
+        return None
+    if problem == 1 or resolution is not None:
+        raise ConfigError(f"{flag} applies to problems 2-3 and replaces {resolution_flag}")
+    try:
+        grid = tuple(int(n) for n in text.lower().split("x"))
+    except ValueError:
+        grid = ()
+    if len(grid) != 3 or min(grid) < 1 or grid[2] < 3:
+        raise ConfigError(f"{flag} must read NWALLxNLONGxNCIRC with positive integers (NCIRC >= 3), got {text!r}")
+    return grid  # type: ignore[return-value]
+
+
+def land_benchmark(problem: int, *, element: str = "both", resolution: float | None = None,
+                   prolate_grid: tuple[int, int, int] | None = None, geometry_degree: int = 2,
+                   default_resolution: float | None = None, default_grid: tuple[int, int, int] | None = None,
+                   stabilisation_active_tension: bool = False, comm: MPI.Comm = MPI.COMM_WORLD) -> dict[str, object]:
+    """One Land problem as `verify land` reports it: the Taylor-Hood P2/P1 outputs (top level, ``element``
+    "both" or "taylor-hood") and the twins' default element (``default_element``; "both" or "default"),
+    with the published ranges and the reference."""
+    data: dict[str, object] = {"problem": problem}
+    if element in ("both", "taylor-hood"):
+        data.update(solve_land(problem, resolution=resolution, geometry_degree=geometry_degree,
+                               prolate_grid=prolate_grid, comm=comm).to_dict())
+    if element in ("both", "default"):
+        data["default_element"] = solve_land_default_element(
+            problem, resolution=default_resolution, prolate_grid=default_grid, geometry_degree=geometry_degree,
+            stabilisation_active_tension=stabilisation_active_tension, comm=comm).to_dict()
+    data.update({"reference_range_mm": {k: list(v) for k, v in REFERENCE[problem].items()},
+                 "reference": "Land et al. 2015, Proc R Soc A 471:20150641", "mpi_ranks": comm.size})
+    return data
