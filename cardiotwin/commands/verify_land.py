@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 
 from cardiotwin.errors import ConfigError
 
 NAME = "land"
 HELP = "Land et al. 2015 mechanics benchmark (1: beam, 2: passive LV inflation, 3: active contraction)"
-
-log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
