@@ -246,3 +246,67 @@ def test_report_names_the_model_and_its_licence():
     assert "heart_seg_cine_acdc" in text and "CC-BY-NC-SA-4.0 (non-commercial research only)" in text
     manifest["stages"]["segment"]["config"]["model_licence"] = "Apache-2.0"
     assert "non-commercial" not in label_origin(manifest)
+
+
+def _basal_stack(base_first: bool = True):
+    """Labels and RV probability of a 6-slice short-axis stack whose heart tapers from the base (slice 0) to
+    the apex: LV blood disc in a myocardial ring and an RV blood pool beside it on every slice."""
+    nz = 6
+    lab = np.zeros((48, 48, nz), np.uint8)
+    p_rv = np.zeros(lab.shape, np.float32)
+    yy, xx = np.mgrid[:48, :48]
+    for z in range(nz):
+        r = 10 - z
+        d = np.hypot(yy - 24, xx - 20)
+        lab[..., z][d < r + 3] = 2
+        lab[..., z][d < r] = 1
+        rv = (np.hypot(yy - 24, xx - 38) < 8 - z) & (lab[..., z] == 0)
+        lab[..., z][rv] = 3
+        p_rv[..., z][rv] = 0.95
+    return (lab, p_rv) if base_first else (lab[..., ::-1].copy(), p_rv[..., ::-1].copy())
+
+
+@pytest.mark.parametrize("base_first", [True, False])
+def test_basal_rv_rule_clears_the_atrial_slice_and_stops_at_the_ventricle(base_first):
+    """The most basal slice's RV goes when the network is unsure of it (the right atrium above the tricuspid
+    valve, as ACDC's experts leave it unlabelled at end-systole); the next slice, confident and as large as the
+    one after it, is kept and ends the search. The stack's index order does not matter (the base is found from
+    the heart's area)."""
+    from cardiotwin.segmentation.slicenet import trim_basal_rv
+
+    lab, p_rv = _basal_stack()
+    p_rv[..., 0][lab[..., 0] == 3] = 0.6
+    if not base_first:
+        lab, p_rv = lab[..., ::-1].copy(), p_rv[..., ::-1].copy()
+    out = trim_basal_rv(lab, p_rv, 2, confidence=0.8, ratio=0.8)
+    rv = [(out[..., z] == 3).sum() for z in range(6)]
+    base, nxt = (0, 1) if base_first else (5, 4)
+    assert rv[base] == 0 and rv[nxt] == (lab[..., nxt] == 3).sum() > 0
+    assert np.array_equal(out[lab != 3], lab[lab != 3])  # nothing but basal RV changed
+    assert (out == 3).sum() == (lab == 3).sum() - (lab[..., base] == 3).sum()
+
+
+def test_basal_rv_rule_drops_a_small_basal_rv_and_is_off_by_default():
+    from cardiotwin.segmentation.slicenet import StackConfig, stack_labels, trim_basal_rv
+
+    lab, p_rv = _basal_stack()
+    small = (lab[..., 0] == 3) & (np.arange(48)[None, :] > 40)  # a sliver of RV, confident, at the base
+    lab[..., 0][(lab[..., 0] == 3) & ~small] = 0
+    assert 0 < small.sum() < 0.8 * (lab[..., 1] == 3).sum()
+    assert (trim_basal_rv(lab, p_rv, 2, confidence=0.8, ratio=0.8)[..., 0] == 3).sum() == 0
+    assert np.array_equal(trim_basal_rv(lab, p_rv, 2, confidence=0.8, ratio=0.0), lab)  # ratio off: kept
+    probs = np.stack([(lab == k).astype(np.float32) for k in range(4)])
+    probs[3] = np.where(lab == 3, p_rv, 0.0)
+    assert np.array_equal(stack_labels(probs, 2, StackConfig()), lab)
+    trimmed = stack_labels(probs, 2, StackConfig(basal_rv_confidence=0.8, basal_rv_ratio=0.8))
+    assert (trimmed[..., 0] == 3).sum() == 0
+
+
+def test_bundle_refuses_basal_rv_thresholds_out_of_range(tmp_path):
+    dst = tmp_path / "acdc_copy"
+    shutil.copytree(ACDC_BUNDLE, dst)
+    inf = json.loads((dst / "inference.json").read_text())
+    inf["slice_stack"]["basal_rv_confidence"] = 1.5
+    (dst / "inference.json").write_text(json.dumps(inf))
+    with pytest.raises(BundleError, match="basal_rv_confidence must be 0-1"):
+        load_bundle(dst)

@@ -238,6 +238,11 @@ def load_bundle(root: str | Path | None = None, *, device: str = "cpu") -> SegMo
         if stack.window % spec.divisor or stack.tta not in (1, 2, 4, 8) or not 0.3 <= stack.pixel_mm <= 3.0:
             raise BundleError(f"bundle {root}: slice_stack needs window a multiple of {spec.divisor}, tta 1/2/4/8 and "
                               f"pixel_mm 0.3-3 (got {stack.window}, {stack.tta}, {stack.pixel_mm})")
+        if not (0.0 <= stack.basal_rv_confidence <= 1.0 and 0.0 <= stack.basal_rv_ratio <= 2.0
+                and 1 <= stack.basal_rv_slices <= 4):
+            raise BundleError(f"bundle {root}: slice_stack basal_rv_confidence must be 0-1, basal_rv_ratio 0-2 and "
+                              f"basal_rv_slices 1-4 (got {stack.basal_rv_confidence}, {stack.basal_rv_ratio}, "
+                              f"{stack.basal_rv_slices})")
     cfg_keys = {f.name for f in fields(SegConfig)}
     unknown = sorted(str(k)[:40] for k in set(inference) - cfg_keys - {"roi_size", "comment", "slice_stack"})
     if unknown:

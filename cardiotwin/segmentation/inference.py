@@ -506,7 +506,7 @@ def _posed(scan: Scan, model: "SegModel") -> Scan:
 
 def _predict_stack_labels(scan: Scan, model: "SegModel") -> np.ndarray:
     """A 2D stack bundle's labels: the scan's slices in its own voxel frame (direction matrix ignored)."""
-    from cardiotwin.segmentation.slicenet import clean_stack_labels, predict_stack_probs, stack_axis
+    from cardiotwin.segmentation.slicenet import predict_stack_probs, stack_axis, stack_labels
 
     sp = np.asarray(scan.geometry.spacing_mm, dtype=float)
     axis = stack_axis(sp)
@@ -516,7 +516,7 @@ def _predict_stack_labels(scan: Scan, model: "SegModel") -> np.ndarray:
                          f"(slices at least 2x thicker than their pixels); this {scan.modality} scan has spacing "
                          f"{tuple(round(float(v), 3) for v in sp)} mm: use the default model")
     probs = predict_stack_probs(model.network, scan.voxels, sp, model.stack)
-    return clean_stack_labels(probs.argmax(0).astype(np.uint8), axis)
+    return stack_labels(probs, axis, model.stack)
 
 
 def refine_thick_slices(probs3d: np.ndarray, scan: Scan, slice_model: "SliceModel") -> np.ndarray:

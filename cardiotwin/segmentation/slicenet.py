@@ -16,7 +16,9 @@ network on every whole slice (padded to a multiple of 16) to find the heart, run
 ``window`` x ``window`` crop centred on the heart (the training crops hold the heart near their
 centre), optionally average over the four right-angle rotations and their mirror images
 (``tta``), resample the probabilities back (bilinear), take the argmax, and keep one 3D connected
-component per label (LV blood pool enclosed by its wall, holes filled per slice).
+component per label (LV blood pool enclosed by its wall, holes filled per slice); where the bundle sets
+it, the basal-slice RV rule (``trim_basal_rv``) then clears the RV blood pool from the basal slices that
+cut the right atrium rather than the ventricle.
 """
 
 from __future__ import annotations
@@ -60,6 +62,13 @@ class StackConfig:
     window: int = 128  # crop of the second pass, pixels
     tta: int = 1  # 1: as is; 4: four right-angle rotations; 8: and their mirror images
     min_lv_voxels: int = 20
+    basal_rv_confidence: float = 0.0  # ``trim_basal_rv``: both 0 switch the rule off
+    basal_rv_ratio: float = 0.0
+    basal_rv_slices: int = 2
+
+    @property
+    def trims_basal_rv(self) -> bool:
+        return self.basal_rv_confidence > 0.0 or self.basal_rv_ratio > 0.0
 
 
 def _resample_slices(x: torch.Tensor, out_shape: tuple[int, int]) -> torch.Tensor:
@@ -160,8 +169,50 @@ def clean_stack_labels(lab: np.ndarray, axis: int) -> np.ndarray:
     return out
 
 
+def heart_slices_from_base(lab: np.ndarray, axis: int) -> list[int]:
+    """Indices of the slices holding any label, from the base: the end whose half of the stack holds more
+    labelled area (the apex tapers), so the stack's index order and header are not trusted."""
+    area = np.moveaxis(lab > 0, axis, 0).reshape(lab.shape[axis], -1).sum(1).astype(float)
+    offset = np.arange(len(area)) - (len(area) - 1) / 2.0
+    order = range(len(area)) if float((area * offset).sum()) <= 0.0 else range(len(area) - 1, -1, -1)
+    return [z for z in order if area[z] > 0]
+
+
+def trim_basal_rv(lab: np.ndarray, p_rv: np.ndarray, axis: int, *, confidence: float, ratio: float,
+                  max_slices: int = 2) -> np.ndarray:
+    """Labels with the RV blood pool (3) cleared from the basal slices that cut the right atrium, not the
+    ventricle. ACDC's experts label the RV only below the tricuspid and pulmonary valves; the base descends in
+    systole, so at end-systole the most basal slice usually lies above the valve, and a 2D network, which
+    cannot see where the valve plane is, calls the atrium there RV. Such a slice's RV is less certain and
+    smaller than the next slice's: from the base, a slice loses its RV when the mean RV probability over it is
+    below ``confidence`` or its RV area is below ``ratio`` x the next slice's; the first slice that passes
+    ends the search (at most ``max_slices`` slices)."""
+    out = lab.copy()
+    view = np.moveaxis(out, axis, 0)
+    prob = np.moveaxis(p_rv, axis, 0)
+    idx = heart_slices_from_base(lab, axis)
+    for k in range(min(max_slices, len(idx) - 1)):
+        z, nxt = idx[k], idx[k + 1]
+        rv = view[z] == 3
+        if not rv.any():
+            continue
+        if float(prob[z][rv].mean()) >= confidence and rv.sum() >= ratio * (view[nxt] == 3).sum():
+            break
+        view[z][rv] = 0
+    return out
+
+
+def stack_labels(probs: np.ndarray, axis: int, cfg: StackConfig) -> np.ndarray:
+    """Labels (uint8) from a slice network's probabilities (C, ...): argmax, ``clean_stack_labels``, and the
+    basal-slice RV rule where ``cfg`` sets it."""
+    lab = clean_stack_labels(probs.argmax(0).astype(np.uint8), axis)
+    if cfg.trims_basal_rv:
+        lab = trim_basal_rv(lab, probs[3], axis, confidence=cfg.basal_rv_confidence, ratio=cfg.basal_rv_ratio,
+                            max_slices=cfg.basal_rv_slices)
+    return lab
+
+
 def predict_stack(network: torch.nn.Module, vox: np.ndarray, spacing_mm, cfg: StackConfig | None = None) -> np.ndarray:
     """Labels (uint8, vox.shape) of a short-axis stack: 0 background, 1 LV blood, 2 LV myocardium, 3 RV blood."""
     cfg = cfg or StackConfig()
-    probs = predict_stack_probs(network, vox, spacing_mm, cfg)
-    return clean_stack_labels(probs.argmax(0).astype(np.uint8), stack_axis(spacing_mm))
+    return stack_labels(predict_stack_probs(network, vox, spacing_mm, cfg), stack_axis(spacing_mm), cfg)

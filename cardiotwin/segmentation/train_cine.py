@@ -35,7 +35,15 @@ import torch
 from cardiotwin.config import config_to_dict, load_config
 from cardiotwin.io.atomic import write_json_atomic
 from cardiotwin.segmentation.network import NetworkSpec, build_network, count_parameters
-from cardiotwin.segmentation.slicenet import StackConfig, neighbour_channels, normalise_stack, predict_stack
+from cardiotwin.segmentation.slicenet import (
+    StackConfig,
+    clean_stack_labels,
+    neighbour_channels,
+    normalise_stack,
+    predict_stack,
+    predict_stack_probs,
+    trim_basal_rv,
+)
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +183,45 @@ def evaluate(model: torch.nn.Module, stacks: list[dict[str, Any]], cfg: CineTrai
     model.train()
     mean = {k: float(np.mean([d[k] for d in per])) for k in (1, 2, 3)}
     return {"mean_per_label": mean, "mean": float(np.mean(list(mean.values())))}
+
+
+BASAL_RV_GRID = {"confidence": (0.0, 0.7, 0.75, 0.8, 0.85, 0.9), "ratio": (0.0, 0.5, 0.6, 0.7, 0.8, 0.9)}
+
+
+def basal_rv_table(cases: list[tuple[np.ndarray, np.ndarray, np.ndarray]], grid: dict = BASAL_RV_GRID,
+                   max_slices: int = 2) -> list[dict[str, float]]:
+    """Mean RV blood pool Dice over ``cases`` (cleaned labels, RV probability, expert labels; slice axis 2) for
+    every confidence x ratio of the basal-slice RV rule (``slicenet.trim_basal_rv``; 0 and 0: the rule off)."""
+    rows = []
+    for c in grid["confidence"]:
+        for r in grid["ratio"]:
+            dice = [dice_scores(trim_basal_rv(lab, p_rv, 2, confidence=c, ratio=r, max_slices=max_slices), ref, (3,))[3]
+                    for lab, p_rv, ref in cases]
+            rows.append({"confidence": float(c), "ratio": float(r), "rv_dice": float(np.mean(dice))})
+    return rows
+
+
+def fit_basal_rv(network: torch.nn.Module, cfg: CineTrainConfig, stack: StackConfig) -> dict[str, Any]:
+    """Choose the basal-slice RV rule's thresholds on the training patients' stacks (the best mean RV Dice of
+    ``basal_rv_table``; ties: the milder rule) and score that choice and the rule off on the tuning patients."""
+    split = json.loads(Path(cfg.split_file).read_text())
+    network.eval()
+
+    def cases(patients: list[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        out = []
+        for s in load_stacks(Path(cfg.data_dir), sorted(patients)):
+            probs = predict_stack_probs(network, s["img"], (cfg.pixel_mm, cfg.pixel_mm, 10.0), stack)
+            out.append((clean_stack_labels(probs.argmax(0).astype(np.uint8), 2), probs[3].astype(np.float16), s["lab"]))
+        return out
+
+    table = basal_rv_table(cases(list(split["train"])))
+    best = max(table, key=lambda r: (round(r["rv_dice"], 4), -r["confidence"], -r["ratio"]))
+    tuning = cases(list(split["tuning"]))
+    off, chosen = (basal_rv_table(tuning, {"confidence": (c,), "ratio": (r,)})[0]["rv_dice"]
+                   for c, r in ((0.0, 0.0), (best["confidence"], best["ratio"])))
+    return {"chosen": {"confidence": best["confidence"], "ratio": best["ratio"]}, "train_table": table,
+            "train_stacks": 2 * len(split["train"]), "tta": stack.tta,
+            "tuning_rv_dice": {"rule_off": off, "chosen": chosen}}
 
 
 def initial_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -378,7 +425,9 @@ def export_stack_bundle(checkpoint: Path, bundle_dir: Path, *, name: str, comman
     }
     write_json_atomic(bundle_dir / "metadata.json", meta)
     write_json_atomic(bundle_dir / "inference.json", {
-        "slice_stack": {"pixel_mm": stack.pixel_mm, "window": stack.window, "tta": stack.tta},
+        "slice_stack": {"pixel_mm": stack.pixel_mm, "window": stack.window, "tta": stack.tta,
+                        **({"basal_rv_confidence": stack.basal_rv_confidence, "basal_rv_ratio": stack.basal_rv_ratio,
+                            "basal_rv_slices": stack.basal_rv_slices} if stack.trims_basal_rv else {})},
         "largest_component": True, "lv_component": "myocardium_contact", "fill_holes": True,
         "rv_myocardium": "always", "rv_wall_mm": "3.5 mm", "min_lv_blood_ml": "8 mL", "min_heart_ml": "30 mL",
         "threads": 1})
@@ -403,15 +452,33 @@ def main(argv: list[str] | None = None) -> None:
                     help="with --export: the bundle's weights are the mean of these checkpoints of --out")
     ap.add_argument("--version", default="1.0.0", help="with --export: the bundle's version")
     ap.add_argument("--tta", type=int, default=1, choices=(1, 2, 4, 8),
-                    help="with --export: test-time rotations of inference.json (chosen on the tuning patients)")
+                    help="with --export / --fit-basal-rv: test-time rotations (chosen on the tuning patients)")
+    ap.add_argument("--fit-basal-rv", action="store_true",
+                    help="choose the basal-slice RV rule on the training stacks for --checkpoint (--average): "
+                         "writes OUT/basal_rv_fit.json")
+    ap.add_argument("--basal-rv", nargs=2, type=float, metavar=("CONFIDENCE", "RATIO"),
+                    help="with --export: the basal-slice RV rule's thresholds (from --fit-basal-rv)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if a.export or a.fit_basal_rv:
+        ck_cfg = json.loads(torch.load(Path(a.out) / a.checkpoint, map_location="cpu", weights_only=True)["config_json"])
+        rule = dict(zip(("basal_rv_confidence", "basal_rv_ratio"), a.basal_rv or (0.0, 0.0)))
+        stack = StackConfig(pixel_mm=float(ck_cfg["pixel_mm"]), window=int(ck_cfg["crop"]), tta=a.tta, **rule)
+    if a.fit_basal_rv:
+        torch.set_num_threads(a.threads or 1)
+        ckpts = [Path(a.out) / c for c in (a.average or [a.checkpoint])]
+        tcfg = load_config(CineTrainConfig, ck_cfg, source=str(ckpts[0]))
+        net = build_network(NetworkSpec.from_dict(torch.load(ckpts[0], map_location="cpu", weights_only=True)["network"]))
+        net.load_state_dict(average_checkpoints(ckpts))
+        fit = {"checkpoints": [p.name for p in ckpts], **fit_basal_rv(net, tcfg, stack)}
+        write_json_atomic(Path(a.out) / "basal_rv_fit.json", fit)
+        print(json.dumps({k: v for k, v in fit.items() if k != "train_table"}, indent=1))
+        return
     if a.export:
         command = (f"python -m cardiotwin.segmentation.train_cine --config {a.config} --out {a.out} "
                    f"--export {a.export} --checkpoint {a.checkpoint} --version {a.version} --tta {a.tta}"
-                   + (f" --average {' '.join(a.average)}" if a.average else ""))
-        ck_cfg = json.loads(torch.load(Path(a.out) / a.checkpoint, map_location="cpu", weights_only=True)["config_json"])
-        stack = StackConfig(pixel_mm=float(ck_cfg["pixel_mm"]), window=int(ck_cfg["crop"]), tta=a.tta)
+                   + (f" --average {' '.join(a.average)}" if a.average else "")
+                   + (f" --basal-rv {a.basal_rv[0]:g} {a.basal_rv[1]:g}" if a.basal_rv else ""))
         export_stack_bundle(Path(a.out) / a.checkpoint, Path(a.export), name=Path(a.export).name, command=command,
                             stack=stack, version=a.version,
                             average=[Path(a.out) / c for c in a.average] if a.average else None)
