@@ -147,12 +147,50 @@ def _fit_to_surface(coarse, fine, clusters: np.ndarray, *, edge_mm: float, itera
     return pts
 
 
-def remesh_uniform(surface, *, edge_mm: float, source: str = "label map"):
+def _snap_to_plane(points: np.ndarray, fine, clusters: np.ndarray, plane, *, edge_mm: float) -> np.ndarray:
+    """(C, 3) ``points`` (vertex c: cluster c of the ``fine`` surface's points) with every vertex whose
+    cluster holds a piece of the fine surface's planar cut (points within half an edge of ``plane``
+    whose normal is within 37 degrees of the plane's normal: the base cap, as ``volume.tag_facets``
+    tells it) moved along the normal onto the plane.
+
+    The cut is the intersection of the myocardium with a half-space: a flat cap meeting the walls at
+    a sharp rim. The clusters along the rim straddle both, and their vertices, fitted in the mean,
+    sit a fraction of an edge below the plane: the remeshed surface bevels the rim, and the cavities
+    closed by the base lose a ring of that height (the sample CT's RV at a 5 mm edge: 1.2 mL, 0.4 mm;
+    at 2.5 mm half of it). On the plane the cap is flat and the rim where the walls meet it.
+    """
+    fine_pts = np.asarray(fine.points, dtype=float)
+    normals = np.asarray(fine.compute_normals(point_normals=True, cell_normals=False, auto_orient_normals=True,
+                                              split_vertices=False).point_data["Normals"])
+    n = np.asarray(plane.normal, dtype=float)
+    near = (np.abs(plane.signed_distance_mm(fine_pts)) < 0.5 * edge_mm) & (clusters >= 0)
+    cap = near & (normals @ n > 0.8)
+    on_cap = np.zeros(points.shape[0], dtype=bool)
+    on_cap[clusters[cap]] = True
+    # The direction to move along: within the wall's surface (the mean normal m of the cluster's
+    # points off the cap, near the plane), towards the plane, t = n - (n.m) m; a vertex of the cap
+    # alone (or of a wall nearly parallel to the plane) along n.
+    side = near & ~cap
+    m = np.stack([np.bincount(clusters[side], weights=normals[side, d], minlength=points.shape[0]) for d in range(3)],
+                 axis=1)
+    norm = np.linalg.norm(m, axis=1)
+    m = np.divide(m, norm[:, None], out=np.zeros_like(m), where=norm[:, None] > 0)
+    t = n[None, :] - (m @ n)[:, None] * m
+    tn = t @ n
+    t = np.where((tn > 0.25)[:, None], t / np.maximum(tn, 0.25)[:, None], n[None, :])
+    out = points.copy()
+    out[on_cap] -= plane.signed_distance_mm(points[on_cap])[:, None] * t[on_cap]
+    return out
+
+
+def remesh_uniform(surface, *, edge_mm: float, source: str = "label map", plane=None):
     """Closed surface of near-equilateral triangles of edge ~``edge_mm`` covering ``surface``.
 
     ACVD clustering (pyacvd) to the vertex count of an equilateral triangulation at ``edge_mm``
     (about half its triangle count), then MeshFix repair. A fine surface is subdivided first when
-    it has fewer than four vertices per cluster. Raises StageError when the result is not closed.
+    it has fewer than four vertices per cluster. With ``plane`` (a ``surface.BasePlane`` where the
+    surface is cut flat), the vertices of the cut and its rim are put on the plane
+    (``_snap_to_plane``). Raises StageError when the result is not closed.
     """
     import pyacvd
 
@@ -170,6 +208,9 @@ def remesh_uniform(surface, *, edge_mm: float, source: str = "label map"):
     coarse.points = _project_centroids(np.asarray(coarse.points, dtype=float), clustering.mesh,
                                        np.asarray(clustering.clusters))
     coarse.points = _fit_to_surface(coarse, clustering.mesh, np.asarray(clustering.clusters), edge_mm=edge_mm)
+    if plane is not None:
+        coarse.points = _snap_to_plane(np.asarray(coarse.points, dtype=float), clustering.mesh,
+                                       np.asarray(clustering.clusters), plane, edge_mm=edge_mm)
     coarse = coarse.clean()
     repaired = repair_surface(coarse, source=source)
     if not is_closed(repaired):

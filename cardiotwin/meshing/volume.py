@@ -6,8 +6,10 @@ Steps (each logged, each checked against the mesh's time limit, ``MeshConfig.tim
    resampled by nested shape-based interpolation, cleaned, base plane
    (valve interface, a user-given plane, or for a stack without valve labels its most basal slice);
 2. surface: marching cubes of the anti-aliased myocardium on an isotropic working grid of a third
-   of the edge (``surface.myocardium_surface``), so a 0.5 mm CT and a 3 mm one give the same work;
-3. remesh: ACVD clustering to the target edge and MeshFix repair (``remesh``);
+   of the edge, 0.75-1 mm (``surface.working_step_mm``, ``surface.myocardium_surface``), so a 0.5 mm CT
+   and a 3 mm one give the same work;
+3. remesh: ACVD clustering to the target edge, the base cap and its rim put on the base plane, and
+   MeshFix repair (``remesh``);
 4. tetrahedralise: TetGen 1.6 (``tetgen`` wheel; constrained Delaunay, radius-edge and dihedral
    refinement, maximum volume of a regular tet at the edge); where its elements stay below the
    minimum dihedral angle after step 5 (a sliver with all four vertices on the surface, which no
@@ -271,7 +273,7 @@ def mesh_labels(labels: LabelMap, *, cfg: MeshConfig) -> tuple[HeartMesh, BasePl
     fine = myocardium_surface(cleaned, base, edge_mm=cfg.edge_mm, smoothing_iterations=cfg.smoothing_iterations)
     timings["surface_s"] = time.perf_counter() - t
     t = begin(3, f"remesh to {cfg.edge_mm:g} mm and repair (ACVD, MeshFix)")
-    surface = remesh_uniform(fine, edge_mm=cfg.edge_mm, source=source)
+    surface = remesh_uniform(fine, edge_mm=cfg.edge_mm, source=source, plane=base)
     timings["remesh_s"] = time.perf_counter() - t
     failures: list[str] = []
     best = None
