@@ -100,7 +100,8 @@ def bench_em_mesh(*, quick: bool, edge_mm: float = 5.0) -> str:
         r0, r1 = base["reference_volume_ml"], b["reference_volume_ml"]
         lines.append(f"- {k} against the case mesh: LV EDV {_pct(b['LV_edv'], base['LV_edv'])}, LV EF "
                      f"{_pct(b['LV_ef'], base['LV_ef'])}, RV EDV {_pct(b['RV_edv'], base['RV_edv'])}, RV EF "
-                     f"{_pct(b['RV_ef'], base['RV_ef'])}; unloaded LV cavity {_pct(r1['LV'], r0['LV'])}, "
+                     f"{_pct(b['RV_ef'], base['RV_ef'])}; unloaded LV cavity {_pct(r1['LV'], r0['LV'])}, RV cavity "
+                     f"{_pct(r1['RV'], r0['RV'])}, "
                      f"myocardium {_pct(walls[k], walls['case mesh'])} (issue #25 target: EDV and EF within 3 %).")
     if "re-mesh" in beats:
         a, b = beats["case mesh refined uniformly"], beats["re-mesh"]
