@@ -139,6 +139,18 @@ def test_bad_parameters_refused_up_front():
         _ellipsoid_mech(material=HolzapfelOgden(a_f=0.0), h=6.0)
 
 
+def test_quadrature_degree_with_a_negative_weight_refused():
+    # basix's default degree-3 tetrahedron rule (Keast's 5 points) weights the centroid -2/15 of the
+    # reference volume: the assembled tangent can turn indefinite (a twin beat diverged at t = 50 ms)
+    with pytest.raises(ConfigError, match=r"em.yaml.mechanics: quadrature_degree 3: .*negative weight \(-0.133\).*1, 2, 4, 5, 6"):
+        load_config(EMConfig, {"mechanics": {"quadrature_degree": 3}}, source="em.yaml")
+    for degree in (7, 8):  # the same holds for basix's degree 7 and 8 rules
+        with pytest.raises(ValueError, match=f"quadrature_degree {degree}: .*negative weight"):
+            MechanicsConfig(quadrature_degree=degree).validate()
+    for degree in (None, 1, 2, 4, 5, 6):
+        MechanicsConfig(quadrature_degree=degree).validate()
+
+
 def test_beat_metrics_of_a_rectangular_loop():
     # Ideal loop: fill 50->120 mL at 1 kPa, eject at 16 kPa: SV 70, EF 70/120, work (16-1)*70 = 1050 mJ
     v = np.array([120, 120, 50, 50, 120.0])

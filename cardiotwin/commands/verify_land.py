@@ -1,6 +1,6 @@
 """`cardiotwin verify land --problem 1|2|3 [--resolution MM | --grid 4x16x24] [--geometry-degree 1|2]
 [--element both|taylor-hood|default] [--default-resolution R | --default-grid 8x32x48]
-[--active-tension-stabilisation] --json OUT.json`.
+[--no-active-tension-stabilisation] --json OUT.json`.
 
 Land et al. 2015 mechanics benchmark: the Taylor-Hood P2/P1 reference (top-level outputs) and the
 twins' default element (``default_element``), each output against the published range.
@@ -31,12 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "twins' default nodal-pressure P1/P1 element (on --default-resolution), or both (default)")
     parser.add_argument("--default-resolution", type=float, default=None,
                         help="the default element's resolution (as --resolution; default: 2 elements across for "
-                             "problem 1, 1.5 mm for problem 2, 1 mm for problem 3)")
+                             "problem 1, 1.5 mm for problem 2; problem 3 defaults to the prolate grid 8x32x48)")
     parser.add_argument("--default-grid", default=None, metavar="NWALLxNLONGxNCIRC",
                         help="problems 2-3: the default element on a structured prolate mesh instead")
-    parser.add_argument("--active-tension-stabilisation", action="store_true",
-                        help="the default element with its pressure stabilisation scaled by the passive shear "
-                             "modulus plus the active tension (MechanicsConfig.stabilisation_active_tension)")
+    parser.add_argument("--active-tension-stabilisation", action=argparse.BooleanOptionalAction, default=True,
+                        help="the default element's pressure stabilisation sized by the passive shear modulus plus "
+                             "the active tension (MechanicsConfig.stabilisation_active_tension, the default); "
+                             "--no-active-tension-stabilisation: by the passive modulus alone (problem 3 then "
+                             "leaves its range)")
     parser.add_argument("--json", dest="json_out", default=None, help="write the outputs (mm) to this JSON file")
 
 

@@ -29,9 +29,10 @@ Three compressibility treatments:
   gradient across the wall, which the term also relaxes: alpha 0.14 keeps Land's beam (Problem 1)
   inside the published range. Under an active fibre stress far above mu (Land Problem 3: 60 kPa
   against 2 kPa) the term smooths away the pressure the constraint needs and the wall compresses
-  locally (nodal volume ratios off by 25 %); ``stabilisation_active_tension`` sizes it by mu + T_a
-  instead (the stiffness the active stress adds), which brings Problem 3 into its published range.
-  Measurements against P2 and the beam: ``docs/mechanics.md``.
+  locally (nodal volume ratios off by 25 %); so it is sized by mu + T_a (the stiffness the active
+  stress adds; ``stabilisation_active_tension``, on by default), which keeps Problem 3 in its
+  published range and leaves every passive solve unchanged. Measurements against P2 and the beam:
+  ``docs/mechanics.md``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from typing import Literal
 import numpy as np
 from mpi4py import MPI  # noqa: I001 - before dolfinx
 
+import basix
 import basix.ufl
 import dolfinx
 import dolfinx.fem.petsc
@@ -73,8 +75,9 @@ class MechanicsConfig:
     # shear modulus scaling the stabilisation; None: the material's small-strain cross-fibre value
     stabilisation_modulus: float | None = None
     # add the local active fibre tension T_a to that modulus (the stiffness an active stress adds):
-    # keeps the pressure constraint under a stress far above the passive modulus (docs/mechanics.md)
-    stabilisation_active_tension: bool = False
+    # keeps the pressure constraint under a stress far above the passive modulus (docs/mechanics.md);
+    # no effect where T_a = 0 (passive filling, Land Problems 1-2)
+    stabilisation_active_tension: bool = True
     base_bc: Literal["fixed", "spring"] = "fixed"
     base_spring_kpa_per_mm: float = 1.0
     epi_spring_kpa_per_mm: float = 0.0
@@ -123,6 +126,17 @@ class MechanicsConfig:
             raise ValueError("cross_fibre_fraction must lie in [0, 1]")
         if self.quadrature_degree is not None and not 1 <= self.quadrature_degree <= 8:
             raise ValueError(f"quadrature_degree must lie in [1, 8], got {self.quadrature_degree}")
+        if self.quadrature_degree is not None and (weight := _smallest_tet_weight(self.quadrature_degree)) <= 0:
+            safe = ", ".join(str(d) for d in range(1, 9) if _smallest_tet_weight(d) > 0)
+            raise ValueError(f"quadrature_degree {self.quadrature_degree}: the default tetrahedron rule of that degree "
+                             f"has a negative weight ({weight:.3g}), which can make the tangent indefinite (a beat "
+                             f"diverged with degree 3); use one of {safe}")
+
+
+def _smallest_tet_weight(degree: int) -> float:
+    """The smallest weight of the tetrahedron quadrature rule the forms get at ``degree`` (basix's default
+    rule, as FFCx uses it): negative for degrees 3, 7 and 8."""
+    return float(np.min(basix.make_quadrature(basix.CellType.tetrahedron, degree)[1]))
 
 
 def _cell_size(mesh: dolfinx.mesh.Mesh) -> ufl.core.expr.Expr:
