@@ -133,9 +133,9 @@ def test_the_base_cut_stays_flat_and_the_cavity_keeps_its_volume_at_5_mm():
     # The mesh is the myocardium below the base plane: a flat cap meeting the walls at a sharp rim.
     # Remeshed at 5 mm, the clusters along the rim straddle the cap and the wall, and fitted in the
     # mean their vertices sat a fraction of an edge below the plane: the rim bevelled and the cavity
-    # closed by the base lost a ring (here -1.4 %; the sample CT's RV -1.1 %, twice its loss at 2.5 mm:
-    # the beat's RV EDV changed with the mesh). The cap's vertices now lie on the plane and the
-    # cavity within 1 % of the labels below it.
+    # closed by the base lost a ring (here -1.4 %; the sample CT's RV -1.1 % from the fine surface to
+    # the remeshed one, -0.4 % at 2.5 mm: the beat's RV EDV changed with the mesh). The cap's vertices
+    # now lie on the plane and the cavity within 1 % of the labels below it.
     from cardiotwin.anatomy import FacetTag
 
     labels, base = _cup()
