@@ -220,18 +220,35 @@ def passive_digest(mesh_sha256: str, cfg: EMConfig) -> str:
     return h.hexdigest()
 
 
+def end_diastole_file(path: Path, comm: MPI.Comm) -> Path:
+    """This rank's part of the end-diastolic state ``path``: ``path`` itself on 1 rank,
+    ``<stem>.<size>ranks.rank<r>.npz`` on ``size`` ranks (a state is partition-dependent, so a
+    snapshot made on one rank count is never read on another)."""
+    return path if comm.size == 1 else path.with_name(f"{path.stem}.{comm.size}ranks.rank{comm.rank}{path.suffix}")
+
+
+def _layout(mech: CardiacMechanics) -> np.ndarray:
+    """This rank's cells and mesh nodes by their input indices: equal only on the same partition."""
+    mesh = mech.state.function_space.mesh
+    return np.concatenate([np.asarray(mesh.topology.original_cell_index, dtype=np.int64),
+                           np.asarray(mesh.geometry.input_global_indices, dtype=np.int64)])
+
+
 def _load_end_diastole(path: Path | None, mech: CardiacMechanics, edp: dict[str, float]) -> bool:
-    """Set the state stored by ``_save_end_diastole`` (serial runs; False when absent or not this
-    problem's)."""
-    if path is None or mech.comm.size > 1 or not path.is_file():
+    """Set the state stored by ``_save_end_diastole`` (False on every rank unless every rank has its part
+    for this problem, rank count and partition)."""
+    if path is None:
         return False
+    state = None
     try:
-        with np.load(path) as data:
+        with np.load(end_diastole_file(path, mech.comm)) as data:
             state = np.asarray(data["state"], dtype=float)
             pressures = {c: float(data[f"p_{c}"]) for c in edp}
+            same = np.array_equal(np.asarray(data["layout"]), _layout(mech))
     except (OSError, ValueError, KeyError):
-        return False
-    if state.shape != mech.state.x.array.shape or any(abs(pressures[c] - edp[c]) > 1e-12 for c in edp):
+        same = False
+    ok = same and state.shape == mech.state.x.array.shape and all(abs(pressures[c] - edp[c]) <= 1e-12 for c in edp)
+    if not mech.comm.allreduce(bool(ok), op=MPI.LAND):
         return False
     mech.state.x.array[:] = state
     mech.state.x.scatter_forward()
@@ -241,13 +258,15 @@ def _load_end_diastole(path: Path | None, mech: CardiacMechanics, edp: dict[str,
 
 
 def _save_end_diastole(path: Path | None, mech: CardiacMechanics) -> None:
-    if path is None or mech.comm.size > 1:
+    if path is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    part = end_diastole_file(path, mech.comm)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    tmp = part.with_name(f".{part.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
-        np.savez(f, state=mech.state.x.array, **{f"p_{c}": float(v.value) for c, v in mech.pressures_kpa.items()})
-    os.replace(tmp, path)
+        np.savez(f, state=mech.state.x.array, layout=_layout(mech),
+                 **{f"p_{c}": float(v.value) for c, v in mech.pressures_kpa.items()})
+    os.replace(tmp, part)
 
 
 def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = None,
@@ -259,7 +278,7 @@ def simulate_beat(inputs: BeatInputs, cfg: EMConfig, *, out_dir: Path | None = N
     ``end_diastole``: a file (.npz) for the end-diastolic state, named by the caller after
     ``passive_digest`` (beats of one twin that differ only in activation, tension, circulation or
     time steps share it): read instead of inflating when present, written after inflating
-    otherwise (serial runs only).
+    otherwise; on several ranks one part per rank (``end_diastole_file``).
 
     A diverging Newton solve raises StageError naming the step, time and load; the last
     converged displacement is then written to ``out_dir/last_converged.xdmf``.

@@ -21,6 +21,7 @@ from cardiotwin.types import HeartMesh, MechResult
 
 if TYPE_CHECKING:
     import ufl
+    from mpi4py import MPI
 
     from cardiotwin.mechanics.electromechanics import BeatInputs
     from cardiotwin.mechanics.problem import FibresAtDegree
@@ -98,25 +99,54 @@ def beat_inputs_from_file(vtu: Path) -> "BeatInputs":
     over the ranks of ``MPI.COMM_WORLD``."""
     from mpi4py import MPI
 
-    import dolfinx
-
     from cardiotwin.fibers.quadrature import rule_point_data
-    from cardiotwin.mechanics.electromechanics import BeatInputs
-    from cardiotwin.meshing.fem import cell_field_to_function, point_field_to_function, to_dolfinx
     from cardiotwin.meshing.tets import require_face_connected
 
     comm = MPI.COMM_WORLD
-    hm, act = read_em_mesh(vtu) if comm.rank == 0 else (None, None)
+    hm, shared = None, None
     if comm.rank == 0:
+        hm, act = read_em_mesh(vtu)
         require_face_connected(hm.cells, source=str(vtu))
-    hm_b = comm.bcast((hm.point_data["f0"], rule_point_data(hm), hm.cell_data, act) if comm.rank == 0 else None,
-                      root=0)
-    heart = to_dolfinx(hm, comm)
-    f0, rule, cdata, act = hm_b
+        aha = hm.cell_data.get("aha")
+        shared = (hm.point_data["f0"], rule_point_data(hm), None if aha is None else aha.astype(float), act)
+    return _distributed_inputs(hm, comm.bcast(shared, root=0), comm)
+
+
+def beat_inputs_from_mesh(mesh: HeartMesh | None, activation_times_ms: np.ndarray | None, comm: "MPI.Comm",
+                          *, source: str = "mesh") -> "BeatInputs":
+    """A beat's inputs from a case mesh (``io.meshes.read_mesh``: point data ``f0``, optional ``aha``
+    and the fibre rule's fields) and activation times (N,) ms, distributed over ``comm``: ``mesh`` and
+    the times are needed on rank 0 only. Non-finite times (scar core) become the latest finite time
+    (those points never contract usefully, and the twitch needs a number); a cell's AHA segment is
+    the largest of its vertices'."""
+    from cardiotwin.fibers.quadrature import rule_point_data
+    from cardiotwin.meshing.tets import require_face_connected
+
+    shared = None
+    if comm.rank == 0:
+        require_face_connected(mesh.cells, source=source)
+        act = np.asarray(activation_times_ms, dtype=float).copy()
+        act[~np.isfinite(act)] = np.nanmax(act[np.isfinite(act)])
+        cell_aha = (np.max(np.asarray(mesh.point_data["aha"])[mesh.cells], axis=1).astype(float)
+                    if "aha" in mesh.point_data else None)
+        shared = (np.asarray(mesh.point_data["f0"], dtype=float), rule_point_data(mesh), cell_aha, act)
+    return _distributed_inputs(mesh, comm.bcast(shared, root=0), comm)
+
+
+def _distributed_inputs(mesh: HeartMesh | None, shared: tuple, comm: "MPI.Comm") -> "BeatInputs":
+    """BeatInputs on ``comm`` from the mesh (rank 0) and (f0, fibre rule inputs, cell AHA segments or
+    None, activation times) given on every rank."""
+    import dolfinx
+
+    from cardiotwin.mechanics.electromechanics import BeatInputs
+    from cardiotwin.meshing.fem import cell_field_to_function, point_field_to_function, to_dolfinx
+
+    f0, rule, cell_aha, act = shared
+    heart = to_dolfinx(mesh, comm)
     a = point_field_to_function(heart, act, dolfinx.fem.functionspace(heart.mesh, ("Lagrange", 1)))
     aha = None
-    if "aha" in cdata:
-        aha = cell_field_to_function(heart, cdata["aha"].astype(float), dolfinx.fem.functionspace(heart.mesh, ("DG", 0)))
+    if cell_aha is not None:
+        aha = cell_field_to_function(heart, cell_aha, dolfinx.fem.functionspace(heart.mesh, ("DG", 0)))
     return BeatInputs(mesh=heart.mesh, facet_tags=heart.facet_tags, fibres=beat_fibres(heart, f0, rule), activation=a,
                       aha=aha)
 

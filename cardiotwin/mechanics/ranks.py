@@ -5,8 +5,10 @@ A beat that runs alone (``cardiotwin simulate em``, the ``em`` pipeline stage, t
 else min(usable cores, ``MAX_AUTO_RANKS``). The serial caller keeps the case bookkeeping and runs
 ``mpiexec -n R python -m cardiotwin.mechanics.ranks SPEC`` for the solve: the ranks read the
 activation.vtu (or build the analytic demo inputs), simulate, write the outputs and pickle the
-result for the caller. Beats that run many at a time (the CRT stage's Dask workers, calibration)
-stay serial in their own processes.
+result for the caller. The calibration's beats (``therapy.response.run_beat_task`` with ``ranks``)
+run the same way from a case mesh and an activation array, sharing the end-diastolic state per
+rank count. Beats that run many at a time (the CRT stage's Dask workers) stay serial in their own
+processes.
 
 Without ``mpiexec`` (next to the Python executable or on PATH), or when it cannot start the
 ranks, an automatic rank count falls back to 1 rank with a warning; an explicit count > 1 is a
@@ -15,6 +17,7 @@ ranks, an automatic rank count falls back to 1 rank with a warning; an explicit 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -23,17 +26,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cardiotwin.errors import CardiotwinError, ConfigError, StageError
+from cardiotwin.errors import BeatDiverged, CardiotwinError, ConfigError, StageError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from cardiotwin.mechanics.electromechanics import EMConfig
     from cardiotwin.types import MechResult
 
-__all__ = ["MAX_AUTO_RANKS", "RANKS_ENV", "BeatJob", "default_ranks", "find_mpiexec", "resolve_ranks", "run_beat"]
+__all__ = ["MAX_AUTO_RANKS", "RANKS_ENV", "BeatJob", "default_ranks", "find_mpiexec", "progress_writer", "resolve_ranks",
+           "run_beat"]
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +104,37 @@ def resolve_ranks(ranks: int | str | None) -> tuple[int, bool]:
 
 @dataclass
 class BeatJob:
-    """What the ranks simulate: an activation.vtu, or an analytic demo geometry."""
+    """What the ranks simulate: an activation.vtu, an analytic demo geometry, or a case mesh
+    (``io.meshes.read_mesh``) with activation times per point. ``out_dir``: where the ranks write
+    the displacement and the metrics (None: nothing written); ``end_diastole``: the shared
+    end-diastolic state (``simulate_beat``); ``progress``: a file for the simulated time
+    (``progress_writer``)."""
 
     cfg: "EMConfig"
-    out_dir: Path
+    out_dir: Path | None
     vtu: Path | None = None
     demo: str | None = None
     demo_mesh_mm: float = 4.0
+    mesh_file: Path | None = None
+    activation_ms: "np.ndarray | None" = None
+    end_diastole: Path | None = None
+    progress: Path | None = None
+
+
+def progress_writer(path: Path, every_s: float = 1.0) -> Callable[[float, float], None]:
+    """An ``on_step(t_ms, end_ms)`` that writes ``{"t_ms", "end_ms"}`` to ``path`` at most every ``every_s``
+    seconds (and at the end), for a client to show a running beat's progress."""
+    from cardiotwin.io.atomic import write_json_atomic
+
+    last = [0.0]
+
+    def write(t_ms: float, end_ms: float) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s or t_ms >= end_ms:
+            last[0] = now
+            write_json_atomic(path, {"t_ms": t_ms, "end_ms": end_ms})
+
+    return write
 
 
 def run_beat(job: BeatJob, ranks: int, *, explicit: bool) -> "MechResult | None":
@@ -133,7 +164,10 @@ def run_beat(job: BeatJob, ranks: int, *, explicit: bool) -> "MechResult | None"
             return pickle.loads(result_file.read_bytes())
         errors = sorted(Path(tmp).glob("error.*"))
         if errors:  # the beat itself failed with an error a user can act on
-            raise StageError(errors[0].read_text())
+            failure = json.loads(errors[0].read_text())
+            if failure["time_ms"] is not None:
+                raise BeatDiverged(failure["message"], time_ms=failure["time_ms"])
+            raise StageError(failure["message"])
         tail = (proc.stderr[-2000:].strip() if proc is not None else launch_error) or "no output"
         if not started.is_file():  # the ranks never started: MPI itself does not work here
             if explicit:
@@ -162,19 +196,28 @@ def _child(spec_path: str) -> int:
             from cardiotwin.mechanics.demo import analytic_beat_inputs
 
             inputs = analytic_beat_inputs(geometry=job.demo, char_length_mm=job.demo_mesh_mm)
+        elif job.mesh_file is not None:
+            from cardiotwin.io.meshes import read_mesh
+            from cardiotwin.mechanics.outputs import beat_inputs_from_mesh
+
+            inputs = beat_inputs_from_mesh(read_mesh(job.mesh_file) if comm.rank == 0 else None, job.activation_ms,
+                                           comm, source=str(job.mesh_file))
         else:
             from cardiotwin.mechanics.outputs import beat_inputs_from_file
 
             inputs = beat_inputs_from_file(job.vtu)
         from cardiotwin.mechanics.electromechanics import simulate_beat
 
-        result = simulate_beat(inputs, job.cfg, out_dir=job.out_dir)
+        on_step = progress_writer(job.progress) if job.progress is not None and comm.rank == 0 else None
+        result = simulate_beat(inputs, job.cfg, out_dir=job.out_dir, end_diastole=job.end_diastole, on_step=on_step)
         if comm.rank == 0:
-            write_outputs(result, job.out_dir)
+            if job.out_dir is not None:
+                write_outputs(result, job.out_dir)
             Path(spec["result"]).write_bytes(pickle.dumps(result))
     except CardiotwinError as exc:
         # every rank that fails says why before the abort (a rank may fail alone, the others wait)
-        Path(f"{spec['error']}.{comm.rank}").write_text(str(exc))
+        Path(f"{spec['error']}.{comm.rank}").write_text(json.dumps(
+            {"message": str(exc), "time_ms": exc.time_ms if isinstance(exc, BeatDiverged) else None}))
         time.sleep(1.0)
         comm.Abort(2)
     except BaseException:

@@ -290,8 +290,9 @@ def calibrate(
     t = time.perf_counter()
     mesh_sha = sha256_file(unloaded_path)
     beats = TensionBeats(
+        # one beat at a time: each on the machine's default MPI ranks (mechanics.ranks)
         lambda name, em: run_beat_task(name, act, em_config=em, mesh_path=str(unloaded_path), mesh_sha256=mesh_sha,
-                                       work_dir=str(work_dir)),
+                                       work_dir=str(work_dir), ranks=None),
         lambda tension: calibrated_em_config(em_base, stiffness=passive.value, edp_kpa=edp_kpa,
                                     windkessel=windkessel, heart_rate_bpm=measured.get("heart_rate_bpm"),
                                     tension_kpa=tension),

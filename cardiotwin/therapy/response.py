@@ -54,28 +54,30 @@ def run_beat_task(
     em_config: dict[str, Any],
     work_dir: str,
     on_step: Callable[[float, float], None] | None = None,
+    ranks: int | str | None = 1,
 ) -> dict[str, Any]:
     """Simulate (or reuse) one beat; writes ``work_dir/em_<name>.json`` and ``em_<name>/`` outputs.
     A beat whose mechanics or coupling diverges returns ``{"error": message, "failed_at_ms": time of
     the failed step or None}`` and stores nothing.
     While it runs, the simulated time goes to ``on_step(t_ms, end_ms)``, or (None, e.g. on a Dask
-    worker) to ``work_dir/em_<name>.progress`` (``progress_path``) for the client to show.
+    worker, and always on several ranks) to ``work_dir/em_<name>.progress`` (``progress_path``) for
+    the client to show.
 
     activation_times_ms: (N,) per mesh point, ms from QRS onset (non-finite values, i.e. scar
     core, are set to the latest finite time: those points never contract actively in a useful way,
     and the twitch model needs a number).
+    ranks: MPI ranks of the beat (``mechanics.ranks.resolve_ranks``: an integer, "auto" or None for
+    the machine's default); more than 1 runs it in a child ``mpiexec`` (1 rank when that cannot
+    start and the count was not explicit). Beats of the twin with the same passive mechanics share the
+    end-diastolic inflation, one snapshot per rank count.
     """
     from mpi4py import MPI  # noqa: I001 - before dolfinx
 
-    import dolfinx
-
     from cardiotwin.config import load_config
-    from cardiotwin.fibers.quadrature import rule_point_data
     from cardiotwin.io.meshes import read_mesh
-    from cardiotwin.mechanics.electromechanics import BeatInputs, EMConfig, passive_digest, simulate_beat
-    from cardiotwin.mechanics.outputs import beat_fibres, result_to_dict, write_outputs
-    from cardiotwin.meshing.fem import cell_field_to_function, point_field_to_function, to_dolfinx
-    from cardiotwin.meshing.tets import require_face_connected
+    from cardiotwin.mechanics.electromechanics import EMConfig, passive_digest, simulate_beat
+    from cardiotwin.mechanics.outputs import beat_inputs_from_mesh, result_to_dict, write_outputs
+    from cardiotwin.mechanics.ranks import BeatJob, progress_writer, resolve_ranks, run_beat
 
     out = Path(work_dir) / f"em_{name}.json"
     digest = beat_digest(mesh_sha256, activation_times_ms, em_config)
@@ -84,31 +86,29 @@ def run_beat_task(
         return done
     t0 = time.perf_counter()
     cfg = load_config(EMConfig, em_config, source="crt.electromechanics")
-    mesh = read_mesh(mesh_path)
-    act = np.asarray(activation_times_ms, dtype=float).copy()
-    act[~np.isfinite(act)] = np.nanmax(act[np.isfinite(act)])
-    heart = to_dolfinx(mesh, MPI.COMM_SELF)
-    a = point_field_to_function(heart, act, dolfinx.fem.functionspace(heart.mesh, ("Lagrange", 1)))
-    aha = None
-    if "aha" in mesh.point_data:
-        cell_aha = np.max(np.asarray(mesh.point_data["aha"])[mesh.cells], axis=1).astype(float)
-        aha = cell_field_to_function(heart, cell_aha, dolfinx.fem.functionspace(heart.mesh, ("DG", 0)))
-    fibres = beat_fibres(heart, np.asarray(mesh.point_data["f0"], dtype=float), rule_point_data(mesh))
-    inputs = BeatInputs(mesh=heart.mesh, facet_tags=heart.facet_tags, fibres=fibres, activation=a, aha=aha)
-    beat_dir = Path(work_dir) / f"em_{name}"
+    n_ranks, explicit = resolve_ranks(ranks)
+    end_diastole = Path(work_dir) / f"em_end_diastole_{passive_digest(mesh_sha256, cfg)[:16]}.npz"
+    progress = progress_path(work_dir, name)
+    mesh = read_mesh(mesh_path) if n_ranks == 1 else None
     try:
-        require_face_connected(mesh.cells, source=str(mesh_path))
-        # beats of this twin with the same passive mechanics share the end-diastolic inflation
-        end_diastole = Path(work_dir) / f"em_end_diastole_{passive_digest(mesh_sha256, cfg)[:16]}.npz"
-        result = simulate_beat(inputs, cfg, out_dir=None, end_diastole=end_diastole,
-                               on_step=on_step or _progress_writer(progress_path(work_dir, name)))
+        result = None
+        if n_ranks > 1:
+            job = BeatJob(cfg=cfg, out_dir=None, mesh_file=Path(mesh_path),
+                          activation_ms=np.asarray(activation_times_ms, dtype=float), end_diastole=end_diastole,
+                          progress=progress)
+            result = run_beat(job, n_ranks, explicit=explicit)
+        if result is None:
+            inputs = beat_inputs_from_mesh(mesh or read_mesh(mesh_path), activation_times_ms, MPI.COMM_SELF,
+                                           source=str(mesh_path))
+            result = simulate_beat(inputs, cfg, out_dir=None, end_diastole=end_diastole,
+                                   on_step=on_step or progress_writer(progress))
     except StageError as exc:  # a diverged beat is reported, not stored: a rerun tries again
         log.warning("electromechanics of %s failed: %s", name, exc)
         return {"name": name, "digest": digest, "error": str(exc), "seconds": round(time.perf_counter() - t0, 2),
                 "failed_at_ms": exc.time_ms if isinstance(exc, BeatDiverged) else None}
     finally:
-        progress_path(work_dir, name).unlink(missing_ok=True)
-    write_outputs(result, beat_dir)
+        progress.unlink(missing_ok=True)
+    write_outputs(result, Path(work_dir) / f"em_{name}")
     data = {"name": name, "digest": digest, "seconds": round(time.perf_counter() - t0, 2),
             "result": result_to_dict(result)}
     write_json_atomic(out, data)
@@ -127,18 +127,6 @@ def read_progress(work_dir: str | Path, name: str) -> tuple[float, float] | None
         return float(d["t_ms"]), float(d["end_ms"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def _progress_writer(path: Path, every_s: float = 1.0) -> Callable[[float, float], None]:
-    last = [0.0]
-
-    def write(t_ms: float, end_ms: float) -> None:
-        now = time.monotonic()
-        if now - last[0] >= every_s or t_ms >= end_ms:
-            last[0] = now
-            write_json_atomic(path, {"t_ms": t_ms, "end_ms": end_ms})
-
-    return write
 
 
 def scale_stiffness(em_config: dict[str, Any], factor: float) -> dict[str, Any]:
