@@ -80,9 +80,10 @@ def test_live_bar_on_a_terminal_and_nothing_when_quiet(caplog, info_logging) -> 
 def fake_beat(name, activation_times_ms, *, mesh_path, mesh_sha256, em_config, work_dir, on_step=None):
     """Stands in for therapy.response.run_beat_task: 3 steps of 200 ms simulated time, reported as the
     real task does (``on_step`` in this process, the progress file on a Dask worker)."""
-    from cardiotwin.therapy.response import _progress_writer, progress_path
+    from cardiotwin.mechanics.ranks import progress_writer
+    from cardiotwin.therapy.response import progress_path
 
-    step = on_step or _progress_writer(progress_path(work_dir, name), every_s=0.0)
+    step = on_step or progress_writer(progress_path(work_dir, name), every_s=0.0)
     for t in (200.0, 400.0, 600.0):
         time.sleep(0.0 if on_step else 0.7)
         step(t, 600.0)
