@@ -17,7 +17,9 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help=f"benchmark to run: {', '.join(BENCHES)}")
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller sizes, for a smoke run; written to its own section (bench:NAME:quick), so "
+                             "the full run's section is kept")
     parser.add_argument("--file", default="docs/BENCHMARKS.md", help="where to write the section")
     parser.add_argument("--no-write", action="store_true", help="print the section only")
     parser.add_argument("--model", metavar="DIR",
@@ -46,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--cases, --jobs and --section-only are options of `bench mesh`, not of {args.name!r}")
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.quick:
+        name += ":quick"
     section = func(quick=args.quick, **kwargs, **mesh_options)
     print(section)
     if not args.no_write:
