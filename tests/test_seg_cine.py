@@ -219,6 +219,32 @@ def test_research_bundle_accuracy_on_two_acdc_validation_patients(shared_data):
 
 
 @pytest.mark.skipif(not (ACDC_BUNDLE / "model.safetensors").is_file(), reason="research bundle not built")
+def test_acdc_benchmark_keeps_each_stack_and_reads_it_back(shared_data, tmp_path, monkeypatch):
+    """`bench seg` / `seg_acdc` keep one row per stack under the model's fingerprint, so a slow model's split is
+    measured in pieces: a second call segments nothing and gives the same rows; another inference setting
+    measures afresh."""
+    import cardiotwin.segmentation.inference as inference
+    from cardiotwin.bench import seg_cine
+
+    model = load_bundle("heart_seg_cine_acdc")
+    first = seg_cine.acdc_scores(model, {"patient002": "DCM"}, rows_dir=tmp_path)
+    folder = tmp_path / seg_cine.scores_fingerprint(model)
+    assert sorted(p.name for p in folder.iterdir()) == ["patient002_ed.json", "patient002_es.json"]
+    assert first[0]["dice"][1] > 0.9 and first[0]["ml"][1][1] > 0
+
+    def no_segmentation(*args, **kwargs):
+        raise AssertionError("segmented again")
+
+    monkeypatch.setattr(inference, "segment", no_segmentation)
+    assert seg_cine.acdc_scores(model, {"patient002": "DCM"}, rows_dir=tmp_path) == first
+    other = shutil.copytree(model.root, tmp_path / "bundle")
+    cfg = json.loads((other / "inference.json").read_text())
+    cfg["slice_stack"]["tta"] = 1
+    (other / "inference.json").write_text(json.dumps(cfg))
+    assert seg_cine.scores_fingerprint(load_bundle(other)) != seg_cine.scores_fingerprint(model)
+
+
+@pytest.mark.skipif(not (ACDC_BUNDLE / "model.safetensors").is_file(), reason="research bundle not built")
 def test_research_bundle_picks_ed_and_es_of_a_real_cine(shared_data, tmp_path):
     """A 4-frame cine (ES, ED, ED, ES stacks of validation patient 074): ED is frame 1, ES frame 0, and the
     EF from the curve is close to the expert's (info.json: from the expert labels)."""

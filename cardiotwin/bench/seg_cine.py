@@ -66,33 +66,69 @@ def _ef(ed: float, es: float) -> float:
     return (ed - es) / ed if ed > 0 else float("nan")
 
 
-def acdc_scores(model, patients: dict[str, str], *, rotate: bool = False) -> list[dict]:
-    """Per patient and phase: Dice, HD95 per structure and blood pool volumes (pred, ref); ``rotate``: header rotated."""
+def scores_fingerprint(model) -> str:
+    """sha256 (16 hex digits) of what a stack's scores depend on: the bundle's weights and inference.json and the
+    segmentation package's sources."""
+    import hashlib
+
+    h = hashlib.sha256(model.metadata["weights"]["sha256"].encode())
+    for path in [model.root / "inference.json", *sorted((REPO / "cardiotwin" / "segmentation").glob("*.py"))]:
+        h.update(path.read_bytes() if path.is_file() else b"")
+    return h.hexdigest()[:16]
+
+
+def default_rows_dir() -> Path:
+    """Where the ACDC scores are kept, one JSON file per stack in a folder per ``scores_fingerprint``, so a slow
+    model's split (the default's pose search: about 2 min a stack here) is measured in pieces."""
+    return REPO / ".cache" / "bench-seg-acdc"
+
+
+def _row_from_json(text: str) -> dict:
+    row = json.loads(text)
+    for key in ("dice", "hd95", "ml"):
+        if key in row:
+            row[key] = {int(k): (tuple(v) if isinstance(v, list) else v) for k, v in row[key].items()}
+    return row
+
+
+def acdc_scores(model, patients: dict[str, str], *, rotate: bool = False, rows_dir: Path | None = None) -> list[dict]:
+    """Per patient and phase: Dice, HD95 per structure and blood pool volumes (pred, ref); ``rotate``: header
+    rotated (a random rotation seeded by the patient number). Each stack's row is written to ``rows_dir`` /
+    ``scores_fingerprint(model)`` as it is measured and read from there when present (a stopped run loses
+    nothing; another model, inference setting or segmentation code measures afresh)."""
+    from cardiotwin.io.atomic import write_text_atomic
     from cardiotwin.io.scans import read_labels, read_scan
     from cardiotwin.segmentation.inference import segment
     from cardiotwin.segmentation.qc import compare
     from cardiotwin.types import LabelMap
 
+    folder = (rows_dir or default_rows_dir()) / scores_fingerprint(model)
     rows = []
-    for i, (pid, group) in enumerate(sorted(patients.items())):
+    for pid, group in sorted(patients.items()):
         for phase in ("ed", "es"):
+            cached = folder / f"{pid}_{phase}{'_rotated' if rotate else ''}.json"
+            if cached.is_file():
+                rows.append(_row_from_json(cached.read_text()))
+                continue
             scan = read_scan(ACDC / pid / f"{phase}_image.nii.gz", modality="MR")
             ref = read_labels(ACDC / pid / f"{phase}_labels.nii.gz")
             if rotate:
-                geo = replace(scan.geometry, direction=tuple(float(v) for v in random_rotation(1000 + i).ravel()))
+                seed = 1000 + int("".join(c for c in pid if c.isdigit()) or 0)
+                geo = replace(scan.geometry, direction=tuple(float(v) for v in random_rotation(seed).ravel()))
                 scan = replace(scan, geometry=geo)
             row = {"patient": pid, "group": group, "phase": phase}
             try:
                 pred = segment(scan, model).labels
             except StageError as exc:
                 row["error"] = str(exc)
-                rows.append(row)
-                continue
-            m = compare(LabelMap(labels=pred, geometry=ref.geometry), ref, labels=tuple(STRUCTURES))
-            row["dice"] = {k: m.get(LABEL_NAMES[k], {}).get("dice", 0.0) for k in STRUCTURES}
-            row["hd95"] = {k: m.get(LABEL_NAMES[k], {}).get("hd95_mm", float("inf")) for k in STRUCTURES}
-            v = ref.geometry.voxel_volume_ml
-            row["ml"] = {k: (float((pred == k).sum()) * v, float((ref.labels == k).sum()) * v) for k in (1, 3)}
+            else:
+                m = compare(LabelMap(labels=pred, geometry=ref.geometry), ref, labels=tuple(STRUCTURES))
+                row["dice"] = {k: m.get(LABEL_NAMES[k], {}).get("dice", 0.0) for k in STRUCTURES}
+                row["hd95"] = {k: m.get(LABEL_NAMES[k], {}).get("hd95_mm", float("inf")) for k in STRUCTURES}
+                v = ref.geometry.voxel_volume_ml
+                row["ml"] = {k: (float((pred == k).sum()) * v, float((ref.labels == k).sum()) * v) for k in (1, 3)}
+            folder.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(cached, json.dumps(row))
             rows.append(row)
     return rows
 
@@ -159,7 +195,9 @@ def acdc_section(model, *, quick: bool, rotated: bool = True) -> list[str]:
              f"{len(patients)} patients (`configs/acdc_split.json`, 4 per pathology group, chosen before any training "
              "and never trained on or used to pick checkpoints), ED and ES. Dice and HD95 (3D, mm, nominal "
              "1.5625 x 1.5625 x 10 mm grid) per structure; a failed stack counts as Dice 0. Headers as stored "
-             "(identity direction), and with a random rotation written into the header (voxels unchanged).", "",
+             "(identity direction), and with a random rotation written into the header (voxels unchanged). Each stack's "
+             "row is kept in `.cache/bench-seg-acdc/<fingerprint of weights, inference.json and segmentation code>/` "
+             "and reused while those are unchanged.", "",
              "| stacks | header | n | LV blood Dice | LV myo Dice | RV blood Dice | LV blood HD95 | LV myo HD95 "
              "| RV blood HD95 | failed |", "|---|---|---|---|---|---|---|---|---|---|"]
     for label, res in (("as stored", as_is), ("random rotation", rot)):
