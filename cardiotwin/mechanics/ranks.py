@@ -156,7 +156,7 @@ def run_beat(job: BeatJob, ranks: int, *, explicit: bool) -> "MechResult | None"
         log.info("beat on %d MPI ranks (%s -n %d)", ranks, mpiexec, ranks)
         try:
             proc = subprocess.run([mpiexec, "-n", str(ranks), sys.executable, "-m", "cardiotwin.mechanics.ranks",
-                                   str(spec)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                   str(spec)], env=env, capture_output=True, text=True)
         except OSError as exc:
             proc = None
             launch_error = f"{mpiexec}: {exc.strerror or exc}"
@@ -168,7 +168,9 @@ def run_beat(job: BeatJob, ranks: int, *, explicit: bool) -> "MechResult | None"
             if failure["time_ms"] is not None:
                 raise BeatDiverged(failure["message"], time_ms=failure["time_ms"])
             raise StageError(failure["message"])
-        tail = (proc.stderr[-2000:].strip() if proc is not None else launch_error) or "no output"
+        # mpiexec's own messages (a rank killed, an abort) may come on stdout: both, so a failure is never silent
+        tail = ((proc.stderr[-2000:].strip() or proc.stdout[-2000:].strip()) if proc is not None else launch_error) \
+            or "no output"
         if not started.is_file():  # the ranks never started: MPI itself does not work here
             if explicit:
                 raise ConfigError(f"{mpiexec} could not start {ranks} MPI ranks (run on 1 rank: --ranks 1 or "
