@@ -31,6 +31,18 @@ def write_section(name: str, markdown: str, *, path: str | Path = "docs/BENCHMAR
     return path
 
 
+def sources_fingerprint(package: str, *, seed: bytes = b"", extra: tuple[Path, ...] = ()) -> str:
+    """sha256 (16 hex digits) of ``seed``, the ``extra`` files (an absent one counts as empty) and the sources
+    (``*.py``) of cardiotwin's sub-package ``package``: the key under which a benchmark keeps rows that
+    stay valid while that code (and those inputs) are unchanged."""
+    import hashlib
+
+    h = hashlib.sha256(seed)
+    for path in [*extra, *sorted((Path(__file__).resolve().parents[1] / package).glob("*.py"))]:
+        h.update(path.read_bytes() if path.is_file() else b"")
+    return h.hexdigest()[:16]
+
+
 BENCHES: tuple[str, ...] = ("em", "em_mesh", "ep", "mesh", "crt", "crt_real", "crt_real_mr", "viewer", "seg", "seg_acdc", "calibrate")
 MODEL_BENCHES: tuple[str, ...] = ("seg", "seg_acdc")  # benchmarks of a model bundle (``model=`` a bundle folder)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cardiotwin.bench import sources_fingerprint
 from cardiotwin.types import ImageGeometry, LabelMap
 
 log = logging.getLogger(__name__)
@@ -244,12 +245,7 @@ def check_row(row: dict) -> list[str]:
 
 def mesher_fingerprint() -> str:
     """sha256 (16 hex digits) of the meshing package's sources."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for path in sorted((Path(__file__).resolve().parents[1] / "meshing").glob("*.py")):
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
+    return sources_fingerprint("meshing")
 
 
 def default_rows_dir() -> Path:

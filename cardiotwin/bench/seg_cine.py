@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from cardiotwin.anatomy import LABEL_NAMES
+from cardiotwin.bench import sources_fingerprint
 from cardiotwin.errors import StageError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,12 +70,8 @@ def _ef(ed: float, es: float) -> float:
 def scores_fingerprint(model) -> str:
     """sha256 (16 hex digits) of what a stack's scores depend on: the bundle's weights and inference.json and the
     segmentation package's sources."""
-    import hashlib
-
-    h = hashlib.sha256(model.metadata["weights"]["sha256"].encode())
-    for path in [model.root / "inference.json", *sorted((REPO / "cardiotwin" / "segmentation").glob("*.py"))]:
-        h.update(path.read_bytes() if path.is_file() else b"")
-    return h.hexdigest()[:16]
+    return sources_fingerprint("segmentation", seed=model.metadata["weights"]["sha256"].encode(),
+                               extra=(model.root / "inference.json",))
 
 
 def default_rows_dir() -> Path:
