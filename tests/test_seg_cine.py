@@ -336,3 +336,44 @@ def test_bundle_refuses_basal_rv_thresholds_out_of_range(tmp_path):
     (dst / "inference.json").write_text(json.dumps(inf))
     with pytest.raises(BundleError, match="basal_rv_confidence must be 0-1"):
         load_bundle(dst)
+
+
+def _apical_stack() -> np.ndarray:
+    """LV blood pool discs tapering to the apex (z 0), each ringed by wall; the apical ring is too small to
+    overlap the next slice's ring in plane (a separate 3D component of wall), but it surrounds the apical
+    cavity, which is connected to the rest of the cavity."""
+    lab = np.zeros((40, 40, 4), np.uint8)
+    yy, xx = np.mgrid[:40, :40]
+    d = np.hypot(yy - 20, xx - 20)
+    for z, r in enumerate((3, 10, 10, 10)):
+        lab[..., z][d < r + 3] = 2
+        lab[..., z][d < r] = 1
+    return lab
+
+
+def test_stack_cleanup_keeps_the_wall_around_the_apical_cavity_and_drops_stray_wall():
+    """Thick slices (5-10 mm) break the wall into 3D components at the apex: the wall of a slice is kept when it
+    touches the kept LV blood pool in its own plane; a stray piece of wall elsewhere, or one touching the cavity
+    only through the next slice, goes (the rule before kept the largest wall component only)."""
+    from cardiotwin.segmentation.slicenet import clean_stack_labels
+
+    lab = _apical_stack()
+    lab[2:5, 2:5, 2] = 2  # stray wall in a mid slice
+    over_next_cavity = (np.hypot(*np.mgrid[-20:20, -20:20]) >= 8) & (np.hypot(*np.mgrid[-20:20, -20:20]) < 9)
+    lab[..., 0][over_next_cavity] = 2  # apical slice: apart from its own ring, over the next slice's cavity only
+    out = clean_stack_labels(lab, 2)
+    apical_ring = _apical_stack()[..., 0] == 2
+    assert (out[..., 0][apical_ring] == 2).all()
+    assert (out[2:5, 2:5, 2] == 0).all() and (out[..., 0][over_next_cavity] == 0).all()
+    assert np.array_equal(out[..., 1:3][lab[..., 1:3] == 1], lab[..., 1:3][lab[..., 1:3] == 1])  # cavity unchanged
+
+
+def test_stack_bundle_must_leave_components_to_the_slice_aware_cleanup(tmp_path):
+    dst = tmp_path / "acdc_copy"
+    shutil.copytree(ACDC_BUNDLE, dst)
+    assert load_bundle(dst).default_config.largest_component is False
+    inf = json.loads((dst / "inference.json").read_text())
+    inf["largest_component"] = True
+    (dst / "inference.json").write_text(json.dumps(inf))
+    with pytest.raises(BundleError, match="largest_component must be false"):
+        load_bundle(dst)

@@ -243,6 +243,9 @@ def load_bundle(root: str | Path | None = None, *, device: str = "cpu") -> SegMo
             raise BundleError(f"bundle {root}: slice_stack basal_rv_confidence must be 0-1, basal_rv_ratio 0-2 and "
                               f"basal_rv_slices 1-4 (got {stack.basal_rv_confidence}, {stack.basal_rv_ratio}, "
                               f"{stack.basal_rv_slices})")
+    if stack is not None and inference.get("largest_component", True):
+        raise BundleError(f"bundle {root}: a short-axis stack bundle keeps its components slice-aware "
+                          "(slicenet.clean_stack_labels): inference.json largest_component must be false")
     cfg_keys = {f.name for f in fields(SegConfig)}
     unknown = sorted(str(k)[:40] for k in set(inference) - cfg_keys - {"roi_size", "comment", "slice_stack"})
     if unknown:

@@ -16,7 +16,9 @@ network on every whole slice (padded to a multiple of 16) to find the heart, run
 ``window`` x ``window`` crop centred on the heart (the training crops hold the heart near their
 centre), optionally average over the four right-angle rotations and their mirror images
 (``tta``), resample the probabilities back (bilinear), take the argmax, and keep one 3D connected
-component per label (LV blood pool enclosed by its wall, holes filled per slice); where the bundle sets
+component of each blood pool (LV: the one enclosed by its wall, holes filled per slice) and the LV wall
+around it (``clean_stack_labels``; the bundle's inference.json sets ``largest_component`` false, so the
+generic clean-up of ``inference.postprocess`` does not repeat it 3D-connected only); where the bundle sets
 it, the basal-slice RV rule (``trim_basal_rv``) then clears the RV blood pool from the basal slices that
 cut the right atrium rather than the ventricle.
 """
@@ -146,22 +148,35 @@ def predict_stack_probs(network: torch.nn.Module, vox: np.ndarray, spacing_mm, c
 
 
 def clean_stack_labels(lab: np.ndarray, axis: int) -> np.ndarray:
-    """One 3D component per label (LV blood pool: the one touching LV myocardium most), LV blood holes
-    filled slice by slice; labels 1 LV blood, 2 LV myocardium, 3 RV blood pool."""
+    """One 3D component of LV blood pool (the one touching the largest LV myocardium component most) and of RV
+    blood pool (the largest); LV myocardium: its largest component and every other one that touches the kept
+    LV blood pool (the wall of an apical slice whose ring, 5-10 mm from the next, does not overlap it in plane
+    is still the wall around that cavity); LV blood holes filled slice by slice. Labels 1 LV blood, 2 LV
+    myocardium, 3 RV blood pool."""
     out = lab.copy()
     myo = out == 2
-    for k in (2, 1, 3):
+    cc_myo, n_myo = ndimage.label(myo)
+    if n_myo > 1:
+        main_myo = cc_myo == int(np.argmax(ndimage.sum(myo, cc_myo, index=np.arange(1, n_myo + 1)))) + 1
+    else:
+        main_myo = myo
+    for k in (1, 3):
         mask = out == k
         cc, n = ndimage.label(mask)
         if n <= 1:
             continue
-        if k == 1 and myo.any():
-            near = ndimage.binary_dilation(myo)
+        if k == 1 and main_myo.any():
+            near = ndimage.binary_dilation(main_myo)
             score = ndimage.sum(near, cc, index=np.arange(1, n + 1)) * 1e6 + ndimage.sum(mask, cc, np.arange(1, n + 1))
         else:
             score = ndimage.sum(mask, cc, index=np.arange(1, n + 1))
         keep = int(np.argmax(score)) + 1
         out[mask & (cc != keep)] = 0
+    if n_myo > 1:
+        in_plane = np.moveaxis(np.stack([np.zeros((3, 3), bool), ndimage.generate_binary_structure(2, 1),
+                                         np.zeros((3, 3), bool)]), 0, axis)
+        touching = np.unique(cc_myo[ndimage.binary_dilation(out == 1, structure=in_plane) & myo])
+        out[myo & ~main_myo & ~np.isin(cc_myo, touching[touching > 0])] = 0
     lv = np.moveaxis(out == 1, axis, 0)
     filled = np.stack([ndimage.binary_fill_holes(s) for s in lv])
     view = np.moveaxis(out, axis, 0)

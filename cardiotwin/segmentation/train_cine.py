@@ -437,7 +437,7 @@ def export_stack_bundle(checkpoint: Path, bundle_dir: Path, *, name: str, comman
         "slice_stack": {"pixel_mm": stack.pixel_mm, "window": stack.window, "tta": stack.tta,
                         **({"basal_rv_confidence": stack.basal_rv_confidence, "basal_rv_ratio": stack.basal_rv_ratio,
                             "basal_rv_slices": stack.basal_rv_slices} if stack.trims_basal_rv else {})},
-        "largest_component": True, "lv_component": "myocardium_contact", "fill_holes": True,
+        "largest_component": False, "fill_holes": True,  # components: slicenet.clean_stack_labels
         "rv_myocardium": "always", "rv_wall_mm": "3.5 mm", "min_lv_blood_ml": "8 mL", "min_heart_ml": "30 mL",
         "threads": 1})
     load_bundle(bundle_dir)
@@ -455,6 +455,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--init", help="start from these weights: a stack bundle directory or a run checkpoint (.pt)")
     ap.add_argument("--lr", type=float)
     ap.add_argument("--warmup-steps", type=int)
+    ap.add_argument("--seed", type=int, help="sampling and augmentation seed (default: the config's)")
     ap.add_argument("--export", metavar="BUNDLE_DIR", help="write a checkpoint of the run as a bundle (no training)")
     ap.add_argument("--checkpoint", default="best.pt", help="with --export: which checkpoint of --out (default best.pt)")
     ap.add_argument("--average", nargs="+", metavar="CKPT",
@@ -501,7 +502,7 @@ def main(argv: list[str] | None = None) -> None:
         raw["max_minutes"] = a.max_minutes
     if a.threads:
         raw["threads"] = a.threads
-    for key in ("init", "lr", "warmup_steps"):
+    for key in ("init", "lr", "warmup_steps", "seed"):
         if getattr(a, key) is not None:
             raw[key] = getattr(a, key)
     cfg = load_config(CineTrainConfig, raw, source=a.config)
