@@ -86,11 +86,10 @@ def sunnybrook_scores(model, *, identity_direction: bool = False,
     import SimpleITK as sitk
 
     from cardiotwin.bench.label_alignment import shift_in_plane
-    from cardiotwin.segmentation.slicenet import stack_axis
-
     from cardiotwin.io.scans import from_sitk
     from cardiotwin.segmentation.inference import segment
     from cardiotwin.segmentation.qc import myocardium_confusion, signed_boundary_offset_mm
+    from cardiotwin.segmentation.slicenet import stack_axis
 
     rows = []
     root = SHARED_DATA / "sunnybrook"
@@ -183,7 +182,7 @@ def sunnybrook_lines(bundle) -> list[str]:
     from cardiotwin.bench.label_alignment import reference_shifts
 
     shifts = reference_shifts(SHARED_DATA, Path(__file__).resolve().parents[2] / "configs" / "acdc_split.json")
-    sb_shift = shifts["sunnybrook"][0]
+    sb_shift = shifts["sunnybrook"][0] if "sunnybrook" in shifts else (0.0, 0.0)
     sb = sunnybrook_scores(bundle, realign_px=sb_shift if sb_shift != (0.0, 0.0) else None)
     lines: list[str] = []
     lines += ["### Sunnybrook cine MRI (real, expert contours; labelled slices only)", "",
