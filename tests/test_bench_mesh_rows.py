@@ -43,6 +43,15 @@ def test_rows_of_other_mesher_code_are_not_shown(tmp_path):
     assert all(r.get("not_run") for r in rows)
 
 
+def test_a_damaged_row_counts_as_not_run(tmp_path, caplog):
+    folder = tmp_path / mesher_fingerprint()
+    folder.mkdir()
+    row_path(folder, CASE, 5.0).write_text('{"case": "' + CASE + '", "edge_')  # a hand edit cut short
+    rows = sweep(quick=True, rows_dir=tmp_path, run_missing=False)
+    assert all(r.get("not_run") for r in rows)
+    assert "unreadable benchmark row" in caplog.text
+
+
 def test_mesh_options_only_for_bench_mesh(tmp_path, capsys):
     out = tmp_path / "B.md"
     assert main(["bench", "ep", "--cases", "ACDC", "--file", str(out)]) == 2

@@ -235,6 +235,9 @@ def test_acdc_benchmark_keeps_each_stack_and_reads_it_back(shared_data, tmp_path
     def no_segmentation(*args, **kwargs):
         raise AssertionError("segmented again")
 
+    (folder / "patient002_es.json").write_text('{"patient": "patient002", "dice": {')  # damaged by hand
+    again = seg_cine.acdc_scores(model, {"patient002": "DCM"}, rows_dir=tmp_path)  # measured again, rewritten
+    assert again == first and json.loads((folder / "patient002_es.json").read_text())["phase"] == "es"
     monkeypatch.setattr(inference, "segment", no_segmentation)
     assert seg_cine.acdc_scores(model, {"patient002": "DCM"}, rows_dir=tmp_path) == first
     other = shutil.copytree(model.root, tmp_path / "bundle")

@@ -259,8 +259,12 @@ def load_rows(rows_dir: Path) -> dict[tuple[str, float], dict]:
     code = mesher_fingerprint()
     rows = {}
     for path in sorted((rows_dir / code).glob("*@*mm.json")):
-        r = json.loads(path.read_text())
-        if r.get("code") == code:
+        try:
+            r = json.loads(path.read_text())
+        except ValueError as exc:  # a damaged row (rows are written atomically): the sweep runs it again
+            log.warning("%s: unreadable benchmark row (%s); treated as not run", path, exc)
+            continue
+        if isinstance(r, dict) and r.get("code") == code:
             rows[(r["case"], float(r["edge_mm"]))] = r
     return rows
 

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import subprocess
 import sys
@@ -24,6 +25,8 @@ import numpy as np
 from cardiotwin.anatomy import LABEL_NAMES
 from cardiotwin.bench import sources_fingerprint
 from cardiotwin.errors import StageError
+
+log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 SPLIT_FILE = REPO / "configs" / "acdc_split.json"
@@ -105,8 +108,11 @@ def acdc_scores(model, patients: dict[str, str], *, rotate: bool = False, rows_d
         for phase in ("ed", "es"):
             cached = folder / f"{pid}_{phase}{'_rotated' if rotate else ''}.json"
             if cached.is_file():
-                rows.append(_row_from_json(cached.read_text()))
-                continue
+                try:
+                    rows.append(_row_from_json(cached.read_text()))
+                    continue
+                except (ValueError, AttributeError) as exc:  # a damaged row (rows are written atomically)
+                    log.warning("%s: unreadable benchmark row (%s); measuring the stack again", cached, exc)
             scan = read_scan(ACDC / pid / f"{phase}_image.nii.gz", modality="MR")
             ref = read_labels(ACDC / pid / f"{phase}_labels.nii.gz")
             if rotate:
