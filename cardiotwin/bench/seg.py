@@ -180,8 +180,9 @@ def sunnybrook_lines(bundle) -> list[str]:
     then the reference labels' registration to their images (``label_alignment``) and the scores against the
     labels moved back by it."""
     from cardiotwin.bench.label_alignment import reference_shifts
+    from cardiotwin.bench.seg_cine import SPLIT_FILE
 
-    shifts = reference_shifts(SHARED_DATA, Path(__file__).resolve().parents[2] / "configs" / "acdc_split.json")
+    shifts = reference_shifts(SHARED_DATA, SPLIT_FILE)
     sb_shift = shifts["sunnybrook"][0] if "sunnybrook" in shifts else (0.0, 0.0)
     sb = sunnybrook_scores(bundle, realign_px=sb_shift if sb_shift != (0.0, 0.0) else None)
     lines: list[str] = []

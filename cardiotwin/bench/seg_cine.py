@@ -84,7 +84,10 @@ def default_rows_dir() -> Path:
 
 
 def _row_from_json(text: str) -> dict:
+    """A kept row; ValueError when the file is not one (damaged or edited by hand)."""
     row = json.loads(text)
+    if not isinstance(row, dict) or not isinstance(row.get("patient"), str):
+        raise ValueError("not a benchmark row")
     for key in ("dice", "hd95", "ml"):
         if key in row:
             row[key] = {int(k): (tuple(v) if isinstance(v, list) else v) for k, v in row[key].items()}
@@ -111,7 +114,7 @@ def acdc_scores(model, patients: dict[str, str], *, rotate: bool = False, rows_d
                 try:
                     rows.append(_row_from_json(cached.read_text()))
                     continue
-                except (ValueError, AttributeError) as exc:  # a damaged row (rows are written atomically)
+                except (ValueError, AttributeError) as exc:  # damaged by hand (rows are written atomically)
                     log.warning("%s: unreadable benchmark row (%s); measuring the stack again", cached, exc)
             scan = read_scan(ACDC / pid / f"{phase}_image.nii.gz", modality="MR")
             ref = read_labels(ACDC / pid / f"{phase}_labels.nii.gz")

@@ -455,7 +455,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--init", help="start from these weights: a stack bundle directory or a run checkpoint (.pt)")
     ap.add_argument("--lr", type=float)
     ap.add_argument("--warmup-steps", type=int)
-    ap.add_argument("--seed", type=int, help="sampling and augmentation seed (default: the config's)")
+    ap.add_argument("--seed", type=int, help="sampling and augmentation seed (default: the config's); step k draws from seed + k, so "
+                         "seeds closer than the run's steps repeat each other's samples (run 6 used 1000000)")
     ap.add_argument("--export", metavar="BUNDLE_DIR", help="write a checkpoint of the run as a bundle (no training)")
     ap.add_argument("--checkpoint", default="best.pt", help="with --export: which checkpoint of --out (default best.pt)")
     ap.add_argument("--average", nargs="+", metavar="CKPT",
